@@ -1,0 +1,37 @@
+"""alignkit: align open language models with human preferences.
+
+The Python API the CLI is a thin layer over::
+
+    from alignkit import DPOConfig, train_dpo
+    result = train_dpo(DPOConfig(train_data="pairs.jsonl", output_dir="runs/dpo"))
+
+Submodules are imported lazily so ``import alignkit`` stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "DPOConfig": "alignkit.config",
+    "DemoConfig": "alignkit.config",
+    "TrainConfig": "alignkit.config",
+    "load_config": "alignkit.config",
+    "train_dpo": "alignkit.train.dpo",
+    "run_demo": "alignkit.demo",
+    "load_preference_data": "alignkit.data.preference",
+    "dpo_loss": "alignkit.losses.preference",
+    "sequence_logps": "alignkit.engine.logprobs",
+    "load_model_and_tokenizer": "alignkit.models.loading",
+    "embedded_model_path": "alignkit.models.embedded",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'alignkit' has no attribute {name!r}")

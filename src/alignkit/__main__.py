@@ -1,0 +1,3 @@
+from alignkit.cli import main
+
+raise SystemExit(main())

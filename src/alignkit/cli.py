@@ -1,0 +1,79 @@
+"""``alignkit <command> [config.yaml] [--key value ...]``: a thin layer over the Python API.
+
+Each command is a config class plus the API function that runs it; the CLI only parses,
+validates and reports errors (exit status 2 for bad input, 1 for other failures).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+from alignkit.errors import AlignkitError
+
+
+@dataclass(frozen=True)
+class Command:
+    config: str  # "module:ClassName"
+    runner: str  # "module:function", called with the validated config
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "demo": Command("alignkit.config:DemoConfig", "alignkit.demo:run_demo", "DPO on the embedded model: before/after answers and metrics (about 10 minutes on a CPU)."),
+    "dpo": Command("alignkit.config:DPOConfig", "alignkit.train.dpo:train_dpo", "Train with DPO on prompt/chosen/rejected pairs."),
+}
+
+USAGE = """usage: alignkit <command> [config.yaml] [--key value ...]
+
+Every config key can be given in the YAML file or as a flag (flags win).
+Run 'alignkit <command> --help' to list a command's keys.
+
+commands:
+{commands}
+"""
+
+
+def _load(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE.format(commands="\n".join(f"  {name:<8} {c.summary}" for name, c in COMMANDS.items())))
+        return 0
+    if args[0] in ("-V", "--version"):
+        from alignkit import __version__
+
+        print(f"alignkit {__version__}")
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"alignkit: unknown command '{name}'. Commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    command = COMMANDS[name]
+    config_cls = _load(command.config)
+    if "-h" in rest or "--help" in rest:
+        from alignkit.config import describe_fields
+
+        print(f"usage: alignkit {name} [config.yaml] [--key value ...]\n\n{command.summary}\n\nkeys:\n{describe_fields(config_cls)}")
+        return 0
+    config_path = rest.pop(0) if rest and not rest[0].startswith("--") else None
+    try:
+        from alignkit.config import load_config
+
+        config = load_config(config_cls, config_path, rest)
+        _load(command.runner)(config)
+    except AlignkitError as exc:
+        print(f"alignkit {name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"\nalignkit {name}: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""Preference pairs: validate every row of prompt/chosen/rejected before any training starts.
+
+Accepted forms (TRL's conventions):
+
+* standard:        ``{"prompt": "...", "chosen": "...", "rejected": "..."}``
+* conversational:  ``{"prompt": [{"role": "user", "content": "..."}],
+                     "chosen": [{"role": "assistant", "content": "..."}], "rejected": [...]}``
+* implicit prompt: ``{"chosen": [...whole conversation...], "rejected": [...]}``: the shared
+  leading messages become the prompt.
+
+Extra fields are kept out of the way (ignored). Every fault is reported with file:line and field.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from alignkit.data.records import FaultCollector, Record, read_records
+from alignkit.errors import AlignkitError
+
+ROLES = ("system", "user", "assistant", "tool")
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One validated pair. ``prompt`` is plain text or a list of chat messages."""
+
+    prompt: str | Messages
+    chosen: str
+    rejected: str
+    where: str
+
+
+def load_preference_data(source: str, split: str = "train") -> list[PreferenceExample]:
+    """Read and validate ``source``; raises DataValidationError listing every fault (exit status 2)."""
+    records = read_records(source, split)
+    return validate_preference_records(records, str(source))
+
+
+def validate_preference_records(records: list[Record], source: str) -> list[PreferenceExample]:
+    faults = FaultCollector(source)
+    examples = []
+    for record in records:
+        example = _validate_row(record, faults)
+        if example is not None:
+            examples.append(example)
+    faults.raise_if_any()
+    if not examples:
+        raise AlignkitError(f"{source}: contains no rows")
+    return examples
+
+
+def _validate_row(record: Record, faults: FaultCollector) -> PreferenceExample | None:
+    row, where = record.data, record.where
+    if not isinstance(row, dict):
+        faults.add(where, None, f"expected an object with prompt/chosen/rejected, got {type(row).__name__}")
+        return None
+    before = faults.total
+    if "prompt" not in row and isinstance(row.get("chosen"), list) and isinstance(row.get("rejected"), list):
+        row = _split_implicit_prompt(row, where, faults)
+        if row is None:
+            return None
+    for field in ("prompt", "chosen", "rejected"):
+        if field not in row or row[field] is None:
+            faults.add(where, field, "missing (each row needs prompt, chosen and rejected)")
+    if faults.total > before:
+        return None
+    prompt = _check_content(row["prompt"], where, "prompt", faults, response=False)
+    chosen = _check_content(row["chosen"], where, "chosen", faults, response=True)
+    rejected = _check_content(row["rejected"], where, "rejected", faults, response=True)
+    if faults.total > before:
+        return None
+    if chosen == rejected:
+        faults.add(where, "rejected", "identical to chosen (a pair must differ to teach a preference)")
+        return None
+    return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, where=where)
+
+
+def _split_implicit_prompt(row: dict, where: str, faults: FaultCollector) -> dict | None:
+    chosen, rejected = row["chosen"], row["rejected"]
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared == 0:
+        faults.add(where, "prompt", "missing, and chosen/rejected share no leading messages to use as the prompt")
+        return None
+    return {**row, "prompt": chosen[:shared], "chosen": chosen[shared:], "rejected": rejected[shared:]}
+
+
+def _check_content(value: Any, where: str, field: str, faults: FaultCollector, response: bool) -> Any:
+    """Return the text (responses) or text/messages (prompt); record faults and return None if bad."""
+    if isinstance(value, str):
+        if not value.strip():
+            faults.add(where, field, "empty text")
+            return None
+        return value
+    if isinstance(value, list):
+        messages = _check_messages(value, where, field, faults)
+        if messages is None:
+            return None
+        if not response:
+            return messages
+        if len(messages) != 1 or messages[0]["role"] != "assistant":
+            roles = [m["role"] for m in messages]
+            faults.add(where, field, f"expected exactly one assistant message, got roles {roles}")
+            return None
+        return messages[0]["content"]
+    faults.add(where, field, f"expected a string or a list of {{role, content}} messages, got {type(value).__name__}")
+    return None
+
+
+def _check_messages(value: list, where: str, field: str, faults: FaultCollector) -> Messages | None:
+    if not value:
+        faults.add(where, field, "empty list of messages")
+        return None
+    messages, ok = [], True
+    for i, message in enumerate(value):
+        label = f"{field}[{i}]"
+        if not isinstance(message, dict):
+            faults.add(where, label, f"expected an object with role and content, got {type(message).__name__}")
+            ok = False
+            continue
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            faults.add(where, f"{label}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+            ok = False
+        if not isinstance(content, str):
+            faults.add(where, f"{label}.content", f"expected a string, got {type(content).__name__}")
+            ok = False
+        elif not content.strip():
+            faults.add(where, f"{label}.content", "empty text")
+            ok = False
+        if ok:
+            messages.append({"role": role, "content": content})
+    return messages if ok else None

@@ -1,0 +1,140 @@
+"""Read rows from JSONL / JSON / Parquet / ``save_to_disk`` folders / hub ids, keeping where each came from.
+
+Every row carries ``where`` (``file.jsonl:12`` or ``file.parquet row 12``, 1-based) so that validation
+errors can name the exact place to fix.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignkit.errors import AlignkitError, DataValidationError, Fault
+
+MAX_REPORTED_FAULTS = 20
+
+
+@dataclass(frozen=True)
+class Record:
+    data: Any
+    where: str
+
+
+class FaultCollector:
+    """Collects faults, keeping the first ``limit`` and counting the rest."""
+
+    def __init__(self, source: str, limit: int = MAX_REPORTED_FAULTS):
+        self.source, self.limit, self.faults, self.total = source, limit, [], 0
+
+    def add(self, where: str, field: str | None, message: str) -> None:
+        self.total += 1
+        if len(self.faults) < self.limit:
+            self.faults.append(Fault(where, field, message))
+
+    def raise_if_any(self) -> None:
+        if self.total:
+            raise DataValidationError(self.source, self.faults, self.total)
+
+
+def read_records(source: str | Path, split: str = "train") -> list[Record]:
+    """All rows of ``source``; invalid JSON lines are reported together as a DataValidationError."""
+    path = Path(source)
+    if path.is_dir():
+        return _read_saved_dataset(path, split)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".ndjson"):
+            return _read_jsonl(path)
+        if suffix == ".json":
+            return _read_json(path)
+        if suffix == ".parquet":
+            return _read_parquet(path)
+        raise AlignkitError(f"{path}: unsupported data file type '{suffix}' (use .jsonl, .json, .parquet or a save_to_disk folder)")
+    if _looks_like_hub_id(str(source)):
+        return _read_hub(str(source), split)
+    raise AlignkitError(f"data not found: {source} (no such file or folder)")
+
+
+def _read_jsonl(path: Path) -> list[Record]:
+    faults = FaultCollector(str(path))
+    records = []
+    with path.open("r", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                records.append(Record(json.loads(line), where))
+            except json.JSONDecodeError as exc:
+                faults.add(where, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+    faults.raise_if_any()
+    return records
+
+
+def _read_json(path: Path) -> list[Record]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(str(path), [Fault(f"{path}:{exc.lineno}", None, f"invalid JSON: {exc.msg} (column {exc.colno})")]) from None
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))
+    if not isinstance(data, list):
+        raise DataValidationError(str(path), [Fault(str(path), None, "expected a JSON array of objects (or JSONL, one object per line)")])
+    return [Record(row, f"{path} row {i}") for i, row in enumerate(data, start=1)]
+
+
+def _read_parquet(path: Path) -> list[Record]:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    return [Record(row, f"{path} row {i}") for i, row in enumerate(rows, start=1)]
+
+
+def _read_saved_dataset(path: Path, split: str) -> list[Record]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as exc:
+        raise AlignkitError(f"{path}: not a datasets.save_to_disk folder ({exc})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise AlignkitError(f"{path}: has splits {list(loaded)}, none named '{split}'")
+        loaded = loaded[split]
+    return [Record(row, f"{path} row {i}") for i, row in enumerate(loaded, start=1)]
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def _read_hub(name: str, split: str) -> list[Record]:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # network, auth, missing dataset: all reported the same way
+        raise AlignkitError(f"could not load dataset '{name}' (split '{split}') from the hub: {exc}") from None
+    return [Record(row, f"{name} row {i}") for i, row in enumerate(loaded, start=1)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def split_train_eval(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic held-out split: ``fraction`` of the items (at least one when > 0) go to eval."""
+    if fraction <= 0 or len(items) < 2:
+        return list(items), []
+    import random
+
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_eval = min(len(items) - 1, max(1, round(len(items) * fraction)))
+    held = set(order[:n_eval])
+    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]

@@ -1,0 +1,80 @@
+"""Tokenization: chat template on the prompt, EOS after each response, response-keeping truncation.
+
+Prompt and response are tokenized separately and concatenated, so the boundary between them (and
+therefore the loss mask) is exact by construction, whatever the tokenizer does at the join.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alignkit.data.preference import Messages, PreferenceExample
+from alignkit.errors import AlignkitError
+
+
+@dataclass(frozen=True)
+class TokenizedPair:
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give the tokenizer a pad token if it lacks one. Padding is always masked, so any id is safe."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+        if tokenizer.pad_token_id is None:
+            raise AlignkitError("the tokenizer has no pad, eos or unk token to pad with; set tokenizer.pad_token")
+
+
+def as_messages(prompt: str | Messages) -> Messages:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def prompt_token_ids(tokenizer, prompt: str | Messages, apply_chat_template: bool = True, system_prompt: str | None = None) -> list[int]:
+    """Token ids of the prompt, formatted with the model's chat template when it has one."""
+    if apply_chat_template and tokenizer.chat_template:
+        messages = as_messages(prompt)
+        if system_prompt is not None:
+            messages = [{"role": "system", "content": system_prompt}] + [m for m in messages if m["role"] != "system"]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not isinstance(prompt, str):
+        raise AlignkitError(
+            "conversational prompts need a tokenizer with a chat template (this one has none, or "
+            "apply_chat_template is false); use plain-text prompts or a chat model"
+        )
+    text = prompt if system_prompt is None else f"{system_prompt}\n\n{prompt}"
+    return tokenizer(text, add_special_tokens=True)["input_ids"]
+
+
+def response_token_ids(tokenizer, text: str) -> list[int]:
+    """Response tokens followed by EOS (so the model learns where to stop)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is None:
+        raise AlignkitError("the tokenizer has no eos token; responses must end with one")
+    return ids + [tokenizer.eos_token_id]
+
+
+def truncate_pair(prompt: list[int], chosen: list[int], rejected: list[int], max_length: int, max_prompt_length: int) -> TokenizedPair:
+    """Fit prompt+response into ``max_length`` while keeping the responses.
+
+    The prompt is cut from the left to ``max_prompt_length``, then further (never below half of
+    ``max_length``) until the longer response fits; only then are responses cut from the right.
+    Chosen and rejected always share the same prompt tokens.
+    """
+    prompt = prompt[-max_prompt_length:]
+    longest = max(len(chosen), len(rejected))
+    keep = min(len(prompt), max(max_length - longest, max_length // 2))
+    prompt = prompt[len(prompt) - keep:]
+    budget = max_length - len(prompt)
+    return TokenizedPair(prompt, chosen[:budget], rejected[:budget])
+
+
+def tokenize_pairs(examples: list[PreferenceExample], tokenizer, max_length: int, max_prompt_length: int, apply_chat_template: bool = True) -> list[TokenizedPair]:
+    pairs = []
+    for example in examples:
+        prompt = prompt_token_ids(tokenizer, example.prompt, apply_chat_template)
+        chosen = response_token_ids(tokenizer, example.chosen)
+        rejected = response_token_ids(tokenizer, example.rejected)
+        pairs.append(truncate_pair(prompt, chosen, rejected, max_length, max_prompt_length))
+    return pairs

@@ -1,0 +1,1 @@
+"""Shared engine: sequence log-probs, reference handling, generation."""

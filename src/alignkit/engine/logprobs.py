@@ -1,0 +1,126 @@
+"""The one log-prob engine every trainer uses.
+
+``sequence_logps(model, batch)`` runs the decoder once over all sequences of a batch (chosen and
+rejected together), keeps the hidden states only at scored positions, and turns them into token
+log-probs chunk by chunk. The full ``[batch, seq, vocab]`` logits tensor never exists: forward and
+backward each hold at most ``chunk_size x vocab`` floats of logits at a time (the backward pass
+recomputes each chunk's logits instead of storing them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class _ChunkedTokenLogps(torch.autograd.Function):
+    """log softmax(h @ W.T)[target] for M rows, computed in chunks of rows.
+
+    Gradients: d/dlogits = g * (onehot(target) - softmax), recomputed per chunk in backward.
+    Optional soft-capping (Gemma-2): logits = c * tanh(z / c).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_size: int, softcap: float):
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        lse_all = torch.empty_like(out)
+        for start in range(0, hidden.shape[0], chunk_size):
+            end = start + chunk_size
+            logits = _chunk_logits(hidden[start:end], weight, softcap)[0]
+            lse = torch.logsumexp(logits, dim=-1)
+            out[start:end] = logits.gather(1, targets[start:end, None]).squeeze(1) - lse
+            lse_all[start:end] = lse
+        ctx.save_for_backward(hidden, weight, targets, lse_all)
+        ctx.chunk_size, ctx.softcap = chunk_size, softcap
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, targets, lse_all = ctx.saved_tensors
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.zeros_like(hidden) if need_hidden else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+        for start in range(0, hidden.shape[0], ctx.chunk_size):
+            end = start + ctx.chunk_size
+            h, g = hidden[start:end], grad_out[start:end].float()
+            logits, tanh = _chunk_logits(h, weight, ctx.softcap)
+            grad_logits = logits.sub_(lse_all[start:end, None]).exp_().mul_(-g[:, None])  # -g * softmax
+            grad_logits[torch.arange(h.shape[0], device=h.device), targets[start:end]] += g
+            if tanh is not None:
+                grad_logits.mul_(1.0 - tanh * tanh)
+            grad_logits = grad_logits.to(hidden.dtype)
+            if need_hidden:
+                grad_hidden[start:end] = grad_logits @ weight
+            if need_weight:
+                grad_weight.addmm_(grad_logits.T.float(), h.float())
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None, None
+
+
+def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float):
+    logits = (hidden @ weight.T).float()
+    if not softcap:
+        return logits, None
+    tanh = torch.tanh(logits / softcap)
+    return tanh * softcap, tanh
+
+
+def token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024, softcap: float = 0.0) -> torch.Tensor:
+    """Log-prob of each target token: ``hidden [M, H]``, ``weight [V, H]``, ``targets [M]`` -> ``[M]`` fp32."""
+    return _ChunkedTokenLogps.apply(hidden, weight, targets, chunk_size, float(softcap or 0.0))
+
+
+@dataclass
+class SequenceLogps:
+    logps: torch.Tensor  # [N] summed over each sequence's response tokens (fp32)
+    token_counts: torch.Tensor  # [N] response tokens per sequence
+
+
+def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Linear, float]:
+    """(decoder backbone, output projection, logit soft-cap) of a causal LM, PEFT-wrapped or not."""
+    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(hf_model, hf_model.base_model_prefix)
+    head = hf_model.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise NotImplementedError("output projections with a bias are not supported by the chunked log-prob engine")
+    softcap = getattr(hf_model.config, "final_logit_softcapping", None) or 0.0
+    return backbone, head, softcap
+
+
+def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int = 1024) -> SequenceLogps:
+    """Summed response log-probs of every sequence in ``batch`` (see ``data.collate``)."""
+    backbone, head, softcap = causal_lm_parts(model)
+    hidden = backbone(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        use_cache=False,
+    ).last_hidden_state
+    seq_index = batch["seq_index"].reshape(-1)
+    scored = (seq_index >= 0).nonzero().squeeze(1)
+    selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, scored)
+    targets = batch["target_ids"].reshape(-1).index_select(0, scored)
+    per_token = token_logps(selected, head.weight, targets, chunk_size, softcap)
+    owner = seq_index.index_select(0, scored)
+    n = batch["input_ids"].shape[0]
+    logps = torch.zeros(n, dtype=torch.float32, device=per_token.device).index_add(0, owner, per_token)
+    counts = torch.zeros(n, dtype=torch.long, device=owner.device).index_add_(0, owner, torch.ones_like(owner))
+    return SequenceLogps(logps, counts)
+
+
+class LogProbModel(nn.Module):
+    """A causal LM whose forward returns per-sequence response log-probs.
+
+    This wrapper, not the bare LM, is what ``accelerate`` prepares, so distributed wrappers (DDP,
+    FSDP) see the whole computation. ``.lm`` is the (possibly PEFT-wrapped) model to save.
+    """
+
+    def __init__(self, lm: nn.Module, chunk_size: int = 1024):
+        super().__init__()
+        self.lm = lm
+        self.chunk_size = chunk_size
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> SequenceLogps:
+        return sequence_logps(self.lm, batch, self.chunk_size)

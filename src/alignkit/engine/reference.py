@@ -1,0 +1,101 @@
+"""Reference log-probs: the policy with adapters disabled (LoRA), a frozen copy (full fine-tuning),
+or values precomputed once and cached on disk.
+
+With LoRA no second model exists in memory. With ``precompute_ref_log_probs`` the frozen copy is
+dropped after one pass, and the values are cached under ``$ALIGNKIT_CACHE/ref_logps`` keyed by
+the model's files and the exact token ids, so reruns and beta sweeps reuse them.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from alignkit.engine.logprobs import LogProbModel
+
+
+class Reference:
+    """Callable ``batch -> [N]`` reference log-probs (no autograd)."""
+
+    def __init__(self, policy: LogProbModel, use_adapter: bool):
+        self.policy = policy
+        self.frozen = None
+        if not use_adapter:
+            lm = copy.deepcopy(policy.lm).eval().requires_grad_(False)
+            self.frozen = LogProbModel(lm, policy.chunk_size)
+
+    @contextmanager
+    def _model(self):
+        if self.frozen is not None:
+            yield self.frozen
+            return
+        lm = self.policy.lm
+        was_training = lm.training
+        lm.eval()
+        try:
+            with lm.disable_adapter():
+                yield self.policy
+        finally:
+            lm.train(was_training)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> torch.Tensor:
+        if "ref_logps" in batch:
+            return batch["ref_logps"]
+        with self._model() as model:
+            return model(batch).logps
+
+    def release(self) -> None:
+        """Drop the frozen copy (after precomputing, it is no longer needed)."""
+        self.frozen = None
+
+
+def model_fingerprint(model_path: str) -> str:
+    """Identity of a model's weights: file names, sizes and mtimes (or the hub id)."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return model_path
+    parts = [str(path.resolve())]
+    for file in sorted(path.iterdir()):
+        if file.is_file():
+            stat = file.stat()
+            parts.append(f"{file.name}:{stat.st_size}:{int(stat.st_mtime)}")
+    return "|".join(parts)
+
+
+def cache_key(fingerprint: str, items: list[dict]) -> str:
+    digest = hashlib.sha256(fingerprint.encode())
+    for item in items:
+        pair = item["pair"]
+        digest.update(json.dumps([pair.prompt_ids, pair.chosen_ids, pair.rejected_ids]).encode())
+    return digest.hexdigest()[:32]
+
+
+def precompute_reference(reference: Reference, items: list[dict], collate, batch_size: int, cache_dir: Path, fingerprint: str, device, show_progress: bool = True) -> None:
+    """Attach ``ref_chosen_logps``/``ref_rejected_logps`` to every item, from cache or one pass."""
+    path = cache_dir / "ref_logps" / f"{cache_key(fingerprint, items)}.safetensors"
+    if path.is_file():
+        values = load_file(str(path))
+        chosen, rejected = values["chosen"], values["rejected"]
+    else:
+        chosen_parts, rejected_parts = [], []
+        for start in tqdm(range(0, len(items), batch_size), desc="reference log-probs", disable=not show_progress):
+            chunk = items[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in collate(chunk).items()}
+            logps = reference(batch).cpu()
+            chosen_parts.append(logps[: len(chunk)])
+            rejected_parts.append(logps[len(chunk):])
+        chosen, rejected = torch.cat(chosen_parts), torch.cat(rejected_parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+    for item, c, r in zip(items, chosen.tolist(), rejected.tolist()):
+        item["ref_chosen_logps"], item["ref_rejected_logps"] = c, r

@@ -1,0 +1,90 @@
+"""Load any causal LM + tokenizer by name, and wrap it with LoRA when asked."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from alignkit.config import EMBEDDED_MODEL
+from alignkit.data.tokenize import ensure_pad_token
+from alignkit.errors import AlignkitError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model_path(name: str) -> str:
+    """'embedded' -> the cached SmolLM2 checkpoint; a directory or hub id is used as is."""
+    if name == EMBEDDED_MODEL:
+        from alignkit.models.embedded import embedded_model_path
+
+        return str(embedded_model_path())
+    path = Path(name).expanduser()
+    if path.exists() and not (path / "config.json").is_file():
+        raise AlignkitError(f"model folder {path} has no config.json (expected a save_pretrained folder)")
+    return str(path) if path.exists() else name
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    except OSError as exc:
+        raise AlignkitError(f"could not load a tokenizer for model '{name}': {exc}") from None
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def load_model_and_tokenizer(name: str, dtype: str = "float32"):
+    """A causal LM (trainable, eval-free dropout settings untouched) and its tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    tokenizer = load_tokenizer(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    except OSError as exc:
+        raise AlignkitError(f"could not load model '{name}': {exc}") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str):
+    """Wrap ``model`` with trainable LoRA adapters; base weights are frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = target_modules
+    if isinstance(targets, list) and any(t in ("lm_head", "embed_tokens") for t in targets):
+        raise AlignkitError("lora_target_modules: adapting lm_head/embed_tokens is not supported; target linear layers of the blocks")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise AlignkitError(f"lora_target_modules {target_modules!r} do not match this model: {exc}") from None
+
+
+def load_policy(config):
+    """The model to train, per the config: dtype, LoRA, gradient checkpointing."""
+    model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if config.use_peft:
+        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    return model, tokenizer
+
+
+def save_final_model(model, tokenizer, path: Path) -> None:
+    """save_pretrained (PEFT adapter or full model) + tokenizer, written to a temp folder then renamed."""
+    import os
+    import shutil
+
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)

@@ -1,0 +1,144 @@
+"""Atomic checkpoints: written to a temp folder, fsynced, renamed; verified by a checksum manifest.
+
+Layout of ``output_dir/checkpoint-<step>/``: ``trainable.safetensors`` (trainable parameters),
+``optimizer.pt``, ``scheduler.pt``, ``rng_state_<rank>.pt``, ``trainer_state.json`` and
+``manifest.json`` (size and sha256 of every other file). A checkpoint whose manifest does not match
+is skipped, loudly, in favour of the previous good one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, trainer_state: dict, save_total_limit: int | None) -> Path:
+    """Write ``checkpoint-<step>`` atomically and prune old ones beyond ``save_total_limit``."""
+    final = run_dir / f"checkpoint-{step}"
+    tmp = run_dir / f".checkpoint-{step}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(rng_state(), tmp / "rng_state_0.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+    files = sorted(p for p in tmp.iterdir() if p.is_file())
+    manifest = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=1))
+    for p in tmp.iterdir():
+        with p.open("rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(run_dir)
+    _prune(run_dir, save_total_limit)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in run_dir.iterdir() if run_dir.is_dir() else []:
+        match = CHECKPOINT_RE.match(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _prune(run_dir: Path, limit: int | None) -> None:
+    if limit is None:
+        return
+    for _, path in list_checkpoints(run_dir)[:-limit]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when every file matches the manifest; otherwise what is wrong."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return "manifest.json is missing"
+    try:
+        manifest = json.loads(manifest_path.read_text())["files"]
+    except (ValueError, KeyError) as exc:
+        return f"manifest.json is unreadable ({exc})"
+    for name, expected in manifest.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != expected["size"] or _sha256(file) != expected["sha256"]:
+            return f"{name} is truncated or corrupt (checksum mismatch)"
+    return None
+
+
+def latest_good_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint that verifies; corrupt newer ones are reported and skipped."""
+    for step, path in reversed(list_checkpoints(run_dir)):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path
+        warnings.warn(f"checkpoint {path} is unusable ({problem}); falling back to an earlier checkpoint", stacklevel=2)
+    return None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore weights, optimizer, scheduler and RNG; returns the trainer state."""
+    weights = load_file(str(path / "trainable.safetensors"))
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != expected:
+        missing, extra = sorted(expected - set(weights))[:3], sorted(set(weights) - expected)[:3]
+        raise RuntimeError(f"checkpoint {path} does not match this model (missing {missing}, unexpected {extra}); was the config changed?")
+    model.load_state_dict(weights, strict=False)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    set_rng_state(torch.load(path / "rng_state_0.pt", weights_only=False))
+    return json.loads((path / "trainer_state.json").read_text())

@@ -1,0 +1,214 @@
+"""The one training loop, shared by every method.
+
+A method supplies a :class:`TrainingTask`: the trainable module, pre-tokenized items, a collate
+function and ``compute_loss(model, batch, training) -> (loss, metrics)``. The loop does the rest:
+seeded data order, gradient accumulation, warm-up + schedule, clipping, logging to
+``metrics.jsonl``/TensorBoard/progress bar, evaluation every ``eval_steps``, atomic checkpoints
+every ``save_steps`` and exact resume (weights, optimizer, scheduler, RNG, data position, the
+partially filled logging window).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from transformers import get_scheduler, set_seed
+
+from alignkit.config import TrainConfig
+from alignkit.errors import RunDirError
+from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, save_checkpoint
+from alignkit.train.metrics_log import MetricsLogger, progress_bar, progress_postfix
+
+LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+@dataclass
+class TrainingTask:
+    """What a method gives the loop."""
+
+    model: torch.nn.Module
+    train_items: list[Any]
+    collate: Callable[[list[Any]], dict]
+    compute_loss: LossFn
+    eval_items: list[Any] | None = None
+    save_final: Callable[[Path], None] | None = None
+    extra_state: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainingResult:
+    run_dir: Path
+    global_step: int
+    train_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+
+
+class _Window:
+    """Running means over the micro-batches (and optimizer steps) since the last log; kept in checkpoints."""
+
+    def __init__(self, sums: dict | None = None, count: int = 0, grad_norm_sum: float = 0.0, steps: int = 0):
+        self.sums = defaultdict(float, sums or {})
+        self.count, self.grad_norm_sum, self.steps = count, grad_norm_sum, steps
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] += value
+        self.count += 1
+
+    def add_step(self, grad_norm: float) -> None:
+        self.grad_norm_sum += grad_norm
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        means = {key: total / max(self.count, 1) for key, total in self.sums.items()}
+        means["grad_norm"] = self.grad_norm_sum / max(self.steps, 1)
+        return means
+
+    def state(self) -> dict:
+        return {"sums": dict(self.sums), "count": self.count, "grad_norm_sum": self.grad_norm_sum, "steps": self.steps}
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled order of epoch ``epoch``: a pure function of (n, seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def micro_batches(order: list[int], batch_size: int, num_processes: int, rank: int) -> list[list[int]]:
+    """This process's micro-batches: each global batch of ``batch_size * num_processes`` is split by rank.
+
+    The last global batch wraps around to stay full on every process (as accelerate does).
+    """
+    per_global = batch_size * num_processes
+    batches = []
+    for start in range(0, len(order), per_global):
+        chunk = order[start:start + per_global]
+        if num_processes > 1 and len(chunk) < per_global:
+            chunk = chunk + (order * per_global)[: per_global - len(chunk)]
+        mine = chunk[rank * batch_size:(rank + 1) * batch_size]
+        if mine:
+            batches.append(mine)
+    return batches
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> TrainingResult:
+    accelerator = Accelerator()
+    set_seed(config.seed)
+    ga = config.gradient_accumulation_steps
+    per_epoch = len(micro_batches(list(range(len(task.train_items))), config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index))
+    steps_per_epoch = math.ceil(per_epoch / ga)
+    total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * steps_per_epoch))
+
+    model = task.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total_steps), num_training_steps=total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+
+    logger = MetricsLogger(run_dir, [r for r in config.report_to if r != "none"], enabled=accelerator.is_main_process, config=config.model_dump(mode="json"))
+    state = {"global_step": 0, "epoch": 0, "batches_done": 0, "window": _Window().state()}
+    if config.resume:
+        checkpoint = latest_good_checkpoint(run_dir)
+        if checkpoint is None:
+            raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
+        state = load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)
+        logger.truncate_after(state["global_step"])
+        print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
+    window = _Window(**state["window"])
+    global_step, epoch, batches_done = state["global_step"], state["epoch"], state["batches_done"]
+
+    last_train: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+    bar = progress_bar(total_steps, global_step, config.disable_tqdm or not accelerator.is_main_process)
+    model.train()
+    while global_step < total_steps:
+        batches = micro_batches(epoch_order(len(task.train_items), config.seed, epoch), config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index)
+        epoch_done = False
+        while not epoch_done and global_step < total_steps:
+            group = batches[batches_done:batches_done + ga]
+            for i, indices in enumerate(group):
+                batch = _to_device(task.collate([task.train_items[j] for j in indices]), accelerator.device)
+                sync = accelerator.no_sync(model) if i < len(group) - 1 else nullcontext()
+                with sync:
+                    loss, metrics = task.compute_loss(model, batch, True)
+                    accelerator.backward(loss / len(group))
+                window.add({k: float(v) for k, v in metrics.items()})
+            grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0 else _grad_norm(params)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            window.add_step(float(grad_norm))
+            global_step += 1
+            batches_done += len(group)
+            fractional_epoch = epoch + batches_done / len(batches)
+            if batches_done >= len(batches):
+                epoch, batches_done, epoch_done = epoch + 1, 0, True
+            bar.update(1)
+            if global_step % config.logging_steps == 0 or global_step == total_steps:
+                last_train = _reduce(accelerator, window.means())
+                last_train["learning_rate"] = scheduler.get_last_lr()[0]
+                last_train["epoch"] = round(fractional_epoch, 4)
+                logger.log(global_step, last_train)
+                bar.set_postfix(progress_postfix(last_train))
+                window = _Window()
+            if task.eval_items and ((config.eval_steps and global_step % config.eval_steps == 0) or global_step == total_steps):
+                last_eval = evaluate(accelerator, model, task, config.per_device_eval_batch_size)
+                logger.log(global_step, last_eval)
+            if global_step % config.save_steps == 0 or global_step == total_steps:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    trainer_state = {"global_step": global_step, "epoch": epoch, "batches_done": batches_done, "window": window.state()}
+                    save_checkpoint(run_dir, global_step, unwrapped, optimizer, scheduler, trainer_state, config.save_total_limit)
+    bar.close()
+    logger.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and task.save_final is not None:
+        task.save_final(run_dir / "final")
+    return TrainingResult(run_dir, global_step, last_train, last_eval)
+
+
+def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    norms = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return torch.stack(norms).norm() if norms else torch.tensor(0.0)
+
+
+def _reduce(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), reduction="mean")
+    return dict(zip(keys, values.tolist()))
+
+
+@torch.no_grad()
+def evaluate(accelerator: Accelerator, model: torch.nn.Module, task: TrainingTask, batch_size: int) -> dict[str, float]:
+    """Example-weighted means of the task's metrics over the eval items, ``eval/``-prefixed."""
+    model.eval()
+    sums: dict[str, float] = defaultdict(float)
+    count = 0
+    order = list(range(len(task.eval_items)))
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for start in range(rank * batch_size, len(order), batch_size * world):
+        indices = order[start:start + batch_size]
+        batch = _to_device(task.collate([task.eval_items[j] for j in indices]), accelerator.device)
+        loss, metrics = task.compute_loss(model, batch, False)
+        for key, value in {"loss": loss, **metrics}.items():
+            sums[key] += float(value) * len(indices)
+        count += len(indices)
+    model.train()
+    keys = sorted(sums)
+    totals = torch.tensor([sums[k] for k in keys] + [float(count)], device=accelerator.device)
+    if world > 1:
+        totals = accelerator.reduce(totals, reduction="sum")
+    return {f"eval/{k}": v / totals[-1].item() for k, v in zip(keys, totals[:-1].tolist())}
