@@ -61,16 +61,15 @@ def _validate_row(record: Record, faults: FaultCollector) -> PreferenceExample |
         row = _split_implicit_prompt(row, where, faults)
         if row is None:
             return None
+    values = {}
     for field in ("prompt", "chosen", "rejected"):
-        if field not in row or row[field] is None:
+        if row.get(field) is None:
             faults.add(where, field, "missing (each row needs prompt, chosen and rejected)")
+        else:
+            values[field] = _check_content(row[field], where, field, faults, response=field != "prompt")
     if faults.total > before:
         return None
-    prompt = _check_content(row["prompt"], where, "prompt", faults, response=False)
-    chosen = _check_content(row["chosen"], where, "chosen", faults, response=True)
-    rejected = _check_content(row["rejected"], where, "rejected", faults, response=True)
-    if faults.total > before:
-        return None
+    prompt, chosen, rejected = values["prompt"], values["chosen"], values["rejected"]
     if chosen == rejected:
         faults.add(where, "rejected", "identical to chosen (a pair must differ to teach a preference)")
         return None

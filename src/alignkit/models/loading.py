@@ -24,9 +24,21 @@ def resolve_model_path(name: str) -> str:
     return str(path) if path.exists() else name
 
 
+def quiet_transformers() -> None:
+    """Keep transformers' per-file loading bars and advisory warnings out of alignkit's output."""
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
+    quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
     except OSError as exc:

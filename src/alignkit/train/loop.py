@@ -44,6 +44,7 @@ class TrainingTask:
 @dataclass
 class TrainingResult:
     run_dir: Path
+    model: torch.nn.Module  # the trained module (unwrapped); ``.lm`` for a LogProbModel
     global_step: int
     train_metrics: dict[str, float]
     eval_metrics: dict[str, float]
@@ -175,7 +176,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and task.save_final is not None:
         task.save_final(run_dir / "final")
-    return TrainingResult(run_dir, global_step, last_train, last_eval)
+    return TrainingResult(run_dir, unwrapped, global_step, last_train, last_eval)
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:

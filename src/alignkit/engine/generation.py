@@ -1,0 +1,52 @@
+"""Batched generation from chat prompts (left-padded, length-sorted to waste little on padding)."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from alignkit.data.tokenize import prompt_token_ids
+
+
+@torch.no_grad()
+def generate_responses(
+    model,
+    tokenizer,
+    prompts: list,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    system_prompt: str | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    desc: str = "generating",
+    show_progress: bool = True,
+) -> list[str]:
+    """One response per prompt (greedy when ``temperature`` is 0), special tokens stripped."""
+    encoded = [prompt_token_ids(tokenizer, p, True, system_prompt) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    responses: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, unit="batch"):
+            idx = order[start:start + batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros_like(input_ids)
+            for row, i in enumerate(idx):
+                input_ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
+                attention_mask[row, width - len(encoded[i]):] = 1
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **sampling,
+            )
+            for row, i in enumerate(idx):
+                responses[i] = tokenizer.decode(output[row, width:], skip_special_tokens=True).strip()
+    finally:
+        model.train(was_training)
+    return responses

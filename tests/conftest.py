@@ -1,0 +1,86 @@
+"""Fixtures: a tiny randomly initialised Llama and a tiny byte-level BPE tokenizer with a ChatML
+template, built in-process (no downloads) and saved where the API/CLI can load them by path."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "What is 2 + 3? 2 + 3 = 5. The answer is five.",
+    "I'm not sure. I have no way of knowing that.",
+    "Let me think about this at length, step by step, before answering the question.",
+    "user assistant system hello world numbers 0 1 2 3 4 5 6 7 8 9 plus minus times",
+]
+
+
+def build_tokenizer(with_pad: bool = False):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS * 5, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    if with_pad:
+        fast.pad_token = "<|endoftext|>"
+    return fast
+
+
+def build_model(vocab_size: int, seed: int = 0, tie: bool = True):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        tie_word_embeddings=tie, pad_token_id=None, bos_token_id=1, eos_token_id=2,
+    )
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model = build_model(len(tiny_tokenizer))
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def tiny_model(tiny_tokenizer):
+    return build_model(len(tiny_tokenizer))
+
+
+def write_pairs(path: Path, n: int = 12) -> Path:
+    rows = []
+    for i in range(n):
+        a, b = i % 7 + 1, i % 5 + 2
+        rows.append({
+            "prompt": f"What is {a} + {b}?",
+            "chosen": f"{a} + {b} = {a + b}.",
+            "rejected": f"Let me think about this at length, step by step: the answer is {a + b + 1}.",
+        })
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def pairs_file(tmp_path) -> Path:
+    return write_pairs(tmp_path / "pairs.jsonl")

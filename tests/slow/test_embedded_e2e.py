@@ -1,0 +1,72 @@
+"""End-to-end runs of the CLI on the embedded model (SmolLM2-135M-Instruct). Marked slow; CI runs them."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+TRL_KEYS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"}
+
+
+def run_cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "alignkit", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_demo_short_form(tmp_path):
+    out = tmp_path / "demo"
+    proc = run_cli("demo", "--output_dir", str(out), "--num_train_prompts", "12", "--num_eval_prompts", "8", "--max_steps", "3",
+                   "--max_new_tokens", "24", "--per_device_train_batch_size", "4", "--show_samples", "2", "--logging_steps", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in ("before (reference)", "after (aligned)", "Held-out set (8 prompts never trained on)", "Final DPO metrics", str(out / "final")):
+        assert text in proc.stdout, text
+    assert "training:" in proc.stderr  # the progress bar
+    assert (out / "final" / "adapter_config.json").is_file() and (out / "config.yaml").is_file()
+    records = metrics(out)
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+    assert TRL_KEYS <= set(records[0]) and any("eval/loss" in r for r in records)
+    results = json.loads((out / "demo_results.json").read_text())
+    for key in ("accuracy", "not_sure_rate", "false_not_sure_rate"):
+        assert 0.0 <= results["before"][key] <= 1.0 and 0.0 <= results["after"][key] <= 1.0
+    rows = [json.loads(l) for l in (out / "data" / "train.jsonl").read_text().splitlines()]
+    assert rows and all(r["chosen"] != r["rejected"] and "provenance" in r for r in rows)
+    # refuses to clobber the finished run
+    again = run_cli("demo", "--output_dir", str(out), "--max_steps", "1")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_dpo_full_finetune_on_a_users_jsonl(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "dpo"
+    proc = run_cli("dpo", "examples/dpo.yaml", "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "2",
+                   "--gradient_accumulation_steps", "1", "--eval_steps", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = metrics(out)
+    first = next(r for r in records if "loss" in r)
+    assert first["loss"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at step 1
+    assert first["logps/rejected"] < first["logps/chosen"] < 0
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    tokenizer = AutoTokenizer.from_pretrained(out / "final")
+    assert model.config.vocab_size == 49152 and tokenizer.chat_template
+
+
+def test_full_demo_beats_the_reference(tmp_path):
+    """The real demo, default settings: the aligned model must be measurably better on held-out prompts."""
+    out = tmp_path / "demo"
+    proc = run_cli("demo", "--output_dir", str(out), "--disable_tqdm", timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "demo_results.json").read_text())
+    before, after = results["before"], results["after"]
+    assert after["accuracy"] > before["accuracy"]
+    assert after["not_sure_rate"] >= before["not_sure_rate"] + 0.3
+    assert after["mean_words"] < 0.6 * before["mean_words"]
+    assert after["false_not_sure_rate"] <= 0.25
+    assert results["eval_metrics"]["eval/rewards/accuracies"] >= 0.8

@@ -1,0 +1,33 @@
+"""The CLI: help, exit status 2 on bad input, nothing written when input is bad."""
+import json
+
+from alignkit.cli import main
+
+
+def test_help_lists_commands_and_keys(capsys):
+    assert main(["--help"]) == 0
+    assert "dpo" in capsys.readouterr().out
+    assert main(["dpo", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--beta" in out and "--per_device_train_batch_size" in out
+
+
+def test_unknown_command_exits_2(capsys):
+    assert main(["dpoo"]) == 2
+    assert "unknown command 'dpoo'" in capsys.readouterr().err
+
+
+def test_bad_data_exits_2_names_line_and_writes_nothing(tmp_path, capsys):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n" + json.dumps({"prompt": "p", "chosen": ""}) + "\n")
+    out_dir = tmp_path / "run"
+    assert main(["dpo", "--train_data", str(data), "--output_dir", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:2: field 'chosen': empty text" in err
+    assert f"{data}:2: field 'rejected': missing" in err
+    assert not out_dir.exists()
+
+
+def test_bad_config_exits_2(tmp_path, capsys):
+    assert main(["dpo", "--train_data", "x.jsonl", "--learning_rate", "-3"]) == 2
+    assert "learning_rate = -3 (command line)" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""Configs: YAML + flag overrides, validation messages that name the key, value and origin."""
+import pytest
+
+from alignkit.config import DemoConfig, DPOConfig, load_config
+from alignkit.errors import ConfigError
+
+
+def test_yaml_then_flags_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train_data: pairs.jsonl\nbeta: 0.3\nlearning_rate: 1.0e-5\nuse_peft: true\n")
+    config = load_config(DPOConfig, path, ["--beta", "0.2", "--output_dir=out", "--lora_target_modules", "q_proj,v_proj", "--gradient_checkpointing"])
+    assert config.beta == 0.2  # flag wins over file
+    assert config.learning_rate == 1e-5  # from file
+    assert config.use_peft is True
+    assert config.output_dir == "out"
+    assert config.lora_target_modules == ["q_proj", "v_proj"]
+    assert config.gradient_checkpointing is True
+
+
+def test_flags_alone_without_yaml():
+    config = load_config(DPOConfig, None, ["--train_data", "x.jsonl", "--max_steps", "7", "--use_peft", "false", "--eval_steps", "none"])
+    assert (config.max_steps, config.use_peft, config.eval_steps) == (7, False, None)
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'betta' \(did you mean 'beta'\?\)"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--betta", "0.1"])
+    path = tmp_path / "c.yaml"
+    path.write_text("train_data: x\nlearnig_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'learnig_rate' \(did you mean 'learning_rate'\?\)"):
+        load_config(DPOConfig, path)
+
+
+def test_bad_value_names_key_value_and_origin(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(DPOConfig, None, ["--train_data", "x", "--beta", "-1"])
+    assert "beta = -1 (command line): Input should be greater than 0" in str(info.value)
+    path = tmp_path / "c.yaml"
+    path.write_text("train_data: x\nlearning_rate: fast\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(DPOConfig, path)
+    assert f"learning_rate = 'fast' ({path})" in str(info.value)
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConfigError, match="max_prompt_length \\(600\\) must be smaller than max_length \\(512\\)"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--max_length", "512", "--max_prompt_length", "600"])
+    with pytest.raises(ConfigError, match="train_data is required"):
+        load_config(DPOConfig, None, [])
+    with pytest.raises(ConfigError, match="lr_scheduler_type 'wavy'"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--lr_scheduler_type", "wavy"])
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train_data: x\nbeta: [0.1\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:\d+: invalid YAML"):
+        load_config(DPOConfig, path)
+
+
+def test_flag_needing_a_value():
+    with pytest.raises(ConfigError, match="--beta needs a value"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--beta"])
+
+
+def test_demo_defaults_use_lora_and_need_no_data():
+    config = load_config(DemoConfig, None, [])
+    assert config.use_peft is True and config.train_data is None
+    assert load_config(DPOConfig, None, ["--train_data", "x"]).use_peft is False  # dpo defaults to full fine-tuning

@@ -1,0 +1,105 @@
+"""Every validation fault names the file, the 1-based line (or row), the field and the fault."""
+import json
+
+import pytest
+
+from alignkit.data.preference import load_preference_data
+from alignkit.errors import DataValidationError
+
+GOOD = {"prompt": "p", "chosen": "c", "rejected": "r"}
+
+
+def write_lines(path, lines):
+    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines))
+    return path
+
+
+def faults_of(path):
+    with pytest.raises(DataValidationError) as info:
+        load_preference_data(str(path))
+    return info.value, str(info.value)
+
+
+@pytest.mark.parametrize("row, field, message", [
+    ({"chosen": "c", "rejected": "r"}, "prompt", "missing"),
+    ({"prompt": "p", "rejected": "r"}, "chosen", "missing"),
+    ({"prompt": "p", "chosen": 3, "rejected": "r"}, "chosen", "expected a string or a list"),
+    ({"prompt": "   ", "chosen": "c", "rejected": "r"}, "prompt", "empty text"),
+    ({"prompt": "p", "chosen": "same", "rejected": "same"}, "rejected", "identical to chosen"),
+    ({"prompt": [{"role": "robot", "content": "hi"}], "chosen": "c", "rejected": "r"}, "prompt[0].role", "unknown role 'robot'"),
+    ({"prompt": [{"role": "user", "content": 5}], "chosen": "c", "rejected": "r"}, "prompt[0].content", "expected a string"),
+    ({"prompt": [{"role": "user"}], "chosen": "c", "rejected": "r"}, "prompt[0].content", "expected a string, got NoneType"),
+    ({"prompt": [], "chosen": "c", "rejected": "r"}, "prompt", "empty list of messages"),
+    ({"prompt": "p", "chosen": [{"role": "user", "content": "c"}], "rejected": "r"}, "chosen", "exactly one assistant message"),
+])
+def test_each_fault_is_named_with_file_line_and_field(tmp_path, row, field, message):
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, GOOD, row])
+    error, text = faults_of(path)
+    assert len(error.faults) == 1
+    fault = error.faults[0]
+    assert fault.where == f"{path}:3"
+    assert fault.field == field
+    assert message in fault.message
+    assert f"{path}:3: field '{field}':" in text
+
+
+def test_invalid_json_line(tmp_path):
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, '{"prompt": "p", "chosen": ', GOOD])
+    error, _ = faults_of(path)
+    assert error.faults[0].where == f"{path}:2"
+    assert error.faults[0].message.startswith("invalid JSON")
+
+
+def test_not_an_object(tmp_path):
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, "[1, 2]"])
+    error, _ = faults_of(path)
+    assert error.faults[0].where == f"{path}:2" and "expected an object" in error.faults[0].message
+
+
+def test_all_faults_reported_at_once_up_to_a_limit(tmp_path):
+    rows = [GOOD] + [{"prompt": "p", "chosen": "x", "rejected": "x"}] * 30
+    path = write_lines(tmp_path / "d.jsonl", rows)
+    error, text = faults_of(path)
+    assert error.total == 30 and len(error.faults) == 20
+    assert [f.where for f in error.faults[:2]] == [f"{path}:2", f"{path}:3"]
+    assert "and 10 more" in text
+
+
+def test_blank_lines_keep_line_numbers(tmp_path):
+    path = write_lines(tmp_path / "d.jsonl", [GOOD, "", {"prompt": "p"}])
+    error, _ = faults_of(path)
+    assert {f.where for f in error.faults} == {f"{path}:3"}
+    assert {f.field for f in error.faults} == {"chosen", "rejected"}
+
+
+def test_conversational_and_implicit_prompt_forms(tmp_path):
+    conversational = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}], "score": 3}
+    implicit = {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"}]}
+    examples = load_preference_data(str(write_lines(tmp_path / "d.jsonl", [conversational, implicit])))
+    assert examples[0].prompt == [{"role": "user", "content": "hi"}] and examples[0].chosen == "a"
+    assert examples[1].prompt == [{"role": "user", "content": "hi"}] and (examples[1].chosen, examples[1].rejected) == ("a", "b")
+
+
+def test_json_parquet_and_saved_dataset_formats(tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [GOOD, {"prompt": "p2", "chosen": "c2", "rejected": "c2"}]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    for name in ("d.json", "d.parquet", "saved"):
+        error, _ = faults_of(tmp_path / name)
+        assert error.faults[0].where == f"{tmp_path / name} row 2"
+        assert error.faults[0].field == "rejected"
+    good = [GOOD, {"prompt": "p2", "chosen": "c2", "rejected": "r2"}]
+    pq.write_table(pa.Table.from_pylist(good), tmp_path / "ok.parquet")
+    assert [e.chosen for e in load_preference_data(str(tmp_path / "ok.parquet"))] == ["c", "c2"]
+
+
+def test_invalid_json_file_reports_line(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[\n {"prompt": "p",\n  "chosen": }\n]')
+    error, _ = faults_of(path)
+    assert error.faults[0].where == f"{path}:3"

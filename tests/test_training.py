@@ -1,0 +1,137 @@
+"""DPO training end to end on a tiny random model: run directory, outputs, refusal, exact resume."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import alignkit.train.dpo as dpo_module
+from alignkit.cli import main
+from alignkit.config import DPOConfig, load_config
+from alignkit.errors import RunDirError
+from alignkit.train.dpo import train_dpo
+from alignkit.train.metrics_log import read_metrics
+
+TRL_KEYS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"}
+
+
+def config_for(model_dir, data, out, *extra):
+    args = ["--model", str(model_dir), "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
+            "--learning_rate", "1e-3", "--logging_steps", "1", "--max_length", "64", "--max_prompt_length", "32", "--disable_tqdm",
+            "--report_to", "none", "--eval_split", "0.25", *extra]
+    return load_config(DPOConfig, None, args)
+
+
+def test_full_finetune_run_directory_layout(tiny_model_dir, pairs_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    result = train_dpo(config_for(tiny_model_dir, pairs_file, out, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "2", "--report_to", "tensorboard"))
+    assert result.global_step == 4
+    assert (out / "config.yaml").is_file() and (out / "tensorboard").is_dir()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    records = read_metrics(out)
+    train_records = [r for r in records if "loss" in r]
+    eval_records = [r for r in records if "eval/loss" in r]
+    assert [r["step"] for r in train_records] == [1, 2, 3, 4]
+    assert [r["step"] for r in eval_records] == [2, 4]
+    assert TRL_KEYS <= set(train_records[0]) and {"grad_norm", "learning_rate", "epoch"} <= set(train_records[0])
+    assert {f"eval/{k}" for k in TRL_KEYS} <= set(eval_records[0])
+    # step 1: policy == reference, so the loss is exactly log 2 and rewards are zero
+    assert train_records[0]["loss"] == pytest.approx(0.6931472, abs=1e-5)
+    assert train_records[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert train_records[-1]["rewards/margins"] > 0  # the policy learned the preference
+    reloaded = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert not torch.equal(reloaded.model.layers[0].mlp.up_proj.weight, AutoModelForCausalLM.from_pretrained(tiny_model_dir).model.layers[0].mlp.up_proj.weight)
+    assert (out / "final" / "tokenizer_config.json").is_file()
+
+
+def test_lora_saves_an_adapter_loadable_with_peft(tiny_model_dir, pairs_file, tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    out = tmp_path / "run"
+    train_dpo(config_for(tiny_model_dir, pairs_file, out, "--max_steps", "2", "--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj,v_proj"))
+    assert (out / "final" / "adapter_config.json").is_file()
+    assert not (out / "final" / "model.safetensors").exists()  # an adapter, not a copy of the model
+    model = AutoPeftModelForCausalLM.from_pretrained(out / "final")
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_refuses_existing_output_dir_and_overwrites_when_asked(tiny_model_dir, pairs_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    args = ["dpo", "--model", str(tiny_model_dir), "--train_data", str(pairs_file), "--output_dir", str(out), "--max_steps", "1", "--disable_tqdm", "--report_to", "none", "--max_length", "64", "--max_prompt_length", "32"]
+    assert main(args) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "keep me"
+    assert main(args + ["--overwrite"]) == 0
+    assert not (out / "precious.txt").exists() and (out / "final").is_dir()
+
+
+def test_resume_without_checkpoint_is_refused(tiny_model_dir, pairs_file, tmp_path):
+    with pytest.raises(RunDirError, match="no run to resume"):
+        train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "missing", "--max_steps", "1", "--resume"))
+
+
+def _crash_after(monkeypatch, calls: int):
+    real = dpo_module.dpo_compute_loss
+    seen = {"n": 0}
+
+    def crashing(model, batch, training, **kwargs):
+        if training:
+            seen["n"] += 1
+            if seen["n"] > calls:
+                raise RuntimeError("simulated crash")
+        return real(model, batch, training, **kwargs)
+
+    monkeypatch.setattr(dpo_module, "dpo_compute_loss", crashing)
+
+
+def test_resume_reaches_exactly_the_uninterrupted_run(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+    # LoRA dropout exercises the RNG restore; accumulation exercises the data position.
+    extra = ["--max_steps", "6", "--save_steps", "2", "--use_peft", "--lora_r", "4", "--lora_dropout", "0.3",
+             "--gradient_accumulation_steps", "2", "--per_device_train_batch_size", "1", "--eval_steps", "3", "--logging_steps", "1"]
+    straight = tmp_path / "straight"
+    train_dpo(config_for(tiny_model_dir, pairs_file, straight, *extra))
+
+    interrupted = tmp_path / "interrupted"
+    with monkeypatch.context() as patch:
+        _crash_after(patch, calls=9)  # dies inside step 5, after checkpoint-4 and the step-3 eval
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train_dpo(config_for(tiny_model_dir, pairs_file, interrupted, *extra))
+    assert (interrupted / "checkpoint-4").is_dir() and not (interrupted / "final").exists()
+    train_dpo(config_for(tiny_model_dir, pairs_file, interrupted, *extra, "--resume"))
+
+    assert read_metrics(straight) == read_metrics(interrupted)
+    a, b = load_file(str(straight / "checkpoint-6" / "trainable.safetensors")), load_file(str(interrupted / "checkpoint-6" / "trainable.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    extra = ["--max_steps", "6", "--save_steps", "2", "--save_total_limit", "3"]
+    with monkeypatch.context() as patch:
+        _crash_after(patch, calls=5)
+        with pytest.raises(RuntimeError):
+            train_dpo(config_for(tiny_model_dir, pairs_file, out, *extra))
+    with open(out / "checkpoint-4" / "optimizer.pt", "r+b") as handle:
+        handle.truncate(100)
+    with pytest.warns(UserWarning, match="checkpoint-4 is unusable"):
+        result = train_dpo(config_for(tiny_model_dir, pairs_file, out, *extra, "--resume"))
+    assert result.global_step == 6
+    assert [r["step"] for r in read_metrics(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_precomputed_reference_gives_the_same_losses(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    live = train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "live", "--max_steps", "3"))
+    cached = train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "cached", "--max_steps", "3", "--precompute_ref_log_probs"))
+    cache_files = sorted((tmp_path / "cache" / "ref_logps").glob("*.safetensors"))
+    assert len(cache_files) == 2  # one for the train pairs, one for the eval pairs
+    for a, b in zip(read_metrics(live.run_dir), read_metrics(cached.run_dir)):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    again = train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "again", "--max_steps", "3", "--precompute_ref_log_probs"))
+    assert read_metrics(again.run_dir) == read_metrics(cached.run_dir)
+    assert sorted((tmp_path / "cache" / "ref_logps").glob("*.safetensors")) == cache_files  # reused, not recomputed
