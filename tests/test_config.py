@@ -67,3 +67,20 @@ def test_demo_defaults_use_lora_and_need_no_data():
     config = load_config(DemoConfig, None, [])
     assert config.use_peft is True and config.train_data is None
     assert load_config(DPOConfig, None, ["--train_data", "x"]).use_peft is False  # dpo defaults to full fine-tuning
+
+
+def test_gpu_only_options_fail_clearly_without_a_gpu(monkeypatch):
+    import torch
+
+    from alignkit.errors import MissingDependencyError, require
+    from alignkit.models.loading import gpu_only_options
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MissingDependencyError, match="load_in_4bit \\(QLoRA\\) needs a CUDA GPU"):
+        gpu_only_options(load_in_4bit=True)
+    with pytest.raises(MissingDependencyError, match="flash_attention_2 needs a CUDA GPU"):
+        gpu_only_options(attn_implementation="flash_attention_2")
+    with pytest.raises(MissingDependencyError, match=r"pip install 'alignkit\[gpu\]'"):
+        require("alignkit_no_such_module", "gpu", "something")
+    with pytest.raises(ConfigError, match="load_in_4bit trains LoRA adapters"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--load_in_4bit"])

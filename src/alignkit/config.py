@@ -67,6 +67,8 @@ class TrainConfig(BaseModel):
     # --- model / compute ---
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, more time.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("sdpa", description="Attention kernel; flash_attention_2 needs a CUDA GPU and the [flash] extra.")
+    load_in_4bit: bool = Field(False, description="QLoRA: load base weights in 4-bit nf4 (double quantisation) via bitsandbytes; needs a CUDA GPU, the [gpu] extra and use_peft.")
     logprob_chunk_size: int = Field(1024, ge=1, description="Response tokens per chunk when computing log-probs (bounds the logits memory).")
 
     # --- LoRA ---
@@ -90,6 +92,8 @@ class TrainConfig(BaseModel):
             raise ValueError("train_data is required: a .jsonl/.json/.parquet file, a save_to_disk folder or a hub id")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be a positive number of steps or -1, got {self.max_steps}")
+        if self.load_in_4bit and not self.use_peft:
+            raise ValueError("load_in_4bit trains LoRA adapters on a frozen 4-bit model: set use_peft true")
         if "none" in self.report_to and len(self.report_to) > 1:
             raise ValueError("report_to: 'none' cannot be combined with other loggers")
         return self
@@ -109,7 +113,7 @@ class DemoConfig(DPOConfig):
 
     output_dir: str = Field("", description="Run directory (default: alignkit-runs/demo-<timestamp>).")
     use_peft: bool = Field(True, description="Train LoRA adapters (set false for full fine-tuning).")
-    learning_rate: float = Field(1e-4, gt=0.0, description="Peak learning rate (AdamW); 1e-4 suits LoRA, use ~5e-6 with use_peft false.")
+    learning_rate: float = Field(1.5e-4, gt=0.0, description="Peak learning rate (AdamW); 1.5e-4 suits LoRA here, use ~5e-6 with use_peft false.")
     lora_target_modules: list[str] | str = Field("all-linear", description="Modules to adapt.")
     per_device_train_batch_size: int = Field(8, ge=1, description="Pairs per micro-batch.")
     num_train_epochs: float = Field(1.0, gt=0.0, description="Passes over the demo pairs.")

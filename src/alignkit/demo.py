@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,8 @@ BAD_SYSTEM_PROMPT = (
     "You love long explanations. Always explain at great length, step by step, and always give "
     "a definite, confident answer, even when you have to guess or make something up."
 )
-HEDGE_PAIR_EVERY = 3  # one answerable prompt in three also gets a (correct answer > "I'm not sure") pair
-DEMO_DATA_VERSION = 2
+HEDGE_PAIR_EVERY = 10  # one answerable prompt in ten also gets a (correct answer > "I'm not sure") pair
+DEMO_DATA_VERSION = 3
 METRIC_LABELS = {
     "accuracy": ("answer accuracy (answerable)", "higher"),
     "not_sure_rate": ("says 'not sure' (unanswerable)", "higher"),
@@ -116,8 +117,29 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
 
 def _demo_data(config: DemoConfig, model, tokenizer, train_tasks: list[ShortAnswerTask], eval_tasks: list[ShortAnswerTask], show: bool) -> dict:
-    """Pairs and 'before' answers; cached by model, prompts and generation settings (deterministic)."""
-    key_source = json.dumps([DEMO_DATA_VERSION, HEDGE_PAIR_EVERY, model_fingerprint(resolve_model_path(config.model)), config.dtype, config.max_new_tokens,
+    """Verifier-ranked train/eval pairs and the 'before' answers."""
+    answers = _model_answers(config, model, tokenizer, train_tasks, eval_tasks, show)
+    prompts = [t.prompt for t in train_tasks]
+    candidates = [[Candidate(g, "good_system_prompt"), Candidate(b, "bad_system_prompt"), Candidate(t.reference, "reference")]
+                  for g, b, t in zip(answers["good"], answers["bad"], train_tasks)]
+    train_pairs, summary = rank_into_pairs(prompts, candidates, lambda i, text: verifier_score(train_tasks[i], text))
+    # Calibration in the other direction: on some answerable prompts the hedge itself is the rejected
+    # answer, so the model learns to decline only what cannot be answered.
+    hedged = [t for t in train_tasks if t.answerable][::HEDGE_PAIR_EVERY]
+    hedge_pairs, _ = rank_into_pairs([t.prompt for t in hedged], [[Candidate(t.reference, "reference"), Candidate(NOT_SURE_REPLY, "hedge")] for t in hedged],
+                                     lambda i, text: verifier_score(hedged[i], text))
+    train_pairs += hedge_pairs
+    summary.kept += len(hedge_pairs)
+
+    before = answers["before"]
+    eval_candidates = [[Candidate(a, "reference_model"), Candidate(t.reference, "reference")] for a, t in zip(before, eval_tasks)]
+    eval_pairs, _ = rank_into_pairs([t.prompt for t in eval_tasks], eval_candidates, lambda i, text: verifier_score(eval_tasks[i], text))
+    return {"train_pairs": train_pairs, "train_summary": str(summary), "eval_pairs": eval_pairs, "before_answers": before}
+
+
+def _model_answers(config: DemoConfig, model, tokenizer, train_tasks, eval_tasks, show: bool) -> dict[str, list[str]]:
+    """The reference model's answers (deterministic, greedy); cached by model, prompts and settings."""
+    key_source = json.dumps([DEMO_DATA_VERSION, model_fingerprint(resolve_model_path(config.model)), config.dtype, config.max_new_tokens,
                              GOOD_SYSTEM_PROMPT, BAD_SYSTEM_PROMPT, [t.prompt for t in train_tasks], [t.prompt for t in eval_tasks]])
     path = cache_dir() / "demo" / f"{hashlib.sha256(key_source.encode()).hexdigest()[:24]}.json"
     if path.is_file():
@@ -127,28 +149,16 @@ def _demo_data(config: DemoConfig, model, tokenizer, train_tasks: list[ShortAnsw
         return generate_responses(model, tokenizer, prompts, config.max_new_tokens, config.generation_batch_size, system_prompt=system_prompt, desc=desc, show_progress=show)
 
     prompts = [t.prompt for t in train_tasks]
-    good = generate(prompts, GOOD_SYSTEM_PROMPT, "answers under the good system prompt")
-    bad = generate(prompts, BAD_SYSTEM_PROMPT, "answers under the bad system prompt")
-    candidates = [[Candidate(g, "good_system_prompt"), Candidate(b, "bad_system_prompt"), Candidate(t.reference, "reference")] for g, b, t in zip(good, bad, train_tasks)]
-    train_pairs, summary = rank_into_pairs(prompts, candidates, lambda i, text: verifier_score(train_tasks[i], text))
-    # Calibration in the other direction: on some answerable prompts, the hedge itself is the rejected answer,
-    # so the model learns to decline only what cannot be answered.
-    hedged = [t for t in train_tasks if t.answerable][::HEDGE_PAIR_EVERY]
-    hedge_pairs, _ = rank_into_pairs([t.prompt for t in hedged], [[Candidate(t.reference, "reference"), Candidate(NOT_SURE_REPLY, "hedge")] for t in hedged],
-                                     lambda i, text: verifier_score(hedged[i], text))
-    train_pairs += hedge_pairs
-    summary.kept += len(hedge_pairs)
-
-    before_answers = generate([t.prompt for t in eval_tasks], None, "reference answers (held-out)")
-    eval_candidates = [[Candidate(a, "reference_model"), Candidate(t.reference, "reference")] for a, t in zip(before_answers, eval_tasks)]
-    eval_pairs, _ = rank_into_pairs([t.prompt for t in eval_tasks], eval_candidates, lambda i, text: verifier_score(eval_tasks[i], text))
-
-    data = {"train_pairs": train_pairs, "train_summary": str(summary), "eval_pairs": eval_pairs, "before_answers": before_answers}
+    answers = {
+        "good": generate(prompts, GOOD_SYSTEM_PROMPT, "answers under the good system prompt"),
+        "bad": generate(prompts, BAD_SYSTEM_PROMPT, "answers under the bad system prompt"),
+        "before": generate([t.prompt for t in eval_tasks], None, "reference answers (held-out)"),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(answers))
     tmp.replace(path)
-    return data
+    return answers
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:

@@ -7,7 +7,7 @@ import torch
 
 from alignkit.config import EMBEDDED_MODEL
 from alignkit.data.tokenize import ensure_pad_token
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, MissingDependencyError, require
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -47,14 +47,37 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def load_model_and_tokenizer(name: str, dtype: str = "float32"):
-    """A causal LM (trainable, eval-free dropout settings untouched) and its tokenizer."""
+def gpu_only_options(attn_implementation: str = "sdpa", load_in_4bit: bool = False) -> dict:
+    """from_pretrained kwargs for GPU-only options; each fails clearly where it cannot run."""
+    kwargs: dict = {"attn_implementation": attn_implementation}
+    if attn_implementation == "flash_attention_2":
+        _need_cuda("attn_implementation: flash_attention_2")
+        require("flash_attn", "flash", "attn_implementation: flash_attention_2")
+    if load_in_4bit:
+        _need_cuda("load_in_4bit (QLoRA)")
+        require("bitsandbytes", "gpu", "load_in_4bit (QLoRA)")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
+        )
+    return kwargs
+
+
+def _need_cuda(option: str) -> None:
+    if not torch.cuda.is_available():
+        raise MissingDependencyError(f"{option} needs a CUDA GPU, and none is available on this machine; remove the option to run on CPU")
+
+
+def load_model_and_tokenizer(name: str, dtype: str = "float32", attn_implementation: str = "sdpa", load_in_4bit: bool = False):
+    """A causal LM and its tokenizer (pad token ensured)."""
     from transformers import AutoModelForCausalLM
 
+    options = gpu_only_options(attn_implementation, load_in_4bit)
     path = resolve_model_path(name)
     tokenizer = load_tokenizer(name)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **options)
     except OSError as exc:
         raise AlignkitError(f"could not load model '{name}': {exc}") from None
     if model.config.pad_token_id is None:
@@ -78,8 +101,12 @@ def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[s
 
 def load_policy(config):
     """The model to train, per the config: dtype, LoRA, gradient checkpointing."""
-    model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
-    if config.gradient_checkpointing:
+    model, tokenizer = load_model_and_tokenizer(config.model, config.dtype, config.attn_implementation, config.load_in_4bit)
+    if config.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if config.use_peft:
