@@ -39,8 +39,10 @@ def load_dpo_data(config: DPOConfig) -> tuple[list[PreferenceExample], list[Pref
     return split_train_eval(train, config.eval_split, config.seed)
 
 
-def train_dpo(config: DPOConfig, train_examples: list[PreferenceExample] | None = None, eval_examples: list[PreferenceExample] | None = None, run_dir: Path | None = None) -> TrainingResult:
-    """Train with DPO. Data is validated before anything is written; pass examples to skip loading."""
+def train_dpo(config: DPOConfig, train_examples: list[PreferenceExample] | None = None, eval_examples: list[PreferenceExample] | None = None,
+              run_dir: Path | None = None, on_step=None) -> TrainingResult:
+    """Train with DPO. Data is validated before anything is written; pass examples to skip loading.
+    ``on_step(global_step)`` is called after every optimizer step."""
     if train_examples is None:
         train_examples, eval_examples = load_dpo_data(config)
     if run_dir is None:
@@ -67,5 +69,6 @@ def train_dpo(config: DPOConfig, train_examples: list[PreferenceExample] | None 
         collate=collate,
         compute_loss=partial(dpo_compute_loss, reference=reference, beta=config.beta, label_smoothing=config.label_smoothing),
         save_final=partial(save_final_model, lm, tokenizer),
+        on_step=on_step,
     )
     return run_training(config, task, run_dir)

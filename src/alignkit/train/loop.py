@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +38,7 @@ class TrainingTask:
     compute_loss: LossFn
     eval_items: list[Any] | None = None
     save_final: Callable[[Path], None] | None = None
-    extra_state: dict = field(default_factory=dict)
+    on_step: Callable[[int], None] | None = None  # called after every optimizer step (e.g. benchmarks' timers)
 
 
 @dataclass
@@ -156,6 +156,8 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
             if batches_done >= len(batches):
                 epoch, batches_done, epoch_done = epoch + 1, 0, True
             bar.update(1)
+            if task.on_step is not None:
+                task.on_step(global_step)
             if global_step % config.logging_steps == 0 or global_step == total_steps:
                 last_train = _reduce(accelerator, window.means())
                 last_train["learning_rate"] = scheduler.get_last_lr()[0]
