@@ -28,6 +28,8 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 WARMUP_STEPS = 2
 # TRL's defaults that matter on a CPU: gradient checkpointing on. Its best here: off (faster; memory is reported).
 TRL_PROFILES = {"trl-default": {"gradient_checkpointing": True}, "trl-best": {"gradient_checkpointing": False}}
+# alignkit measured both ways: gradient checkpointing trades speed for memory.
+ALIGNKIT_PROFILES = {"alignkit": {"gradient_checkpointing": False}, "alignkit-gc": {"gradient_checkpointing": True}}
 
 
 def peak_rss_mb() -> float:
@@ -148,18 +150,21 @@ def compare(args) -> None:
     print(f"model {args.model}; {DATA.name}; batch {args.batch_size} pairs; max_length {args.max_length}; {args.steps} steps "
           f"(median of steps {WARMUP_STEPS + 1}..{args.steps}); {tokens_per_step:.0f} real tokens per step")
     for setting in args.settings.split(","):
-        rows = {"alignkit": summarize(run_worker("alignkit", setting, args, DATA, args.steps, args.batch_size, args.max_length, False), tokens_per_step)}
-        for profile, options in TRL_PROFILES.items():
-            rows[profile] = summarize(run_worker("trl", setting, args, DATA, args.steps, args.batch_size, args.max_length, options["gradient_checkpointing"]), tokens_per_step)
+        rows = {}
+        for worker, profiles in (("alignkit", ALIGNKIT_PROFILES), ("trl", TRL_PROFILES)):
+            for profile, options in profiles.items():
+                result = run_worker(worker, setting, args, DATA, args.steps, args.batch_size, args.max_length, options["gradient_checkpointing"])
+                rows[profile] = summarize(result, tokens_per_step)
         print(f"\n[{setting}]")
         print(f"  {'trainer':<12} {'step s':>8} {'tokens/s':>9} {'peak RSS MB':>12}  first losses")
         for name, row in rows.items():
             losses = ", ".join(f"{x:.4f}" for x in row["first_losses"])
             print(f"  {name:<12} {row['median_step_s']:8.2f} {row['tokens_per_s']:9.1f} {row['peak_rss_mb']:12.0f}  {losses}")
-        for profile in TRL_PROFILES:
-            peer = rows[profile]
-            print(f"  alignkit / {profile}: throughput x{rows['alignkit']['tokens_per_s'] / peer['tokens_per_s']:.2f}, "
-                  f"peak RSS x{rows['alignkit']['peak_rss_mb'] / peer['peak_rss_mb']:.2f}")
+        for mine in ALIGNKIT_PROFILES:
+            for profile in TRL_PROFILES:
+                peer = rows[profile]
+                print(f"  {mine} / {profile}: throughput x{rows[mine]['tokens_per_s'] / peer['tokens_per_s']:.2f}, "
+                      f"peak RSS x{rows[mine]['peak_rss_mb'] / peer['peak_rss_mb']:.2f}")
 
 
 def main() -> None:

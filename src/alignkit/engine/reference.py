@@ -11,7 +11,7 @@ import copy
 import hashlib
 import json
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -24,10 +24,14 @@ from alignkit.engine.logprobs import LogProbModel
 class Reference:
     """Callable ``batch -> [N]`` reference log-probs (no autograd)."""
 
-    def __init__(self, policy: LogProbModel, use_adapter: bool):
+    def __init__(self, policy: LogProbModel, use_adapter: bool, precompute_only: bool = False):
+        """``precompute_only``: the values will be computed once, before training changes the policy,
+        so the untrained policy itself serves and no frozen copy is made."""
         self.policy = policy
+        self.use_adapter = use_adapter
         self.frozen = None
-        if not use_adapter:
+        self.released = False
+        if not use_adapter and not precompute_only:
             lm = copy.deepcopy(policy.lm).eval().requires_grad_(False)
             self.frozen = LogProbModel(lm, policy.chunk_size)
 
@@ -40,7 +44,7 @@ class Reference:
         was_training = lm.training
         lm.eval()
         try:
-            with lm.disable_adapter():
+            with lm.disable_adapter() if self.use_adapter else nullcontext():
                 yield self.policy
         finally:
             lm.train(was_training)
@@ -49,12 +53,15 @@ class Reference:
     def __call__(self, batch: dict) -> torch.Tensor:
         if "ref_logps" in batch:
             return batch["ref_logps"]
+        if self.released:
+            raise RuntimeError("reference log-probs were precomputed, but this batch carries none")
         with self._model() as model:
             return model(batch).logps
 
     def release(self) -> None:
-        """Drop the frozen copy (after precomputing, it is no longer needed)."""
+        """After precomputing: drop any frozen copy and refuse live calls (the policy will have moved)."""
         self.frozen = None
+        self.released = True
 
 
 def model_fingerprint(model_path: str) -> str:

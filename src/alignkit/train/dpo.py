@@ -55,7 +55,7 @@ def train_dpo(config: DPOConfig, train_examples: list[PreferenceExample] | None 
     train_items = [{"pair": p} for p in tokenize(train_examples)]
     eval_items = [{"pair": p} for p in tokenize(eval_examples or [])]
     collate = PreferenceCollator(tokenizer.pad_token_id, config.padding_side)
-    reference = Reference(policy, use_adapter=config.use_peft)
+    reference = Reference(policy, use_adapter=config.use_peft, precompute_only=config.precompute_ref_log_probs)
     if config.precompute_ref_log_probs:
         fingerprint = model_fingerprint(resolve_model_path(config.model)) + f"|{config.dtype}"
         for items in (train_items, eval_items):
