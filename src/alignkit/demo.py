@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from alignkit.atomic import atomic_path
 from alignkit.config import DemoConfig
 from alignkit.data.demo_tasks import NOT_SURE_REPLY, demo_tasks
 from alignkit.data.records import write_jsonl
@@ -119,22 +119,24 @@ def run_demo(config: DemoConfig) -> DemoResult:
 def _demo_data(config: DemoConfig, model, tokenizer, train_tasks: list[ShortAnswerTask], eval_tasks: list[ShortAnswerTask], show: bool) -> dict:
     """Verifier-ranked train/eval pairs and the 'before' answers."""
     answers = _model_answers(config, model, tokenizer, train_tasks, eval_tasks, show)
-    prompts = [t.prompt for t in train_tasks]
     candidates = [[Candidate(g, "good_system_prompt"), Candidate(b, "bad_system_prompt"), Candidate(t.reference, "reference")]
                   for g, b, t in zip(answers["good"], answers["bad"], train_tasks)]
-    train_pairs, summary = rank_into_pairs(prompts, candidates, lambda i, text: verifier_score(train_tasks[i], text))
+    train_pairs, summary = _rank_by_verifier(train_tasks, candidates)
     # Calibration in the other direction: on some answerable prompts the hedge itself is the rejected
     # answer, so the model learns to decline only what cannot be answered.
     hedged = [t for t in train_tasks if t.answerable][::HEDGE_PAIR_EVERY]
-    hedge_pairs, _ = rank_into_pairs([t.prompt for t in hedged], [[Candidate(t.reference, "reference"), Candidate(NOT_SURE_REPLY, "hedge")] for t in hedged],
-                                     lambda i, text: verifier_score(hedged[i], text))
+    hedge_pairs, _ = _rank_by_verifier(hedged, [[Candidate(t.reference, "reference"), Candidate(NOT_SURE_REPLY, "hedge")] for t in hedged])
     train_pairs += hedge_pairs
     summary.kept += len(hedge_pairs)
 
     before = answers["before"]
     eval_candidates = [[Candidate(a, "reference_model"), Candidate(t.reference, "reference")] for a, t in zip(before, eval_tasks)]
-    eval_pairs, _ = rank_into_pairs([t.prompt for t in eval_tasks], eval_candidates, lambda i, text: verifier_score(eval_tasks[i], text))
+    eval_pairs, _ = _rank_by_verifier(eval_tasks, eval_candidates)
     return {"train_pairs": train_pairs, "train_summary": str(summary), "eval_pairs": eval_pairs, "before_answers": before}
+
+
+def _rank_by_verifier(tasks: list[ShortAnswerTask], candidates: list[list[Candidate]]):
+    return rank_into_pairs([t.prompt for t in tasks], candidates, lambda i, text: verifier_score(tasks[i], text))
 
 
 def _model_answers(config: DemoConfig, model, tokenizer, train_tasks, eval_tasks, show: bool) -> dict[str, list[str]]:
@@ -154,10 +156,8 @@ def _model_answers(config: DemoConfig, model, tokenizer, train_tasks, eval_tasks
         "bad": generate(prompts, BAD_SYSTEM_PROMPT, "answers under the bad system prompt"),
         "before": generate([t.prompt for t in eval_tasks], None, "reference answers (held-out)"),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(answers))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(answers))
     return answers
 
 

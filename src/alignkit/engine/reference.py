@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from alignkit.atomic import atomic_path
 from alignkit.engine.logprobs import LogProbModel
 
 
@@ -100,9 +100,7 @@ def precompute_reference(reference: Reference, items: list[dict], collate, batch
             chosen_parts.append(logps[: len(chunk)])
             rejected_parts.append(logps[len(chunk):])
         chosen, rejected = torch.cat(chosen_parts), torch.cat(rejected_parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(tmp))
     for item, c, r in zip(items, chosen.tolist(), rejected.tolist()):
         item["ref_chosen_logps"], item["ref_rejected_logps"] = c, r

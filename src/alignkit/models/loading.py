@@ -116,14 +116,8 @@ def load_policy(config):
 
 def save_final_model(model, tokenizer, path: Path) -> None:
     """save_pretrained (PEFT adapter or full model) + tokenizer, written to a temp folder then renamed."""
-    import os
-    import shutil
+    from alignkit.atomic import atomic_path
 
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
