@@ -3,6 +3,7 @@
     python benchmarks/dpo_vs_trl.py                      # compare: full + LoRA, TRL default and TRL best
     python benchmarks/dpo_vs_trl.py --parity-only        # first-step numerics check only
     python benchmarks/dpo_vs_trl.py --steps 6 --settings lora --max_length 256
+    python benchmarks/dpo_vs_trl.py --sweep              # max_length 256..2048: peak memory and step time, plotted
 
 Needs the bench extra: pip install -e '.[bench]'. Prints median step time after warm-up, trained
 (real, unpadded) tokens per second, peak RSS and the first three losses per trainer and setting,
@@ -24,6 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "bench_pairs.jsonl"
 PARITY_DATA = HERE / "data" / "parity_pairs.jsonl"
+SWEEP_DATA = HERE / "data" / "sweep_pairs.jsonl"
+RESULTS = HERE / "results"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 WARMUP_STEPS = 2
 # TRL's defaults that matter on a CPU: gradient checkpointing on. Its best here: off (faster; memory is reported).
@@ -111,7 +114,14 @@ def _result(start: float, stamps: list[float], records: list[dict]) -> dict:
         "losses": [r["loss"] for r in records][:3],
         "first": {k: records[0].get(k) for k in ("loss", "logps/chosen", "logps/rejected")} if records else {},
         "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": _peak_gpu_mb(),
     }
+
+
+def _peak_gpu_mb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 def run_worker(name: str, setting: str, args, data: Path, steps: int, batch_size: int, max_length: int, gradient_checkpointing: bool) -> dict:
@@ -130,7 +140,29 @@ def run_worker(name: str, setting: str, args, data: Path, steps: int, batch_size
 def summarize(result: dict, tokens_per_step: float) -> dict:
     timed = result["step_times"][WARMUP_STEPS:] or result["step_times"]
     median = statistics.median(timed)
-    return {"median_step_s": median, "tokens_per_s": tokens_per_step / median, "peak_rss_mb": result["peak_rss_mb"], "first_losses": result["losses"]}
+    return {"median_step_s": median, "tokens_per_s": tokens_per_step / median, "peak_rss_mb": result["peak_rss_mb"],
+            "peak_gpu_mb": result.get("peak_gpu_mb"), "first_losses": result["losses"]}
+
+
+def run_profiles(args, setting: str, data: Path, max_length: int, names: list[str]) -> dict[str, dict]:
+    """Each named profile (alignkit / TRL, with or without gradient checkpointing) in its own process."""
+    tokens_per_step = real_tokens_per_pair(args.model, data, max_length) * args.batch_size
+    rows = {}
+    for name in names:
+        worker = "alignkit" if name in ALIGNKIT_PROFILES else "trl"
+        options = {**ALIGNKIT_PROFILES, **TRL_PROFILES}[name]
+        result = run_worker(worker, setting, args, data, args.steps, args.batch_size, max_length, options["gradient_checkpointing"])
+        rows[name] = {**summarize(result, tokens_per_step), "tokens_per_step": tokens_per_step}
+    return rows
+
+
+def print_rows(rows: dict[str, dict]) -> None:
+    gpu = any(row["peak_gpu_mb"] for row in rows.values())
+    print(f"  {'trainer':<12} {'step s':>8} {'tokens/s':>9} {'peak RSS MB':>12}" + (f" {'peak GPU MB':>12}" if gpu else "") + "  first losses")
+    for name, row in rows.items():
+        losses = ", ".join(f"{x:.4f}" for x in row["first_losses"])
+        extra = f" {row['peak_gpu_mb']:12.0f}" if gpu else ""
+        print(f"  {name:<12} {row['median_step_s']:8.2f} {row['tokens_per_s']:9.1f} {row['peak_rss_mb']:12.0f}{extra}  {losses}")
 
 
 def parity(args) -> bool:
@@ -150,21 +182,57 @@ def compare(args) -> None:
     print(f"model {args.model}; {DATA.name}; batch {args.batch_size} pairs; max_length {args.max_length}; {args.steps} steps "
           f"(median of steps {WARMUP_STEPS + 1}..{args.steps}); {tokens_per_step:.0f} real tokens per step")
     for setting in args.settings.split(","):
-        rows = {}
-        for worker, profiles in (("alignkit", ALIGNKIT_PROFILES), ("trl", TRL_PROFILES)):
-            for profile, options in profiles.items():
-                result = run_worker(worker, setting, args, DATA, args.steps, args.batch_size, args.max_length, options["gradient_checkpointing"])
-                rows[profile] = summarize(result, tokens_per_step)
+        rows = run_profiles(args, setting, DATA, args.max_length, [*ALIGNKIT_PROFILES, *TRL_PROFILES])
         print(f"\n[{setting}]")
-        print(f"  {'trainer':<12} {'step s':>8} {'tokens/s':>9} {'peak RSS MB':>12}  first losses")
-        for name, row in rows.items():
-            losses = ", ".join(f"{x:.4f}" for x in row["first_losses"])
-            print(f"  {name:<12} {row['median_step_s']:8.2f} {row['tokens_per_s']:9.1f} {row['peak_rss_mb']:12.0f}  {losses}")
+        print_rows(rows)
         for mine in ALIGNKIT_PROFILES:
             for profile in TRL_PROFILES:
                 peer = rows[profile]
-                print(f"  {mine} / {profile}: throughput x{rows[mine]['tokens_per_s'] / peer['tokens_per_s']:.2f}, "
-                      f"peak RSS x{rows[mine]['peak_rss_mb'] / peer['peak_rss_mb']:.2f}")
+                memory = f"peak RSS x{rows[mine]['peak_rss_mb'] / peer['peak_rss_mb']:.2f}"
+                if peer["peak_gpu_mb"]:
+                    memory += f", peak GPU x{rows[mine]['peak_gpu_mb'] / peer['peak_gpu_mb']:.2f}"
+                print(f"  {mine} / {profile}: throughput x{rows[mine]['tokens_per_s'] / peer['tokens_per_s']:.2f}, {memory}")
+
+
+def sweep(args) -> None:
+    """Peak memory and step time against max_length for each profile; a table, a JSON file and a PNG."""
+    lengths = [int(x) for x in args.sweep_lengths.split(",")]
+    names = args.sweep_profiles.split(",")
+    RESULTS.mkdir(exist_ok=True)
+    for setting in args.settings.split(","):
+        table = {}
+        for max_length in lengths:
+            print(f"\n[{setting}, max_length {max_length}, batch {args.batch_size}, {SWEEP_DATA.name}]", flush=True)
+            table[max_length] = run_profiles(args, setting, SWEEP_DATA, max_length, names)
+            print_rows(table[max_length])
+        stem = RESULTS / f"sweep_{setting}"
+        stem.with_suffix(".json").write_text(json.dumps(table, indent=1))
+        plot_sweep(table, names, f"DPO {setting}, batch {args.batch_size} pairs, {args.model.rstrip('/').split('/')[-1]}", stem.with_suffix(".png"))
+        print(f"  wrote {stem.with_suffix('.png')} and {stem.with_suffix('.json')}")
+
+
+def plot_sweep(table: dict[int, dict], names: list[str], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = sorted(table)
+    fig, (memory, speed) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in names:
+        style = "-" if name.startswith("alignkit") else "--"
+        memory.plot(lengths, [table[n][name]["peak_rss_mb"] / 1024 for n in lengths], style, marker="o", label=name)
+        speed.plot(lengths, [table[n][name]["median_step_s"] for n in lengths], style, marker="o", label=name)
+    for axis, label in ((memory, "peak RSS (GiB)"), (speed, "median step time (s)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(lengths, [str(n) for n in lengths])
+        axis.set_xlabel("max_length (tokens)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    speed.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -179,6 +247,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--parity-only", action="store_true")
     parser.add_argument("--skip-parity", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="sweep max_length instead of the comparison (implies --skip-parity)")
+    parser.add_argument("--sweep_lengths", default="256,512,1024,2048")
+    parser.add_argument("--sweep_profiles", default="alignkit,alignkit-gc,trl-default,trl-best")
     # worker mode (internal)
     parser.add_argument("--worker", choices=["alignkit", "trl"])
     parser.add_argument("--setting", default="full")
@@ -193,6 +264,9 @@ def main() -> None:
     if args.worker:
         result = (worker_alignkit if args.worker == "alignkit" else worker_trl)(args)
         Path(args.result).write_text(json.dumps(result))
+        return
+    if args.sweep:
+        sweep(args)
         return
     if not args.skip_parity:
         parity(args)

@@ -40,3 +40,5 @@ if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
     write("bench_pairs.jsonl", pairs(0, 256, (8, 160), (4, 260)))
     write("parity_pairs.jsonl", pairs(1, 8, (5, 30), (3, 40)))
+    # long pairs for the max_length sweep: up to ~2.5k tokens, so every max_length up to 2048 truncates some
+    write("sweep_pairs.jsonl", pairs(2, 64, (16, 1000), (8, 1500)))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from alignkit.data.collate import build_sequence_batch
+from alignkit.data.collate import build_batch, build_packed_batch, build_sequence_batch, pack_rows
 from alignkit.engine.logprobs import sequence_logps, token_logps
 
 from conftest import build_model
@@ -20,10 +20,17 @@ def naive_logps(model, sequences, starts):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_matches_naive_values_and_gradients(side):
+LAYOUTS = {
+    "right": lambda seqs, starts: build_sequence_batch(seqs, starts, 0, "right"),
+    "left": lambda seqs, starts: build_sequence_batch(seqs, starts, 0, "left"),
+    "packed": lambda seqs, starts: build_packed_batch(seqs, starts, 0),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_matches_naive_values_and_gradients(layout):
     model = build_model(64)
-    batch = build_sequence_batch(SEQUENCES, STARTS, pad_id=0, padding_side=side)
+    batch = LAYOUTS[layout](SEQUENCES, STARTS)
     result = sequence_logps(model, batch, chunk_size=3)
     result.logps.sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -44,6 +51,34 @@ def test_left_and_right_padding_give_identical_logps():
     # and the pad id is irrelevant: padding is never scored
     other_pad = sequence_logps(model, build_sequence_batch(SEQUENCES, STARTS, 63, "right")).logps
     assert torch.allclose(right, other_pad, atol=1e-5)
+
+
+def test_pack_rows_first_fit_decreasing():
+    # lengths 6, 4, 9, 2 into rows of width 9: [9], [6, 2], [4]
+    assert pack_rows([6, 4, 9, 2], 9) == [[2], [0, 3], [1]]
+    assert pack_rows([3, 3, 3], 9) == [[0, 1, 2]]
+
+
+def test_packed_batch_layout_has_no_cross_sequence_padding():
+    batch = build_packed_batch(SEQUENCES, STARTS, pad_id=99)
+    assert "attention_mask" not in batch  # the block-diagonal mask comes from position_ids
+    assert batch["input_ids"].shape == (3, 9)  # 21 tokens in 3 rows instead of 4 rows of 9
+    assert batch["input_ids"][1].tolist() == [5, 6, 7, 8, 9, 10, 30, 31, 99]
+    # positions restart for each sequence and for the trailing pad
+    assert batch["position_ids"][1].tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 0]
+    assert batch["seq_index"][1].tolist() == [-1, -1, 0, 0, 0, -1, 3, -1, -1]
+    assert batch["target_ids"][1, 2:5].tolist() == [8, 9, 10] and batch["target_ids"][1, 6].item() == 31
+    assert batch["sequence_lengths"].tolist() == [6, 4, 9, 2]
+
+
+def test_packed_and_padded_agree_on_a_pretrained_style_batch():
+    model = build_model(64).eval()
+    torch.manual_seed(3)
+    seqs = [torch.randint(1, 64, (n,)).tolist() for n in (17, 5, 30, 12, 9, 3)]
+    starts = [8, 2, 11, 6, 4, 1]
+    packed = sequence_logps(model, build_batch(seqs, starts, 0, padding_free=True)).logps
+    padded = sequence_logps(model, build_batch(seqs, starts, 0, padding_free=False)).logps
+    assert torch.allclose(packed, padded, atol=1e-5)
 
 
 def test_chunk_size_does_not_change_results():

@@ -29,7 +29,7 @@ def test_loss_mask_covers_exactly_response_and_eos(tiny_tokenizer):
     example = PreferenceExample("What is 2 + 3?", "5.", "Let me think.", "x:1")
     [pair] = tokenize_pairs([example], tiny_tokenizer, 128, 64)
     for side in ("right", "left"):
-        batch = PreferenceCollator(tiny_tokenizer.pad_token_id, side)([{"pair": pair}])
+        batch = PreferenceCollator(tiny_tokenizer.pad_token_id, padding_free=False, padding_side=side)([{"pair": pair}])
         for row, response in ((0, pair.chosen_ids), (1, pair.rejected_ids)):
             scored = batch["seq_index"][row] == row
             assert batch["target_ids"][row][scored].tolist() == response  # response tokens + EOS, nothing else
@@ -67,7 +67,7 @@ def test_collator_orders_chosen_then_rejected_and_passes_reference_logps(tiny_to
     examples = [PreferenceExample(f"q{i}", f"good {i}", f"bad answer {i}", "x") for i in range(3)]
     pairs = tokenize_pairs(examples, tiny_tokenizer, 64, 32)
     items = [{"pair": p, "ref_chosen_logps": -1.0 - i, "ref_rejected_logps": -10.0 - i} for i, p in enumerate(pairs)]
-    batch = PreferenceCollator(tiny_tokenizer.pad_token_id)(items)
+    batch = PreferenceCollator(tiny_tokenizer.pad_token_id, padding_free=False)(items)
     assert batch["input_ids"].shape[0] == 6
     assert batch["ref_logps"].tolist() == [-1.0, -2.0, -3.0, -10.0, -11.0, -12.0]
     decoded = tiny_tokenizer.decode(batch["input_ids"][4][batch["attention_mask"][4].bool()])

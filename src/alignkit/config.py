@@ -62,7 +62,8 @@ class TrainConfig(BaseModel):
     max_length: int = Field(1024, ge=8, description="Maximum tokens of prompt + response; the prompt is trimmed from the left first, then the response.")
     max_prompt_length: int = Field(512, ge=1, description="Maximum prompt tokens (trimmed from the left).")
     apply_chat_template: bool = Field(True, description="Format prompts with the tokenizer's chat template when it has one.")
-    padding_side: Literal["right", "left"] = Field("right", description="Side on which batches are padded (results are identical either way).")
+    padding_free: bool = Field(True, description="Pack each batch's sequences into rows with no padding between them (position ids restart per sequence); false pads every sequence to the longest.")
+    padding_side: Literal["right", "left"] = Field("right", description="Side on which padded batches are padded when padding_free is false (results are identical either way).")
 
     # --- model / compute ---
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")

@@ -94,7 +94,7 @@ def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size:
     backbone, head, softcap = causal_lm_parts(model)
     hidden = backbone(
         input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
+        attention_mask=batch.get("attention_mask"),  # absent in padding-free batches
         position_ids=batch["position_ids"],
         use_cache=False,
     ).last_hidden_state
@@ -104,7 +104,7 @@ def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size:
     targets = batch["target_ids"].reshape(-1).index_select(0, scored)
     per_token = token_logps(selected, head.weight, targets, chunk_size, softcap)
     owner = seq_index.index_select(0, scored)
-    n = batch["input_ids"].shape[0]
+    n = batch["sequence_lengths"].shape[0]
     logps = torch.zeros(n, dtype=torch.float32, device=per_token.device).index_add(0, owner, per_token)
     counts = torch.zeros(n, dtype=torch.long, device=owner.device).index_add_(0, owner, torch.ones_like(owner))
     return SequenceLogps(logps, counts)
