@@ -66,7 +66,7 @@ def test_collator_orders_chosen_then_rejected_and_passes_reference_logps(tiny_to
     ensure_pad_token(tiny_tokenizer)
     examples = [PreferenceExample(f"q{i}", f"good {i}", f"bad answer {i}", "x") for i in range(3)]
     pairs = tokenize_pairs(examples, tiny_tokenizer, 64, 32)
-    items = [{"pair": p, "ref_chosen_logps": -1.0 - i, "ref_rejected_logps": -10.0 - i} for i, p in enumerate(pairs)]
+    items = [{"pair": p, "ref_logps": [-1.0 - i, -10.0 - i]} for i, p in enumerate(pairs)]
     batch = PreferenceCollator(tiny_tokenizer.pad_token_id, padding_free=False)(items)
     assert batch["input_ids"].shape[0] == 6
     assert batch["ref_logps"].tolist() == [-1.0, -2.0, -3.0, -10.0, -11.0, -12.0]

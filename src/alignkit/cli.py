@@ -21,7 +21,12 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "demo": Command("alignkit.config:DemoConfig", "alignkit.demo:run_demo", "DPO on the embedded model: before/after answers and metrics (about 10 minutes on a CPU)."),
-    "dpo": Command("alignkit.config:DPOConfig", "alignkit.train.dpo:train_dpo", "Train with DPO on prompt/chosen/rejected pairs."),
+    "sft": Command("alignkit.method_configs:SFTConfig", "alignkit.train.sft:train_sft", "Supervised fine-tuning on messages or prompt/completion rows (loss on assistant tokens)."),
+    "reward": Command("alignkit.method_configs:RewardConfig", "alignkit.train.reward:train_reward", "Train a Bradley-Terry reward model on prompt/chosen/rejected pairs."),
+    "score": Command("alignkit.method_configs:ScoreConfig", "alignkit.score:score_pairs", "Score pairs with a reward model; report pairwise accuracy."),
+    "dpo": Command("alignkit.config:DPOConfig", "alignkit.train.dpo:train_dpo", "DPO family on pairs: --loss_type sigmoid|robust|hinge|ipo|simpo (+ --rpo_alpha)."),
+    "kto": Command("alignkit.method_configs:KTOConfig", "alignkit.train.kto:train_kto", "KTO on unpaired prompt/completion/label rows (or pairs)."),
+    "orpo": Command("alignkit.method_configs:ORPOConfig", "alignkit.train.orpo:train_orpo", "ORPO: one-stage SFT + odds-ratio preference, no reference model."),
 }
 
 USAGE = """usage: alignkit <command> [config.yaml] [--key value ...]

@@ -53,6 +53,7 @@ class TrainConfig(BaseModel):
     # --- logging, evaluation, checkpoints ---
     logging_steps: int = Field(10, ge=1, description="Log training metrics every N optimizer steps.")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps (always once at the end when there is eval data).")
+    eval_on_start: bool = Field(False, description="Also evaluate once before the first step (logged at step 0): the 'before' of every metric.")
     save_steps: int = Field(500, ge=1, description="Write a checkpoint every N optimizer steps (and at the end).")
     save_total_limit: int | None = Field(2, ge=1, description="Keep only the newest N checkpoints (None keeps all).")
     report_to: list[Literal["tensorboard", "wandb", "none"]] = Field(default_factory=lambda: ["tensorboard"], description="Extra loggers besides metrics.jsonl: tensorboard, wandb, or none.")
@@ -104,8 +105,13 @@ class DPOConfig(TrainConfig):
     """`alignkit dpo`: Direct Preference Optimization on prompt/chosen/rejected pairs."""
 
     beta: float = Field(0.1, gt=0.0, description="Strength of the KL constraint to the reference model (higher stays closer).")
-    loss_type: Literal["sigmoid"] = Field("sigmoid", description="Preference loss: sigmoid (DPO).")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed fraction of flipped labels (conservative DPO); 0 is plain DPO.")
+    loss_type: Literal["sigmoid", "robust", "hinge", "ipo", "simpo"] = Field("sigmoid", description=(
+        "Preference loss: sigmoid (DPO; with label_smoothing > 0 it is conservative cDPO), robust (unbiased under "
+        "label_smoothing flipped labels), hinge (SLiC), ipo (squared distance of the length-averaged log-ratio "
+        "difference to 1/(2 beta)), simpo (reference-free, length-normalised, target margin simpo_gamma)."))
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed fraction of flipped labels (sigmoid: cDPO; robust: robust DPO); 0 is plain DPO.")
+    simpo_gamma: float = Field(0.5, ge=0.0, description="SimPO target reward margin gamma (loss_type simpo; the paper uses beta 2-2.5 with gamma ~0.5-1.4).")
+    rpo_alpha: float | None = Field(None, ge=0.0, description="Add rpo_alpha x the NLL of the chosen responses (RPO); None disables it.")
     precompute_ref_log_probs: bool = Field(False, description="Compute reference log-probs once before training and cache them on disk.")
 
 
@@ -247,6 +253,6 @@ def describe_fields(cls: type[BaseModel]) -> str:
     """Help text: one line per field with its default and description."""
     rows = []
     for name, field in cls.model_fields.items():
-        default = field.default_factory() if field.default_factory else field.default
-        rows.append(f"  --{name} (default: {default!r})\n      {field.description or ''}")
+        default = "required" if field.is_required() else f"default: {(field.default_factory() if field.default_factory else field.default)!r}"
+        rows.append(f"  --{name} ({default})\n      {field.description or ''}")
     return "\n".join(rows)

@@ -1,9 +1,13 @@
 """Collation: sequences -> a batch whose loss positions are explicit, never inferred from padding.
 
 A batch holds ``input_ids``, ``position_ids`` (counted from each sequence's first token) and, for
-every position whose *next* token is a response token, ``target_ids`` (that next token) and
-``seq_index`` (which sequence it belongs to; -1 elsewhere), plus ``sequence_lengths`` (one entry
-per sequence). Log-probs are gathered through ``seq_index`` alone, so the layout cannot change them.
+every position whose *next* token is scored, ``target_ids`` (that next token) and ``seq_index``
+(which sequence it belongs to; -1 elsewhere), plus ``sequence_lengths`` and ``last_token`` (the
+flat index of each sequence's last token, where sequence-level heads such as a reward model read).
+Log-probs are gathered through ``seq_index`` alone, so the layout cannot change them.
+
+Which tokens are scored is given per sequence either as an int ``start`` (tokens ``start..`` are
+the response) or as a 0/1 mask over the tokens (e.g. only the assistant turns of a conversation).
 
 Two layouts:
 - padded (``build_sequence_batch``): one sequence per row, padded to the longest, with an
@@ -20,34 +24,70 @@ import torch
 from alignkit.data.tokenize import TokenizedPair
 
 
-def build_sequence_batch(sequences: list[list[int]], response_starts: list[int], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """Pad ``sequences``; token ``response_starts[i]`` onwards of sequence i is scored."""
-    n, width = len(sequences), max(len(s) for s in sequences)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((n, width), dtype=torch.long)
-    position_ids = torch.zeros((n, width), dtype=torch.long)
-    target_ids = torch.zeros((n, width), dtype=torch.long)
-    seq_index = torch.full((n, width), -1, dtype=torch.long)
-    for i, (ids, start) in enumerate(zip(sequences, response_starts)):
-        length = len(ids)
-        if not 1 <= start < length:
-            raise ValueError(f"sequence {i}: response must start after at least one prompt token and be non-empty (start={start}, length={length})")
-        offset = width - length if padding_side == "left" else 0
+def _scored_tokens(i: int, ids: list[int], scored) -> torch.Tensor:
+    """Indices (>= 1) of the scored tokens of sequence ``i``."""
+    length = len(ids)
+    if isinstance(scored, int):
+        if not 1 <= scored < length:
+            raise ValueError(f"sequence {i}: response must start after at least one prompt token and be non-empty (start={scored}, length={length})")
+        return torch.arange(scored, length)
+    if len(scored) != length:
+        raise ValueError(f"sequence {i}: loss mask has {len(scored)} entries for {length} tokens")
+    tokens = torch.tensor(scored, dtype=torch.bool).nonzero().squeeze(1)
+    tokens = tokens[tokens >= 1]  # the first token has no position predicting it
+    if len(tokens) == 0:
+        raise ValueError(f"sequence {i}: no scored tokens")
+    return tokens
+
+
+class _Layout:
+    """Tensors of a batch being filled; ``place`` writes one sequence at (row, offset)."""
+
+    def __init__(self, rows: int, width: int, pad_id: int, n: int, with_mask: bool):
+        self.input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+        self.position_ids = torch.zeros((rows, width), dtype=torch.long)
+        self.target_ids = torch.zeros((rows, width), dtype=torch.long)
+        self.seq_index = torch.full((rows, width), -1, dtype=torch.long)
+        self.attention_mask = torch.zeros((rows, width), dtype=torch.long) if with_mask else None
+        self.last_token = torch.zeros(n, dtype=torch.long)
+        self.lengths = torch.zeros(n, dtype=torch.long)
+        self.width = width
+
+    def place(self, i: int, ids: list[int], scored, row: int, offset: int) -> None:
         tokens = torch.tensor(ids, dtype=torch.long)
-        input_ids[i, offset:offset + length] = tokens
-        attention_mask[i, offset:offset + length] = 1
-        position_ids[i, offset:offset + length] = torch.arange(length)
-        # position p predicts token p + 1: score positions start-1 .. length-2
-        target_ids[i, offset + start - 1:offset + length - 1] = tokens[start:]
-        seq_index[i, offset + start - 1:offset + length - 1] = i
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "position_ids": position_ids,
-        "target_ids": target_ids,
-        "seq_index": seq_index,
-        "sequence_lengths": torch.tensor([len(s) for s in sequences], dtype=torch.long),
-    }
+        length = len(ids)
+        self.input_ids[row, offset:offset + length] = tokens
+        self.position_ids[row, offset:offset + length] = torch.arange(length)
+        if self.attention_mask is not None:
+            self.attention_mask[row, offset:offset + length] = 1
+        scored_tokens = _scored_tokens(i, ids, scored)
+        # position p predicts token p + 1
+        self.target_ids[row, offset + scored_tokens - 1] = tokens[scored_tokens]
+        self.seq_index[row, offset + scored_tokens - 1] = i
+        self.last_token[i] = row * self.width + offset + length - 1
+        self.lengths[i] = length
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        batch = {
+            "input_ids": self.input_ids,
+            "position_ids": self.position_ids,
+            "target_ids": self.target_ids,
+            "seq_index": self.seq_index,
+            "sequence_lengths": self.lengths,
+            "last_token": self.last_token,
+        }
+        if self.attention_mask is not None:
+            batch["attention_mask"] = self.attention_mask
+        return batch
+
+
+def build_sequence_batch(sequences: list[list[int]], scored: list, pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """One sequence per row, padded on ``padding_side``; ``scored[i]`` is a start index or a mask."""
+    width = max(len(s) for s in sequences)
+    layout = _Layout(len(sequences), width, pad_id, len(sequences), with_mask=True)
+    for i, (ids, which) in enumerate(zip(sequences, scored)):
+        layout.place(i, ids, which, i, width - len(ids) if padding_side == "left" else 0)
+    return layout.tensors()
 
 
 def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
@@ -65,63 +105,64 @@ def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
     return rows
 
 
-def build_packed_batch(sequences: list[list[int]], response_starts: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+def build_packed_batch(sequences: list[list[int]], scored: list, pad_id: int) -> dict[str, torch.Tensor]:
     """Pack ``sequences`` without padding between them (see the module docstring)."""
     lengths = [len(s) for s in sequences]
-    width = max(lengths)
-    rows = pack_rows(lengths, width)
+    rows = pack_rows(lengths, max(lengths))
     used = max(sum(lengths[i] for i in row) for row in rows)
-    input_ids = torch.full((len(rows), used), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((len(rows), used), dtype=torch.long)
-    target_ids = torch.zeros((len(rows), used), dtype=torch.long)
-    seq_index = torch.full((len(rows), used), -1, dtype=torch.long)
+    layout = _Layout(len(rows), used, pad_id, len(sequences), with_mask=False)
     for r, row in enumerate(rows):
         offset = 0
         for i in row:
-            ids, start, length = sequences[i], response_starts[i], lengths[i]
-            if not 1 <= start < length:
-                raise ValueError(f"sequence {i}: response must start after at least one prompt token and be non-empty (start={start}, length={length})")
-            tokens = torch.tensor(ids, dtype=torch.long)
-            input_ids[r, offset:offset + length] = tokens
-            position_ids[r, offset:offset + length] = torch.arange(length)
-            target_ids[r, offset + start - 1:offset + length - 1] = tokens[start:]
-            seq_index[r, offset + start - 1:offset + length - 1] = i
-            offset += length
+            layout.place(i, sequences[i], scored[i], r, offset)
+            offset += lengths[i]
         # trailing padding forms its own segment (positions restart at 0), so no sequence sees it
-        position_ids[r, offset:] = torch.arange(used - offset)
-    return {
-        "input_ids": input_ids,
-        "position_ids": position_ids,
-        "target_ids": target_ids,
-        "seq_index": seq_index,
-        "sequence_lengths": torch.tensor(lengths, dtype=torch.long),
-    }
+        layout.position_ids[r, offset:] = torch.arange(used - offset)
+    return layout.tensors()
 
 
-def build_batch(sequences: list[list[int]], response_starts: list[int], pad_id: int, padding_free: bool = True, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def build_batch(sequences: list[list[int]], scored: list, pad_id: int, padding_free: bool = True, padding_side: str = "right") -> dict[str, torch.Tensor]:
     """The padding-free layout, or the padded one on ``padding_side``."""
     if padding_free:
-        return build_packed_batch(sequences, response_starts, pad_id)
-    return build_sequence_batch(sequences, response_starts, pad_id, padding_side)
+        return build_packed_batch(sequences, scored, pad_id)
+    return build_sequence_batch(sequences, scored, pad_id, padding_side)
 
 
-class PreferenceCollator:
-    """Pairs -> one batch of 2B sequences: chosen 0..B-1, then rejected 0..B-1 (one forward for both).
+class SequenceCollator:
+    """Base collator: a subclass says which sequences each item contributes, grouped by slot.
 
-    Extra per-pair tensors (e.g. cached reference log-probs) pass through as ``[2B]`` tensors.
+    ``slots(item) -> [(ids, scored), ...]`` (the same number of slots for every item). The batch
+    holds slot 0 of every item, then slot 1 of every item, and so on; per-item cached reference
+    log-probs (``item["ref_logps"]``, one value per slot) pass through in the same order.
     """
 
     def __init__(self, pad_id: int, padding_free: bool = True, padding_side: str = "right"):
         self.pad_id, self.padding_free, self.padding_side = pad_id, padding_free, padding_side
 
+    def slots(self, item: dict) -> list[tuple[list[int], object]]:
+        raise NotImplementedError
+
+    def signature(self, item: dict) -> list:
+        """What identifies an item's sequences (for caches keyed by token ids)."""
+        return [[ids, scored] for ids, scored in self.slots(item)]
+
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        pairs: list[TokenizedPair] = [item["pair"] for item in items]
-        sequences = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
-        starts = [len(p.prompt_ids) for p in pairs] * 2
-        batch = build_batch(sequences, starts, self.pad_id, self.padding_free, self.padding_side)
-        if "ref_chosen_logps" in items[0]:
-            batch["ref_logps"] = torch.tensor(
-                [item["ref_chosen_logps"] for item in items] + [item["ref_rejected_logps"] for item in items],
-                dtype=torch.float32,
-            )
+        per_item = [self.slots(item) for item in items]
+        sequences, scored = [], []
+        for slot in range(len(per_item[0])):
+            for entry in per_item:
+                sequences.append(entry[slot][0])
+                scored.append(entry[slot][1])
+        batch = build_batch(sequences, scored, self.pad_id, self.padding_free, self.padding_side)
+        if "ref_logps" in items[0]:
+            batch["ref_logps"] = torch.tensor([item["ref_logps"][slot] for slot in range(len(per_item[0])) for item in items], dtype=torch.float32)
         return batch
+
+
+class PreferenceCollator(SequenceCollator):
+    """Pairs -> one batch of 2B sequences: chosen 0..B-1, then rejected 0..B-1 (one forward for both)."""
+
+    def slots(self, item: dict) -> list[tuple[list[int], object]]:
+        pair: TokenizedPair = item["pair"]
+        start = len(pair.prompt_ids)
+        return [(pair.prompt_ids + pair.chosen_ids, start), (pair.prompt_ids + pair.rejected_ids, start)]

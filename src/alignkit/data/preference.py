@@ -30,6 +30,7 @@ class PreferenceExample:
     chosen: str
     rejected: str
     where: str
+    margin: float | None = None  # optional: how much better chosen is (reward-model margin loss)
 
 
 def load_preference_data(source: str, split: str = "train") -> list[PreferenceExample]:
@@ -39,11 +40,19 @@ def load_preference_data(source: str, split: str = "train") -> list[PreferenceEx
 
 
 def validate_preference_records(records: list[Record], source: str) -> list[PreferenceExample]:
+    return validate_records(records, source, validate_pair_row)
+
+
+def validate_records(records: list[Record], source: str, validate_row) -> list:
+    """Run ``validate_row(record, faults) -> example | list of examples | None`` over every row;
+    raise once with every fault (file:line, field) or return the examples."""
     faults = FaultCollector(source)
     examples = []
     for record in records:
-        example = _validate_row(record, faults)
-        if example is not None:
+        example = validate_row(record, faults)
+        if isinstance(example, list):
+            examples.extend(example)
+        elif example is not None:
             examples.append(example)
     faults.raise_if_any()
     if not examples:
@@ -51,7 +60,7 @@ def validate_preference_records(records: list[Record], source: str) -> list[Pref
     return examples
 
 
-def _validate_row(record: Record, faults: FaultCollector) -> PreferenceExample | None:
+def validate_pair_row(record: Record, faults: FaultCollector) -> PreferenceExample | None:
     row, where = record.data, record.where
     if not isinstance(row, dict):
         faults.add(where, None, f"expected an object with prompt/chosen/rejected, got {type(row).__name__}")
@@ -66,14 +75,18 @@ def _validate_row(record: Record, faults: FaultCollector) -> PreferenceExample |
         if row.get(field) is None:
             faults.add(where, field, "missing (each row needs prompt, chosen and rejected)")
         else:
-            values[field] = _check_content(row[field], where, field, faults, response=field != "prompt")
+            values[field] = check_content(row[field], where, field, faults, response=field != "prompt")
     if faults.total > before:
         return None
     prompt, chosen, rejected = values["prompt"], values["chosen"], values["rejected"]
     if chosen == rejected:
         faults.add(where, "rejected", "identical to chosen (a pair must differ to teach a preference)")
         return None
-    return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, where=where)
+    margin = row.get("margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
+        faults.add(where, "margin", f"expected a number, got {margin!r}")
+        return None
+    return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, where=where, margin=None if margin is None else float(margin))
 
 
 def _split_implicit_prompt(row: dict, where: str, faults: FaultCollector) -> dict | None:
@@ -87,7 +100,7 @@ def _split_implicit_prompt(row: dict, where: str, faults: FaultCollector) -> dic
     return {**row, "prompt": chosen[:shared], "chosen": chosen[shared:], "rejected": rejected[shared:]}
 
 
-def _check_content(value: Any, where: str, field: str, faults: FaultCollector, response: bool) -> Any:
+def check_content(value: Any, where: str, field: str, faults: FaultCollector, response: bool) -> Any:
     """Return the text (responses) or text/messages (prompt); record faults and return None if bad."""
     if isinstance(value, str):
         if not value.strip():
@@ -95,7 +108,7 @@ def _check_content(value: Any, where: str, field: str, faults: FaultCollector, r
             return None
         return value
     if isinstance(value, list):
-        messages = _check_messages(value, where, field, faults)
+        messages = check_messages(value, where, field, faults)
         if messages is None:
             return None
         if not response:
@@ -109,7 +122,7 @@ def _check_content(value: Any, where: str, field: str, faults: FaultCollector, r
     return None
 
 
-def _check_messages(value: list, where: str, field: str, faults: FaultCollector) -> Messages | None:
+def check_messages(value: list, where: str, field: str, faults: FaultCollector) -> Messages | None:
     if not value:
         faults.add(where, field, "empty list of messages")
         return None

@@ -78,3 +78,38 @@ def tokenize_pairs(examples: list[PreferenceExample], tokenizer, max_length: int
         rejected = response_token_ids(tokenizer, example.rejected)
         pairs.append(truncate_pair(prompt, chosen, rejected, max_length, max_prompt_length))
     return pairs
+
+
+def reward_text_parts(tokenizer, prompt: str | Messages, response: str, apply_chat_template: bool = True) -> tuple[str, str]:
+    """(prompt text, response text) as a reward model reads them: with a chat template, the whole
+    exchange rendered by the template (the response part ends with the end-of-turn marker)."""
+    if apply_chat_template and tokenizer.chat_template:
+        messages = as_messages(prompt)
+        before = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+        if not full.startswith(before):
+            raise AlignkitError("the chat template does not render the prompt as a prefix of the conversation")
+        return before, full[len(before):]
+    if not isinstance(prompt, str):
+        raise AlignkitError("conversational prompts need a tokenizer with a chat template")
+    return prompt, response
+
+
+def reward_text(tokenizer, prompt: str | Messages, response: str, apply_chat_template: bool = True) -> str:
+    """The exact text a trained reward model scores: ``model(**tokenizer(text, add_special_tokens=False))``
+    when a chat template is used (the template adds the special tokens), else ``tokenizer(text)``."""
+    return "".join(reward_text_parts(tokenizer, prompt, response, apply_chat_template))
+
+
+def tokenize_reward_pairs(examples: list[PreferenceExample], tokenizer, max_length: int, max_prompt_length: int, apply_chat_template: bool = True) -> list[TokenizedPair]:
+    """Pairs for a reward model: no EOS is appended (the score is read at the last token, which
+    must not be the pad token, or transformers' sequence classifier would read elsewhere)."""
+    templated = apply_chat_template and bool(tokenizer.chat_template)
+    pairs = []
+    for example in examples:
+        prompt_text, chosen_text = reward_text_parts(tokenizer, example.prompt, example.chosen, apply_chat_template)
+        _, rejected_text = reward_text_parts(tokenizer, example.prompt, example.rejected, apply_chat_template)
+        prompt = tokenizer(prompt_text, add_special_tokens=not templated)["input_ids"]
+        chosen, rejected = (tokenizer(text, add_special_tokens=False)["input_ids"] for text in (chosen_text, rejected_text))
+        pairs.append(truncate_pair(prompt, chosen, rejected, max_length, max_prompt_length))
+    return pairs

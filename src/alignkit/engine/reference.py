@@ -77,30 +77,26 @@ def model_fingerprint(model_path: str) -> str:
     return "|".join(parts)
 
 
-def cache_key(fingerprint: str, items: list[dict]) -> str:
+def cache_key(fingerprint: str, items: list[dict], signature) -> str:
     digest = hashlib.sha256(fingerprint.encode())
     for item in items:
-        pair = item["pair"]
-        digest.update(json.dumps([pair.prompt_ids, pair.chosen_ids, pair.rejected_ids]).encode())
+        digest.update(json.dumps(signature(item)).encode())
     return digest.hexdigest()[:32]
 
 
 def precompute_reference(reference: Reference, items: list[dict], collate, batch_size: int, cache_dir: Path, fingerprint: str, device, show_progress: bool = True) -> None:
-    """Attach ``ref_chosen_logps``/``ref_rejected_logps`` to every item, from cache or one pass."""
-    path = cache_dir / "ref_logps" / f"{cache_key(fingerprint, items)}.safetensors"
+    """Attach ``ref_logps`` (one value per sequence slot of ``collate``) to every item, from cache or one pass."""
+    path = cache_dir / "ref_logps" / f"{cache_key(fingerprint, items, collate.signature)}.safetensors"
     if path.is_file():
-        values = load_file(str(path))
-        chosen, rejected = values["chosen"], values["rejected"]
+        values = load_file(str(path))["ref_logps"]
     else:
-        chosen_parts, rejected_parts = [], []
+        parts = []
         for start in tqdm(range(0, len(items), batch_size), desc="reference log-probs", disable=not show_progress):
             chunk = items[start:start + batch_size]
             batch = {k: v.to(device) for k, v in collate(chunk).items()}
-            logps = reference(batch).cpu()
-            chosen_parts.append(logps[: len(chunk)])
-            rejected_parts.append(logps[len(chunk):])
-        chosen, rejected = torch.cat(chosen_parts), torch.cat(rejected_parts)
+            parts.append(reference(batch).cpu().reshape(-1, len(chunk)).T)  # [items, slots]
+        values = torch.cat(parts)
         with atomic_path(path) as tmp:
-            save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(tmp))
-    for item, c, r in zip(items, chosen.tolist(), rejected.tolist()):
-        item["ref_chosen_logps"], item["ref_rejected_logps"] = c, r
+            save_file({"ref_logps": values.contiguous()}, str(tmp))
+    for item, row in zip(items, values.tolist()):
+        item["ref_logps"] = row

@@ -19,8 +19,8 @@ def resolve_model_path(name: str) -> str:
 
         return str(embedded_model_path())
     path = Path(name).expanduser()
-    if path.exists() and not (path / "config.json").is_file():
-        raise AlignkitError(f"model folder {path} has no config.json (expected a save_pretrained folder)")
+    if path.exists() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise AlignkitError(f"model folder {path} has no config.json or adapter_config.json (expected a save_pretrained folder)")
     return str(path) if path.exists() else name
 
 
@@ -69,15 +69,23 @@ def _need_cuda(option: str) -> None:
         raise MissingDependencyError(f"{option} needs a CUDA GPU, and none is available on this machine; remove the option to run on CPU")
 
 
-def load_model_and_tokenizer(name: str, dtype: str = "float32", attn_implementation: str = "sdpa", load_in_4bit: bool = False):
-    """A causal LM and its tokenizer (pad token ensured)."""
-    from transformers import AutoModelForCausalLM
+def load_model_and_tokenizer(name: str, dtype: str = "float32", attn_implementation: str = "sdpa", load_in_4bit: bool = False, reward_head: bool = False):
+    """A causal LM (or, with ``reward_head``, a one-output sequence classifier: a reward model,
+    whose head is freshly initialised when ``name`` is a causal LM) and its tokenizer (pad token ensured)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     options = gpu_only_options(attn_implementation, load_in_4bit)
     path = resolve_model_path(name)
     tokenizer = load_tokenizer(name)
+    if reward_head:
+        options["num_labels"] = 1
+    auto = AutoModelForSequenceClassification if reward_head else AutoModelForCausalLM
+    adapter = Path(path) / "adapter_config.json"
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **options)
+        if adapter.is_file():  # a LoRA run's output: its base model with the adapter merged in
+            model = _merged_adapter(auto, Path(path), DTYPES[dtype], options)
+        else:
+            model = auto.from_pretrained(path, dtype=DTYPES[dtype], **options)
     except OSError as exc:
         raise AlignkitError(f"could not load model '{name}': {exc}") from None
     if model.config.pad_token_id is None:
@@ -85,23 +93,40 @@ def load_model_and_tokenizer(name: str, dtype: str = "float32", attn_implementat
     return model, tokenizer
 
 
-def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str):
-    """Wrap ``model`` with trainable LoRA adapters; base weights are frozen."""
+def _merged_adapter(auto, folder: Path, dtype, options: dict):
+    import json
+
+    from peft import PeftConfig, PeftModel
+
+    base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise AlignkitError(f"{folder}/adapter_config.json names no base_model_name_or_path")
+    if options.get("quantization_config") is not None:
+        raise AlignkitError(f"{folder} is a LoRA adapter; merge it into a full model before loading it in 4-bit")
+    model = auto.from_pretrained(resolve_model_path(base), dtype=dtype, **options)
+    peft_config = PeftConfig.from_pretrained(str(folder))
+    peft_config.task_type = None  # load the adapter's weights whatever head this model has (e.g. a reward head on an SFT adapter)
+    return PeftModel.from_pretrained(model, str(folder), config=peft_config).merge_and_unload().requires_grad_(True)
+
+
+def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str, task_type: str = "CAUSAL_LM"):
+    """Wrap ``model`` with trainable LoRA adapters; base weights are frozen (a reward model's
+    ``score`` head, task_type SEQ_CLS, is trained in full and saved with the adapter)."""
     from peft import LoraConfig, get_peft_model
 
     targets = target_modules
     if isinstance(targets, list) and any(t in ("lm_head", "embed_tokens") for t in targets):
         raise AlignkitError("lora_target_modules: adapting lm_head/embed_tokens is not supported; target linear layers of the blocks")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type)
     try:
         return get_peft_model(model, config)
     except ValueError as exc:
         raise AlignkitError(f"lora_target_modules {target_modules!r} do not match this model: {exc}") from None
 
 
-def load_policy(config):
+def load_policy(config, reward_head: bool = False):
     """The model to train, per the config: dtype, LoRA, gradient checkpointing."""
-    model, tokenizer = load_model_and_tokenizer(config.model, config.dtype, config.attn_implementation, config.load_in_4bit)
+    model, tokenizer = load_model_and_tokenizer(config.model, config.dtype, config.attn_implementation, config.load_in_4bit, reward_head)
     if config.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
@@ -110,7 +135,7 @@ def load_policy(config):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if config.use_peft:
-        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules, "SEQ_CLS" if reward_head else "CAUSAL_LM")
     return model, tokenizer
 
 

@@ -39,6 +39,8 @@ class TrainingTask:
     eval_items: list[Any] | None = None
     save_final: Callable[[Path], None] | None = None
     on_step: Callable[[int], None] | None = None  # called after every optimizer step (e.g. benchmarks' timers)
+    # derive logged metrics from averaged ones (e.g. a class mean from a per-batch sum and count)
+    finalize_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None
 
 
 @dataclass
@@ -131,6 +133,8 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
 
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
+    if config.eval_on_start and task.eval_items and global_step == 0:
+        logger.log(0, evaluate(accelerator, model, task, config.per_device_eval_batch_size))
     bar = progress_bar(total_steps, global_step, config.disable_tqdm or not accelerator.is_main_process)
     model.train()
     while global_step < total_steps:
@@ -159,7 +163,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
             if task.on_step is not None:
                 task.on_step(global_step)
             if global_step % config.logging_steps == 0 or global_step == total_steps:
-                last_train = _reduce(accelerator, window.means())
+                last_train = _finalize(task, _reduce(accelerator, window.means()))
                 last_train["learning_rate"] = scheduler.get_last_lr()[0]
                 last_train["epoch"] = round(fractional_epoch, 4)
                 logger.log(global_step, last_train)
@@ -214,4 +218,9 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, task: TrainingTas
     totals = torch.tensor([sums[k] for k in keys] + [float(count)], device=accelerator.device)
     if world > 1:
         totals = accelerator.reduce(totals, reduction="sum")
-    return {f"eval/{k}": v / totals[-1].item() for k, v in zip(keys, totals[:-1].tolist())}
+    means = _finalize(task, {k: v / totals[-1].item() for k, v in zip(keys, totals[:-1].tolist())})
+    return {f"eval/{k}": v for k, v in means.items()}
+
+
+def _finalize(task: TrainingTask, metrics: dict[str, float]) -> dict[str, float]:
+    return task.finalize_metrics(metrics) if task.finalize_metrics is not None else metrics

@@ -1,0 +1,68 @@
+"""Write the example datasets used by examples/*.yaml (deterministic; nothing is downloaded).
+
+    python examples/make_example_data.py
+
+Arithmetic questions whose good answer is short and correct and whose bad answer is verbose and
+wrong, in every format alignkit trains on: SFT rows, preference pairs (train + a held-out set
+with disjoint questions) and unpaired KTO rows.
+"""
+import json
+import random
+from pathlib import Path
+
+OUT = Path(__file__).parent / "data"
+PREAMBLES = [
+    "Great question! Adding numbers is one of the most important skills in mathematics. Let us think step by step.",
+    "Sure! I would be happy to help you with this addition problem. First, we line up the digits carefully.",
+    "What an interesting problem. Before answering, it is worth remembering that addition is commutative.",
+    "Let me explain this in detail so that you can understand every part of the calculation.",
+]
+
+
+def questions(seed: int, n: int, exclude: set = frozenset()) -> list[tuple[int, int]]:
+    rng, seen = random.Random(seed), set(exclude)
+    out = []
+    while len(out) < n:
+        a, b = rng.randint(2, 49), rng.randint(2, 49)
+        if (a, b) not in seen:
+            seen.add((a, b))
+            out.append((a, b))
+    return out
+
+
+def good(a: int, b: int) -> str:
+    return f"{a} + {b} = {a + b}."
+
+
+def bad(rng: random.Random, a: int, b: int) -> str:
+    wrong = a + b + rng.choice([-7, -3, -2, 2, 3, 5, 9])
+    return f"{rng.choice(PREAMBLES)} {a} plus {b} gives {wrong}."
+
+
+def write(name: str, rows: list[dict]) -> None:
+    (OUT / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def main() -> None:
+    rng = random.Random(0)
+    train_q = questions(1, 120)
+    held_q = questions(2, 32, exclude=set(train_q))
+    pairs = lambda qs: [{"prompt": f"What is {a} + {b}?", "chosen": good(a, b), "rejected": bad(rng, a, b)} for a, b in qs]
+    write("arithmetic_pairs_train.jsonl", pairs(train_q))
+    write("arithmetic_pairs_heldout.jsonl", pairs(held_q))
+    sft = [{"prompt": f"What is {a} + {b}?", "completion": good(a, b)} for a, b in train_q[:96]]
+    for (a, b), (c, d) in zip(train_q[96:108], train_q[108:120]):
+        sft.append({"messages": [
+            {"role": "user", "content": f"What is {a} + {b}?"}, {"role": "assistant", "content": good(a, b)},
+            {"role": "user", "content": f"And {c} + {d}?"}, {"role": "assistant", "content": good(c, d)},
+        ]})
+    write("sft_arithmetic.jsonl", sft)
+    kto = []
+    for i, (a, b) in enumerate(train_q):  # unpaired: each question gets only one answer, good or bad
+        desirable = i % 2 == 0
+        kto.append({"prompt": f"What is {a} + {b}?", "completion": good(a, b) if desirable else bad(rng, a, b), "label": desirable})
+    write("kto_arithmetic.jsonl", kto)
+
+
+if __name__ == "__main__":
+    main()

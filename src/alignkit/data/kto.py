@@ -1,0 +1,82 @@
+"""KTO data: unpaired ``prompt``/``completion``/``label`` rows (label true = desirable), or paired
+``prompt``/``chosen``/``rejected`` rows, each of which becomes one desirable and one undesirable row.
+
+Each example is also given a mismatched completion (another example's, fixed at load time by a
+seeded rotation), from which KTO estimates its KL reference point.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from alignkit.data.collate import SequenceCollator
+from alignkit.data.preference import Messages, check_content, validate_pair_row, validate_records
+from alignkit.data.records import FaultCollector, Record, read_records
+from alignkit.data.tokenize import prompt_token_ids, response_token_ids, truncate_pair
+
+
+@dataclass(frozen=True)
+class KTOExample:
+    prompt: str | Messages
+    completion: str
+    desirable: bool
+    where: str
+
+
+def load_kto_data(source: str, split: str = "train") -> list[KTOExample]:
+    return validate_records(read_records(source, split), str(source), _validate_row)
+
+
+def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[KTOExample] | None:
+    row, where = record.data, record.where
+    if isinstance(row, dict) and "chosen" in row and "completion" not in row:
+        pair = validate_pair_row(record, faults)
+        if pair is None:
+            return None
+        return [KTOExample(pair.prompt, pair.chosen, True, where), KTOExample(pair.prompt, pair.rejected, False, where)]
+    if not isinstance(row, dict):
+        faults.add(where, None, f"expected an object with prompt/completion/label, got {type(row).__name__}")
+        return None
+    values, before = {}, faults.total
+    for field in ("prompt", "completion"):
+        if row.get(field) is None:
+            faults.add(where, field, "missing (each row needs prompt, completion and label; or prompt, chosen and rejected)")
+        else:
+            values[field] = check_content(row[field], where, field, faults, response=field == "completion")
+    label = row.get("label")
+    if not isinstance(label, bool):
+        faults.add(where, "label", f"expected true (desirable) or false (undesirable), got {label!r}")
+    if faults.total > before:
+        return None
+    return KTOExample(values["prompt"], values["completion"], label, where)
+
+
+def tokenize_kto(examples: list[KTOExample], tokenizer, max_length: int, max_prompt_length: int, apply_chat_template: bool = True, seed: int = 0) -> list[dict]:
+    """Items ``{"prompt", "completion", "kl_completion", "desirable"}`` (token ids)."""
+    if len(examples) < 2:
+        raise ValueError("KTO needs at least 2 examples (the KL estimate pairs prompts with other examples' completions)")
+    prompts = [prompt_token_ids(tokenizer, e.prompt, apply_chat_template) for e in examples]
+    completions = [response_token_ids(tokenizer, e.completion) for e in examples]
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    partner = {order[k]: order[(k + 1) % len(order)] for k in range(len(order))}
+    items = []
+    for i, example in enumerate(examples):
+        fitted = truncate_pair(prompts[i], completions[i], completions[partner[i]], max_length, max_prompt_length)
+        items.append({"prompt": fitted.prompt_ids, "completion": fitted.chosen_ids, "kl_completion": fitted.rejected_ids, "desirable": example.desirable})
+    return items
+
+
+class KTOCollator(SequenceCollator):
+    """Batch of 2B sequences: the B (prompt, completion) pairs, then the B mismatched KL pairs."""
+
+    def slots(self, item: dict):
+        start = len(item["prompt"])
+        return [(item["prompt"] + item["completion"], start), (item["prompt"] + item["kl_completion"], start)]
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = super().__call__(items)
+        batch["desirable"] = torch.tensor([item["desirable"] for item in items], dtype=torch.bool)
+        return batch

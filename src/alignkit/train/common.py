@@ -1,0 +1,45 @@
+"""Setup every training command shares: data split, run directory, reference log-probs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from alignkit.config import TrainConfig, save_config
+from alignkit.data.records import split_train_eval
+from alignkit.engine.logprobs import LogProbModel
+from alignkit.engine.reference import Reference, model_fingerprint, precompute_reference
+from alignkit.models.embedded import cache_dir
+from alignkit.models.loading import resolve_model_path
+from alignkit.train.run_dir import prepare_run_dir
+
+
+def load_train_eval(config: TrainConfig, load: Callable[[str], list]) -> tuple[list, list]:
+    """Validated train and eval examples (eval from eval_data, or an eval_split of train_data)."""
+    train = load(config.train_data)
+    if config.eval_data:
+        return train, load(config.eval_data)
+    return split_train_eval(train, config.eval_split, config.seed)
+
+
+def start_run(config: TrainConfig, run_dir: Path | None = None) -> Path:
+    """Prepare the run directory (refuse / overwrite / resume), write the resolved config, seed."""
+    if run_dir is None:
+        run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
+    save_config(config, run_dir / "config.yaml")
+    torch.manual_seed(config.seed)
+    return run_dir
+
+
+def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[dict]]) -> Reference:
+    """The reference model for ``policy`` (adapters off under LoRA, else a frozen copy), or, with
+    ``precompute_ref_log_probs``, values attached to every item once and cached on disk."""
+    reference = Reference(policy, use_adapter=config.use_peft, precompute_only=config.precompute_ref_log_probs)
+    if config.precompute_ref_log_probs:
+        fingerprint = model_fingerprint(resolve_model_path(config.model)) + f"|{config.dtype}|{type(collate).__name__}"
+        for items in item_lists:
+            if items:
+                precompute_reference(reference, items, collate, config.per_device_eval_batch_size, cache_dir(), fingerprint, policy.lm.device, not config.disable_tqdm)
+        reference.release()
+    return reference

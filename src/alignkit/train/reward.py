@@ -1,0 +1,71 @@
+"""Bradley-Terry reward model: scores at each sequence's last token; the loop is shared.
+
+The saved model (LoRA merged in) is a plain ``AutoModelForSequenceClassification`` with one output;
+it scores ``alignkit.data.tokenize.reward_text(tokenizer, prompt, response)``.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from alignkit.data.collate import PreferenceCollator
+from alignkit.data.preference import PreferenceExample, load_preference_data
+from alignkit.data.tokenize import tokenize_reward_pairs
+from alignkit.engine.scores import ScoreModel
+from alignkit.losses.reward import bradley_terry_loss, reward_metrics
+from alignkit.method_configs import RewardConfig
+from alignkit.models.loading import load_policy, save_final_model
+from alignkit.train.common import load_train_eval, start_run
+from alignkit.train.loop import TrainingResult, TrainingTask, run_training
+
+
+class RewardCollator(PreferenceCollator):
+    """Chosen then rejected sequences, plus the per-pair ``margin`` when the data has one."""
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = super().__call__(items)
+        if any(item.get("margin") is not None for item in items):
+            batch["margin"] = torch.tensor([item.get("margin") or 0.0 for item in items], dtype=torch.float32)
+        return batch
+
+
+def reward_compute_loss(model, batch: dict, training: bool, center_rewards_coefficient: float | None):
+    scores = model(batch)
+    half = scores.shape[0] // 2
+    chosen, rejected = scores[:half], scores[half:]
+    loss = bradley_terry_loss(chosen, rejected, batch.get("margin")).mean()
+    if center_rewards_coefficient:
+        loss = loss + center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
+    return loss, {"loss": loss.detach(), **reward_metrics(chosen, rejected)}
+
+
+def save_reward_model(lm, tokenizer, path: Path) -> None:
+    """LoRA adapters are merged so the folder loads with plain transformers."""
+    if hasattr(lm, "merge_and_unload"):
+        lm = lm.merge_and_unload()
+    save_final_model(lm, tokenizer, path)
+
+
+def train_reward(config: RewardConfig, train_examples: list[PreferenceExample] | None = None, eval_examples: list[PreferenceExample] | None = None,
+                 run_dir: Path | None = None, on_step=None) -> TrainingResult:
+    if train_examples is None:
+        train_examples, eval_examples = load_train_eval(config, load_preference_data)
+    run_dir = start_run(config, run_dir)
+    lm, tokenizer = load_policy(config, reward_head=True)
+    tokenize = partial(tokenize_reward_pairs, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length, apply_chat_template=config.apply_chat_template)
+
+    def items(examples):
+        return [{"pair": p, "margin": e.margin} for p, e in zip(tokenize(examples), examples)]
+
+    task = TrainingTask(
+        model=ScoreModel(lm),
+        train_items=items(train_examples),
+        eval_items=items(eval_examples or []) or None,
+        collate=RewardCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side),
+        compute_loss=partial(reward_compute_loss, center_rewards_coefficient=config.center_rewards_coefficient),
+        save_final=partial(save_reward_model, lm, tokenizer),
+        on_step=on_step,
+    )
+    return run_training(config, task, run_dir)

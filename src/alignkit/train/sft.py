@@ -1,0 +1,45 @@
+"""SFT: token-mean NLL on assistant tokens; the loop is shared. Stage 1 of the pipeline: point a
+DPO/reward/KTO run's ``model`` at this run's ``final/`` folder."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from alignkit.data.sft import SFTCollator, SFTExample, load_sft_data, pack_examples, tokenize_sft
+from alignkit.engine.logprobs import LogProbModel
+from alignkit.losses.preference import nll_loss
+from alignkit.method_configs import SFTConfig
+from alignkit.models.loading import load_policy, save_final_model
+from alignkit.train.common import load_train_eval, start_run
+from alignkit.train.loop import TrainingResult, TrainingTask, run_training
+
+
+def sft_compute_loss(model, batch: dict, training: bool):
+    result = model(batch)
+    loss = nll_loss(result.logps, result.token_counts)
+    return loss, {"loss": loss.detach(), "num_tokens": result.token_counts.sum().float()}
+
+
+def train_sft(config: SFTConfig, train_examples: list[SFTExample] | None = None, eval_examples: list[SFTExample] | None = None,
+              run_dir: Path | None = None, on_step=None) -> TrainingResult:
+    if train_examples is None:
+        train_examples, eval_examples = load_train_eval(config, load_sft_data)
+    run_dir = start_run(config, run_dir)
+    lm, tokenizer = load_policy(config)
+    tokenize = partial(tokenize_sft, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length, apply_chat_template=config.apply_chat_template)
+    train_items, dropped = tokenize(train_examples)
+    eval_items, _ = tokenize(eval_examples or [])
+    if dropped:
+        print(f"alignkit sft: {dropped} training example(s) had no assistant token within max_length={config.max_length} and were skipped")
+    if config.packing:
+        train_items = pack_examples(train_items, config.max_length)
+    task = TrainingTask(
+        model=LogProbModel(lm, config.logprob_chunk_size),
+        train_items=train_items,
+        eval_items=eval_items or None,
+        collate=SFTCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side),
+        compute_loss=sft_compute_loss,
+        save_final=partial(save_final_model, lm, tokenizer),
+        on_step=on_step,
+    )
+    return run_training(config, task, run_dir)
