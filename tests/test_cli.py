@@ -1,6 +1,8 @@
 """The CLI: help, exit status 2 on bad input, nothing written when input is bad."""
 import json
 
+import pytest
+
 from alignkit.cli import main
 
 
@@ -31,3 +33,18 @@ def test_bad_data_exits_2_names_line_and_writes_nothing(tmp_path, capsys):
 def test_bad_config_exits_2(tmp_path, capsys):
     assert main(["dpo", "--train_data", "x.jsonl", "--learning_rate", "-3"]) == 2
     assert "learning_rate = -3 (command line)" in capsys.readouterr().err
+
+
+def test_every_public_name_of_the_python_api_resolves():
+    import alignkit
+
+    missing = [name for name in alignkit.__all__ if getattr(alignkit, name, None) is None]
+    assert not missing
+
+
+@pytest.mark.parametrize("command", ["sft", "reward", "score", "kto", "orpo"])
+def test_method_commands_are_listed_and_have_help(command, capsys):
+    assert main(["--help"]) == 0
+    assert f"  {command} " in capsys.readouterr().out
+    assert main([command, "--help"]) == 0
+    assert "--learning_rate" in capsys.readouterr().out or command == "score"

@@ -8,13 +8,14 @@ from alignkit.errors import ConfigError
 def test_yaml_then_flags_override(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train_data: pairs.jsonl\nbeta: 0.3\nlearning_rate: 1.0e-5\nuse_peft: true\n")
-    config = load_config(DPOConfig, path, ["--beta", "0.2", "--output_dir=out", "--lora_target_modules", "q_proj,v_proj", "--gradient_checkpointing"])
+    config = load_config(DPOConfig, path, ["--beta", "0.2", "--output_dir=out", "--lora_target_modules", "q_proj,v_proj", "--disable_tqdm", "--gradient_checkpointing", "false"])
     assert config.beta == 0.2  # flag wins over file
     assert config.learning_rate == 1e-5  # from file
     assert config.use_peft is True
     assert config.output_dir == "out"
     assert config.lora_target_modules == ["q_proj", "v_proj"]
-    assert config.gradient_checkpointing is True
+    assert config.disable_tqdm is True  # a bare flag means true
+    assert config.gradient_checkpointing is False  # an explicit value overrides the default (true)
 
 
 def test_flags_alone_without_yaml():

@@ -68,7 +68,7 @@ class TrainConfig(BaseModel):
 
     # --- model / compute ---
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, more time.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass: ~0.6x the peak memory for ~1.2x the step time (on, as in TRL); turn off for speed when memory is plentiful.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("sdpa", description="Attention kernel; flash_attention_2 needs a CUDA GPU and the [flash] extra.")
     load_in_4bit: bool = Field(False, description="QLoRA: load base weights in 4-bit nf4 (double quantisation) via bitsandbytes; needs a CUDA GPU, the [gpu] extra and use_peft.")
     logprob_chunk_size: int = Field(1024, ge=1, description="Response tokens per chunk when computing log-probs (bounds the logits memory).")
@@ -129,6 +129,7 @@ class DemoConfig(DPOConfig):
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (None: once, at the end).")
     precompute_ref_log_probs: bool = Field(True, description="Compute reference log-probs once up front (cached across reruns).")
     save_steps: int = Field(1000, ge=1, description="Checkpoint every N steps (and at the end).")
+    gradient_checkpointing: bool = Field(False, description="Off: the demo's sequences are short, so memory is small and speed matters.")
     max_length: int = Field(192, ge=8, description="Maximum tokens of prompt + response.")
     max_prompt_length: int = Field(96, ge=1, description="Maximum prompt tokens.")
     beta: float = Field(0.1, gt=0.0, description="DPO beta.")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from alignkit.data.collate import SequenceCollator
-from alignkit.data.preference import Messages, check_content, validate_pair_row, validate_records
+from alignkit.data.preference import Messages, check_fields, validate_pair_row, validate_records
 from alignkit.data.records import FaultCollector, Record, read_records
 from alignkit.data.tokenize import prompt_token_ids, response_token_ids, truncate_pair
 
@@ -39,12 +39,8 @@ def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[K
     if not isinstance(row, dict):
         faults.add(where, None, f"expected an object with prompt/completion/label, got {type(row).__name__}")
         return None
-    values, before = {}, faults.total
-    for field in ("prompt", "completion"):
-        if row.get(field) is None:
-            faults.add(where, field, "missing (each row needs prompt, completion and label; or prompt, chosen and rejected)")
-        else:
-            values[field] = check_content(row[field], where, field, faults, response=field == "completion")
+    before = faults.total
+    values = check_fields(row, where, faults, ("prompt", "completion"), "each row needs prompt, completion and label; or prompt, chosen and rejected")
     label = row.get("label")
     if not isinstance(label, bool):
         faults.add(where, "label", f"expected true (desirable) or false (undesirable), got {label!r}")

@@ -70,12 +70,7 @@ def validate_pair_row(record: Record, faults: FaultCollector) -> PreferenceExamp
         row = _split_implicit_prompt(row, where, faults)
         if row is None:
             return None
-    values = {}
-    for field in ("prompt", "chosen", "rejected"):
-        if row.get(field) is None:
-            faults.add(where, field, "missing (each row needs prompt, chosen and rejected)")
-        else:
-            values[field] = check_content(row[field], where, field, faults, response=field != "prompt")
+    values = check_fields(row, where, faults, ("prompt", "chosen", "rejected"), "each row needs prompt, chosen and rejected")
     if faults.total > before:
         return None
     prompt, chosen, rejected = values["prompt"], values["chosen"], values["rejected"]
@@ -98,6 +93,18 @@ def _split_implicit_prompt(row: dict, where: str, faults: FaultCollector) -> dic
         faults.add(where, "prompt", "missing, and chosen/rejected share no leading messages to use as the prompt")
         return None
     return {**row, "prompt": chosen[:shared], "chosen": chosen[shared:], "rejected": rejected[shared:]}
+
+
+def check_fields(row: dict, where: str, faults: FaultCollector, fields: tuple[str, ...], hint: str) -> dict[str, Any]:
+    """Check each of ``fields`` (the first is the prompt, the rest responses) is present and valid;
+    return the valid values, recording a fault for each missing or bad one."""
+    values = {}
+    for field in fields:
+        if row.get(field) is None:
+            faults.add(where, field, f"missing ({hint})")
+        else:
+            values[field] = check_content(row[field], where, field, faults, response=field != fields[0])
+    return values
 
 
 def check_content(value: Any, where: str, field: str, faults: FaultCollector, response: bool) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alignkit.data.collate import SequenceCollator, pack_rows
-from alignkit.data.preference import Messages, check_content, check_messages, validate_records
+from alignkit.data.preference import Messages, check_fields, check_messages, validate_records
 from alignkit.data.records import FaultCollector, Record, read_records
 from alignkit.data.tokenize import prompt_token_ids, response_token_ids
 from alignkit.errors import AlignkitError
@@ -45,12 +45,8 @@ def _validate_row(record: Record, faults: FaultCollector) -> SFTExample | None:
             faults.add(where, "messages", "has no assistant message to train on")
             return None
         return SFTExample(messages, None, None, where)
-    values, before = {}, faults.total
-    for field in ("prompt", "completion"):
-        if row.get(field) is None:
-            faults.add(where, field, "missing (each row needs prompt and completion, or messages)")
-        else:
-            values[field] = check_content(row[field], where, field, faults, response=field == "completion")
+    before = faults.total
+    values = check_fields(row, where, faults, ("prompt", "completion"), "each row needs prompt and completion, or messages")
     if faults.total > before:
         return None
     return SFTExample(None, values["prompt"], values["completion"], where)

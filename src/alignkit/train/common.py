@@ -11,7 +11,7 @@ from alignkit.data.records import split_train_eval
 from alignkit.engine.logprobs import LogProbModel
 from alignkit.engine.reference import Reference, model_fingerprint, precompute_reference
 from alignkit.models.embedded import cache_dir
-from alignkit.models.loading import resolve_model_path
+from alignkit.models.loading import load_policy, resolve_model_path
 from alignkit.train.run_dir import prepare_run_dir
 
 
@@ -30,6 +30,17 @@ def start_run(config: TrainConfig, run_dir: Path | None = None) -> Path:
     save_config(config, run_dir / "config.yaml")
     torch.manual_seed(config.seed)
     return run_dir
+
+
+def begin_training(config: TrainConfig, load: Callable[[str], list], train_examples: list | None, eval_examples: list | None,
+                   run_dir: Path | None, reward_head: bool = False):
+    """Validated data (loaded from the config unless given; before anything is written), the
+    prepared run directory, and the model + tokenizer to train."""
+    if train_examples is None:
+        train_examples, eval_examples = load_train_eval(config, load)
+    run_dir = start_run(config, run_dir)
+    lm, tokenizer = load_policy(config, reward_head)
+    return train_examples, eval_examples or [], run_dir, lm, tokenizer
 
 
 def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[dict]]) -> Reference:

@@ -12,8 +12,8 @@ from alignkit.data.tokenize import tokenize_pairs
 from alignkit.engine.logprobs import LogProbModel
 from alignkit.engine.reference import Reference
 from alignkit.losses.preference import REFERENCE_FREE, nll_loss, preference_loss, preference_metrics
-from alignkit.models.loading import load_policy, save_final_model
-from alignkit.train.common import load_train_eval, make_reference, start_run
+from alignkit.models.loading import save_final_model
+from alignkit.train.common import begin_training, load_train_eval, make_reference
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
 
@@ -46,10 +46,7 @@ def train_dpo(config: DPOConfig, train_examples: list[PreferenceExample] | None 
               run_dir: Path | None = None, on_step=None) -> TrainingResult:
     """Train with a DPO-family loss. Data is validated before anything is written; pass examples to
     skip loading. ``on_step(global_step)`` is called after every optimizer step."""
-    if train_examples is None:
-        train_examples, eval_examples = load_dpo_data(config)
-    run_dir = start_run(config, run_dir)
-    lm, tokenizer = load_policy(config)
+    train_examples, eval_examples, run_dir, lm, tokenizer = begin_training(config, load_preference_data, train_examples, eval_examples, run_dir)
     policy = LogProbModel(lm, config.logprob_chunk_size)
     tokenize = partial(tokenize_pairs, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length, apply_chat_template=config.apply_chat_template)
     train_items = [{"pair": p} for p in tokenize(train_examples)]

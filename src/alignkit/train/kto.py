@@ -9,8 +9,8 @@ from alignkit.engine.logprobs import LogProbModel
 from alignkit.engine.reference import Reference
 from alignkit.losses.kto import kto_kl_estimate, kto_loss, kto_metrics
 from alignkit.method_configs import KTOConfig
-from alignkit.models.loading import load_policy, save_final_model
-from alignkit.train.common import load_train_eval, make_reference, start_run
+from alignkit.models.loading import save_final_model
+from alignkit.train.common import begin_training, make_reference
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
 
@@ -40,14 +40,11 @@ def kto_finalize_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 def train_kto(config: KTOConfig, train_examples: list[KTOExample] | None = None, eval_examples: list[KTOExample] | None = None,
               run_dir: Path | None = None, on_step=None) -> TrainingResult:
-    if train_examples is None:
-        train_examples, eval_examples = load_train_eval(config, load_kto_data)
+    train_examples, eval_examples, run_dir, lm, tokenizer = begin_training(config, load_kto_data, train_examples, eval_examples, run_dir)
     desirable = sum(e.desirable for e in train_examples)
     undesirable = len(train_examples) - desirable
     if desirable == 0 or undesirable == 0:
         print(f"alignkit kto: warning: the training data has {desirable} desirable and {undesirable} undesirable examples; KTO needs both")
-    run_dir = start_run(config, run_dir)
-    lm, tokenizer = load_policy(config)
     policy = LogProbModel(lm, config.logprob_chunk_size)
     tokenize = partial(tokenize_kto, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length,
                        apply_chat_template=config.apply_chat_template, seed=config.seed)

@@ -11,8 +11,8 @@ from alignkit.engine.logprobs import LogProbModel
 from alignkit.losses.orpo import orpo_loss
 from alignkit.losses.preference import nll_loss, preference_metrics
 from alignkit.method_configs import ORPOConfig
-from alignkit.models.loading import load_policy, save_final_model
-from alignkit.train.common import load_train_eval, start_run
+from alignkit.models.loading import save_final_model
+from alignkit.train.common import begin_training
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
 
@@ -31,10 +31,7 @@ def orpo_compute_loss(model, batch: dict, training: bool, beta: float):
 
 def train_orpo(config: ORPOConfig, train_examples: list[PreferenceExample] | None = None, eval_examples: list[PreferenceExample] | None = None,
                run_dir: Path | None = None, on_step=None) -> TrainingResult:
-    if train_examples is None:
-        train_examples, eval_examples = load_train_eval(config, load_preference_data)
-    run_dir = start_run(config, run_dir)
-    lm, tokenizer = load_policy(config)
+    train_examples, eval_examples, run_dir, lm, tokenizer = begin_training(config, load_preference_data, train_examples, eval_examples, run_dir)
     tokenize = partial(tokenize_pairs, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length, apply_chat_template=config.apply_chat_template)
     task = TrainingTask(
         model=LogProbModel(lm, config.logprob_chunk_size),

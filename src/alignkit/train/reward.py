@@ -16,8 +16,8 @@ from alignkit.data.tokenize import tokenize_reward_pairs
 from alignkit.engine.scores import ScoreModel
 from alignkit.losses.reward import bradley_terry_loss, reward_metrics
 from alignkit.method_configs import RewardConfig
-from alignkit.models.loading import load_policy, save_final_model
-from alignkit.train.common import load_train_eval, start_run
+from alignkit.models.loading import save_final_model
+from alignkit.train.common import begin_training
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
 
@@ -50,10 +50,7 @@ def save_reward_model(lm, tokenizer, path: Path) -> None:
 
 def train_reward(config: RewardConfig, train_examples: list[PreferenceExample] | None = None, eval_examples: list[PreferenceExample] | None = None,
                  run_dir: Path | None = None, on_step=None) -> TrainingResult:
-    if train_examples is None:
-        train_examples, eval_examples = load_train_eval(config, load_preference_data)
-    run_dir = start_run(config, run_dir)
-    lm, tokenizer = load_policy(config, reward_head=True)
+    train_examples, eval_examples, run_dir, lm, tokenizer = begin_training(config, load_preference_data, train_examples, eval_examples, run_dir, reward_head=True)
     tokenize = partial(tokenize_reward_pairs, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length, apply_chat_template=config.apply_chat_template)
 
     def items(examples):

@@ -9,23 +9,20 @@ from alignkit.data.sft import SFTCollator, SFTExample, load_sft_data, pack_examp
 from alignkit.engine.logprobs import LogProbModel
 from alignkit.losses.preference import nll_loss
 from alignkit.method_configs import SFTConfig
-from alignkit.models.loading import load_policy, save_final_model
-from alignkit.train.common import load_train_eval, start_run
+from alignkit.models.loading import save_final_model
+from alignkit.train.common import begin_training
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
 
 def sft_compute_loss(model, batch: dict, training: bool):
     result = model(batch)
     loss = nll_loss(result.logps, result.token_counts)
-    return loss, {"loss": loss.detach(), "num_tokens": result.token_counts.sum().float()}
+    return loss, {"loss": loss.detach(), "scored_tokens": result.token_counts.sum().float()}
 
 
 def train_sft(config: SFTConfig, train_examples: list[SFTExample] | None = None, eval_examples: list[SFTExample] | None = None,
               run_dir: Path | None = None, on_step=None) -> TrainingResult:
-    if train_examples is None:
-        train_examples, eval_examples = load_train_eval(config, load_sft_data)
-    run_dir = start_run(config, run_dir)
-    lm, tokenizer = load_policy(config)
+    train_examples, eval_examples, run_dir, lm, tokenizer = begin_training(config, load_sft_data, train_examples, eval_examples, run_dir)
     tokenize = partial(tokenize_sft, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length, apply_chat_template=config.apply_chat_template)
     train_items, dropped = tokenize(train_examples)
     eval_items, _ = tokenize(eval_examples or [])
