@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignkit.data.collate import SequenceCollator, pack_rows
+from alignkit.data.collate import SequenceCollator, build_batch, pack_rows
 from alignkit.data.preference import Messages, check_fields, check_messages, validate_records
 from alignkit.data.records import FaultCollector, Record, read_records
 from alignkit.data.tokenize import prompt_token_ids, response_token_ids
@@ -107,7 +107,5 @@ class SFTCollator(SequenceCollator):
     """Examples (or packed bins of examples) -> one batch; the loss mask marks assistant tokens."""
 
     def __call__(self, items: list[dict]) -> dict:
-        from alignkit.data.collate import build_batch
-
         sequences = [seq for item in items for seq in item.get("sequences", [item])]
         return build_batch([s["ids"] for s in sequences], [s["mask"] for s in sequences], self.pad_id, self.padding_free, self.padding_side)
