@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from alignkit.data.collate import build_batch, build_packed_batch, build_sequence_batch, pack_rows
-from alignkit.engine.logprobs import sequence_logps, token_logps
+from alignkit.engine.logprobs import sequence_logps, supports_padding_free, token_logps
 
 from conftest import build_model
 
@@ -112,3 +112,13 @@ def test_batch_marks_only_response_targets():
     assert batch["target_ids"][0, 1:3].tolist() == [3, 4]
     with pytest.raises(ValueError):
         build_sequence_batch([[1, 2]], [0], pad_id=0)
+
+
+def test_padding_free_support_is_detected(monkeypatch):
+    model = build_model(64)
+    assert supports_padding_free(model)
+    # a model whose masks ignore position ids (as older attention code did) lets packed sequences mix
+    import transformers.masking_utils as masking
+
+    monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)
+    assert not supports_padding_free(model)

@@ -124,3 +124,23 @@ class LogProbModel(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> SequenceLogps:
         return sequence_logps(self.lm, batch, self.chunk_size)
+
+
+@torch.no_grad()
+def supports_padding_free(model: nn.Module) -> bool:
+    """Whether ``model`` keeps packed sequences apart when given restarting position ids and no
+    attention mask: the second of two packed sequences must see exactly what it sees alone."""
+    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(hf_model, hf_model.base_model_prefix)
+    device = next(backbone.parameters()).device
+    first, second = [3, 4, 5, 6], [7, 8, 9]
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        packed = backbone(input_ids=torch.tensor([first + second], device=device), position_ids=torch.tensor([[0, 1, 2, 3, 0, 1, 2]], device=device),
+                          use_cache=False).last_hidden_state[0, len(first):]
+        alone = backbone(input_ids=torch.tensor([second], device=device), position_ids=torch.tensor([[0, 1, 2]], device=device),
+                         use_cache=False).last_hidden_state[0]
+    finally:
+        backbone.train(was_training)
+    return torch.allclose(packed.float(), alone.float(), atol=1e-3, rtol=1e-3)

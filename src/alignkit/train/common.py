@@ -8,7 +8,8 @@ import torch
 
 from alignkit.config import TrainConfig, save_config
 from alignkit.data.records import split_train_eval
-from alignkit.engine.logprobs import LogProbModel
+from alignkit.engine.logprobs import LogProbModel, supports_padding_free
+from alignkit.errors import AlignkitError
 from alignkit.engine.reference import Reference, model_fingerprint, precompute_reference
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_policy, resolve_model_path
@@ -40,6 +41,11 @@ def begin_training(config: TrainConfig, load: Callable[[str], list], train_examp
         train_examples, eval_examples = load_train_eval(config, load)
     run_dir = start_run(config, run_dir)
     lm, tokenizer = load_policy(config, reward_head)
+    if config.padding_free and not supports_padding_free(lm):
+        raise AlignkitError(
+            f"model '{config.model}' lets packed sequences attend to each other (its attention does not follow restarting "
+            "position ids); set padding_free: false"
+        )
     return train_examples, eval_examples or [], run_dir, lm, tokenizer
 
 
