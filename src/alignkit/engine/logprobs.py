@@ -78,10 +78,31 @@ class SequenceLogps:
     token_counts: torch.Tensor  # [N] response tokens per sequence
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The transformers model under any PEFT wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The decoder without its head (``model.model`` for Llama-style models), PEFT-wrapped or not."""
+    hf_model = unwrapped(model)
+    return getattr(hf_model, hf_model.base_model_prefix)
+
+
+def last_hidden_states(backbone: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The decoder's final hidden states for a padded or padding-free batch (see ``data.collate``)."""
+    return backbone(
+        input_ids=batch["input_ids"],
+        attention_mask=batch.get("attention_mask"),  # absent in padding-free batches
+        position_ids=batch["position_ids"],
+        use_cache=False,
+    ).last_hidden_state
+
+
 def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Linear, float]:
     """(decoder backbone, output projection, logit soft-cap) of a causal LM, PEFT-wrapped or not."""
-    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(hf_model, hf_model.base_model_prefix)
+    hf_model = unwrapped(model)
+    backbone = backbone_of(hf_model)
     head = hf_model.get_output_embeddings()
     if getattr(head, "bias", None) is not None:
         raise NotImplementedError("output projections with a bias are not supported by the chunked log-prob engine")
@@ -92,12 +113,7 @@ def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Linear, float]:
 def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int = 1024) -> SequenceLogps:
     """Summed response log-probs of every sequence in ``batch`` (see ``data.collate``)."""
     backbone, head, softcap = causal_lm_parts(model)
-    hidden = backbone(
-        input_ids=batch["input_ids"],
-        attention_mask=batch.get("attention_mask"),  # absent in padding-free batches
-        position_ids=batch["position_ids"],
-        use_cache=False,
-    ).last_hidden_state
+    hidden = last_hidden_states(backbone, batch)
     seq_index = batch["seq_index"].reshape(-1)
     scored = (seq_index >= 0).nonzero().squeeze(1)
     selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, scored)
@@ -130,8 +146,7 @@ class LogProbModel(nn.Module):
 def supports_padding_free(model: nn.Module) -> bool:
     """Whether ``model`` keeps packed sequences apart when given restarting position ids and no
     attention mask: the second of two packed sequences must see exactly what it sees alone."""
-    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(hf_model, hf_model.base_model_prefix)
+    backbone = backbone_of(model)
     device = next(backbone.parameters()).device
     first, second = [3, 4, 5, 6], [7, 8, 9]
     was_training = backbone.training

@@ -9,22 +9,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from alignkit.engine.logprobs import backbone_of, last_hidden_states, unwrapped
+
 
 def reward_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """(decoder backbone, score head) of a sequence-classification model, PEFT-wrapped or not."""
-    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(hf_model, hf_model.base_model_prefix), hf_model.score
+    return backbone_of(model), unwrapped(model).score
 
 
 def sequence_scores(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """``[N]`` fp32 scores, one per sequence in ``batch``."""
     backbone, head = reward_parts(model)
-    hidden = backbone(
-        input_ids=batch["input_ids"],
-        attention_mask=batch.get("attention_mask"),
-        position_ids=batch["position_ids"],
-        use_cache=False,
-    ).last_hidden_state
+    hidden = last_hidden_states(backbone, batch)
     last = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["last_token"])
     return head(last).squeeze(-1).float()
 

@@ -9,8 +9,8 @@ import torch
 from alignkit.config import TrainConfig, save_config
 from alignkit.data.records import split_train_eval
 from alignkit.engine.logprobs import LogProbModel, supports_padding_free
-from alignkit.errors import AlignkitError
 from alignkit.engine.reference import Reference, model_fingerprint, precompute_reference
+from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_policy, resolve_model_path
 from alignkit.train.run_dir import prepare_run_dir
