@@ -62,6 +62,27 @@ def main() -> None:
         desirable = i % 2 == 0
         kto.append({"prompt": f"What is {a} + {b}?", "completion": good(a, b) if desirable else bad(rng, a, b), "label": desirable})
     write("kto_arithmetic.jsonl", kto)
+    write_prompt_sets()
+
+
+CODE_TASKS = [
+    ("Write a Python function add(a, b) that returns the sum of a and b.", ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]),
+    ("Write a Python function is_even(n) that returns True when n is even.", ["assert is_even(4)", "assert not is_even(7)"]),
+    ("Write a Python function reverse(s) that returns the string s reversed.", ["assert reverse('abc') == 'cba'", "assert reverse('') == ''"]),
+    ("Write a Python function maximum(xs) that returns the largest number in the list xs.", ["assert maximum([3, 9, 2]) == 9", "assert maximum([-5, -2]) == -2"]),
+    ("Write a Python function square(x) that returns x squared.", ["assert square(3) == 9", "assert square(-4) == 16"]),
+    ("Write a Python function count_vowels(s) that returns how many vowels (aeiou) s contains.", ["assert count_vowels('banana') == 3", "assert count_vowels('xyz') == 0"]),
+]
+
+
+def write_prompt_sets() -> None:
+    """Prompts for `alignkit pairs`: verifiable arithmetic/unanswerable questions (answer null means
+    it cannot be known; reference is a known-good reply) and small coding tasks with tests."""
+    from alignkit.data.demo_tasks import demo_tasks
+
+    train, _ = demo_tasks(96, 4, seed=7)
+    write("prompts_arithmetic.jsonl", [{"prompt": t.prompt, "answer": t.answer, "reference": t.reference} for t in train])
+    write("prompts_code.jsonl", [{"prompt": p, "tests": tests} for p, tests in CODE_TASKS])
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ COMMANDS: dict[str, Command] = {
     "dpo": Command("alignkit.config:DPOConfig", "alignkit.train.dpo:train_dpo", "DPO family on pairs: --loss_type sigmoid|robust|hinge|ipo|simpo (+ --rpo_alpha)."),
     "kto": Command("alignkit.method_configs:KTOConfig", "alignkit.train.kto:train_kto", "KTO on unpaired prompt/completion/label rows (or pairs)."),
     "orpo": Command("alignkit.method_configs:ORPOConfig", "alignkit.train.orpo:train_orpo", "ORPO: one-stage SFT + odds-ratio preference, no reference model."),
+    "pairs": Command("alignkit.data_configs:PairsConfig", "alignkit.pairs:build_pairs", "Build preference pairs: good vs bad system prompt, or samples ranked by a verifier, heuristic, reward model or judge."),
+    "annotate": Command("alignkit.data_configs:AnnotateConfig", "alignkit.annotate:annotate", "Label (prompt, A, B) rows with a position-swapped LLM judge, or export/import a blind sheet for people."),
+    "serve": Command("alignkit.data_configs:ServeConfig", "alignkit.serve:serve", "OpenAI-compatible endpoint (/v1/chat/completions) over a local model or run directory."),
 }
 
 USAGE = """usage: alignkit <command> [config.yaml] [--key value ...]
@@ -47,7 +50,7 @@ def _load(target: str):
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE.format(commands="\n".join(f"  {name:<8} {c.summary}" for name, c in COMMANDS.items())))
+        print(USAGE.format(commands="\n".join(f"  {name:<9} {c.summary}" for name, c in COMMANDS.items())))
         return 0
     if args[0] in ("-V", "--version"):
         from alignkit import __version__

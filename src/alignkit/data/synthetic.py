@@ -6,8 +6,10 @@ carries its provenance (which candidate won, which lost, and all scores).
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 
@@ -22,29 +24,67 @@ class PairBuildSummary:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
 
+    def as_dict(self) -> dict:
+        return {"kept": self.kept, "dropped": dict(self.dropped)}
+
     def __str__(self) -> str:
         dropped = ", ".join(f"{n} {why}" for why, n in self.dropped.items()) or "none"
         return f"{self.kept} pairs kept; dropped: {dropped}"
 
 
-def rank_into_pairs(prompts: list, candidates: list[list[Candidate]], score: Callable[[int, str], float], min_gap: float = 1e-9) -> tuple[list[dict], PairBuildSummary]:
-    """``score(i, text)`` scores a candidate for prompt i. Returns prompt/chosen/rejected rows + summary."""
-    rows, summary = [], PairBuildSummary()
-    for i, (prompt, group) in enumerate(zip(prompts, candidates)):
-        unique = {c.text.strip(): c for c in group if c.text.strip()}
-        if len(unique) < 2:
-            summary.dropped["with fewer than two distinct candidates"] += 1
-            continue
-        scored = sorted(((score(i, c.text), c) for c in unique.values()), key=lambda sc: sc[0], reverse=True)
-        (best_score, best), (worst_score, worst) = scored[0], scored[-1]
-        if best_score - worst_score <= min_gap:
-            summary.dropped["ties (all candidates scored the same)"] += 1
-            continue
+def unique_candidates(group: list[Candidate]) -> list[Candidate]:
+    """Non-empty candidates with distinct text (stripped); the first source of a repeated text is kept."""
+    unique: dict[str, Candidate] = {}
+    for candidate in group:
+        text = candidate.text.strip()
+        if text and text not in unique:
+            unique[text] = Candidate(text, candidate.source)
+    return list(unique.values())
+
+
+def pairs_from_scores(prompt, candidates: list[Candidate], scores: list[float], summary: PairBuildSummary,
+                      pairing: str = "best_worst", min_gap: float = 1e-9, provenance: dict | None = None) -> list[dict]:
+    """Pairs from one prompt's scored (distinct) candidates: best vs worst, or with ``pairing="all"``
+    every two candidates whose scores differ by more than ``min_gap``. A group with fewer than two
+    candidates or all scores tied is dropped and counted in ``summary``."""
+    if len(candidates) < 2:
+        summary.dropped["with fewer than two distinct candidates"] += 1
+        return []
+    ranked = sorted(zip(scores, range(len(candidates))), key=lambda si: (-si[0], si[1]))
+    if ranked[0][0] - ranked[-1][0] <= min_gap:
+        summary.dropped["ties (all candidates scored the same)"] += 1
+        return []
+    if pairing == "all":
+        chosen_rejected = [(w, l) for a, w in enumerate(ranked) for l in ranked[a + 1:] if w[0] - l[0] > min_gap]
+    else:
+        chosen_rejected = [(ranked[0], ranked[-1])]
+    all_scores = {c.source: round(s, 4) for s, c in ((s, candidates[i]) for s, i in ranked)}
+    rows = []
+    for (_, w), (_, l) in chosen_rejected:
         rows.append({
             "prompt": prompt,
-            "chosen": best.text.strip(),
-            "rejected": worst.text.strip(),
-            "provenance": {"chosen_source": best.source, "rejected_source": worst.source, "scores": {c.source: round(s, 4) for s, c in scored}},
+            "chosen": candidates[w].text,
+            "rejected": candidates[l].text,
+            "provenance": {"chosen_source": candidates[w].source, "rejected_source": candidates[l].source, "scores": all_scores, **(provenance or {})},
         })
-        summary.kept += 1
+    summary.kept += len(rows)
+    return rows
+
+
+def rank_into_pairs(prompts: list, candidates: list[list[Candidate]], score: Callable[[int, str], float], min_gap: float = 1e-9) -> tuple[list[dict], PairBuildSummary]:
+    """``score(i, text)`` scores a candidate for prompt i. Returns prompt/chosen/rejected rows (best vs worst) + summary."""
+    rows, summary = [], PairBuildSummary()
+    for i, (prompt, group) in enumerate(zip(prompts, candidates)):
+        unique = unique_candidates(group)
+        rows += pairs_from_scores(prompt, unique, [score(i, c.text) for c in unique], summary, min_gap=min_gap)
     return rows, summary
+
+
+def write_pairs(output: Path, pairs: list[dict], report: dict) -> None:
+    """The pairs as JSONL and ``<output>.summary.json``, each written atomically."""
+    from alignkit.atomic import atomic_path
+
+    with atomic_path(output) as tmp:
+        tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in pairs), encoding="utf-8")
+    with atomic_path(Path(f"{output}.summary.json")) as tmp:
+        tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")

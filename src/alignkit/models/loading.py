@@ -13,12 +13,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def resolve_model_path(name: str) -> str:
-    """'embedded' -> the cached SmolLM2 checkpoint; a directory or hub id is used as is."""
+    """'embedded' -> the cached SmolLM2 checkpoint; an alignkit run directory -> its ``final/`` model;
+    any other directory or hub id is used as is."""
     if name == EMBEDDED_MODEL:
         from alignkit.models.embedded import embedded_model_path
 
         return str(embedded_model_path())
     path = Path(name).expanduser()
+    if (path / "final").is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        path = path / "final"
     if path.exists() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         raise AlignkitError(f"model folder {path} has no config.json or adapter_config.json (expected a save_pretrained folder)")
     return str(path) if path.exists() else name

@@ -1,0 +1,182 @@
+"""Scorers rank candidate responses to one prompt: higher is better.
+
+``score_group(row, responses) -> (scores, detail)``; ``row`` is the prompt row (it may carry an
+``answer`` or ``tests`` for verifiers) and ``detail`` goes into the pair's provenance.
+
+- verifier: ``answer`` matched exactly / normalised / by final number (``answer: null`` means the
+  question cannot be answered, so only "not sure" is right); or ``tests`` run against the
+  response's code in a sandboxed subprocess (fraction passed).
+- heuristic: shorter is better (``length``), a regex matches (``regex``), or your own Python
+  function ``fn(row, response) -> float`` (``python``, given as ``path/to/file.py:fn`` or ``module:fn``).
+- reward_model: an ``alignkit reward`` output (or any one-output sequence classifier).
+- judge: an LLM judge, pairwise round-robin (wins, position-swapped) or single-answer grades.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import re
+import string
+from pathlib import Path
+from typing import Callable
+
+from alignkit.errors import AlignkitError
+from alignkit.judges.verifiers import final_number, says_not_sure, word_count
+
+ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, no punctuation, no articles, single spaces (as SQuAD-style exact match does)."""
+    text = "".join(ch for ch in str(text).lower() if ch not in string.punctuation)
+    return " ".join(ARTICLES.sub(" ", text).split())
+
+
+def answer_matches(response: str, answer, match: str = "auto") -> bool:
+    """Does ``response`` give ``answer``? ``answer`` None: the reply must say it is not sure."""
+    if answer is None:
+        return says_not_sure(response)
+    if match == "auto":
+        match = "final_number" if _is_number(answer) else "normalized"
+    if match == "final_number":
+        return not says_not_sure(response) and final_number(response) == float(str(answer).replace(",", ""))
+    if match == "exact":
+        return response.strip() == str(answer).strip()
+    if match == "normalized":
+        return normalize_answer(response) == normalize_answer(answer)
+    if match == "contains":
+        return f" {normalize_answer(answer)} " in f" {normalize_answer(response)} "
+    raise ValueError(f"unknown answer match '{match}'")
+
+
+def _is_number(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(str(value).replace(",", ""))
+        return True
+    except ValueError:
+        return False
+
+
+class VerifierScorer:
+    name = "verifier"
+
+    def __init__(self, match: str = "auto", code_timeout: float = 5.0, code_memory_mb: int = 512):
+        self.match, self.code_timeout, self.code_memory_mb = match, code_timeout, code_memory_mb
+
+    def score_group(self, row: dict, responses: list[str]):
+        if row.get("tests"):
+            from alignkit.judges.sandbox import extract_code, run_tests
+
+            results = [run_tests(extract_code(r), row["tests"], self.code_timeout, self.code_memory_mb) for r in responses]
+            return [r.fraction for r in results], {"tests": [f"{r.passed}/{r.total} {r.status}" for r in results]}
+        return [float(answer_matches(r, row.get("answer"), self.match)) for r in responses], {}
+
+
+class HeuristicScorer:
+    def __init__(self, kind: str, pattern: str | None = None, function: str | None = None):
+        self.name = f"heuristic:{kind}"
+        if kind == "length":
+            self.fn: Callable[[dict, str], float] = lambda row, response: -float(word_count(response))
+        elif kind == "regex":
+            if not pattern:
+                raise AlignkitError("heuristic 'regex' needs heuristic_pattern")
+            compiled = re.compile(pattern)
+            self.fn = lambda row, response: float(bool(compiled.search(response)))
+        elif kind == "python":
+            self.fn = load_function(function)
+        else:
+            raise AlignkitError(f"unknown heuristic '{kind}' (length, regex or python)")
+
+    def score_group(self, row: dict, responses: list[str]):
+        return [float(self.fn(row, r)) for r in responses], {}
+
+
+def load_function(spec: str | None) -> Callable:
+    """``path/to/file.py:name`` or ``package.module:name``."""
+    if not spec or ":" not in spec:
+        raise AlignkitError(f"heuristic_function must look like path/to/file.py:function or module:function, got {spec!r}")
+    target, _, name = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise AlignkitError(f"heuristic_function: {path} does not exist")
+            module_spec = importlib.util.spec_from_file_location(f"alignkit_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ImportError as exc:
+        raise AlignkitError(f"heuristic_function: cannot import {target}: {exc}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise AlignkitError(f"heuristic_function: {target} has no function '{name}'")
+    return fn
+
+
+class RewardModelScorer:
+    def __init__(self, model: str, dtype: str = "float32", apply_chat_template: bool = True):
+        from alignkit.models.loading import load_model_and_tokenizer
+
+        self.name = f"reward_model:{model}"
+        self.model, self.tokenizer = load_model_and_tokenizer(model, dtype, reward_head=True)
+        self.model.eval()
+        self.apply_chat_template = apply_chat_template
+
+    def score_group(self, row: dict, responses: list[str]):
+        import torch
+
+        from alignkit.data.tokenize import reward_text
+
+        templated = self.apply_chat_template and bool(self.tokenizer.chat_template)
+        scores = []
+        with torch.no_grad():
+            for response in responses:  # one unpadded sequence at a time: the head reads its last token
+                text = reward_text(self.tokenizer, row["prompt"], response, self.apply_chat_template)
+                ids = self.tokenizer(text, add_special_tokens=not templated, return_tensors="pt")["input_ids"]
+                scores.append(float(self.model(input_ids=ids).logits[0, 0].item()))
+        return scores, {}
+
+
+class JudgeScorer:
+    """``pairwise``: round-robin, each comparison position-swapped; a win counts 1, a tie 0.5.
+    ``single``: the judge's 1-10 grade of each response."""
+
+    def __init__(self, judge, mode: str = "pairwise"):
+        self.judge, self.mode = judge, mode
+        self.name = f"judge:{judge.client.settings.model}:{mode}"
+
+    def score_group(self, row: dict, responses: list[str]):
+        if self.mode == "single":
+            grades = [self.judge.grade(row["prompt"], r) for r in responses]
+            return grades, {"grades": grades}
+        wins = [0.0] * len(responses)
+        verdicts, inconsistent = {}, 0
+        for i, j in itertools.combinations(range(len(responses)), 2):
+            result = self.judge.compare(row["prompt"], responses[i], responses[j])
+            verdicts[f"{i}-{j}"] = result.verdicts
+            inconsistent += not result.consistent
+            if result.winner == "first":
+                wins[i] += 1
+            elif result.winner == "second":
+                wins[j] += 1
+            else:
+                wins[i] += 0.5
+                wins[j] += 0.5
+        return wins, {"verdicts": verdicts, "inconsistent": inconsistent}
+
+
+class LengthPenalized:
+    """``score - penalty x words``: among equally good answers, the concise one wins."""
+
+    def __init__(self, scorer, penalty: float):
+        self.scorer, self.penalty, self.name = scorer, penalty, f"{scorer.name}-{penalty}/word"
+
+    def score_group(self, row: dict, responses: list[str]):
+        scores, detail = self.scorer.score_group(row, responses)
+        return [s - self.penalty * word_count(r) for s, r in zip(scores, responses)], detail

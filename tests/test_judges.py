@@ -1,0 +1,161 @@
+"""Judging, scoring and ranking logic, and the code sandbox, tested directly on known inputs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from alignkit.data.synthetic import Candidate, PairBuildSummary, pairs_from_scores
+from alignkit.judges.client import MalformedReply
+from alignkit.judges.llm_judge import PairwiseResult, combine_swapped, parse_logprob_verdict, parse_rating, parse_text_verdict
+from alignkit.judges.reply_cache import ReplyCache
+from alignkit.judges.sandbox import extract_code, run_tests
+from alignkit.judges.scorers import HeuristicScorer, JudgeScorer, LengthPenalized, VerifierScorer, answer_matches, normalize_answer
+
+
+@pytest.mark.parametrize("first,second,winner,consistent", [
+    ("A", "B", "first", True),     # x first: A=x; y first: B=x  -> x both times
+    ("B", "A", "second", True),    # y both times
+    ("A", "A", "tie", False),      # always the first position: position bias
+    ("B", "B", "tie", False),      # always the second position
+    ("tie", "tie", "tie", True),
+    ("A", "tie", "tie", False),    # a win in one order only
+])
+def test_position_swap_combination(first, second, winner, consistent):
+    result = combine_swapped(first, second)
+    assert (result.winner, result.consistent, result.verdicts) == (winner, consistent, [first, second])
+
+
+def test_text_verdicts():
+    assert parse_text_verdict("A is longer but [[B]] is right. Final: [[A]]") == "A"  # the last verdict counts
+    assert parse_text_verdict("[[ tie ]]") == "tie"
+    assert parse_text_verdict("B. It is correct.") == "B"
+    assert parse_text_verdict("Answer A is better") == "A"
+    for bad in ("Both are good.", "AAAA", ""):
+        with pytest.raises(MalformedReply):
+            parse_text_verdict(bad)
+
+
+def test_logprob_verdicts():
+    # mass on "A"-like tokens: e^-1 + e^-3 = 0.418; on "B": e^-0.9 = 0.407
+    assert parse_logprob_verdict({"A": -1.0, " a": -3.0, "B": -0.9, "x": -0.1}) == "A"
+    assert parse_logprob_verdict({"A": -2.0, "B": -0.5}) == "B"
+    assert parse_logprob_verdict({"A": math.log(0.5), "B": math.log(0.45)}, tie_margin=0.1) == "tie"  # |0.05| <= 0.1 x 0.95
+    with pytest.raises(MalformedReply):
+        parse_logprob_verdict({"x": -0.1, "y": -2.0})
+    with pytest.raises(MalformedReply):
+        parse_logprob_verdict(None)
+
+
+def test_ratings():
+    assert parse_rating("Good. Rating: [[8]]") == 8.0
+    assert parse_rating("rating: 3.5") == 3.5
+    for bad in ("Rating: [[11]]", "great answer"):
+        with pytest.raises(MalformedReply):
+            parse_rating(bad)
+
+
+def test_answer_matching():
+    assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
+    assert answer_matches("12 + 9 = 21.", 21)                      # auto: final number
+    assert not answer_matches("It is 21, or maybe 22.", 21)          # the final number counts
+    assert not answer_matches("I'm not sure, maybe 21", 21)         # hedging is not an answer
+    assert answer_matches("I'm not sure.", None)                     # null answer: cannot be known
+    assert not answer_matches("It is 4.", None)
+    assert answer_matches("the eiffel tower", "The Eiffel Tower.")  # auto: normalised text
+    assert not answer_matches("The Eiffel Tower.", "The Eiffel Tower", match="exact")
+    assert answer_matches("It is the Eiffel Tower, in Paris.", "eiffel tower", match="contains")
+    assert not answer_matches("Eiffel Towers", "eiffel tower", match="contains")
+
+
+def test_verifier_and_heuristics_rank(tmp_path):
+    verifier = VerifierScorer()
+    assert verifier.score_group({"answer": 7}, ["3 + 4 = 7.", "It is 8."])[0] == [1.0, 0.0]
+    length = HeuristicScorer("length")
+    assert length.score_group({}, ["one two three", "one"])[0] == [-3.0, -1.0]
+    regex = HeuristicScorer("regex", pattern=r"^\d+$")
+    assert regex.score_group({}, ["42", "forty-two"])[0] == [1.0, 0.0]
+    (tmp_path / "mine.py").write_text("def score(row, response):\n    return len(row['prompt']) - len(response)\n")
+    custom = HeuristicScorer("python", function=f"{tmp_path / 'mine.py'}:score")
+    assert custom.score_group({"prompt": "abcd"}, ["ab", "abcdef"])[0] == [2.0, -2.0]
+    penalized = LengthPenalized(verifier, 0.1)
+    scores, _ = penalized.score_group({"answer": 7}, ["7", "the answer is 7"])
+    assert scores == pytest.approx([0.9, 0.6])
+
+
+class ScriptedJudge:
+    """A stand-in judge (no endpoint): prefers the shorter answer, ties on equal length."""
+
+    class client:  # noqa: N801 - mimics LLMJudge.client.settings.model
+        class settings:
+            model = "scripted"
+
+    def compare(self, prompt, first, second):
+        if len(first) == len(second):
+            return PairwiseResult("tie", False, ["A", "A"])
+        return PairwiseResult("first" if len(first) < len(second) else "second", True, ["A", "B"])
+
+
+def test_judge_round_robin_counts_wins_and_ties():
+    scores, detail = JudgeScorer(ScriptedJudge()).score_group({"prompt": "q"}, ["aa", "a", "bbb", "cc"])
+    # "a" beats all 3; "aa" beats "bbb", ties "cc"; "cc" beats "bbb", ties "aa"; "bbb" loses all
+    assert scores == [1.5, 3.0, 0.0, 1.5]
+    assert detail["inconsistent"] == 1 and set(detail["verdicts"]) == {"0-1", "0-2", "0-3", "1-2", "1-3", "2-3"}
+
+
+def test_pairs_from_scores_pairing_and_drops():
+    candidates = [Candidate(t, f"s{i}") for i, t in enumerate(["w", "x", "y", "z"])]
+    summary = PairBuildSummary()
+    best_worst = pairs_from_scores("p", candidates, [0.5, 1.0, 0.5, 0.0], summary)
+    assert [(r["chosen"], r["rejected"]) for r in best_worst] == [("x", "z")]
+    all_pairs = pairs_from_scores("p", candidates, [0.5, 1.0, 0.5, 0.0], summary, pairing="all")
+    assert [(r["chosen"], r["rejected"]) for r in all_pairs] == [("x", "w"), ("x", "y"), ("x", "z"), ("w", "z"), ("y", "z")]
+    assert pairs_from_scores("p", candidates, [1.0] * 4, summary) == []
+    assert pairs_from_scores("p", candidates[:1], [1.0], summary) == []
+    assert summary.kept == 6
+    assert dict(summary.dropped) == {"ties (all candidates scored the same)": 1, "with fewer than two distinct candidates": 1}
+    assert best_worst[0]["provenance"]["scores"] == {"s1": 1.0, "s0": 0.5, "s2": 0.5, "s3": 0.0}
+
+
+def test_reply_cache_survives_a_torn_last_line(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    cache = ReplyCache(path)
+    cache.put("k1", {"text": "one"})
+    with path.open("a") as handle:
+        handle.write('{"key": "k2", "value": {"te')  # a kill -9 mid-write
+    reloaded = ReplyCache(path)
+    assert (len(reloaded), reloaded.skipped_lines, reloaded.get("k1")) == (1, 1, {"text": "one"})
+    reloaded.put("k3", {"text": "three"})
+    again = ReplyCache(path)
+    assert again.get("k3") == {"text": "three"} and again.get("k2") is None and len(again) == 2
+
+
+def test_sandbox_passes_and_fails_tests():
+    result = run_tests("def add(a, b):\n    return a + b\n", ["assert add(1, 2) == 3", "assert add(2, 2) == 5"])
+    assert (result.passed, result.total, result.status, result.fraction) == (1, 2, "ok", 0.5)
+
+
+def test_sandbox_stops_an_infinite_loop():
+    result = run_tests("def f():\n    return 1\nwhile True:\n    pass\n", ["assert f() == 1"], timeout=1.0)
+    assert (result.passed, result.status) == (0, "timeout")
+
+
+def test_sandbox_survives_crashes_and_bad_code():
+    crash = run_tests("import os\nos.abort()\n", ["assert True"])
+    assert crash.status == "crashed" and crash.passed == 0
+    syntax = run_tests("def f(:\n", ["assert True"])
+    assert syntax.status == "load_error" and "SyntaxError" in syntax.detail
+    memory = run_tests("x = bytearray(4 * 1024 ** 3)\n", ["assert True"], memory_mb=256)
+    assert memory.passed == 0 and "MemoryError" in memory.detail
+
+
+def test_sandbox_caps_huge_output():
+    result = run_tests("def f():\n    return 1\nwhile True:\n    print('x' * 100000)\n", ["assert f() == 1"], timeout=5.0, output_bytes=1 << 16)
+    assert result.passed == 0 and result.status in ("load_error", "crashed")  # stopped by the file-size limit, not the timeout
+
+
+def test_sandbox_scores_code_replies():
+    reply = "Here you go:\n```python\ndef square(x):\n    return x * x\n```\nDone."
+    assert extract_code(reply) == "def square(x):\n    return x * x\n"
+    scores, detail = VerifierScorer().score_group({"tests": ["assert square(3) == 9", "assert square(2) == 4"]}, [reply, "def square(x): return x + x"])
+    assert scores == [1.0, 0.5] and detail["tests"] == ["2/2 ok", "1/2 ok"]
