@@ -48,3 +48,11 @@ def test_method_commands_are_listed_and_have_help(command, capsys):
     assert f"  {command} " in capsys.readouterr().out
     assert main([command, "--help"]) == 0
     assert "--learning_rate" in capsys.readouterr().out or command == "score"
+
+
+@pytest.mark.parametrize("command,key", [("pairs", "--method"), ("annotate", "--mode"), ("serve", "--host")])
+def test_data_commands_are_listed_and_have_help(command, key, capsys):
+    assert main(["--help"]) == 0
+    assert f"  {command} " in capsys.readouterr().out
+    assert main([command, "--help"]) == 0
+    assert key in capsys.readouterr().out

@@ -105,8 +105,11 @@ def test_position_biased_local_judge_gives_inconsistent_ties():
     with serving(always_a_chat()) as url:
         judge = LLMJudge(client_for(url, "always-a"), verdict_from="logprobs")
         result = judge.compare("Which is right?", "2 + 2 = 4", "2 + 2 = 5")
+        calibrated = LLMJudge(client_for(url, "always-a"), verdict_from="calibrated_logprobs").compare("Which is right?", "2 + 2 = 4", "2 + 2 = 5")
     assert (result.winner, result.consistent, result.verdicts) == ("tie", False, ["A", "A"])
     assert (judge.comparisons, judge.inconsistent) == (1, 1)
+    # Calibrated: P(first wins) is P(A) in one order and 1 - P(A) in the other, so the mean is 0.5 exactly.
+    assert (calibrated.winner, calibrated.consistent) == ("tie", False)
 
 
 def test_retries_ride_out_every_kind_of_fault():
@@ -149,7 +152,7 @@ def test_budget_stops_the_job_and_a_rerun_resumes_from_the_cache(tmp_path):
         assert not (tmp_path / "pairs.jsonl").exists()
         report = annotate(annotate_config(tmp_path, url))
     check_pairs(tmp_path / "pairs.jsonl", 6)
-    assert report["cache_hits"] == 5 and report["requests"] == 7 and report["judge_inconsistent_as_ties"] == 0
+    assert report["cache_hits"] == 5 and report["requests"] == 7 and report["judge_inconsistent"] == 0
     assert set(faults.asked.values()) == {1} and faults.total == 12  # nothing paid for twice
 
 

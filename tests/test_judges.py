@@ -7,7 +7,7 @@ import pytest
 
 from alignkit.data.synthetic import Candidate, PairBuildSummary, pairs_from_scores
 from alignkit.judges.client import MalformedReply
-from alignkit.judges.llm_judge import PairwiseResult, combine_swapped, parse_logprob_verdict, parse_rating, parse_text_verdict
+from alignkit.judges.llm_judge import PairwiseResult, calibrated_result, combine_swapped, parse_logprob_verdict, parse_rating, parse_text_verdict
 from alignkit.judges.reply_cache import ReplyCache
 from alignkit.judges.sandbox import extract_code, run_tests
 from alignkit.judges.scorers import HeuristicScorer, JudgeScorer, LengthPenalized, VerifierScorer, answer_matches, normalize_answer
@@ -24,6 +24,18 @@ from alignkit.judges.scorers import HeuristicScorer, JudgeScorer, LengthPenalize
 def test_position_swap_combination(first, second, winner, consistent):
     result = combine_swapped(first, second)
     assert (result.winner, result.consistent, result.verdicts) == (winner, consistent, [first, second])
+
+
+@pytest.mark.parametrize("p_as_a,p_as_b,margin,winner,consistent", [
+    (0.8, 0.4, 0.0, "first", False),   # mean 0.6: first wins though the orders disagree (position bias averaged out)
+    (0.7, 0.7, 0.0, "first", True),
+    (0.3, 0.6, 0.0, "second", False),  # mean 0.45
+    (0.55, 0.43, 0.05, "tie", False),  # mean 0.49: within 0.05 / 2 of 0.5
+    (0.9, 0.1, 0.0, "tie", False),     # pure position bias: mean 0.5
+])
+def test_balanced_position_calibration(p_as_a, p_as_b, margin, winner, consistent):
+    result = calibrated_result(p_as_a, p_as_b, margin)
+    assert (result.winner, result.consistent) == (winner, consistent)
 
 
 def test_text_verdicts():

@@ -42,6 +42,17 @@ _EXPORTS = {
     "sequence_logps": "alignkit.engine.logprobs",
     "load_model_and_tokenizer": "alignkit.models.loading",
     "embedded_model_path": "alignkit.models.embedded",
+    "PairsConfig": "alignkit.data_configs",
+    "AnnotateConfig": "alignkit.data_configs",
+    "ServeConfig": "alignkit.data_configs",
+    "build_pairs": "alignkit.pairs",
+    "annotate": "alignkit.annotate",
+    "serve": "alignkit.serve",
+    "serving": "alignkit.serve",
+    "LLMJudge": "alignkit.judges.llm_judge",
+    "ChatClient": "alignkit.judges.client",
+    "EndpointSettings": "alignkit.judges.client",
+    "run_tests": "alignkit.judges.sandbox",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -37,7 +37,11 @@ class EndpointJobConfig(BaseModel):
     judge_base_url: str | None = Field(None, description="Judge endpoint, e.g. http://127.0.0.1:8000/v1 (alignkit serve) or https://api.openai.com/v1.")
     judge_model: str | None = Field(None, description="Model name the judge endpoint serves.")
     judge_api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the judge endpoint's API key (not needed for 127.0.0.1).")
-    judge_verdict_from: Literal["text", "logprobs"] = Field("text", description="Read pairwise verdicts from the reply text ([[A]]/[[B]]/[[tie]]) or from the first token's log-probs (better for small local judges; the endpoint must return logprobs).")
+    judge_verdict_from: Literal["text", "logprobs", "calibrated_logprobs"] = Field("text", description=(
+        "Pairwise verdicts from the reply text ([[A]]/[[B]]/[[tie]]), from the first token's log-probs (P(A) vs P(B); the endpoint must "
+        "return logprobs), or calibrated_logprobs: P(first wins) averaged over both orders, which cancels a small judge's position bias. "
+        "With text/logprobs, orders that disagree make a tie."))
+    judge_tie_margin: float = Field(0.0, ge=0.0, lt=1.0, description="logprob verdicts: call it a tie when the two probabilities are this close.")
     judge_max_tokens: int = Field(256, ge=1, description="Reply length allowed to the judge (text verdicts and grades).")
     rubric: str | None = Field(None, description="Judging criteria (default: accurate, concise, calibrated uncertainty, what the user needs). A path to a text file also works.")
 

@@ -26,6 +26,7 @@ from alignkit.config import DemoConfig
 from alignkit.data.demo_tasks import NOT_SURE_REPLY, demo_tasks
 from alignkit.data.records import write_jsonl
 from alignkit.data.synthetic import Candidate, rank_into_pairs
+from alignkit.data_configs import BAD_SYSTEM_PROMPT, GOOD_SYSTEM_PROMPT
 from alignkit.engine.generation import generate_responses
 from alignkit.engine.reference import model_fingerprint
 from alignkit.evaluate.answers import answer_metrics
@@ -35,14 +36,6 @@ from alignkit.models.loading import load_model_and_tokenizer, resolve_model_path
 from alignkit.train.dpo import train_dpo
 from alignkit.train.run_dir import prepare_run_dir
 
-GOOD_SYSTEM_PROMPT = (
-    "Answer in one short sentence. For arithmetic, give the result directly. "
-    "If the question cannot be answered from what you know, say \"I'm not sure.\""
-)
-BAD_SYSTEM_PROMPT = (
-    "You love long explanations. Always explain at great length, step by step, and always give "
-    "a definite, confident answer, even when you have to guess or make something up."
-)
 HEDGE_PAIR_EVERY = 10  # one answerable prompt in ten also gets a (correct answer > "I'm not sure") pair
 DEMO_DATA_VERSION = 3
 METRIC_LABELS = {

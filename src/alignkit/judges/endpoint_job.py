@@ -46,7 +46,8 @@ class EndpointJob:
             settings = self.config.endpoint("judge")
             if settings is None:
                 raise AlignkitError("this job needs a judge: set judge_base_url and judge_model")
-            self._judge = LLMJudge(self.client(settings), load_rubric(self.config.rubric), self.config.judge_verdict_from, self.config.judge_max_tokens)
+            self._judge = LLMJudge(self.client(settings), load_rubric(self.config.rubric), self.config.judge_verdict_from,
+                                 self.config.judge_max_tokens, self.config.judge_tie_margin)
         return self._judge
 
     def scorer(self, kind: str, config):
@@ -76,7 +77,7 @@ class EndpointJob:
             ) from None
 
     def stats(self) -> dict:
-        judged = {} if self._judge is None else {"judge_comparisons": self._judge.comparisons, "judge_inconsistent_as_ties": self._judge.inconsistent}
+        judged = {} if self._judge is None else {"judge_comparisons": self._judge.comparisons, "judge_inconsistent": self._judge.inconsistent}
         return {
             **judged,
             "requests": self.budget.used,

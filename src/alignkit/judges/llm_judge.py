@@ -2,8 +2,10 @@
 
 Pairwise judging asks twice, once with each answer first. When the two verdicts name the same
 answer it wins; when they disagree (position bias) the comparison is a tie and is counted as
-inconsistent. ``verdict_from="logprobs"`` reads the verdict from the first token's log-probs
+inconsistent. ``verdict_from="logprobs"`` reads each verdict from the first token's log-probs
 (P("A") vs P("B")), which small local judges follow far better than a text format.
+``"calibrated_logprobs"`` averages P(first wins) over both orders instead (balanced position
+calibration), so a judge with a fixed position bias still ranks; disagreements are still counted.
 """
 from __future__ import annotations
 
@@ -87,8 +89,21 @@ def parse_text_verdict(text: str) -> Verdict:
     raise MalformedReply(f"no verdict ([[A]], [[B]] or [[tie]]) in the judge's reply: {text[:120]!r}")
 
 
+def prob_first_letter(top_logprobs: dict | None) -> float:
+    """P("A") / (P("A") + P("B")) over first tokens that read "A" or "B" (case and spaces ignored)."""
+    mass = _letter_mass(top_logprobs)
+    return mass["A"] / (mass["A"] + mass["B"])
+
+
 def parse_logprob_verdict(top_logprobs: dict | None, tie_margin: float = 0.0) -> Verdict:
-    """A or B by the probability mass of first tokens that read "A" or "B" (case and spaces ignored)."""
+    """A or B by the probability mass of first tokens that read "A" or "B"; a tie within ``tie_margin``."""
+    mass = _letter_mass(top_logprobs)
+    if abs(mass["A"] - mass["B"]) <= tie_margin * (mass["A"] + mass["B"]):
+        return "tie"
+    return "A" if mass["A"] > mass["B"] else "B"
+
+
+def _letter_mass(top_logprobs: dict | None) -> dict[str, float]:
     if not top_logprobs:
         raise MalformedReply("the endpoint returned no log-probs (it must support logprobs/top_logprobs)")
     mass = {"A": 0.0, "B": 0.0}
@@ -98,9 +113,7 @@ def parse_logprob_verdict(top_logprobs: dict | None, tie_margin: float = 0.0) ->
             mass[letter] += math.exp(logprob)
     if mass["A"] == mass["B"] == 0.0:
         raise MalformedReply(f"neither 'A' nor 'B' among the judge's top tokens: {list(top_logprobs)[:10]}")
-    if abs(mass["A"] - mass["B"]) <= tie_margin * (mass["A"] + mass["B"]):
-        return "tie"
-    return "A" if mass["A"] > mass["B"] else "B"
+    return mass
 
 
 def parse_rating(text: str) -> float:
@@ -113,6 +126,16 @@ def parse_rating(text: str) -> float:
     return value
 
 
+def calibrated_result(p_first_as_a: float, p_first_as_b: float, tie_margin: float = 0.0) -> PairwiseResult:
+    """Balanced position calibration (Wang et al., 2023, "Large Language Models are not Fair
+    Evaluators"): P(first wins) averaged over both orders; a tie within ``tie_margin`` of 0.5.
+    ``consistent`` says whether the two orders agreed on their own."""
+    p = (p_first_as_a + p_first_as_b) / 2
+    winner = "tie" if abs(p - 0.5) <= tie_margin / 2 else ("first" if p > 0.5 else "second")
+    consistent = (p_first_as_a > 0.5) == (p_first_as_b > 0.5)
+    return PairwiseResult(winner, consistent, [f"P(first)={p_first_as_a:.3f} as A", f"P(first)={p_first_as_b:.3f} as B"])
+
+
 def combine_swapped(first_order: Verdict, second_order: Verdict) -> PairwiseResult:
     """``first_order`` judged (x, y); ``second_order`` judged (y, x). Disagreement is a tie."""
     as_first = {"A": "first", "B": "second", "tie": "tie"}[first_order]
@@ -123,16 +146,23 @@ def combine_swapped(first_order: Verdict, second_order: Verdict) -> PairwiseResu
 
 
 class LLMJudge:
-    def __init__(self, client: ChatClient, rubric: str = DEFAULT_RUBRIC, verdict_from: Literal["text", "logprobs"] = "text", max_tokens: int = 256, tie_margin: float = 0.0):
+    def __init__(self, client: ChatClient, rubric: str = DEFAULT_RUBRIC, verdict_from: Literal["text", "logprobs", "calibrated_logprobs"] = "text", max_tokens: int = 256, tie_margin: float = 0.0):
         self.client, self.rubric, self.verdict_from, self.max_tokens, self.tie_margin = client, rubric, verdict_from, max_tokens, tie_margin
         self.comparisons = self.inconsistent = 0
         self._lock = threading.Lock()
 
-    def _verdict(self, prompt, first: str, second: str) -> Verdict:
-        by_logprobs = self.verdict_from == "logprobs"
+    def _messages(self, prompt, first: str, second: str, by_logprobs: bool) -> list[dict]:
         content = PAIRWISE_TEMPLATE.format(rubric=self.rubric, prompt=render_prompt(prompt), first=first, second=second,
                                            instruction=LOGPROB_INSTRUCTION if by_logprobs else TEXT_INSTRUCTION)
-        messages = [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": content}]
+        return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": content}]
+
+    def _p_a(self, prompt, first: str, second: str) -> float:
+        reply = self.client.chat(self._messages(prompt, first, second, True), max_tokens=1, top_logprobs=20, parse=lambda r: prob_first_letter(r["top_logprobs"]))
+        return prob_first_letter(reply["top_logprobs"])
+
+    def _verdict(self, prompt, first: str, second: str) -> Verdict:
+        by_logprobs = self.verdict_from == "logprobs"
+        messages = self._messages(prompt, first, second, by_logprobs)
         if by_logprobs:
             parse = lambda reply: parse_logprob_verdict(reply["top_logprobs"], self.tie_margin)  # noqa: E731
             reply = self.client.chat(messages, max_tokens=1, top_logprobs=20, parse=parse)
@@ -143,7 +173,10 @@ class LLMJudge:
 
     def compare(self, prompt, first: str, second: str) -> PairwiseResult:
         """Position-swapped pairwise verdict."""
-        result = combine_swapped(self._verdict(prompt, first, second), self._verdict(prompt, second, first))
+        if self.verdict_from == "calibrated_logprobs":
+            result = calibrated_result(self._p_a(prompt, first, second), 1.0 - self._p_a(prompt, second, first), self.tie_margin)
+        else:
+            result = combine_swapped(self._verdict(prompt, first, second), self._verdict(prompt, second, first))
         with self._lock:
             self.comparisons += 1
             self.inconsistent += not result.consistent

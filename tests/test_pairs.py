@@ -1,0 +1,137 @@
+"""`alignkit pairs` and `alignkit annotate` export/import on tiny models and known inputs."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from alignkit.annotate import annotate
+from alignkit.cli import main
+from alignkit.config import load_config
+from alignkit.data.preference import load_preference_data
+from alignkit.data_configs import AnnotateConfig, PairsConfig
+from alignkit.errors import ConfigError, DataValidationError, RunDirError
+from alignkit.pairs import build_pairs
+from alignkit.serve import serving
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def prompts_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "prompts.jsonl", [
+        {"prompt": "What is 2 + 3?", "answer": 5, "reference": "2 + 3 = 5."},
+        {"prompt": "What is 4 + 4?", "answer": 8, "reference": "4 + 4 = 8."},
+        {"prompt": "What is my cat's name?", "answer": None, "reference": "I'm not sure."},
+    ])
+
+
+def test_sample_rank_with_verifier_puts_the_verified_reference_first(tmp_path, tiny_model_dir):
+    # The tiny random model never answers right, so the verified reference is always chosen.
+    config = PairsConfig(prompts=str(prompts_file(tmp_path)), output=str(tmp_path / "pairs.jsonl"), method="sample_rank", generator=str(tiny_model_dir),
+                         num_samples=3, max_new_tokens=6, disable_tqdm=True)
+    result = build_pairs(config)
+    assert [r["chosen"] for r in result.rows] == ["2 + 3 = 5.", "4 + 4 = 8.", "I'm not sure."]
+    assert all(r["provenance"]["rejected_source"].startswith("sample") and r["provenance"]["scores"]["reference"] == 1.0 for r in result.rows)
+    assert result.summary["kept"] == 3 and result.summary["scorer"] == "verifier"
+    assert len(load_preference_data(config.output)) == 3  # the trainers read it as is
+    with pytest.raises(RunDirError, match="already exists"):
+        build_pairs(config)
+
+
+def test_system_prompt_contrast_through_a_served_model(tmp_path, tiny_model_dir):
+    rows = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Say something about {w}."} for w in ("cats", "numbers", "rain", "tea")])
+    with serving(str(tiny_model_dir), served_model_name="tiny") as url:
+        config = PairsConfig(prompts=str(rows), output=str(tmp_path / "pairs.jsonl"), generator_base_url=url, generator_model="tiny",
+                             chosen_max_new_tokens=6, rejected_max_new_tokens=12, chosen_temperature=1.0, rejected_temperature=1.0, disable_tqdm=True,
+                             good_system_prompts=["Be brief.", "Be kind."])
+        result = build_pairs(config)
+    assert result.summary["kept"] + sum(result.summary["dropped"].values()) == 4
+    assert result.summary["generator"] == "endpoint:tiny" and result.summary["requests"] == 8
+    for i, row in enumerate(result.rows):
+        assert row["chosen"] != row["rejected"] and row["provenance"]["rejected_system_prompt"] == "bad[0]"
+    assert {r["provenance"]["chosen_system_prompt"] for r in result.rows} <= {"good[0]", "good[1]"}
+    cached = len(Path(config.cache_path()).read_text().splitlines())
+    assert cached == 8  # every reply kept, so a rerun asks nothing
+
+
+def test_sample_rank_all_pairs_with_a_heuristic(tmp_path):
+    from alignkit.judges.scorers import HeuristicScorer
+    from alignkit.pairs import _sample_rank_pairs
+
+    class Canned:
+        name = "canned"
+
+        def generate(self, prompts, *, seed, **_):
+            return [["short", "a bit longer", "short", "the longest answer here"][seed]] * len(prompts)
+
+    config = PairsConfig(prompts="unused", output="unused", method="sample_rank", scorer="heuristic", pairing="all", include_reference=False)
+    pairs, summary = _sample_rank_pairs(config, [{"prompt": "q", "where": "f:1"}], Canned(), HeuristicScorer("length"))
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("short", "a bit longer"), ("short", "the longest answer here"), ("a bit longer", "the longest answer here")]
+    assert summary.kept == 3 and pairs[0]["provenance"]["generator"] == "canned"
+
+
+def test_prompt_file_faults_name_file_line_and_field(tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok", "answer": 1}, {"question": "x"}, {"prompt": "y", "tests": "assert 1"}, {"prompt": "z"}])
+    config = PairsConfig(prompts=str(bad), output=str(tmp_path / "o.jsonl"), method="sample_rank")
+    with pytest.raises(DataValidationError) as caught:
+        build_pairs(config)
+    text = str(caught.value)
+    assert f"{bad}:2: field 'prompt': missing" in text
+    assert f"{bad}:3: field 'tests': expected a non-empty list" in text
+    assert f"{bad}:4: field 'answer': missing" in text
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_config_checks_say_what_is_missing():
+    with pytest.raises(ConfigError, match="sample_rank needs a scorer"):
+        load_config(PairsConfig, None, {"prompts": "p", "output": "o", "method": "sample_rank", "scorer": "none"})
+    with pytest.raises(ConfigError, match="scorer 'judge' needs judge_base_url"):
+        load_config(PairsConfig, None, {"prompts": "p", "output": "o", "scorer": "judge"})
+    with pytest.raises(ConfigError, match="judge_model is required"):
+        load_config(AnnotateConfig, None, {"input": "i", "output": "o", "judge_base_url": "http://127.0.0.1:1/v1"})
+    assert PairsConfig(prompts="p", output="o").cache_path() == "o.cache.jsonl"
+
+
+def test_export_then_import_human_labels(tmp_path):
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"Q{i}?", "response_a": f"first {i}", "response_b": f"second {i}"} for i in range(8)])
+    sheet = tmp_path / "sheet.csv"
+    annotate(AnnotateConfig(input=str(rows), output=str(sheet), mode="export", seed=3))
+    with open(sheet, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0]) == ["id", "prompt", "response_1", "response_2", "label"]  # blind: nothing says which is A
+    shown_first = [r["response_1"].split()[0] for r in table]
+    assert "first" in shown_first and "second" in shown_first  # randomised order
+    # The annotator prefers every "second" response; row 7 is a tie, row 8 is not labelled yet.
+    for r in table:
+        r["label"] = "1" if r["response_1"].startswith("second") else "2"
+    table[6]["label"], table[7]["label"] = "tie", ""
+    table[0]["label"] = "maybe"
+    with open(sheet, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    config = AnnotateConfig(input=str(sheet), output=str(tmp_path / "pairs.jsonl"), mode="import")
+    with pytest.raises(DataValidationError, match=rf"{sheet}:2: field 'label': 'maybe' is not a label"):
+        annotate(config)
+    table[0]["label"] = "1" if table[0]["response_1"].startswith("second") else "2"
+    with open(sheet, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    report = annotate(config)
+    pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    assert [p["prompt"] for p in pairs] == [f"Q{i}?" for i in range(6)]
+    assert all(p["chosen"].startswith("second") and p["rejected"].startswith("first") for p in pairs)
+    assert report == {"kept": 6, "dropped": {"labelled a tie": 1, "not labelled yet": 1}}
+
+
+def test_cli_pairs_reports_bad_input_with_exit_2(tmp_path, capsys):
+    assert main(["pairs", "--prompts", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o.jsonl")]) == 1
+    assert "data not found" in capsys.readouterr().err
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "port" in capsys.readouterr().err
