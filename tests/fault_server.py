@@ -20,10 +20,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 ANSWER_RE = re.compile(r"\[Answer A\]\n(.*?)\n\n\[Answer B\]\n(.*?)\n\n", re.DOTALL)
+GRADED_RE = re.compile(r"\[Answer\]\n(.*?)\n\n", re.DOTALL)
 
 
 def correct_text(messages: list[dict]) -> str:
     last = messages[-1]["content"]
+    graded = GRADED_RE.search(last)
+    if graded:
+        return "Rating: [[9]]" if "GOOD" in graded.group(1) else "Rating: [[2]]"
     found = ANSWER_RE.search(last)
     if not found:
         return f"echo: {last}"
@@ -36,6 +40,7 @@ class FaultServer:
         self.faults, self.delay, self.timeout_sleep = list(faults or []), delay, timeout_sleep
         self.asked: Counter = Counter()
         self.total = 0
+        self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
         self.app = self._build()
 
@@ -53,27 +58,36 @@ class FaultServer:
             with self._lock:
                 self.asked[json.dumps(messages, sort_keys=True)] += 1
                 self.total += 1
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            fault = self._next_fault()
-            if fault == "429":
-                return JSONResponse({"error": {"message": "slow down", "type": "rate_limit"}}, status_code=429)
-            if fault == "500":
-                return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
-            if fault == "timeout":
-                await asyncio.sleep(self.timeout_sleep)
-            if fault == "truncated":
-                return Response('{"id": "x", "object": "chat.completion", "choi', media_type="application/json")
-            if fault == "schema":
-                return JSONResponse({"id": "x", "object": "chat.completion", "result": "no choices here"})
-            text = "I think both are fine." if fault == "no_verdict" else correct_text(messages)
-            return JSONResponse({
-                "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            })
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await self._reply(body, messages)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
 
         return app
+
+    async def _reply(self, body: dict, messages: list[dict]):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        fault = self._next_fault()
+        if fault == "429":
+            return JSONResponse({"error": {"message": "slow down", "type": "rate_limit"}}, status_code=429)
+        if fault == "500":
+            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)
+        if fault == "timeout":
+            await asyncio.sleep(self.timeout_sleep)
+        if fault == "truncated":
+            return Response('{"id": "x", "object": "chat.completion", "choi', media_type="application/json")
+        if fault == "schema":
+            return JSONResponse({"id": "x", "object": "chat.completion", "result": "no choices here"})
+        text = "I think both are fine." if fault == "no_verdict" else correct_text(messages)
+        return JSONResponse({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        })
 
 
 def judge_rows(n: int) -> list[dict]:

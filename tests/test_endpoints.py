@@ -178,3 +178,39 @@ def test_killed_job_restarts_and_completes_every_row_once(tmp_path):
     assert report["cache_hits"] >= cached_at_kill
     assert faults.total - asked_before - report["retries"] == 2 * n - cached_at_kill  # exactly what was not cached is asked again
     assert sum(count - 1 for count in faults.asked.values()) <= 2 + 6  # repeats: the requests in flight at the kill and the retried faults
+
+
+def test_single_grades_and_bounded_concurrency(tmp_path):
+    from alignkit.judges.scorers import JudgeScorer
+
+    faults = FaultServer(delay=0.05)
+    with run_in_background(faults.app) as url:
+        scorer = JudgeScorer(LLMJudge(client_for(url, "judge")), mode="single")
+        assert scorer.score_group({"prompt": "Q?"}, ["GOOD one", "poor one"]) == ([9.0, 2.0], {"grades": [9.0, 2.0]})
+        faults.max_in_flight = 0
+        annotate(annotate_config(tmp_path, url, n=12, max_concurrency=3))
+    check_pairs(tmp_path / "pairs.jsonl", 12)
+    assert faults.max_in_flight == 3  # three at a time: used, never exceeded
+
+
+def test_serving_a_lora_run_directory_serves_the_merged_model(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignkit.models.loading import apply_lora
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ensure_pad_token(tokenizer)
+    lora = apply_lora(base, 4, 8, 0.0, "all-linear")
+    with torch.no_grad():
+        for name, param in lora.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a non-trivial adapter
+    run_dir = tmp_path / "run"
+    lora.save_pretrained(run_dir / "final")
+    tokenizer.save_pretrained(run_dir / "final")
+    merged = lora.merge_and_unload().eval()
+    expected = generate_responses(merged, tokenizer, ["What is 2 + 3?"], max_new_tokens=6, show_progress=False)
+    with serving(str(run_dir), served_model_name="aligned") as url:
+        served = EndpointGenerator(client_for(url, "aligned"), show_progress=False).generate(["What is 2 + 3?"], system_prompt=None, temperature=0.0, max_new_tokens=6)
+    assert served == expected

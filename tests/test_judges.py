@@ -171,3 +171,23 @@ def test_sandbox_scores_code_replies():
     assert extract_code(reply) == "def square(x):\n    return x * x\n"
     scores, detail = VerifierScorer().score_group({"tests": ["assert square(3) == 9", "assert square(2) == 4"]}, [reply, "def square(x): return x + x"])
     assert scores == [1.0, 0.5] and detail["tests"] == ["2/2 ok", "1/2 ok"]
+
+
+def test_reward_model_scorer_reads_the_score_head(tmp_path, tiny_tokenizer):
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from alignkit.data.tokenize import reward_text
+    from alignkit.judges.scorers import RewardModelScorer
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    model = LlamaForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path / "rm")
+    tiny_tokenizer.save_pretrained(tmp_path / "rm")
+    responses = ["2 + 3 = 5.", "Let me think about this at length."]
+    scores, _ = RewardModelScorer(str(tmp_path / "rm")).score_group({"prompt": "What is 2 + 3?"}, responses)
+    with torch.no_grad():
+        expected = [model(**tiny_tokenizer(reward_text(tiny_tokenizer, "What is 2 + 3?", r), return_tensors="pt", add_special_tokens=False)).logits[0, 0].item() for r in responses]
+    assert scores == pytest.approx(expected, abs=1e-5) and scores[0] != scores[1]
