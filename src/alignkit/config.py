@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alignkit.diagnose.symptoms import SymptomThresholds
 from alignkit.errors import ConfigError
 
 EMBEDDED_MODEL = "embedded"
@@ -58,6 +59,9 @@ class TrainConfig(BaseModel):
     save_total_limit: int | None = Field(2, ge=1, description="Keep only the newest N checkpoints (None keeps all).")
     report_to: list[Literal["tensorboard", "wandb", "none"]] = Field(default_factory=lambda: ["tensorboard"], description="Extra loggers besides metrics.jsonl: tensorboard, wandb, or none.")
     disable_tqdm: bool = Field(False, description="Hide the progress bar.")
+    symptom_warnings: bool = Field(True, description="Warn live, once each, about the red flags of preference training (accuracy ~1.0 early, rejected log-probs collapsing, flat margins, chosen reward falling, eval diverging, NaN loss); warnings go to the console and metrics.jsonl.")
+    symptom_thresholds: SymptomThresholds = Field(default_factory=SymptomThresholds, description="Thresholds of the symptom rules, e.g. {early_accuracy: 0.99, rejected_logps_floor: -300} (see alignkit.diagnose.symptoms).")
+    preflight: bool = Field(True, description="Run the doctor's pre-flight checks (data, tokenizer, model, hyper-parameters) before training; a failed check stops the run. False skips them.")
 
     # --- tokenization ---
     max_length: int = Field(1024, ge=8, description="Maximum tokens of prompt + response; the prompt is trimmed from the left first, then the response.")

@@ -30,6 +30,7 @@ def dpo_compute_loss(model, batch: dict, training: bool, reference: Reference | 
     )
     loss = losses.mean()
     metrics = preference_metrics(chosen_rewards, rejected_rewards, logps[:half], logps[half:])
+    metrics["logps/rejected_per_token"] = (logps[half:].detach() / counts[half:].clamp(min=1)).mean()
     if config.rpo_alpha is not None:
         nll = nll_loss(logps[:half], counts[:half])
         loss = loss + config.rpo_alpha * nll

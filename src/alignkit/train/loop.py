@@ -10,6 +10,7 @@ partially filled logging window).
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -18,12 +19,14 @@ from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
 from alignkit.config import TrainConfig
+from alignkit.diagnose.symptoms import SymptomMonitor
 from alignkit.errors import RunDirError
 from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, save_checkpoint
-from alignkit.train.metrics_log import MetricsLogger, progress_bar, progress_postfix
+from alignkit.train.metrics_log import MetricsLogger, progress_bar, progress_postfix, read_metrics
 
 LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -129,12 +132,23 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
         logger.truncate_after(state["global_step"])
         print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
     window = _Window(**state["window"])
+    monitor = SymptomMonitor(total_steps, config.symptom_thresholds) if config.symptom_warnings else None
+    if monitor is not None and config.resume and logger.path.exists():
+        for record in read_metrics(run_dir):  # replay: symptoms already reported stay reported
+            monitor.observe(record["step"], record)
+
+    def record(step: int, metrics: dict[str, float]) -> None:
+        logger.log(step, metrics)
+        for symptom in monitor.observe(step, metrics) if monitor is not None else []:
+            logger.log(step, symptom.record())
+            if accelerator.is_main_process:
+                tqdm.write(f"alignkit: warning: {symptom}", file=sys.stderr)
     global_step, epoch, batches_done = state["global_step"], state["epoch"], state["batches_done"]
 
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
     if config.eval_on_start and task.eval_items and global_step == 0:
-        logger.log(0, evaluate(accelerator, model, task, config.per_device_eval_batch_size))
+        record(0, evaluate(accelerator, model, task, config.per_device_eval_batch_size))
     bar = progress_bar(total_steps, global_step, config.disable_tqdm or not accelerator.is_main_process)
     model.train()
     while global_step < total_steps:
@@ -166,12 +180,12 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                 last_train = _finalize(task, _reduce(accelerator, window.means()))
                 last_train["learning_rate"] = scheduler.get_last_lr()[0]
                 last_train["epoch"] = round(fractional_epoch, 4)
-                logger.log(global_step, last_train)
+                record(global_step, last_train)
                 bar.set_postfix(progress_postfix(last_train))
                 window = _Window()
             if task.eval_items and ((config.eval_steps and global_step % config.eval_steps == 0) or global_step == total_steps):
                 last_eval = evaluate(accelerator, model, task, config.per_device_eval_batch_size)
-                logger.log(global_step, last_eval)
+                record(global_step, last_eval)
             if global_step % config.save_steps == 0 or global_step == total_steps:
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:

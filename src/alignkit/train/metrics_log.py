@@ -47,7 +47,7 @@ class MetricsLogger:
                     self.tensorboard.add_scalar(key, value, step)
             self.tensorboard.flush()
         if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
+            self.wandb.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
 
     def close(self) -> None:
         if self.tensorboard is not None:

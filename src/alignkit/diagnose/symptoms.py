@@ -1,0 +1,133 @@
+"""Live symptom warnings: the red flags of preference training, checked as metrics arrive.
+
+Each rule looks at the logged records so far and fires at most once per run, with advice. The
+monitor is a pure function of the metric records it is shown, so a resumed run replays
+``metrics.jsonl`` into it and reports exactly what an uninterrupted run would have.
+
+Rules (thresholds in :class:`SymptomThresholds`, configurable per run):
+
+- ``early_accuracy``: ``rewards/accuracies`` above 0.98 within the first 10% of steps: the pairs
+  are too easy or the model is memorising them.
+- ``rejected_collapse``: ``logps/rejected`` below -200 nats (or below -6 nats per token on
+  average): DPO is pushing rejected answers into improbability instead of learning a preference.
+- ``flat_margins``: ``rewards/margins`` has not moved after a quarter of the run.
+- ``chosen_falling``: ``rewards/chosen`` fell below 0 and kept falling over several logs: both
+  answers are being made less likely (watch for degenerate text).
+- ``eval_divergence``: the eval margin falls far behind the train margin (overfitting).
+- ``nonfinite_loss``: a loss is NaN or infinite.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SymptomThresholds(BaseModel):
+    """Thresholds of the live symptom rules (``symptom_thresholds`` in a training config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    early_accuracy: float = Field(0.98, gt=0, le=1, description="Warn when train accuracy exceeds this ...")
+    early_fraction: float = Field(0.1, gt=0, le=1, description="... within this fraction of the run's steps.")
+    rejected_logps_floor: float = Field(-200.0, lt=0, description="Warn when logps/rejected (summed over the response) falls below this.")
+    rejected_logps_per_token_floor: float = Field(-6.0, lt=0, description="... or when the mean per-token log-prob of rejected answers falls below this.")
+    flat_margin_delta: float = Field(0.02, ge=0, description="Margins count as flat when they moved less than this since the first log ...")
+    flat_after_fraction: float = Field(0.25, gt=0, le=1, description="... once this fraction of the run has passed.")
+    chosen_falling_logs: int = Field(3, ge=2, description="Warn when rewards/chosen is negative and fell over this many consecutive logs.")
+    divergence_ratio: float = Field(0.5, gt=0, lt=1, description="Warn when the eval margin is below this fraction of the train margin ...")
+    divergence_min_train_margin: float = Field(0.5, ge=0, description="... and the train margin is at least this large.")
+
+
+@dataclass(frozen=True)
+class Symptom:
+    name: str
+    step: int
+    message: str
+    advice: str
+
+    def record(self) -> dict:
+        """The line written to metrics.jsonl."""
+        return {"symptom": self.name, "message": self.message, "advice": self.advice}
+
+    def __str__(self) -> str:
+        return f"step {self.step}: {self.message} {self.advice}"
+
+
+ADVICE = {
+    "early_accuracy": "Pairs this easy teach little and invite overfitting: add harder pairs, raise beta, lower the learning rate, or try --loss_type ipo.",
+    "rejected_collapse": "The model is learning to avoid rejected text rather than to prefer chosen text: raise beta, lower the learning rate, add rpo_alpha, or use --loss_type ipo.",
+    "flat_margins": "Nothing is being learned: raise the learning rate (LoRA needs ~10x full fine-tuning), check that chosen and rejected really differ, and check the data is not truncated away.",
+    "chosen_falling": "Both answers are losing probability: lower the learning rate, add rpo_alpha (an NLL term on chosen), and check samples for degenerate text.",
+    "eval_divergence": "Train margins grow while held-out margins do not: stop earlier, raise beta, add data, or lower the learning rate.",
+    "nonfinite_loss": "Lower the learning rate, keep max_grad_norm > 0, use float32 or bfloat16 rather than float16, and check the data for empty responses.",
+}
+
+
+class SymptomMonitor:
+    """Feed it every logged record with :meth:`observe`; it returns the symptoms that fire now."""
+
+    def __init__(self, total_steps: int, thresholds: SymptomThresholds | None = None):
+        self.total_steps = max(total_steps, 1)
+        self.t = thresholds or SymptomThresholds()
+        self.reported: set[str] = set()
+        self.train: list[tuple[int, dict]] = []
+        self.last_eval_margin: float | None = None
+
+    def observe(self, step: int, metrics: dict) -> list[Symptom]:
+        if "symptom" in metrics:  # a replayed report (resume): never report it again
+            self.reported.add(metrics["symptom"])
+            return []
+        is_eval = any(k.startswith("eval/") for k in metrics)
+        found = self._check_eval(step, metrics) if is_eval else self._check_train(step, metrics)
+        fired = [s for s in found if s.name not in self.reported]
+        self.reported.update(s.name for s in fired)
+        return fired
+
+    def _symptom(self, name: str, step: int, message: str) -> Symptom:
+        return Symptom(name, step, message, ADVICE[name])
+
+    def _check_train(self, step: int, m: dict) -> list[Symptom]:
+        self.train.append((step, m))
+        t, out = self.t, []
+        loss = m.get("loss")
+        if loss is not None and not _finite(loss):
+            out.append(self._symptom("nonfinite_loss", step, f"the training loss is {loss}."))
+        accuracy = m.get("rewards/accuracies")
+        if accuracy is not None and accuracy > t.early_accuracy and step <= t.early_fraction * self.total_steps:
+            out.append(self._symptom("early_accuracy", step, f"rewards/accuracies is {accuracy:.3f} after {step} of {self.total_steps} steps."))
+        rejected, per_token = m.get("logps/rejected"), m.get("logps/rejected_per_token")
+        if rejected is not None and rejected < t.rejected_logps_floor:
+            out.append(self._symptom("rejected_collapse", step, f"logps/rejected fell to {rejected:.1f} (floor {t.rejected_logps_floor:g})."))
+        elif per_token is not None and per_token < t.rejected_logps_per_token_floor:
+            out.append(self._symptom("rejected_collapse", step, f"rejected answers average {per_token:.2f} nats per token (floor {t.rejected_logps_per_token_floor:g})."))
+        margins = [(s, r["rewards/margins"]) for s, r in self.train if "rewards/margins" in r]
+        if len(margins) >= 3 and step >= t.flat_after_fraction * self.total_steps:
+            moved = max(abs(v - margins[0][1]) for _, v in margins)
+            if moved < t.flat_margin_delta:
+                out.append(self._symptom("flat_margins", step, f"rewards/margins moved by {moved:.4f} at most over {len(margins)} logs."))
+        chosen = [r["rewards/chosen"] for _, r in self.train if "rewards/chosen" in r][-(t.chosen_falling_logs + 1):]
+        if len(chosen) == t.chosen_falling_logs + 1 and chosen[-1] < 0 and all(b < a for a, b in zip(chosen, chosen[1:])):
+            out.append(self._symptom("chosen_falling", step, f"rewards/chosen fell over {t.chosen_falling_logs} logs in a row, to {chosen[-1]:.3f}."))
+        return out
+
+    def _check_eval(self, step: int, m: dict) -> list[Symptom]:
+        t, out = self.t, []
+        loss = m.get("eval/loss")
+        if loss is not None and not _finite(loss):
+            out.append(self._symptom("nonfinite_loss", step, f"the eval loss is {loss}."))
+        eval_margin = m.get("eval/rewards/margins")
+        train_margins = [r["rewards/margins"] for s, r in self.train if "rewards/margins" in r and s <= step]
+        if eval_margin is not None and train_margins:
+            train_margin = train_margins[-1]
+            if train_margin >= t.divergence_min_train_margin and eval_margin < t.divergence_ratio * train_margin:
+                out.append(self._symptom("eval_divergence", step, f"eval margin {eval_margin:.3f} vs train margin {train_margin:.3f}."))
+        return out
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
