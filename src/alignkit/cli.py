@@ -29,6 +29,7 @@ COMMANDS: dict[str, Command] = {
     "orpo": Command("alignkit.method_configs:ORPOConfig", "alignkit.train.orpo:train_orpo", "ORPO: one-stage SFT + odds-ratio preference, no reference model."),
     "pairs": Command("alignkit.data_configs:PairsConfig", "alignkit.pairs:build_pairs", "Build preference pairs: good vs bad system prompt, or samples ranked by a verifier, heuristic, reward model or judge."),
     "annotate": Command("alignkit.data_configs:AnnotateConfig", "alignkit.annotate:annotate", "Label (prompt, A, B) rows with a position-swapped LLM judge, or export/import a blind sheet for people."),
+    "doctor": Command("alignkit.config:DPOConfig", "alignkit.diagnose.doctor:doctor_cli", "Pre-flight checks of a training config (--method dpo|kto|orpo|sft|reward): data, template, model, hyper-parameters."),
     "serve": Command("alignkit.data_configs:ServeConfig", "alignkit.serve:serve", "OpenAI-compatible endpoint (/v1/chat/completions) over a local model or run directory."),
 }
 
@@ -63,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = COMMANDS[name]
     config_cls = _load(command.config)
+    if name == "doctor":  # checks the config of a training command: --method picks which (default dpo)
+        method, rest = _pop_option(rest, "--method", "dpo")
+        if method not in TRAINING_COMMANDS:
+            print(f"alignkit doctor: --method must be one of {', '.join(TRAINING_COMMANDS)}, got '{method}'", file=sys.stderr)
+            return 2
+        config_cls = _load(COMMANDS[method].config)
     if "-h" in rest or "--help" in rest:
         from alignkit.config import describe_fields
 
@@ -73,14 +80,27 @@ def main(argv: list[str] | None = None) -> int:
         from alignkit.config import load_config
 
         config = load_config(config_cls, config_path, rest)
-        _load(command.runner)(config)
+        outcome = _load(command.runner)(config)
     except AlignkitError as exc:
         print(f"alignkit {name}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"\nalignkit {name}: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130
-    return 0
+    return outcome if isinstance(outcome, int) else 0
+
+
+TRAINING_COMMANDS = ("dpo", "kto", "orpo", "sft", "reward")
+
+
+def _pop_option(args: list[str], option: str, default: str) -> tuple[str, list[str]]:
+    """Remove ``option value`` (or ``option=value``) from ``args``; (value, the rest)."""
+    for i, token in enumerate(args):
+        if token == option and i + 1 < len(args):
+            return args[i + 1], args[:i] + args[i + 2:]
+        if token.startswith(option + "="):
+            return token.split("=", 1)[1], args[:i] + args[i + 1:]
+    return default, args
 
 
 if __name__ == "__main__":

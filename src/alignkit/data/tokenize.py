@@ -22,6 +22,7 @@ def ensure_pad_token(tokenizer) -> None:
     """Give the tokenizer a pad token if it lacks one. Padding is always masked, so any id is safe."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+        tokenizer.alignkit_pad_added = True  # the doctor reports it
         if tokenizer.pad_token_id is None:
             raise AlignkitError("the tokenizer has no pad, eos or unk token to pad with; set tokenizer.pad_token")
 

@@ -50,3 +50,20 @@ def generate_responses(
     finally:
         model.train(was_training)
     return responses
+
+
+@torch.no_grad()
+def generate_with_stop(model, tokenizer, prompt, max_new_tokens: int = 32) -> tuple[str, bool]:
+    """One greedy reply and whether it ended with the end-of-turn token within ``max_new_tokens``."""
+    ids = torch.tensor([prompt_token_ids(tokenizer, prompt, True)])
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        output = model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device), max_new_tokens=max_new_tokens,
+                                do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    finally:
+        model.train(was_training)
+    new = output[0, ids.shape[1]:].tolist()
+    stopped = tokenizer.eos_token_id in new
+    return tokenizer.decode(new, skip_special_tokens=True).strip(), stopped

@@ -13,7 +13,8 @@ from alignkit.engine.reference import Reference, model_fingerprint, precompute_r
 from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_policy, resolve_model_path
-from alignkit.train.run_dir import prepare_run_dir
+from alignkit.diagnose.doctor import preflight
+from alignkit.train.run_dir import check_run_dir, prepare_run_dir
 
 
 def load_train_eval(config: TrainConfig, load: Callable[[str], list]) -> tuple[list, list]:
@@ -25,27 +26,30 @@ def load_train_eval(config: TrainConfig, load: Callable[[str], list]) -> tuple[l
 
 
 def start_run(config: TrainConfig, run_dir: Path | None = None) -> Path:
-    """Prepare the run directory (refuse / overwrite / resume), write the resolved config, seed."""
+    """Prepare the run directory (refuse / overwrite / resume) and write the resolved config."""
     if run_dir is None:
         run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
     save_config(config, run_dir / "config.yaml")
-    torch.manual_seed(config.seed)
     return run_dir
 
 
 def begin_training(config: TrainConfig, load: Callable[[str], list], train_examples: list | None, eval_examples: list | None,
                    run_dir: Path | None, reward_head: bool = False):
-    """Validated data (loaded from the config unless given; before anything is written), the
-    prepared run directory, and the model + tokenizer to train."""
+    """Validated data (loaded from the config unless given), the model + tokenizer to train, the
+    pre-flight checks (a fail stops here, before anything is written), then the prepared run directory."""
     if train_examples is None:
         train_examples, eval_examples = load_train_eval(config, load)
-    run_dir = start_run(config, run_dir)
+    if run_dir is None:
+        check_run_dir(config.output_dir, config.overwrite, config.resume)
+    torch.manual_seed(config.seed)  # fresh heads and LoRA adapters start the same way every run
     lm, tokenizer = load_policy(config, reward_head)
     if config.padding_free and not supports_padding_free(lm):
         raise AlignkitError(
             f"model '{config.model}' lets packed sequences attend to each other (its attention does not follow restarting "
             "position ids); set padding_free: false"
         )
+    preflight(config, train_examples, eval_examples or [], tokenizer, lm)
+    run_dir = start_run(config, run_dir)
     return train_examples, eval_examples or [], run_dir, lm, tokenizer
 
 

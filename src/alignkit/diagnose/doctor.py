@@ -1,0 +1,116 @@
+"""``alignkit doctor config.yaml``: the pre-flight checklist on the real data, tokenizer and model.
+
+Prints a pass/warn/fail table with the fix for each finding; exit status 1 on any fail. Every
+training command runs the same checks before it writes anything (``preflight: false`` skips
+them): a fail stops the run, warnings are printed and training goes on.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from alignkit.diagnose.checks import DATA_CHECKS, SETUP_CHECKS, Check, Context, check_output_dir, views_of
+from alignkit.errors import AlignkitError, DataValidationError
+
+METHOD_OF_CONFIG = {"DPOConfig": "dpo", "DemoConfig": "dpo", "KTOConfig": "kto", "ORPOConfig": "orpo", "SFTConfig": "sft", "RewardConfig": "reward"}
+STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+
+
+class PreflightError(AlignkitError):
+    exit_code = 2
+
+
+@dataclass
+class DoctorReport:
+    checks: list[Check]
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def warned(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "warn"]
+
+    def as_dict(self) -> list[dict]:
+        return [c.__dict__ for c in self.checks]
+
+
+def method_of(config) -> str:
+    return METHOD_OF_CONFIG.get(type(config).__name__, "dpo")
+
+
+def run_checks(config, train_examples: list, eval_examples: list, tokenizer, model=None, include_output_dir: bool = True) -> DoctorReport:
+    """Every check that applies to this config and method (None: not applicable)."""
+    ctx = Context(config, method_of(config), views_of(train_examples), views_of(eval_examples or []), tokenizer, model)
+    checks = [Check("data", "pass", f"{len(ctx.train)} training and {len(ctx.eval)} eval rows validated (fields present and typed).")]
+    for check in (*DATA_CHECKS, *SETUP_CHECKS):
+        result = check(ctx)
+        if result is not None:
+            checks.append(result)
+    if include_output_dir:
+        checks.append(check_output_dir(ctx))
+    return DoctorReport(checks)
+
+
+def print_report(report: DoctorReport, console: Console | None = None, title: str = "alignkit doctor", only_findings: bool = False) -> None:
+    console = console or Console(stderr=True)
+    shown = [c for c in report.checks if c.status != "pass"] if only_findings else report.checks
+    if shown:
+        table = Table(title=title, show_lines=True, expand=True)
+        table.add_column("check", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("finding", ratio=1)
+        table.add_column("fix", ratio=1)
+        for c in shown:
+            table.add_row(c.name, f"[{STYLE[c.status]}]{c.status}[/]", c.detail, c.fix)
+        console.print(table)
+    passed = len(report.checks) - len(report.failed) - len(report.warned)
+    console.print(f"{title}: {passed} passed, {len(report.warned)} warnings, {len(report.failed)} failed")
+
+
+def doctor(config, method: str | None = None) -> DoctorReport:
+    """Load the data, tokenizer and model of a training config and run every check (the CLI's ``alignkit doctor``)."""
+    from alignkit.models.loading import load_model_and_tokenizer
+    from alignkit.train.common import load_train_eval
+
+    method = method or method_of(config)
+    try:
+        train, evaluation = load_train_eval(config, data_loader(method))
+    except DataValidationError as exc:
+        report = DoctorReport([Check("data", "fail", f"{exc.total} problem(s) in {exc.source} (listed below).", "Fix the rows listed (file:line, field), then run the doctor again.")])
+        print_report(report)
+        print("\n".join(str(exc).splitlines()[1:]), file=sys.stderr)
+        return report
+    model, tokenizer = load_model_and_tokenizer(config.model, config.dtype, reward_head=method == "reward")
+    report = run_checks(config, train, evaluation, tokenizer, model)
+    print_report(report)
+    return report
+
+
+def data_loader(method: str):
+    from alignkit.data.kto import load_kto_data
+    from alignkit.data.preference import load_preference_data
+    from alignkit.data.sft import load_sft_data
+
+    return {"kto": load_kto_data, "sft": load_sft_data}.get(method, load_preference_data)
+
+
+def doctor_cli(config) -> int:
+    """``alignkit doctor``: exit status 1 when any check fails."""
+    return 1 if doctor(config).failed else 0
+
+
+def preflight(config, train_examples: list, eval_examples: list, tokenizer, model) -> DoctorReport | None:
+    """The checks a training command runs before writing anything; raises on a fail."""
+    if not config.preflight or config.resume:
+        return None
+    report = run_checks(config, train_examples, eval_examples, tokenizer, model, include_output_dir=False)
+    print_report(report, title="pre-flight checks", only_findings=True)
+    if report.failed:
+        raise PreflightError(f"pre-flight check failed: {'; '.join(f'{c.name}: {c.detail}' for c in report.failed)} "
+                             "Nothing was trained or written. Fix it, or pass --preflight false to train anyway.")
+    return report
