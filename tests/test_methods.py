@@ -188,3 +188,27 @@ def test_a_lora_sft_output_is_a_valid_starting_model(tiny_model_dir, pairs_file,
     out = tmp_path / "dpo"
     train_dpo(load_config(DPOConfig, None, args_for(str(sft / "final"), pairs_file, out, "--max_steps", "1")))
     assert train_losses(out)[0] == pytest.approx(0.6931472, abs=1e-5)  # the reference is the SFT model itself
+
+
+def test_an_adapter_trained_on_an_adapter_keeps_both(tiny_model_dir, pairs_file, tmp_path):
+    """SFT adapter -> DPO adapter: the DPO adapter names the SFT folder as its base, so loading it
+    merges both (loading it onto the bare base model would silently drop the SFT weights)."""
+    import json as _json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.models.loading import load_model_and_tokenizer
+
+    sft_data = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": f"What is {a} + 1?", "completion": f"{a + 1}."} for a in range(8)])
+    lora = ["--use_peft", "--lora_r", "4", "--learning_rate", "1e-2", "--max_steps", "2"]
+    train_sft(load_config(SFTConfig, None, args_for(tiny_model_dir, sft_data, tmp_path / "sft", *lora)))
+    train_dpo(load_config(DPOConfig, None, args_for(str(tmp_path / "sft" / "final"), pairs_file, tmp_path / "dpo", *lora)))
+    recorded = _json.loads((tmp_path / "dpo" / "final" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert recorded == str((tmp_path / "sft" / "final").resolve())
+    manual = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(tmp_path / "sft" / "final")).merge_and_unload()
+    manual = PeftModel.from_pretrained(manual, str(tmp_path / "dpo" / "final")).merge_and_unload()
+    loaded, _ = load_model_and_tokenizer(str(tmp_path / "dpo"))
+    ids = torch.tensor([[5, 9, 14, 3, 27]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, manual(ids).logits, atol=1e-5)

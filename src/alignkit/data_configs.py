@@ -70,7 +70,21 @@ class EndpointJobConfig(BaseModel):
         return self
 
 
-class PairsConfig(EndpointJobConfig):
+class ScorerFields(BaseModel):
+    """Settings of the scorers (verifier, heuristic, reward model, judge), shared by `pairs` and `eval`."""
+
+    answer_match: Literal["auto", "exact", "normalized", "contains", "final_number"] = Field("auto", description="verifier: how a response must match `answer` (auto: final number for numeric answers, else normalised text).")
+    code_timeout: float = Field(5.0, gt=0, description="verifier with `tests`: seconds the code may run.")
+    code_memory_mb: int = Field(512, ge=32, description="verifier with `tests`: address-space limit of the code's process.")
+    heuristic: Literal["length", "regex", "python"] = Field("length", description="heuristic scorer: shorter wins, a regex match wins, or your function.")
+    heuristic_pattern: str | None = Field(None, description="heuristic regex: responses matching it score 1, others 0.")
+    heuristic_function: str | None = Field(None, description="heuristic python: path/to/file.py:fn or module:fn, called fn(row, response) -> float.")
+    reward_model: str | None = Field(None, description="reward_model scorer: an `alignkit reward` output folder or run directory.")
+    judge_mode: Literal["pairwise", "single"] = Field("pairwise", description="judge scorer: position-swapped pairwise round-robin, or a 1-10 grade per answer.")
+    length_penalty: float = Field(0.0, ge=0.0, description="Subtract this x words from every score, so concise answers win ties.")
+
+
+class PairsConfig(ScorerFields, EndpointJobConfig):
     """`alignkit pairs`: build prompt/chosen/rejected pairs from prompts, with provenance per row."""
 
     prompts: str = Field(..., description="Prompt rows (.jsonl/.json/.parquet): `prompt` (text or messages), optional `answer` (null: cannot be known), `tests` (Python asserts) and `reference` (a known-good answer).")
@@ -99,15 +113,6 @@ class PairsConfig(EndpointJobConfig):
     min_score_gap: float = Field(1e-9, ge=0.0, description="Candidates closer than this in score count as tied.")
 
     scorer: Literal["none", "verifier", "heuristic", "reward_model", "judge"] | None = Field(None, description="Ranks candidates (sample_rank; default verifier) or filters contrast pairs whose rejected answer scores as high (system_prompt; default none).")
-    answer_match: Literal["auto", "exact", "normalized", "contains", "final_number"] = Field("auto", description="verifier: how a response must match `answer` (auto: final number for numeric answers, else normalised text).")
-    code_timeout: float = Field(5.0, gt=0, description="verifier with `tests`: seconds the code may run.")
-    code_memory_mb: int = Field(512, ge=32, description="verifier with `tests`: address-space limit of the code's process.")
-    heuristic: Literal["length", "regex", "python"] = Field("length", description="heuristic scorer: shorter wins, a regex match wins, or your function.")
-    heuristic_pattern: str | None = Field(None, description="heuristic regex: responses matching it score 1, others 0.")
-    heuristic_function: str | None = Field(None, description="heuristic python: path/to/file.py:fn or module:fn, called fn(row, response) -> float.")
-    reward_model: str | None = Field(None, description="reward_model scorer: an `alignkit reward` output folder or run directory.")
-    judge_mode: Literal["pairwise", "single"] = Field("pairwise", description="judge scorer: position-swapped pairwise round-robin, or a 1-10 grade per answer.")
-    length_penalty: float = Field(0.0, ge=0.0, description="Subtract this x words from every score, so concise answers win ties.")
     max_prompts: int | None = Field(None, ge=1, description="Use only the first N prompts.")
 
     @model_validator(mode="after")

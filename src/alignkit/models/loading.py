@@ -106,10 +106,18 @@ def _merged_adapter(auto, folder: Path, dtype, options: dict):
         raise AlignkitError(f"{folder}/adapter_config.json names no base_model_name_or_path")
     if options.get("quantization_config") is not None:
         raise AlignkitError(f"{folder} is a LoRA adapter; merge it into a full model before loading it in 4-bit")
-    model = auto.from_pretrained(resolve_model_path(base), dtype=dtype, **options)
+    base_path = Path(resolve_model_path(base))
+    if (base_path / "adapter_config.json").is_file():  # an adapter trained on another run's adapter: merge the chain
+        model = _merged_adapter(auto, base_path, dtype, options)
+    else:
+        model = auto.from_pretrained(str(base_path) if base_path.exists() else base, dtype=dtype, **options)
     peft_config = PeftConfig.from_pretrained(str(folder))
     peft_config.task_type = None  # load the adapter's weights whatever head this model has (e.g. a reward head on an SFT adapter)
-    return PeftModel.from_pretrained(model, str(folder), config=peft_config).merge_and_unload().requires_grad_(True)
+    merged = PeftModel.from_pretrained(model, str(folder), config=peft_config).merge_and_unload().requires_grad_(True)
+    # An adapter trained on top of this model must name this folder as its base, not the bare base
+    # model: otherwise loading it later would silently drop this adapter's weights.
+    merged.config.name_or_path = merged.name_or_path = str(folder.resolve())
+    return merged
 
 
 def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str, task_type: str = "CAUSAL_LM"):
