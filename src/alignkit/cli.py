@@ -30,6 +30,9 @@ COMMANDS: dict[str, Command] = {
     "pairs": Command("alignkit.data_configs:PairsConfig", "alignkit.pairs:build_pairs", "Build preference pairs: good vs bad system prompt, or samples ranked by a verifier, heuristic, reward model or judge."),
     "annotate": Command("alignkit.data_configs:AnnotateConfig", "alignkit.annotate:annotate", "Label (prompt, A, B) rows with a position-swapped LLM judge, or export/import a blind sheet for people."),
     "doctor": Command("alignkit.config:DPOConfig", "alignkit.diagnose.doctor:doctor_cli", "Pre-flight checks of a training config (--method dpo|kto|orpo|sft|reward): data, template, model, hyper-parameters."),
+    "eval": Command("alignkit.eval_configs:EvalConfig", "alignkit.evaluate.run:evaluate_model", "Win-rate vs the reference (judge, position-swapped, 95% CI), held-out reward accuracy, capability probes, inspection sheet."),
+    "sweep": Command("alignkit.eval_configs:SweepConfig", "alignkit.evaluate.sweep:run_sweep", "One DPO run per --beta value (reference log-probs reused), each evaluated; recommends a beta."),
+    "report": Command("alignkit.eval_configs:ReportConfig", "alignkit.report.build:build_report", "Self-contained HTML report + markdown summary of run / eval / sweep directories."),
     "serve": Command("alignkit.data_configs:ServeConfig", "alignkit.serve:serve", "OpenAI-compatible endpoint (/v1/chat/completions) over a local model or run directory."),
 }
 
@@ -75,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"usage: alignkit {name} [config.yaml] [--key value ...]\n\n{command.summary}\n\nkeys:\n{describe_fields(config_cls)}")
         return 0
+    if name == "report":  # alignkit report RUN_DIR [RUN_DIR ...] [--key value]
+        runs = []
+        while rest and not rest[0].startswith("--"):
+            runs.append(rest.pop(0))
+        rest = (["--runs", ",".join(runs)] if runs else []) + rest
     config_path = rest.pop(0) if rest and not rest[0].startswith("--") else None
     try:
         from alignkit.config import load_config

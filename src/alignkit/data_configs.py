@@ -23,14 +23,12 @@ BAD_SYSTEM_PROMPT = (
 )
 
 
-class EndpointJobConfig(BaseModel):
+class JudgeFields(BaseModel):
     """Fields shared by jobs that may call a judge endpoint."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    output: str = Field(..., description="Where to write the result (JSONL); an existing file is never replaced unless overwrite is true.")
-    overwrite: bool = Field(False, description="Replace an existing output file.")
-    cache: str | None = Field(None, description="Reply cache (JSONL) so an interrupted job resumes without re-asking (default: <output>.cache.jsonl).")
+    cache: str | None = Field(None, description="Reply cache (JSONL) so an interrupted job resumes without re-asking (default: next to the output).")
     seed: int = Field(0, description="Seed for sampling and for randomised orders.")
     disable_tqdm: bool = Field(False, description="Hide progress bars.")
 
@@ -61,13 +59,23 @@ class EndpointJobConfig(BaseModel):
                                 backoff_base=self.backoff_base, backoff_max=self.backoff_max)
 
     def cache_path(self) -> str:
-        return self.cache or f"{self.output}.cache.jsonl"
+        raise NotImplementedError
 
     @model_validator(mode="after")
-    def _check_judge(self) -> "EndpointJobConfig":
+    def _check_judge(self) -> "JudgeFields":
         if self.judge_base_url and not self.judge_model:
             raise ValueError("judge_model is required with judge_base_url (the model name the endpoint serves)")
         return self
+
+
+class EndpointJobConfig(JudgeFields):
+    """A job that writes one output file and may call endpoints."""
+
+    output: str = Field(..., description="Where to write the result (JSONL); an existing file is never replaced unless overwrite is true.")
+    overwrite: bool = Field(False, description="Replace an existing output file.")
+
+    def cache_path(self) -> str:
+        return self.cache or f"{self.output}.cache.jsonl"
 
 
 class ScorerFields(BaseModel):

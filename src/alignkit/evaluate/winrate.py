@@ -58,11 +58,11 @@ def judge_outcomes(rows: list[dict], model_answers: list[str], reference_answers
                    show_progress: bool = True) -> list[dict]:
     """One record per prompt: both answers, the outcome for the model, and what the judge said.
 
-    ``judge``: an :class:`~alignkit.judges.llm_judge.LLMJudge` (pairwise, position-swapped);
-    otherwise ``scorer`` (``score_group(row, responses)``) scores both answers.
+    ``judge``: an :class:`~alignkit.judges.llm_judge.LLMJudge` (pairwise, position-swapped; asked
+    ``max_concurrency`` at a time); otherwise ``scorer`` (``score_group(row, responses)``) scores both answers.
     """
-    records = []
-    for row, mine, theirs in tqdm(list(zip(rows, model_answers, reference_answers)), desc="judging", disable=not show_progress, unit="prompt"):
+    def one(item) -> dict:
+        row, mine, theirs = item
         record = {"prompt": row["prompt"], "model": mine, "reference": theirs}
         if mine.strip() == theirs.strip():
             record.update(outcome="tie", why="identical answers")
@@ -72,5 +72,9 @@ def judge_outcomes(rows: list[dict], model_answers: list[str], reference_answers
         else:
             scores, detail = scorer.score_group(row, [mine, theirs])
             record.update(outcome=outcome_from_scores(scores[0], scores[1]), scores=scores, **({"detail": detail} if detail else {}))
-        records.append(record)
-    return records
+        return record
+
+    items = list(zip(rows, model_answers, reference_answers))
+    if judge is not None:
+        return judge.client.map(items, one, desc="judging", show_progress=show_progress)
+    return [one(item) for item in tqdm(items, desc="judging", disable=not show_progress, unit="prompt")]
