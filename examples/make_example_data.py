@@ -82,6 +82,9 @@ def write_prompt_sets() -> None:
 
     train, _ = demo_tasks(96, 4, seed=7)
     write("prompts_arithmetic.jsonl", [{"prompt": t.prompt, "answer": t.answer, "reference": t.reference} for t in train])
+    seen = {t.prompt for t in train}
+    _, held = demo_tasks(4, 48, seed=8)  # for `alignkit eval`: questions never used for pairs
+    write("prompts_heldout.jsonl", [{"prompt": t.prompt, "answer": t.answer} for t in held if t.prompt not in seen][:40])
     write("prompts_code.jsonl", [{"prompt": p, "tests": tests} for p, tests in CODE_TASKS])
 
 

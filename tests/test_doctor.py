@@ -209,3 +209,17 @@ def test_training_runs_the_checks_first_and_a_fail_writes_nothing(tmp_path, tiny
     assert "pre-flight checks" in capsys.readouterr().err
     train_dpo(load_config(DPOConfig, None, args + ["--preflight", "false"]))
     assert (out / "final").is_dir()
+
+
+def test_a_lora_reward_model_gets_no_generation_probe(tmp_path, tok):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from alignkit.method_configs import RewardConfig
+    from alignkit.models.loading import apply_lora
+
+    classifier = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                            num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0))
+    wrapped = apply_lora(classifier, 4, 8, 0.0, "all-linear", "SEQ_CLS")
+    assert hasattr(wrapped, "generate")  # PEFT adds it, though a classifier cannot generate
+    report = by_name(run_checks(RewardConfig(train_data="d.jsonl", output_dir=str(tmp_path / "r"), use_peft=True, learning_rate=1e-4), pairs(5), [], tok, model=wrapped))
+    assert "starting model" not in report and "no reference" in report["reference model"].detail

@@ -160,3 +160,32 @@ def test_eval_cli_without_a_judge_skips_win_rate(lora_run, capsys):
     saved = json.loads((out / "eval_results.json").read_text())
     assert saved["win_rate"] is None and saved["reward_accuracy"]["pairs"] == 18  # pairs found through the run's config
     assert "win-rate skipped" in capsys.readouterr().err
+
+
+def test_reward_accuracy_from_a_reward_model(lora_run, tiny_tokenizer, tmp_path):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from alignkit.data.preference import load_preference_data
+    from alignkit.data.tokenize import reward_text
+    from alignkit.eval_configs import EvalConfig
+    from alignkit.evaluate.run import evaluate_model
+
+    torch.manual_seed(1)
+    rm = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                    num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0)).eval()
+    rm.save_pretrained(tmp_path / "rm")
+    tiny_tokenizer.save_pretrained(tmp_path / "rm")
+    result = evaluate_model(EvalConfig(model=str(lora_run / "run"), reward_model=str(tmp_path / "rm"), output_dir=str(tmp_path / "ev"), probes=[], disable_tqdm=True))
+    pairs = load_preference_data(str(lora_run / "held.jsonl"))
+
+    def score(prompt, response):
+        ids = tiny_tokenizer(reward_text(tiny_tokenizer, prompt, response), return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            return rm(**ids).logits[0, 0].item()
+
+    correct = [score(p.prompt, p.chosen) > score(p.prompt, p.rejected) for p in pairs]
+    found = result.results["reward_accuracy"]
+    assert found["kind"].startswith("reward_model:") and found["pairs"] == 18
+    assert found["accuracy"] == pytest.approx(sum(correct) / len(correct))
+    # win-rate: no prompts with answers and no LLM judge, so the reward model judges the answers
+    assert result.results["win_rate"]["judge"].startswith("reward_model:")

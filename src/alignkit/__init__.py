@@ -53,6 +53,17 @@ _EXPORTS = {
     "ChatClient": "alignkit.judges.client",
     "EndpointSettings": "alignkit.judges.client",
     "run_tests": "alignkit.judges.sandbox",
+    "doctor": "alignkit.diagnose.doctor",
+    "run_checks": "alignkit.diagnose.doctor",
+    "SymptomMonitor": "alignkit.diagnose.symptoms",
+    "SymptomThresholds": "alignkit.diagnose.symptoms",
+    "EvalConfig": "alignkit.eval_configs",
+    "SweepConfig": "alignkit.eval_configs",
+    "ReportConfig": "alignkit.eval_configs",
+    "evaluate_model": "alignkit.evaluate.run",
+    "win_rate": "alignkit.evaluate.winrate",
+    "run_sweep": "alignkit.evaluate.sweep",
+    "build_report": "alignkit.report.build",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -166,9 +166,11 @@ def looks_like_assistant(reply: str, stopped: bool) -> tuple[bool, str]:
 
 
 def check_starting_model(ctx: Context) -> Check | None:
-    if ctx.model is None or not hasattr(ctx.model, "generate"):
-        return None
     from alignkit.engine.generation import generate_with_stop
+    from alignkit.engine.logprobs import unwrapped
+
+    if ctx.model is None or ctx.method == "reward" or not getattr(unwrapped(ctx.model), "can_generate", lambda: False)():
+        return None  # a reward model (sequence classifier, possibly PEFT-wrapped) answers no probe
 
     reply, stopped = generate_with_stop(ctx.model, ctx.tokenizer, PROBE_PROMPT, max_new_tokens=32)
     ok, why = looks_like_assistant(reply, stopped)

@@ -83,8 +83,7 @@ def evaluate_model(config: EvalConfig, models: EvalModels | None = None, referen
     config = config.model_copy(update={"output_dir": str(out)})
     console = Console(stderr=True)
     from_run = run_config(config.model)
-    pairs_source = config.pairs or from_run.get("eval_data")
-    pairs = _load_pairs(pairs_source, config.max_prompts)
+    pairs = _load_pairs(config, from_run)
     rows = load_eval_prompts(config, pairs)
     if not rows and not pairs:
         raise AlignkitError("nothing to evaluate: give --prompts (held-out prompts) and/or --pairs (held-out pairs)")
@@ -119,13 +118,19 @@ def evaluate_model(config: EvalConfig, models: EvalModels | None = None, referen
     return EvalResult(out, results, records)
 
 
-def _load_pairs(source: str | None, limit: int | None) -> list:
-    if not source:
-        return []
+def _load_pairs(config: EvalConfig, from_run: dict) -> list:
+    """Held-out pairs: ``pairs``, else the run's eval_data, else the run's eval_split of its train_data
+    (the same split training held out)."""
     from alignkit.data.preference import load_preference_data
+    from alignkit.data.records import split_train_eval
 
-    pairs = load_preference_data(source)
-    return pairs[:limit] if limit else pairs
+    if config.pairs or from_run.get("eval_data"):
+        pairs = load_preference_data(config.pairs or from_run["eval_data"])
+    elif from_run.get("train_data") and from_run.get("eval_split", 0) > 0 and "beta" in from_run:
+        pairs = split_train_eval(load_preference_data(from_run["train_data"]), from_run["eval_split"], from_run.get("seed", 42))[1]
+    else:
+        return []
+    return pairs[: config.max_prompts] if config.max_prompts else pairs
 
 
 def _answerer(config: EvalConfig, models: EvalModels, rows: list[dict], show: bool):
@@ -153,13 +158,13 @@ def _reward_accuracy(config: EvalConfig, models: EvalModels, pairs: list, from_r
     max_length = config.max_length or from_run.get("max_length", 1024)
     max_prompt_length = config.max_prompt_length or from_run.get("max_prompt_length", 512)
     if config.reward_model:
-        from alignkit.method_configs import ScoreConfig
-        from alignkit.score import score_pairs
+        from alignkit.judges.scorers import RewardModelScorer
 
-        scored = score_pairs(ScoreConfig(model=config.reward_model, data=config.pairs or from_run["eval_data"], max_length=max_length,
-                                         max_prompt_length=min(max_prompt_length, max_length - 1)))
-        return {"kind": f"reward_model:{config.reward_model}", "accuracy": scored["accuracy"], "margin": scored["margin"], "pairs": scored["pairs"],
-                "flag": band_flag(scored["accuracy"])}
+        rm = RewardModelScorer(config.reward_model, config.dtype)
+        scores = [rm.score_group({"prompt": p.prompt}, [p.chosen, p.rejected])[0] for p in pairs]
+        accuracy = sum(c > r for c, r in scores) / len(scores)
+        return {"kind": f"reward_model:{config.reward_model}", "accuracy": accuracy, "margin": sum(c - r for c, r in scores) / len(scores),
+                "pairs": len(scores), "flag": band_flag(accuracy)}
     beta = config.beta or from_run.get("beta") or 0.1
     policy = pair_logps(models.policy, models.tokenizer, pairs, max_length, max_prompt_length, config.batch_size)
     with models.reference() as reference:

@@ -1,0 +1,106 @@
+"""Report figures (matplotlib, headless): training curves with symptom markers, win-rate with its
+interval, capability probes before/after. Each returns PNG bytes."""
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SKIP = {"step", "epoch"}
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def metric_series(records: list[dict]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``{metric: {"train": [(step, value)], "eval": [(step, value)]}}`` for every numeric metric."""
+    series: dict[str, dict[str, list]] = {}
+    for record in records:
+        if "symptom" in record:
+            continue
+        for key, value in record.items():
+            if key in SKIP or isinstance(value, bool):
+                continue
+            number = _number(value)
+            if number is None:
+                continue
+            split, name = ("eval", key[5:]) if key.startswith("eval/") else ("train", key)
+            series.setdefault(name, {"train": [], "eval": []})[split].append((record["step"], number))
+    return series
+
+
+def _number(value) -> float | None:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value.lower() in ("nan", "inf", "-inf"):
+        return float(value)
+    return None
+
+
+def training_curves(records: list[dict], symptoms: list[dict], title: str = "") -> bytes | None:
+    series = metric_series(records)
+    if not series:
+        return None
+    names = sorted(series, key=lambda n: (n != "loss", n))
+    cols = 3
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for split, style in (("train", "-"), ("eval", "o--")):
+            points = series[name][split]
+            if points:
+                ax.plot([s for s, _ in points], [v for _, v in points], style, label=split, markersize=4)
+        for symptom in symptoms:
+            ax.axvline(symptom["step"], color="tab:red", lw=0.8, ls=":")
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+        if series[name]["eval"] and series[name]["train"]:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title + ("   (dotted red: symptom warnings)" if symptoms else ""), fontsize=10)
+    return _png(fig)
+
+
+def compare_runs(runs: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "rewards/margins", "rewards/accuracies")) -> bytes | None:
+    present = [m for m in metrics if any(m in r for records in runs.values() for r in records)]
+    if len(runs) < 2 or not present:
+        return None
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3), squeeze=False)
+    for ax, metric in zip(axes.flat, present):
+        for name, records in runs.items():
+            points = [(r["step"], _number(r[metric])) for r in records if metric in r and _number(r[metric]) is not None]
+            ax.plot([s for s, _ in points], [v for _, v in points], label=name)
+        ax.set_title(metric, fontsize=9)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def win_rate_bar(win: dict) -> bytes:
+    fig, ax = plt.subplots(figsize=(4.5, 2.2))
+    ax.barh([0], [win["win_rate"]], xerr=[[win["win_rate"] - win["ci_low"]], [win["ci_high"] - win["win_rate"]]], capsize=6, color="tab:blue")
+    ax.axvline(0.5, color="grey", ls="--", lw=0.8)
+    ax.set(xlim=(0, 1), yticks=[], xlabel="win-rate vs reference (95% CI)")
+    return _png(fig)
+
+
+def probe_bars(probes: list[dict]) -> bytes | None:
+    if not probes:
+        return None
+    fig, axes = plt.subplots(1, len(probes), figsize=(2.6 * len(probes), 2.6), squeeze=False)
+    for ax, probe in zip(axes.flat, probes):
+        color = "tab:red" if probe["regressed"] else "tab:green"
+        ax.bar(["before", "after"], [probe["before"], probe["after"]], color=["tab:gray", color])
+        ax.set_title(f"{probe['probe']} ({probe['metric']})", fontsize=9)
+        ax.tick_params(labelsize=8)
+    return _png(fig)
