@@ -57,7 +57,7 @@ class TrainConfig(BaseModel):
     eval_on_start: bool = Field(False, description="Also evaluate once before the first step (logged at step 0): the 'before' of every metric.")
     save_steps: int = Field(500, ge=1, description="Write a checkpoint every N optimizer steps (and at the end).")
     save_total_limit: int | None = Field(2, ge=1, description="Keep only the newest N checkpoints (None keeps all).")
-    report_to: list[Literal["tensorboard", "wandb", "none"]] = Field(default_factory=lambda: ["tensorboard"], description="Extra loggers besides metrics.jsonl: tensorboard, wandb, or none.")
+    report_to: list[Literal["tensorboard", "wandb", "none"]] = Field(default_factory=lambda: ["tensorboard"], description="Loggers besides metrics.jsonl: TensorBoard is always on; add wandb for Weights & Biases; none turns TensorBoard off too.")
     disable_tqdm: bool = Field(False, description="Hide the progress bar.")
     symptom_warnings: bool = Field(True, description="Warn live, once each, about the red flags of preference training (accuracy ~1.0 early, rejected log-probs collapsing, flat margins, chosen reward falling, eval diverging, NaN loss); warnings go to the console and metrics.jsonl.")
     symptom_thresholds: SymptomThresholds = Field(default_factory=SymptomThresholds, description="Thresholds of the symptom rules, e.g. {early_accuracy: 0.99, rejected_logps_floor: -300} (see alignkit.diagnose.symptoms).")

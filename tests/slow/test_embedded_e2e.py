@@ -58,15 +58,50 @@ def test_dpo_full_finetune_on_a_users_jsonl(tmp_path):
     assert model.config.vocab_size == 49152 and tokenizer.chat_template
 
 
-def test_full_demo_beats_the_reference(tmp_path):
-    """The real demo, default settings: the aligned model must be measurably better on held-out prompts."""
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def full_demo(tmp_path_factory) -> Path:
+    """The real demo, default settings (about 4 minutes); later tests evaluate its run directory."""
+    out = tmp_path_factory.mktemp("full") / "demo"
     proc = run_cli("demo", "--output_dir", str(out), "--disable_tqdm", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((out / "demo_results.json").read_text())
+    return out
+
+
+def test_full_demo_beats_the_reference(full_demo):
+    """The aligned model must be measurably better on held-out prompts."""
+    results = json.loads((full_demo / "demo_results.json").read_text())
     before, after = results["before"], results["after"]
     assert after["accuracy"] > before["accuracy"]
     assert after["not_sure_rate"] >= before["not_sure_rate"] + 0.3
     assert after["mean_words"] < 0.6 * before["mean_words"]
     assert after["false_not_sure_rate"] <= 0.25
     assert results["eval_metrics"]["eval/rewards/accuracies"] >= 0.8
+
+
+def test_eval_and_report_on_the_demo_run(full_demo):
+    """alignkit eval on the demo's run directory agrees with the demo's own before/after, then a report."""
+    proc = run_cli("eval", "--model", str(full_demo), "--prompts", str(full_demo / "demo_answers.jsonl"), "--max_new_tokens", "48",
+                   "--probe_size", "12", "--disable_tqdm")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((full_demo / "eval" / "eval_results.json").read_text())
+    win = results["win_rate"]
+    assert win["n"] == 48 and win["judge"] == "verifier" and results["shares_weights"]
+    assert win["wins"] > 2 * win["losses"] and win["ci_low"] > 0.5  # the demo's gains, seen by an independent command
+    accuracy = results["reward_accuracy"]  # on the demo's held-out pairs (the run's eval_data)
+    assert accuracy["pairs"] >= 40 and accuracy["accuracy"] >= 0.8 and accuracy["margin"] > 0
+    probes = {p["probe"]: p for p in results["probes"]}
+    assert set(probes) == {"perplexity", "arithmetic", "facts"} and probes["facts"]["n"] == 12
+    assert probes["perplexity"]["after"] < 2 * probes["perplexity"]["before"]  # general text is still modelled
+    assert len((full_demo / "eval" / "winrate.jsonl").read_text().splitlines()) == 48
+    proc = run_cli("report", str(full_demo))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (full_demo / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3 and "Win-rate vs reference" in page and "rewards/margins" in page
+
+
+def test_doctor_passes_the_shipped_lora_config(tmp_path):
+    proc = run_cli("doctor", "examples/dpo_lora.yaml", "--output_dir", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "0 failed" in proc.stderr
+    starting = next(line for line in proc.stderr.splitlines() if "starting model" in line)
+    assert "pass" in starting  # SmolLM2-135M-Instruct answers the probe like an assistant

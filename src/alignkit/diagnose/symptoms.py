@@ -62,6 +62,8 @@ ADVICE = {
     "chosen_falling": "Both answers are losing probability: lower the learning rate, add rpo_alpha (an NLL term on chosen), and check samples for degenerate text.",
     "eval_divergence": "Train margins grow while held-out margins do not: stop earlier, raise beta, add data, or lower the learning rate.",
     "nonfinite_loss": "Lower the learning rate, keep max_grad_norm > 0, use float32 or bfloat16 rather than float16, and check the data for empty responses.",
+    "reward_hacking_kl": "The reward may be gamed rather than earned: read samples.jsonl, raise kl_coef (or use adaptive_kl), lower the learning rate, or fix the reward.",
+    "length_runaway": "Responses are running long: add a length term to the rewards, set missing_eos_penalty, or raise kl_coef.",
 }
 
 
@@ -131,3 +133,34 @@ def _finite(value) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+class RewardHackingGuard:
+    """RL's red flags: the reward rises while the KL to the reference climbs past a threshold, or
+    response length runs away (grows past ``length_factor`` x its first value, or most responses newly
+    hit the token limit). Each fires once; the first logged record is the baseline."""
+
+    def __init__(self, kl_threshold: float, length_factor: float):
+        self.kl_threshold, self.length_factor = kl_threshold, length_factor
+        self.first: dict | None = None
+        self.reported: set[str] = set()
+
+    def observe(self, step: int, m: dict) -> list[Symptom]:
+        if "symptom" in m:
+            self.reported.add(m["symptom"])
+            return []
+        if "reward/score" not in m:
+            return []
+        if self.first is None:
+            self.first = m
+            return []
+        out = []
+        if m["reward/score"] > self.first["reward/score"] and m["objective/kl"] > self.kl_threshold:
+            out.append(Symptom("reward_hacking_kl", step, f"reward rose {self.first['reward/score']:.3f} -> {m['reward/score']:.3f} while KL reached {m['objective/kl']:.2f} nats (threshold {self.kl_threshold:g}).", ADVICE["reward_hacking_kl"]))
+        grown = m["response_length"] > self.length_factor * max(self.first["response_length"], 1.0)
+        if grown or m["truncated_fraction"] > max(0.5, self.first["truncated_fraction"] + 0.2):
+            why = f"mean length {self.first['response_length']:.1f} -> {m['response_length']:.1f} tokens" if grown else f"{m['truncated_fraction']:.0%} of responses hit max_new_tokens"
+            out.append(Symptom("length_runaway", step, f"responses are running away: {why}.", ADVICE["length_runaway"]))
+        fired = [s for s in out if s.name not in self.reported]
+        self.reported.update(s.name for s in fired)
+        return fired

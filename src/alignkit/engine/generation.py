@@ -67,3 +67,34 @@ def generate_with_stop(model, tokenizer, prompt, max_new_tokens: int = 32) -> tu
     new = output[0, ids.shape[1]:].tolist()
     stopped = tokenizer.eos_token_id in new
     return tokenizer.decode(new, skip_special_tokens=True).strip(), stopped
+
+
+@torch.no_grad()
+def sample_token_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+                     batch_size: int = 16) -> list[list[int]]:
+    """Sampled response token ids for each prompt (greedy when ``temperature`` is 0), cut after the
+    first EOS (kept, so the model learns to stop) and free of padding. Uses the global torch RNG."""
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    responses: list[list[int]] = [[] for _ in prompt_ids]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+    eos = tokenizer.eos_token_id
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(prompt_ids[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros_like(input_ids)
+            for row, i in enumerate(idx):
+                input_ids[row, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
+                attention_mask[row, width - len(prompt_ids[i]):] = 1
+            output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=max_new_tokens,
+                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, **sampling)
+            for row, i in enumerate(idx):
+                new = output[row, width:].tolist()
+                responses[i] = new[: new.index(eos) + 1] if eos in new else new
+    finally:
+        model.train(was_training)
+    return responses

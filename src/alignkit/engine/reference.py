@@ -36,7 +36,8 @@ class Reference:
             self.frozen = LogProbModel(lm, policy.chunk_size)
 
     @contextmanager
-    def _model(self):
+    def model(self):
+        """The reference as a LogProbModel (context manager): the frozen copy, or the policy with adapters off."""
         if self.frozen is not None:
             yield self.frozen
             return
@@ -55,7 +56,7 @@ class Reference:
             return batch["ref_logps"]
         if self.released:
             raise RuntimeError("reference log-probs were precomputed, but this batch carries none")
-        with self._model() as model:
+        with self.model() as model:
             return model(batch).logps
 
     def release(self) -> None:

@@ -122,7 +122,8 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
-    logger = MetricsLogger(run_dir, [r for r in config.report_to if r != "none"], enabled=accelerator.is_main_process, config=config.model_dump(mode="json"))
+    sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})  # TensorBoard always, unless report_to: none
+    logger = MetricsLogger(run_dir, sinks, enabled=accelerator.is_main_process, config=config.model_dump(mode="json"))
     state = {"global_step": 0, "epoch": 0, "batches_done": 0, "window": _Window().state()}
     if config.resume:
         checkpoint = latest_good_checkpoint(run_dir)

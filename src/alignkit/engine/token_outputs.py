@@ -1,0 +1,60 @@
+"""Per-token outputs for RL: log-probs of each response token, and optionally a value head's
+estimate and the policy's entropy at each of those positions, from one forward pass.
+
+The same batches and the same chunked log-prob kernel as ``engine.logprobs`` (no ``[B, T, V]``
+logits tensor); results come back right-padded as ``[N, T]`` with a boolean ``mask``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alignkit.engine.logprobs import _chunk_logits, causal_lm_parts, last_hidden_states, token_logps
+
+
+@dataclass
+class TokenOutputs:
+    logps: torch.Tensor  # [N, T] log-prob of each response token (0 off the mask)
+    mask: torch.Tensor  # [N, T] bool
+    values: torch.Tensor | None = None  # [N, T] value estimate before each token
+    entropy: torch.Tensor | None = None  # [N, T] policy entropy at each position (no grad)
+
+
+def _per_sequence(flat: torch.Tensor, owner: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat per-token values (each sequence's tokens contiguous and in order, sequences in any
+    order) -> right-padded ``[n, T]`` and its mask."""
+    order = torch.argsort(owner, stable=True)
+    counts = torch.bincount(owner, minlength=n)
+    width = int(counts.max()) if n else 0
+    column = torch.arange(len(owner), device=owner.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    padded = flat.new_zeros((n, width))
+    padded[owner[order], column] = flat[order]
+    mask = torch.zeros((n, width), dtype=torch.bool, device=owner.device)
+    mask[owner[order], column] = True
+    return padded, mask
+
+
+def token_outputs(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int = 1024, value_head: nn.Module | None = None,
+                  with_entropy: bool = False) -> TokenOutputs:
+    backbone, head, softcap = causal_lm_parts(model)
+    hidden = last_hidden_states(backbone, batch)
+    seq_index = batch["seq_index"].reshape(-1)
+    scored = (seq_index >= 0).nonzero().squeeze(1)
+    selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, scored)
+    owner = seq_index.index_select(0, scored)
+    n = batch["sequence_lengths"].shape[0]
+    per_token = token_logps(selected, head.weight, batch["target_ids"].reshape(-1).index_select(0, scored), chunk_size, softcap)
+    logps, mask = _per_sequence(per_token, owner, n)
+    values = _per_sequence(value_head(selected.float()).squeeze(-1), owner, n)[0] if value_head is not None else None
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            parts = []
+            for start in range(0, selected.shape[0], chunk_size):
+                logits, _ = _chunk_logits(selected[start:start + chunk_size], head.weight, softcap)
+                logprobs = logits.log_softmax(-1)
+                parts.append(-(logprobs.exp() * logprobs).sum(-1))
+            entropy = _per_sequence(torch.cat(parts) if parts else selected.new_zeros(0), owner, n)[0]
+    return TokenOutputs(logps, mask, values, entropy)

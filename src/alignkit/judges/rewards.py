@@ -1,0 +1,46 @@
+"""Rewards for RL: a weighted sum of terms built on the scorers that rank synthetic pairs
+(verifier, heuristic length/regex/python, reward model, LLM judge grades)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from alignkit.judges import scorers
+
+
+class CombinedReward:
+    """``__call__(rows, responses) -> (scores [N], components {name: [N]})``."""
+
+    def __init__(self, specs: list, cache_dir: Path | None = None):
+        self.terms = [(self._name(spec, i), spec.weight, self._scorer(spec, cache_dir)) for i, spec in enumerate(specs)]
+
+    @staticmethod
+    def _name(spec, index: int) -> str:
+        return spec.kind if spec.kind not in ("regex", "python") else f"{spec.kind}{index}"
+
+    @staticmethod
+    def _scorer(spec, cache_dir: Path | None):
+        if spec.kind == "verifier":
+            return scorers.VerifierScorer(spec.answer_match)
+        if spec.kind == "length":
+            return scorers.HeuristicScorer("length")
+        if spec.kind == "regex":
+            return scorers.HeuristicScorer("regex", pattern=spec.pattern)
+        if spec.kind == "python":
+            return scorers.HeuristicScorer("python", function=spec.function)
+        if spec.kind == "reward_model":
+            return scorers.RewardModelScorer(spec.model)
+        from alignkit.judges.client import ChatClient, EndpointSettings
+        from alignkit.judges.llm_judge import LLMJudge
+        from alignkit.judges.reply_cache import ReplyCache
+
+        client = ChatClient(EndpointSettings(base_url=spec.base_url, model=spec.model, api_key_env=spec.api_key_env),
+                            ReplyCache(cache_dir / "judge_cache.jsonl" if cache_dir else None))
+        return scorers.JudgeScorer(LLMJudge(client), mode="single")
+
+    def __call__(self, rows: list[dict], responses: list[str]) -> tuple[list[float], dict[str, list[float]]]:
+        components = {name: [] for name, _, _ in self.terms}
+        for row, response in zip(rows, responses):
+            for name, _, scorer in self.terms:
+                components[name].append(float(scorer.score_group(row, [response])[0][0]))
+        scores = [sum(weight * components[name][i] for name, weight, _ in self.terms) for i in range(len(responses))]
+        return scores, components

@@ -1,0 +1,48 @@
+"""Setup the RL commands share: prompts (validated up front), the policy without dropout, the
+reference (adapters off under LoRA, else a frozen copy), the reward terms, and the final save."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from alignkit.data.records import split_train_eval
+from alignkit.engine.logprobs import LogProbModel
+from alignkit.engine.reference import Reference
+from alignkit.judges.rewards import CombinedReward
+from alignkit.models.loading import load_policy, save_final_model
+from alignkit.train.common import start_run
+from alignkit.train.loop import TrainingResult
+from alignkit.train.rl_loop import PolicyWithValue, RLMethod, disable_dropout, run_rl
+from alignkit.train.run_dir import check_run_dir
+
+
+def load_prompts(config) -> tuple[list[dict], list[dict]]:
+    from alignkit.pairs import load_prompt_rows
+
+    needs_answer = any(spec.kind == "verifier" for spec in config.rewards)
+    rows = load_prompt_rows(config.train_data, needs_answer=needs_answer)
+    if config.eval_data:
+        return rows, load_prompt_rows(config.eval_data, needs_answer=needs_answer)
+    return split_train_eval(rows, config.eval_split, config.seed)
+
+
+def train_rl(config, method: RLMethod) -> TrainingResult:
+    train_rows, eval_rows = load_prompts(config)
+    check_run_dir(config.output_dir, config.overwrite, config.resume)
+    torch.manual_seed(config.seed)
+    lm, tokenizer = load_policy(config)
+    disable_dropout(lm)
+    run_dir = start_run(config)
+    policy = PolicyWithValue(lm, method.uses_value_head)
+    reference = Reference(LogProbModel(lm, config.logprob_chunk_size), use_adapter=config.use_peft)
+    reward_fn = CombinedReward(config.rewards, run_dir)
+
+    def save_final(path: Path) -> None:
+        save_final_model(lm, tokenizer, path)
+        if policy.value_head is not None:  # kept beside the policy, so PPO can be continued or inspected
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in policy.value_head.state_dict().items()}, str(path / "value_head.safetensors"))
+
+    return run_rl(config, method, train_rows, eval_rows, run_dir, policy, tokenizer, reference, reward_fn, save_final)

@@ -1,0 +1,248 @@
+"""The one RL loop, shared by PPO, GRPO and RLOO.
+
+Each step: take ``per_device_train_batch_size`` prompts (seeded order), sample
+``num_generations`` completions of each from the policy, score them with the reward terms, compute
+the old policy's and the reference's per-token log-probs (and values, for PPO) in one pass each,
+let the method turn that into advantages, then run ``num_ppo_epochs`` passes of minibatch updates.
+Held-out prompts are answered greedily and scored every ``eval_steps`` (and at the start with
+``eval_on_start``, and at the end). Logging, checkpoints, symptom reports and exact resume work as
+in the supervised loop: every step re-seeds sampling and minibatch order from (seed, step).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from alignkit.data.collate import build_batch
+from alignkit.data.tokenize import prompt_token_ids
+from alignkit.diagnose.symptoms import RewardHackingGuard
+from alignkit.engine.generation import generate_responses, sample_token_ids
+from alignkit.engine.token_outputs import TokenOutputs, token_outputs
+from alignkit.errors import RunDirError
+from alignkit.losses.rl import kl_estimate, masked_mean
+from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, save_checkpoint
+from alignkit.train.loop import TrainingResult, epoch_order
+from alignkit.train.metrics_log import MetricsLogger, progress_bar, read_metrics
+
+
+@dataclass
+class Rollouts:
+    rows: list[dict]
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+    texts: list[str]
+    scores: torch.Tensor  # [N]
+    components: dict[str, list[float]]
+
+
+class RLMethod:
+    """What a method supplies: advantages from a rollout batch, and the loss on a minibatch."""
+
+    name = "rl"
+    uses_value_head = False
+
+    def prepare(self, config, rollouts: Rollouts, old: TokenOutputs, ref_logps: torch.Tensor, kl_coef: float) -> tuple[dict, dict]:
+        raise NotImplementedError
+
+    def loss(self, config, out: TokenOutputs, prepared: dict) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def start(self, config, kl_coef: float | None = None) -> None:
+        """The KL coefficient to use now (a resumed run passes the checkpoint's)."""
+        self.kl_coef = config.kl_coef if kl_coef is None else kl_coef
+
+    def after_step(self, mean_kl: float, n_sequences: int) -> None:
+        """E.g. an adaptive KL controller's update of ``self.kl_coef``."""
+
+
+class PolicyWithValue(torch.nn.Module):
+    """The trained parts in one module (what the optimizer and checkpoints see): the policy LM
+    (LoRA-wrapped or not) and, for PPO, a value head on its last hidden states."""
+
+    def __init__(self, lm: torch.nn.Module, with_value_head: bool):
+        super().__init__()
+        self.lm = lm
+        self.value_head = None
+        if with_value_head:
+            hidden = lm.config.hidden_size
+            self.value_head = torch.nn.Linear(hidden, 1)
+            torch.nn.init.normal_(self.value_head.weight, std=1 / math.sqrt(hidden + 1))
+            torch.nn.init.zeros_(self.value_head.bias)
+
+
+def _subset(prepared: dict, index: torch.Tensor, width: int) -> dict:
+    out = {}
+    for key, value in prepared.items():
+        picked = value.index_select(0, index)
+        out[key] = picked[:, :width] if picked.dim() == 2 else picked
+    return out
+
+
+def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, policy: PolicyWithValue, tokenizer,
+           reference, reward_fn: Callable, save_final: Callable[[Path], None]) -> TrainingResult:
+    accelerator = Accelerator()
+    lm = policy.lm
+    updates_per_step = config.num_ppo_epochs * math.ceil(config.per_device_train_batch_size * config.num_generations / config.mini_batch_size)
+    total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * len(train_rows) / config.per_device_train_batch_size))
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total_steps * updates_per_step),
+                              num_training_steps=total_steps * updates_per_step)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    policy = accelerator.unwrap_model(policy)
+    device = accelerator.device
+    sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})
+    logger = MetricsLogger(run_dir, sinks, enabled=accelerator.is_main_process, config=config.model_dump(mode="json"))
+    guard = RewardHackingGuard(config.hacking_kl_threshold, config.length_runaway_factor)
+    state = {"global_step": 0, "kl_coef": None}
+    if config.resume:
+        checkpoint = latest_good_checkpoint(run_dir)
+        if checkpoint is None:
+            raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
+        state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
+        logger.truncate_after(state["global_step"])
+        _truncate_samples(run_dir, state["global_step"])
+        for record in read_metrics(run_dir):
+            guard.observe(record["step"], record)
+        print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
+    method.start(config, state["kl_coef"])
+
+    def record(step: int, metrics: dict) -> None:
+        logger.log(step, metrics)
+        for symptom in guard.observe(step, metrics):
+            logger.log(step, symptom.record())
+            tqdm.write(f"alignkit: warning: {symptom}", file=sys.stderr)
+
+    def prompts_for(rows: list[dict]) -> list[list[int]]:
+        return [prompt_token_ids(tokenizer, r["prompt"], config.apply_chat_template)[-config.max_prompt_length:] for r in rows]
+
+    def evaluate(step: int) -> dict:
+        rows = eval_rows[: config.eval_max_prompts]
+        texts = generate_responses(lm, tokenizer, [r["prompt"] for r in rows], config.max_new_tokens, config.mini_batch_size, show_progress=False)
+        scores, components = reward_fn(rows, texts)
+        metrics = {"eval/reward/score": sum(scores) / len(scores), **{f"eval/reward/{k}": sum(v) / len(v) for k, v in components.items()},
+                   "eval/response_words": sum(len(t.split()) for t in texts) / len(texts)}
+        record(step, metrics)
+        return metrics
+
+    last_train, last_eval = {}, {}
+    if config.eval_on_start and eval_rows and state["global_step"] == 0:
+        last_eval = evaluate(0)
+    bar = progress_bar(total_steps, state["global_step"], config.disable_tqdm or not accelerator.is_main_process, desc=method.name)
+    step = state["global_step"]
+    while step < total_steps:
+        torch.manual_seed(config.seed * 1_000_003 + step)  # sampling, dropout and minibatch order: a function of (seed, step)
+        per_epoch = max(1, len(train_rows) // config.per_device_train_batch_size)
+        epoch, position = divmod(step, per_epoch)
+        order = epoch_order(len(train_rows), config.seed, epoch)
+        rows = [train_rows[i] for i in order[position * config.per_device_train_batch_size:(position + 1) * config.per_device_train_batch_size]]
+        rollouts = sample_rollouts(config, lm, tokenizer, rows, prompts_for(rows), reward_fn)
+        batch = _batch(rollouts, tokenizer, config, device)
+        with torch.no_grad():  # dropout is off in RL (as in TRL), so these match the first update's forward exactly
+            old = token_outputs(lm, batch, config.logprob_chunk_size, policy.value_head, with_entropy=True)
+            with reference.model() as ref_model:
+                ref_logps = token_outputs(ref_model.lm, batch, config.logprob_chunk_size).logps
+        kl_coef = method.kl_coef
+        prepared, stats = method.prepare(config, rollouts, old, ref_logps, kl_coef)
+        update_stats = _optimise(config, method, policy, optimizer, scheduler, accelerator, params, rollouts, tokenizer, device, prepared, step)
+        seq_kl = (kl_estimate(old.logps, ref_logps, "k1") * old.mask).sum(1)
+        method.after_step(seq_kl.mean().item(), len(rollouts.texts))
+        step += 1
+        bar.update(1)
+        lengths = old.mask.sum(1).float()
+        metrics = {
+            "reward/score": rollouts.scores.mean().item(), "reward/score_std": rollouts.scores.std().item() if len(rollouts.scores) > 1 else 0.0,
+            **{f"reward/{k}": sum(v) / len(v) for k, v in rollouts.components.items()},
+            "objective/kl": seq_kl.mean().item(), "objective/entropy": masked_mean(old.entropy, old.mask).item(), "objective/kl_coef": kl_coef,
+            "response_length": lengths.mean().item(),
+            "truncated_fraction": sum(tokenizer.eos_token_id not in r for r in rollouts.response_ids) / len(rollouts.response_ids),
+            **stats, **update_stats, "learning_rate": scheduler.get_last_lr()[0], "epoch": round(step / per_epoch, 4),
+        }
+        if step % config.logging_steps == 0 or step == total_steps:
+            last_train = metrics
+            record(step, metrics)
+            bar.set_postfix({"reward": f"{metrics['reward/score']:.3f}", "kl": f"{metrics['objective/kl']:.2f}"})
+        if step % config.sample_every == 0 or step == 1:
+            _write_samples(run_dir, step, rollouts, config.samples_per_log)
+        if eval_rows and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps):
+            last_eval = evaluate(step)
+        if step % config.save_steps == 0 or step == total_steps:
+            save_checkpoint(run_dir, step, policy, optimizer, scheduler, {"global_step": step, "kl_coef": method.kl_coef}, config.save_total_limit)
+    bar.close()
+    logger.close()
+    save_final(run_dir / "final")
+    return TrainingResult(run_dir, lm, step, last_train, last_eval)
+
+
+def sample_rollouts(config, lm, tokenizer, rows: list[dict], prompt_ids: list[list[int]], reward_fn) -> Rollouts:
+    k = config.num_generations
+    rows_k = [r for r in rows for _ in range(k)]  # each prompt's completions are contiguous (a group)
+    prompts_k = [p for p in prompt_ids for _ in range(k)]
+    responses = sample_token_ids(lm, tokenizer, prompts_k, config.max_new_tokens, config.temperature, config.top_p, config.mini_batch_size * 2)
+    texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
+    scores, components = reward_fn(rows_k, texts)
+    scores = torch.tensor(scores, dtype=torch.float32)
+    if config.missing_eos_penalty is not None:
+        scores -= config.missing_eos_penalty * torch.tensor([float(tokenizer.eos_token_id not in r) for r in responses])
+    return Rollouts(rows_k, prompts_k, responses, texts, scores, components)
+
+
+def _batch(rollouts: Rollouts, tokenizer, config, device, index: list[int] | None = None) -> dict:
+    index = range(len(rollouts.response_ids)) if index is None else index
+    sequences = [rollouts.prompt_ids[i] + rollouts.response_ids[i] for i in index]
+    starts = [len(rollouts.prompt_ids[i]) for i in index]
+    batch = build_batch(sequences, starts, tokenizer.pad_token_id, config.padding_free, config.padding_side)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _optimise(config, method, policy, optimizer, scheduler, accelerator, params, rollouts, tokenizer, device, prepared, step) -> dict:
+    n = len(rollouts.response_ids)
+    sums: dict[str, float] = {}
+    count = 0
+    generator = torch.Generator().manual_seed(config.seed * 7919 + step)
+    for _ in range(config.num_ppo_epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.mini_batch_size):
+            index = order[start:start + config.mini_batch_size]
+            batch = _batch(rollouts, tokenizer, config, device, index.tolist())
+            out = token_outputs(policy.lm, batch, config.logprob_chunk_size, policy.value_head)
+            loss, stats = method.loss(config, out, _subset(prepared, index.to(device), out.logps.shape[1]))
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0 else torch.tensor(0.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            for key, value in {"loss/total": loss.detach(), "grad_norm": grad_norm, **stats}.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            count += 1
+    return {key: value / max(count, 1) for key, value in sums.items()}
+
+
+def _write_samples(run_dir: Path, step: int, rollouts: Rollouts, count: int) -> None:
+    with (run_dir / "samples.jsonl").open("a", encoding="utf-8") as handle:
+        for i in range(min(count, len(rollouts.texts))):
+            handle.write(json.dumps({"step": step, "prompt": rollouts.rows[i]["prompt"], "response": rollouts.texts[i],
+                                     "score": round(float(rollouts.scores[i]), 4)}, ensure_ascii=False) + "\n")
+
+
+def _truncate_samples(run_dir: Path, step: int) -> None:
+    path = run_dir / "samples.jsonl"
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """RL trains without dropout (TRL does the same), so old and new log-probs agree before an update."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0

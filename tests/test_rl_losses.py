@@ -1,0 +1,87 @@
+"""RL losses against numbers worked out by hand."""
+import math
+
+import pytest
+import torch
+
+from alignkit.losses.rl import (AdaptiveKLController, clipped_policy_loss, clipped_value_loss, gae, grpo_advantages, grpo_loss, kl_estimate,
+                                rloo_advantages, token_rewards, whiten)
+
+T = torch.tensor
+
+
+def test_gae_full_length():
+    # gamma 1, lam 0.5: deltas 0.1, 0.1, 0.3 -> A2 = 0.3, A1 = 0.1 + 0.5*0.3 = 0.25, A0 = 0.1 + 0.5*0.25 = 0.225
+    adv, ret = gae(T([[0.0, 0.0, 1.0]]), T([[0.5, 0.6, 0.7]]), T([[True, True, True]]), gamma=1.0, lam=0.5)
+    assert adv.tolist()[0] == pytest.approx([0.225, 0.25, 0.3])
+    assert ret.tolist()[0] == pytest.approx([0.725, 0.85, 1.0])
+
+
+def test_gae_ignores_padding_after_the_last_token():
+    # gamma 0.9, lam 1; the padded value 9 must not leak: A1 = 2 - 1 = 1, A0 = 0.9*1 - 1 + 0.9*1 = 0.8
+    adv, ret = gae(T([[0.0, 2.0, 0.0]]), T([[1.0, 1.0, 9.0]]), T([[True, True, False]]), gamma=0.9, lam=1.0)
+    assert adv.tolist()[0] == pytest.approx([0.8, 1.0, 0.0])
+    assert ret.tolist()[0] == pytest.approx([1.8, 2.0, 0.0])
+
+
+def test_whiten_uses_the_unbiased_variance_over_the_mask():
+    x, mask = T([[1.0, 2.0, 3.0, 4.0, 100.0]]), T([[True, True, True, True, False]])
+    std = math.sqrt(5 / 3)  # unbiased variance of 1..4 is 5/3
+    assert whiten(x, mask).tolist()[0] == pytest.approx([-1.5 / std, -0.5 / std, 0.5 / std, 1.5 / std, 0.0], abs=1e-6)
+    assert whiten(x, mask, shift_mean=False).tolist()[0][:4] == pytest.approx([-1.5 / std + 2.5, -0.5 / std + 2.5, 0.5 / std + 2.5, 1.5 / std + 2.5], abs=1e-6)
+
+
+def test_kl_estimators():
+    logps, ref = T([-1.0, -3.0]), T([-2.0, -2.0])
+    assert kl_estimate(logps, ref, "k1").tolist() == pytest.approx([1.0, -1.0])
+    # k3 = e^{-r} - 1 + r with r = log p - log q: r = 1 -> e^-1; r = -1 -> e - 2
+    assert kl_estimate(logps, ref, "k3").tolist() == pytest.approx([math.exp(-1), math.e - 2])
+    with pytest.raises(ValueError):
+        kl_estimate(logps, ref, "k2")
+
+
+def test_token_rewards_put_the_score_on_the_last_real_token():
+    rewards = token_rewards(T([1.0]), T([[0.1, 0.2, 0.3]]), T([[True, True, False]]), kl_coef=0.5)
+    assert rewards.tolist()[0] == pytest.approx([-0.05, 0.9, 0.0])
+
+
+def test_clipped_policy_loss_both_signs():
+    old = T([[math.log(0.5)]])  # ratio = 2
+    loss, clipfrac, approx_kl = clipped_policy_loss(T([[0.0]]), old, T([[1.0]]), T([[True]]), 0.2)
+    assert loss.item() == pytest.approx(-1.2) and clipfrac.item() == 1.0 and approx_kl.item() == pytest.approx(0.5 * math.log(2) ** 2)
+    loss, clipfrac, _ = clipped_policy_loss(T([[0.0]]), old, T([[-1.0]]), T([[True]]), 0.2)
+    assert loss.item() == pytest.approx(2.0) and clipfrac.item() == 0.0  # a worse action is penalised unclipped
+
+
+def test_clipped_value_loss():
+    loss, clipfrac = clipped_value_loss(T([[1.0]]), T([[0.0]]), T([[0.5]]), T([[True]]), 0.2)
+    assert loss.item() == pytest.approx(0.125) and clipfrac.item() == 0.0  # max(0.25, 0.09) / 2
+    loss, clipfrac = clipped_value_loss(T([[1.0]]), T([[0.0]]), T([[2.0]]), T([[True]]), 0.2)
+    assert loss.item() == pytest.approx(0.5 * 1.8 ** 2) and clipfrac.item() == 1.0  # the clipped value (0.2) is further from 2
+
+
+def test_group_advantages():
+    scores = T([1.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0])
+    # group 0: mean 0.25, unbiased std 0.5; group 1: all equal -> 0
+    assert grpo_advantages(scores, 4).tolist() == pytest.approx([0.75 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, 0, 0, 0, 0], abs=1e-6)
+    assert grpo_advantages(scores, 4, scale=False).tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25, 0, 0, 0, 0])
+    assert rloo_advantages(scores, 4).tolist() == pytest.approx([1.0, -1 / 3, -1 / 3, -1 / 3, 0, 0, 0, 0])
+    with pytest.raises(ValueError):
+        rloo_advantages(scores, 1)
+
+
+def test_grpo_loss_with_kl_term():
+    logps = T([[-1.0, -1.0]])
+    loss, clipfrac, kl = grpo_loss(logps, logps, T([[-2.0, -2.0]]), T([2.0]), T([[True, True]]), 0.2, beta=0.1)
+    assert loss.item() == pytest.approx(-2.0 + 0.1 * math.exp(-1)) and clipfrac.item() == 0.0 and kl.item() == pytest.approx(math.exp(-1))
+    # sequence mean first: a long and a short sequence count equally
+    loss, _, _ = grpo_loss(T([[0.0, 0.0], [0.0, 0.0]]), T([[0.0, 0.0], [0.0, 0.0]]), T([[0.0, 0.0], [0.0, 0.0]]), T([1.0, -3.0]),
+                           T([[True, True], [True, False]]), 0.2, beta=0.0)
+    assert loss.item() == pytest.approx((-1.0 + 3.0) / 2)
+
+
+def test_adaptive_kl_controller():
+    controller = AdaptiveKLController(0.2, target=6.0, horizon=10000)
+    assert controller.update(12.0, 100) == pytest.approx(0.2 * (1 + 0.2 * 100 / 10000))  # error clipped to +0.2
+    assert controller.update(3.0, 100) == pytest.approx(0.2 * 1.002 * (1 - 0.2 * 100 / 10000))  # 3/6 - 1 = -0.5 -> -0.2
+    assert controller.update(6.6, 1000) == pytest.approx(0.2 * 1.002 * 0.998 * (1 + 0.1 * 0.1))
