@@ -86,8 +86,8 @@ def test_reward_hacking_guard():
     assert [s.name for s in guard.observe(5, guard_record(0.7, 1.0, 41))] == ["length_runaway"]
     other = RewardHackingGuard(10.0, 2.0)
     other.observe(1, guard_record(0.0, 0.0, 20, truncated=0.4))
-    assert other.observe(2, guard_record(-0.1, 12.0, 20, truncated=0.5)) == []  # KL high but reward did not rise; truncation not new
-    assert [s.name for s in other.observe(3, guard_record(0.0, 0.0, 20, truncated=0.7))] == ["length_runaway"]
+    assert other.observe(2, guard_record(-0.1, 12.0, 20, truncated=0.8)) == []  # KL high but reward did not rise; truncation noisy, not runaway
+    assert [s.name for s in other.observe(3, guard_record(0.0, 0.0, 20, truncated=0.9))] == ["length_runaway"]
 
 
 @pytest.fixture
@@ -167,3 +167,14 @@ def test_ppo_resume_reaches_exactly_the_uninterrupted_run(tiny_model_dir, prompt
     a = load_file(str(tmp_path / "straight" / "checkpoint-4" / "trainable.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "checkpoint-4" / "trainable.safetensors"))
     assert a.keys() == b.keys() and any("value_head" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_token_outputs_at_the_sampling_temperature():
+    torch.manual_seed(0)
+    model = build_model(64).eval()
+    batch = build_packed_batch(SEQUENCES, STARTS, 0)
+    out = token_outputs(model, batch, temperature=0.5)
+    with torch.no_grad():
+        ids, start = SEQUENCES[0], STARTS[0]
+        logprobs = (model(torch.tensor([ids])).logits[0].float() / 0.5).log_softmax(-1)
+        assert out.logps[0, : len(ids) - start].tolist() == pytest.approx([logprobs[p - 1, ids[p]].item() for p in range(start, len(ids))], abs=1e-5)

@@ -61,7 +61,7 @@ class RLConfig(TrainConfig):
     sample_every: int = Field(5, ge=1, description="Write sample rollouts to samples.jsonl every N steps.")
     samples_per_log: int = Field(4, ge=1, description="Rollouts written each time.")
     hacking_kl_threshold: float = Field(10.0, gt=0.0, description="Reward-hacking guard: warn when the reward rises while the mean KL (nats per response) exceeds this.")
-    length_runaway_factor: float = Field(2.0, gt=1.0, description="... or when responses grow past this many times their first length, or most hit max_new_tokens.")
+    length_runaway_factor: float = Field(2.0, gt=1.0, description="... or when responses grow past this many times their first length (or nearly all newly hit max_new_tokens).")
     eval_split: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of the prompts held out for evaluation when eval_data is unset.")
     max_prompt_length: int = Field(256, ge=1, description="Maximum prompt tokens (trimmed from the left).")
     max_length: int = Field(1024, ge=8, description="Unused by RL beyond validation: responses are bounded by max_new_tokens.")

@@ -20,28 +20,6 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_demo_short_form(tmp_path):
-    out = tmp_path / "demo"
-    proc = run_cli("demo", "--output_dir", str(out), "--num_train_prompts", "12", "--num_eval_prompts", "8", "--max_steps", "3",
-                   "--max_new_tokens", "24", "--per_device_train_batch_size", "4", "--show_samples", "2", "--logging_steps", "1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for text in ("before (reference)", "after (aligned)", "Held-out set (8 prompts never trained on)", "Final DPO metrics", str(out / "final")):
-        assert text in proc.stdout, text
-    assert "training:" in proc.stderr  # the progress bar
-    assert (out / "final" / "adapter_config.json").is_file() and (out / "config.yaml").is_file()
-    records = metrics(out)
-    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
-    assert TRL_KEYS <= set(records[0]) and any("eval/loss" in r for r in records)
-    results = json.loads((out / "demo_results.json").read_text())
-    for key in ("accuracy", "not_sure_rate", "false_not_sure_rate"):
-        assert 0.0 <= results["before"][key] <= 1.0 and 0.0 <= results["after"][key] <= 1.0
-    rows = [json.loads(l) for l in (out / "data" / "train.jsonl").read_text().splitlines()]
-    assert rows and all(r["chosen"] != r["rejected"] and "provenance" in r for r in rows)
-    # refuses to clobber the finished run
-    again = run_cli("demo", "--output_dir", str(out), "--max_steps", "1")
-    assert again.returncode == 2 and "already exists" in again.stderr
-
-
 def test_dpo_full_finetune_on_a_users_jsonl(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -59,16 +37,34 @@ def test_dpo_full_finetune_on_a_users_jsonl(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def full_demo(tmp_path_factory) -> Path:
+def full_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The real demo, default settings (about 4 minutes); later tests evaluate its run directory."""
     out = tmp_path_factory.mktemp("full") / "demo"
-    proc = run_cli("demo", "--output_dir", str(out), "--disable_tqdm", timeout=1200)
+    proc = run_cli("demo", "--output_dir", str(out), timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return out, proc
+
+
+def test_full_demo_output_and_run_directory(full_demo):
+    out, proc = full_demo
+    for text in ("before (reference)", "after (aligned)", "Held-out set (48 prompts never trained on)", "Final DPO metrics", str(out / "final")):
+        assert text in proc.stdout, text
+    assert "training:" in proc.stderr  # the progress bar
+    assert (out / "final" / "adapter_config.json").is_file() and (out / "config.yaml").is_file()
+    records = metrics(out)
+    train = [r for r in records if "loss" in r]
+    steps = [r["step"] for r in train]  # logging_steps 2, plus the last step
+    assert steps[0] == 2 and steps == sorted(set(steps)) and all(step % 2 == 0 for step in steps[:-1])
+    assert TRL_KEYS <= set(train[0]) and any("eval/loss" in r for r in records)
+    rows = [json.loads(line) for line in (out / "data" / "train.jsonl").read_text().splitlines()]
+    assert rows and all(r["chosen"] != r["rejected"] and "provenance" in r for r in rows)
+    again = run_cli("demo", "--output_dir", str(out), "--max_steps", "1")  # refuses to clobber the finished run
+    assert again.returncode == 2 and "already exists" in again.stderr
 
 
 def test_full_demo_beats_the_reference(full_demo):
     """The aligned model must be measurably better on held-out prompts."""
+    full_demo = full_demo[0]
     results = json.loads((full_demo / "demo_results.json").read_text())
     before, after = results["before"], results["after"]
     assert after["accuracy"] > before["accuracy"]
@@ -80,6 +76,7 @@ def test_full_demo_beats_the_reference(full_demo):
 
 def test_eval_and_report_on_the_demo_run(full_demo):
     """alignkit eval on the demo's run directory agrees with the demo's own before/after, then a report."""
+    full_demo = full_demo[0]
     proc = run_cli("eval", "--model", str(full_demo), "--prompts", str(full_demo / "demo_answers.jsonl"), "--max_new_tokens", "48",
                    "--probe_size", "12", "--disable_tqdm")
     assert proc.returncode == 0, proc.stderr[-3000:]

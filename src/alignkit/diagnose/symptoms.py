@@ -137,8 +137,8 @@ def _finite(value) -> bool:
 
 class RewardHackingGuard:
     """RL's red flags: the reward rises while the KL to the reference climbs past a threshold, or
-    response length runs away (grows past ``length_factor`` x its first value, or most responses newly
-    hit the token limit). Each fires once; the first logged record is the baseline."""
+    response length runs away (grows past ``length_factor`` x its first value, or nearly all responses
+    hit the token limit where at first most did not). Each fires once; the first logged record is the baseline."""
 
     def __init__(self, kl_threshold: float, length_factor: float):
         self.kl_threshold, self.length_factor = kl_threshold, length_factor
@@ -158,7 +158,7 @@ class RewardHackingGuard:
         if m["reward/score"] > self.first["reward/score"] and m["objective/kl"] > self.kl_threshold:
             out.append(Symptom("reward_hacking_kl", step, f"reward rose {self.first['reward/score']:.3f} -> {m['reward/score']:.3f} while KL reached {m['objective/kl']:.2f} nats (threshold {self.kl_threshold:g}).", ADVICE["reward_hacking_kl"]))
         grown = m["response_length"] > self.length_factor * max(self.first["response_length"], 1.0)
-        if grown or m["truncated_fraction"] > max(0.5, self.first["truncated_fraction"] + 0.2):
+        if grown or (m["truncated_fraction"] >= 0.9 and self.first["truncated_fraction"] < 0.5):
             why = f"mean length {self.first['response_length']:.1f} -> {m['response_length']:.1f} tokens" if grown else f"{m['truncated_fraction']:.0%} of responses hit max_new_tokens"
             out.append(Symptom("length_runaway", step, f"responses are running away: {why}.", ADVICE["length_runaway"]))
         fired = [s for s in out if s.name not in self.reported]

@@ -37,17 +37,23 @@ def _per_sequence(flat: torch.Tensor, owner: torch.Tensor, n: int) -> tuple[torc
 
 
 def token_outputs(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int = 1024, value_head: nn.Module | None = None,
-                  with_entropy: bool = False) -> TokenOutputs:
+                  with_entropy: bool = False, temperature: float = 1.0) -> TokenOutputs:
+    """``temperature``: log-probs (and entropy) of ``logits / temperature``, the distribution rollouts
+    were sampled from, so KL estimates and importance ratios refer to it (as TRL does)."""
     backbone, head, softcap = causal_lm_parts(model)
+    if softcap and temperature != 1.0:
+        raise NotImplementedError("sampling temperature with logit soft-capping is not supported; use temperature 1.0")
     hidden = last_hidden_states(backbone, batch)
     seq_index = batch["seq_index"].reshape(-1)
     scored = (seq_index >= 0).nonzero().squeeze(1)
     selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, scored)
     owner = seq_index.index_select(0, scored)
     n = batch["sequence_lengths"].shape[0]
+    values = _per_sequence(value_head(selected.float()).squeeze(-1), owner, n)[0] if value_head is not None else None
+    if temperature != 1.0:
+        selected = selected / temperature  # (h / T) W^T = logits / T
     per_token = token_logps(selected, head.weight, batch["target_ids"].reshape(-1).index_select(0, scored), chunk_size, softcap)
     logps, mask = _per_sequence(per_token, owner, n)
-    values = _per_sequence(value_head(selected.float()).squeeze(-1), owner, n)[0] if value_head is not None else None
     entropy = None
     if with_entropy:
         with torch.no_grad():

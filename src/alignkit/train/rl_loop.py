@@ -148,9 +148,9 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
         rollouts = sample_rollouts(config, lm, tokenizer, rows, prompts_for(rows), reward_fn)
         batch = _batch(rollouts, tokenizer, config, device)
         with torch.no_grad():  # dropout is off in RL (as in TRL), so these match the first update's forward exactly
-            old = token_outputs(lm, batch, config.logprob_chunk_size, policy.value_head, with_entropy=True)
+            old = token_outputs(lm, batch, config.logprob_chunk_size, policy.value_head, with_entropy=True, temperature=config.temperature)
             with reference.model() as ref_model:
-                ref_logps = token_outputs(ref_model.lm, batch, config.logprob_chunk_size).logps
+                ref_logps = token_outputs(ref_model.lm, batch, config.logprob_chunk_size, temperature=config.temperature).logps
         kl_coef = method.kl_coef
         prepared, stats = method.prepare(config, rollouts, old, ref_logps, kl_coef)
         update_stats = _optimise(config, method, policy, optimizer, scheduler, accelerator, params, rollouts, tokenizer, device, prepared, step)
@@ -214,7 +214,7 @@ def _optimise(config, method, policy, optimizer, scheduler, accelerator, params,
         for start in range(0, n, config.mini_batch_size):
             index = order[start:start + config.mini_batch_size]
             batch = _batch(rollouts, tokenizer, config, device, index.tolist())
-            out = token_outputs(policy.lm, batch, config.logprob_chunk_size, policy.value_head)
+            out = token_outputs(policy.lm, batch, config.logprob_chunk_size, policy.value_head, temperature=config.temperature)
             loss, stats = method.loss(config, out, _subset(prepared, index.to(device), out.logps.shape[1]))
             accelerator.backward(loss)
             grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0 else torch.tensor(0.0)
