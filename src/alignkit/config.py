@@ -36,7 +36,8 @@ class TrainConfig(BaseModel):
     eval_split: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of train_data held out for evaluation when eval_data is unset (0 disables evaluation).")
     output_dir: str = Field("alignkit-runs/run", description="Run directory: config.yaml, metrics.jsonl, checkpoints, final/ model.")
     overwrite: bool = Field(False, description="Delete an existing non-empty output_dir instead of refusing to start.")
-    resume: bool = Field(False, description="Continue from the newest good checkpoint in output_dir.")
+    resume: bool = Field(False, description="Continue from the newest good checkpoint in output_dir (refused if the config or data changed).")
+    force_resume: bool = Field(False, description="Resume even though the config or the data differ from the checkpoint's.")
     seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
 
     # --- optimisation ---
@@ -50,6 +51,7 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Fraction of steps spent warming the learning rate up from 0.")
     lr_scheduler_type: str = Field("linear", description=f"Learning-rate schedule after warm-up: one of {', '.join(SCHEDULERS)}.")
     max_grad_norm: float = Field(1.0, ge=0.0, description="Clip gradients to this global norm (0 disables clipping).")
+    max_nonfinite_steps: int = Field(5, ge=1, description="A step whose loss or gradients are NaN/inf is skipped and counted; after this many in a row the run stops with a checkpoint of the last good state.")
 
     # --- logging, evaluation, checkpoints ---
     logging_steps: int = Field(10, ge=1, description="Log training metrics every N optimizer steps.")

@@ -65,19 +65,23 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, train
     tmp = run_dir / f".checkpoint-{step}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng_state(), tmp / "rng_state_0.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-    files = sorted(p for p in tmp.iterdir() if p.is_file())
-    manifest = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
-    (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=1))
-    for p in tmp.iterdir():
-        with p.open("rb") as handle:
-            os.fsync(handle.fileno())
-    _fsync_dir(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(), tmp / "rng_state_0.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+        files = sorted(p for p in tmp.iterdir() if p.is_file())
+        manifest = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=1))
+        for p in tmp.iterdir():
+            with p.open("rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(tmp)
+    except BaseException:  # disk full, killed by a signal, ...: no half-written checkpoint stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -128,6 +132,10 @@ def latest_good_checkpoint(run_dir: Path) -> Path | None:
             return path
         warnings.warn(f"checkpoint {path} is unusable ({problem}); falling back to an earlier checkpoint", stacklevel=2)
     return None
+
+
+def read_trainer_state(path: Path) -> dict:
+    return json.loads((path / "trainer_state.json").read_text())
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:

@@ -10,6 +10,7 @@ partially filled logging window).
 from __future__ import annotations
 
 import math
+import signal
 import sys
 from collections import defaultdict
 from contextlib import nullcontext
@@ -24,8 +25,9 @@ from transformers import get_scheduler, set_seed
 
 from alignkit.config import TrainConfig
 from alignkit.diagnose.symptoms import SymptomMonitor
-from alignkit.errors import RunDirError
-from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, save_checkpoint
+from alignkit.errors import AlignkitError, RunDirError
+from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, read_trainer_state, save_checkpoint
+from alignkit.train.faults import StopSignals, TrainingInterrupted, check_resume, checkpoint_error, run_fingerprint
 from alignkit.train.metrics_log import MetricsLogger, progress_bar, progress_postfix, read_metrics
 
 LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
@@ -124,12 +126,14 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
 
     sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})  # TensorBoard always, unless report_to: none
     logger = MetricsLogger(run_dir, sinks, enabled=accelerator.is_main_process, config=config.model_dump(mode="json"))
-    state = {"global_step": 0, "epoch": 0, "batches_done": 0, "window": _Window().state()}
+    state = {"global_step": 0, "epoch": 0, "batches_done": 0, "window": _Window().state(), "nonfinite_skipped": 0}
+    fingerprint = run_fingerprint(config)
     if config.resume:
         checkpoint = latest_good_checkpoint(run_dir)
         if checkpoint is None:
             raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
-        state = load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)
+        check_resume(read_trainer_state(checkpoint).get("fingerprint"), fingerprint, checkpoint, config.force_resume)
+        state = {**state, **load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)}
         logger.truncate_after(state["global_step"])
         print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
     window = _Window(**state["window"])
@@ -144,54 +148,80 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
             logger.log(step, symptom.record())
             if accelerator.is_main_process:
                 tqdm.write(f"alignkit: warning: {symptom}", file=sys.stderr)
-    global_step, epoch, batches_done = state["global_step"], state["epoch"], state["batches_done"]
 
+    def save(step: int) -> Path:
+        accelerator.wait_for_everyone()
+        path = run_dir / f"checkpoint-{step}"
+        if accelerator.is_main_process:
+            trainer_state = {"global_step": step, "epoch": epoch, "batches_done": batches_done, "window": window.state(),
+                             "nonfinite_skipped": skipped, "last_good_step": last_good, "fingerprint": fingerprint}
+            try:
+                save_checkpoint(run_dir, step, unwrapped, optimizer, scheduler, trainer_state, config.save_total_limit)
+            except OSError as exc:
+                logger.close()
+                raise checkpoint_error(exc, step, run_dir) from None
+        return path
+
+    global_step, epoch, batches_done = state["global_step"], state["epoch"], state["batches_done"]
+    skipped, in_a_row, last_good = state["nonfinite_skipped"], 0, state.get("last_good_step", global_step)
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
     if config.eval_on_start and task.eval_items and global_step == 0:
         record(0, evaluate(accelerator, model, task, config.per_device_eval_batch_size))
     bar = progress_bar(total_steps, global_step, config.disable_tqdm or not accelerator.is_main_process)
     model.train()
-    while global_step < total_steps:
-        batches = micro_batches(epoch_order(len(task.train_items), config.seed, epoch), config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index)
-        epoch_done = False
-        while not epoch_done and global_step < total_steps:
-            group = batches[batches_done:batches_done + ga]
-            for i, indices in enumerate(group):
-                batch = _to_device(task.collate([task.train_items[j] for j in indices]), accelerator.device)
-                sync = accelerator.no_sync(model) if i < len(group) - 1 else nullcontext()
-                with sync:
-                    loss, metrics = task.compute_loss(model, batch, True)
-                    accelerator.backward(loss / len(group))
-                window.add({k: float(v) for k, v in metrics.items()})
-            grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0 else _grad_norm(params)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            window.add_step(float(grad_norm))
-            global_step += 1
-            batches_done += len(group)
-            fractional_epoch = epoch + batches_done / len(batches)
-            if batches_done >= len(batches):
-                epoch, batches_done, epoch_done = epoch + 1, 0, True
-            bar.update(1)
-            if task.on_step is not None:
-                task.on_step(global_step)
-            if global_step % config.logging_steps == 0 or global_step == total_steps:
-                last_train = _finalize(task, _reduce(accelerator, window.means()))
-                last_train["learning_rate"] = scheduler.get_last_lr()[0]
-                last_train["epoch"] = round(fractional_epoch, 4)
-                record(global_step, last_train)
-                bar.set_postfix(progress_postfix(last_train))
-                window = _Window()
-            if task.eval_items and ((config.eval_steps and global_step % config.eval_steps == 0) or global_step == total_steps):
-                last_eval = evaluate(accelerator, model, task, config.per_device_eval_batch_size)
-                record(global_step, last_eval)
-            if global_step % config.save_steps == 0 or global_step == total_steps:
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    trainer_state = {"global_step": global_step, "epoch": epoch, "batches_done": batches_done, "window": window.state()}
-                    save_checkpoint(run_dir, global_step, unwrapped, optimizer, scheduler, trainer_state, config.save_total_limit)
+    with StopSignals() as stop:
+        while global_step < total_steps:
+            batches = micro_batches(epoch_order(len(task.train_items), config.seed, epoch), config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index)
+            epoch_done = False
+            while not epoch_done and global_step < total_steps:
+                group = batches[batches_done:batches_done + ga]
+                for i, indices in enumerate(group):
+                    batch = _to_device(task.collate([task.train_items[j] for j in indices]), accelerator.device)
+                    sync = accelerator.no_sync(model) if i < len(group) - 1 else nullcontext()
+                    with sync:
+                        loss, metrics = task.compute_loss(model, batch, True)
+                        accelerator.backward(loss / len(group))
+                    window.add({k: float(v) for k, v in metrics.items()})
+                grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0 else _grad_norm(params))
+                if math.isfinite(grad_norm):  # a NaN/inf loss or gradient anywhere makes the (global) norm non-finite
+                    optimizer.step()
+                    scheduler.step()
+                    window.add_step(grad_norm)
+                    in_a_row, last_good = 0, global_step + 1
+                else:
+                    skipped, in_a_row = skipped + 1, in_a_row + 1
+                optimizer.zero_grad(set_to_none=True)
+                global_step += 1
+                batches_done += len(group)
+                fractional_epoch = epoch + batches_done / len(batches)
+                if batches_done >= len(batches):
+                    epoch, batches_done, epoch_done = epoch + 1, 0, True
+                bar.update(1)
+                if task.on_step is not None:
+                    task.on_step(global_step)
+                if global_step % config.logging_steps == 0 or global_step == total_steps or in_a_row >= config.max_nonfinite_steps:
+                    last_train = _finalize(task, _reduce(accelerator, window.means()))
+                    last_train.update(learning_rate=scheduler.get_last_lr()[0], epoch=round(fractional_epoch, 4), nonfinite_steps_skipped=skipped)
+                    record(global_step, last_train)
+                    bar.set_postfix(progress_postfix(last_train))
+                    window = _Window()
+                if in_a_row >= config.max_nonfinite_steps:
+                    path = save(global_step)
+                    logger.close()
+                    raise AlignkitError(f"{in_a_row} steps in a row had a NaN/inf loss or gradient (steps {global_step - in_a_row + 1}-{global_step}); "
+                                        f"stopped. {path.name} holds the weights of step {last_good}, the last good update. Lower the learning rate "
+                                        "or check the data, then --resume (with --force_resume if you changed the config)")
+                if task.eval_items and ((config.eval_steps and global_step % config.eval_steps == 0) or global_step == total_steps):
+                    last_eval = evaluate(accelerator, model, task, config.per_device_eval_batch_size)
+                    record(global_step, last_eval)
+                if global_step % config.save_steps == 0 or global_step == total_steps or stop.received:
+                    path = save(global_step)
+                if stop.received:
+                    bar.close()
+                    logger.close()
+                    name = signal.Signals(stop.received).name
+                    raise TrainingInterrupted(f"stopped by {name} at step {global_step}; saved {path}. Continue with the same command plus --resume", stop.received)
     bar.close()
     logger.close()
     accelerator.wait_for_everyone()
