@@ -1,6 +1,8 @@
 """Setup every training command shares: data split, run directory, reference log-probs."""
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Callable
 
@@ -25,12 +27,20 @@ def load_train_eval(config: TrainConfig, load: Callable[[str], list]) -> tuple[l
     return split_train_eval(train, config.eval_split, config.seed)
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a multi-process launch (accelerate launch / torchrun set RANK), or a single process.
+    Read from the environment: the process group does not exist yet when run directories are prepared."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def start_run(config: TrainConfig, run_dir: Path | None = None) -> Path:
-    """Prepare the run directory (refuse / overwrite / resume) and write the resolved config."""
-    if run_dir is None:
-        run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
-    save_config(config, run_dir / "config.yaml")
-    return run_dir
+    """Prepare the run directory (refuse / overwrite / resume) and write the resolved config. Under
+    several processes only the main one touches the directory (the others write nothing there)."""
+    if is_main_process():
+        if run_dir is None:
+            run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
+        save_config(config, run_dir / "config.yaml")
+    return Path(run_dir or config.output_dir)
 
 
 def begin_training(config: TrainConfig, load: Callable[[str], list], train_examples: list | None, eval_examples: list | None,
@@ -39,7 +49,7 @@ def begin_training(config: TrainConfig, load: Callable[[str], list], train_examp
     pre-flight checks (a fail stops here, before anything is written), then the prepared run directory."""
     if train_examples is None:
         train_examples, eval_examples = load_train_eval(config, load)
-    if run_dir is None:
+    if run_dir is None and is_main_process():
         check_run_dir(config.output_dir, config.overwrite, config.resume)
     torch.manual_seed(config.seed)  # fresh heads and LoRA adapters start the same way every run
     lm, tokenizer = load_policy(config, reward_head)

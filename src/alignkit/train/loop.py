@@ -110,7 +110,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> TrainingResult:
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several CPU processes: gloo
     set_seed(config.seed)
     ga = config.gradient_accumulation_steps
     per_epoch = len(micro_batches(list(range(len(task.train_items))), config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index))

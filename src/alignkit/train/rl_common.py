@@ -11,7 +11,7 @@ from alignkit.engine.logprobs import LogProbModel
 from alignkit.engine.reference import Reference
 from alignkit.judges.rewards import CombinedReward
 from alignkit.models.loading import load_policy, save_final_model
-from alignkit.train.common import start_run
+from alignkit.train.common import is_main_process, start_run
 from alignkit.train.loop import TrainingResult
 from alignkit.train.rl_loop import PolicyWithValue, RLMethod, disable_dropout, run_rl
 from alignkit.train.run_dir import check_run_dir
@@ -29,7 +29,8 @@ def load_prompts(config) -> tuple[list[dict], list[dict]]:
 
 def train_rl(config, method: RLMethod) -> TrainingResult:
     train_rows, eval_rows = load_prompts(config)
-    check_run_dir(config.output_dir, config.overwrite, config.resume)
+    if is_main_process():
+        check_run_dir(config.output_dir, config.overwrite, config.resume)
     torch.manual_seed(config.seed)
     lm, tokenizer = load_policy(config)
     disable_dropout(lm)

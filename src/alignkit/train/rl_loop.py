@@ -89,7 +89,7 @@ def _subset(prepared: dict, index: torch.Tensor, width: int) -> dict:
 
 def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, policy: PolicyWithValue, tokenizer,
            reference, reward_fn: Callable, save_final: Callable[[Path], None]) -> TrainingResult:
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several CPU processes: gloo
     lm = policy.lm
     updates_per_step = config.num_ppo_epochs * math.ceil(config.per_device_train_batch_size * config.num_generations / config.mini_batch_size)
     total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * len(train_rows) / config.per_device_train_batch_size))
@@ -171,15 +171,19 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
             last_train = metrics
             record(step, metrics)
             bar.set_postfix({"reward": f"{metrics['reward/score']:.3f}", "kl": f"{metrics['objective/kl']:.2f}"})
-        if step % config.sample_every == 0 or step == 1:
+        if (step % config.sample_every == 0 or step == 1) and accelerator.is_main_process:
             _write_samples(run_dir, step, rollouts, config.samples_per_log)
         if eval_rows and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps):
             last_eval = evaluate(step)
         if step % config.save_steps == 0 or step == total_steps:
-            save_checkpoint(run_dir, step, policy, optimizer, scheduler, {"global_step": step, "kl_coef": method.kl_coef}, config.save_total_limit)
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(run_dir, step, policy, optimizer, scheduler, {"global_step": step, "kl_coef": method.kl_coef}, config.save_total_limit)
     bar.close()
     logger.close()
-    save_final(run_dir / "final")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_final(run_dir / "final")
     return TrainingResult(run_dir, lm, step, last_train, last_eval)
 
 
