@@ -169,3 +169,16 @@ def test_a_torn_last_metrics_line_does_not_block_resume(straight, tiny_model_dir
     train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, *extra, "--resume")))
     assert read_metrics(out) == read_metrics(reference)
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 10
+
+
+def test_sharded_launches_are_refused_clearly():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from alignkit.train.faults import refuse_sharded
+
+    for kind in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        with pytest.raises(AlignkitError, match="examples/accelerate/ddp.yaml"):
+            refuse_sharded(SimpleNamespace(distributed_type=kind))
+    refuse_sharded(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))  # DDP goes ahead

@@ -16,11 +16,31 @@ def atomic_path(target: Path):
     _remove(tmp)
     try:
         yield tmp
+        fsync_tree(tmp)  # the data is on disk before the name points at it
         if target.is_dir():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        fsync_tree(target.parent, files=False)
     finally:
         _remove(tmp)
+
+
+def fsync_tree(path: Path, files: bool = True) -> None:
+    """fsync a file, or a folder's files (when ``files``) and the folder itself."""
+    if path.is_file():
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+        return
+    if files:
+        for child in path.rglob("*"):
+            if child.is_file():
+                with child.open("rb") as handle:
+                    os.fsync(handle.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove(path: Path) -> None:

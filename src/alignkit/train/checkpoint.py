@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from alignkit.atomic import fsync_tree
+
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 MANIFEST = "manifest.json"
 
@@ -30,14 +32,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rng_state() -> dict:
@@ -75,17 +69,14 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, train
         files = sorted(p for p in tmp.iterdir() if p.is_file())
         manifest = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=1))
-        for p in tmp.iterdir():
-            with p.open("rb") as handle:
-                os.fsync(handle.fileno())
-        _fsync_dir(tmp)
+        fsync_tree(tmp)
     except BaseException:  # disk full, killed by a signal, ...: no half-written checkpoint stays behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(run_dir)
+    fsync_tree(run_dir, files=False)
     _prune(run_dir, save_total_limit)
     return final
 

@@ -27,7 +27,7 @@ from alignkit.config import TrainConfig
 from alignkit.diagnose.symptoms import SymptomMonitor
 from alignkit.errors import AlignkitError, RunDirError
 from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, read_trainer_state, save_checkpoint
-from alignkit.train.faults import StopSignals, TrainingInterrupted, check_resume, checkpoint_error, run_fingerprint
+from alignkit.train.faults import StopSignals, refuse_sharded, TrainingInterrupted, check_resume, checkpoint_error, run_fingerprint
 from alignkit.train.metrics_log import MetricsLogger, progress_bar, progress_postfix, read_metrics
 
 LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
@@ -111,6 +111,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> TrainingResult:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several CPU processes: gloo
+    refuse_sharded(accelerator)
     set_seed(config.seed)
     ga = config.gradient_accumulation_steps
     per_epoch = len(micro_batches(list(range(len(task.train_items))), config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index))

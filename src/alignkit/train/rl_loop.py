@@ -30,6 +30,7 @@ from alignkit.engine.token_outputs import TokenOutputs, token_outputs
 from alignkit.errors import RunDirError
 from alignkit.losses.rl import kl_estimate, masked_mean
 from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, save_checkpoint
+from alignkit.train.faults import refuse_sharded
 from alignkit.train.loop import TrainingResult, epoch_order
 from alignkit.train.metrics_log import MetricsLogger, progress_bar, read_metrics
 
@@ -90,6 +91,7 @@ def _subset(prepared: dict, index: torch.Tensor, width: int) -> dict:
 def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, policy: PolicyWithValue, tokenizer,
            reference, reward_fn: Callable, save_final: Callable[[Path], None]) -> TrainingResult:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several CPU processes: gloo
+    refuse_sharded(accelerator)
     lm = policy.lm
     updates_per_step = config.num_ppo_epochs * math.ceil(config.per_device_train_batch_size * config.num_generations / config.mini_batch_size)
     total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * len(train_rows) / config.per_device_train_batch_size))
