@@ -22,58 +22,22 @@ def generate_responses(
 ) -> list[str]:
     """One response per prompt (greedy when ``temperature`` is 0), special tokens stripped."""
     encoded = [prompt_token_ids(tokenizer, p, True, system_prompt) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    responses: list[str] = [""] * len(prompts)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-    try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, unit="batch"):
-            idx = order[start:start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros_like(input_ids)
-            for row, i in enumerate(idx):
-                input_ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                attention_mask[row, width - len(encoded[i]):] = 1
-            output = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **sampling,
-            )
-            for row, i in enumerate(idx):
-                responses[i] = tokenizer.decode(output[row, width:], skip_special_tokens=True).strip()
-    finally:
-        model.train(was_training)
-    return responses
+    ids = sample_token_ids(model, tokenizer, encoded, max_new_tokens, temperature, top_p, batch_size, desc=desc, show_progress=show_progress)
+    return [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
 
 
-@torch.no_grad()
 def generate_with_stop(model, tokenizer, prompt, max_new_tokens: int = 32) -> tuple[str, bool]:
     """One greedy reply and whether it ended with the end-of-turn token within ``max_new_tokens``."""
-    ids = torch.tensor([prompt_token_ids(tokenizer, prompt, True)])
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        output = model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device), max_new_tokens=max_new_tokens,
-                                do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    finally:
-        model.train(was_training)
-    new = output[0, ids.shape[1]:].tolist()
-    stopped = tokenizer.eos_token_id in new
-    return tokenizer.decode(new, skip_special_tokens=True).strip(), stopped
+    new = sample_token_ids(model, tokenizer, [prompt_token_ids(tokenizer, prompt, True)], max_new_tokens, temperature=0.0)[0]
+    return tokenizer.decode(new, skip_special_tokens=True).strip(), tokenizer.eos_token_id in new
 
 
 @torch.no_grad()
 def sample_token_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
-                     batch_size: int = 16) -> list[list[int]]:
-    """Sampled response token ids for each prompt (greedy when ``temperature`` is 0), cut after the
-    first EOS (kept, so the model learns to stop) and free of padding. Uses the global torch RNG."""
+                     batch_size: int = 16, desc: str = "generating", show_progress: bool = False) -> list[list[int]]:
+    """Response token ids for each prompt (sampled; greedy when ``temperature`` is 0), cut after the
+    first EOS (kept, so RL learns to stop) and free of padding. Prompts are length-sorted and
+    left-padded in batches. Sampling uses the global torch RNG."""
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     responses: list[list[int]] = [[] for _ in prompt_ids]
     was_training = model.training
@@ -82,7 +46,7 @@ def sample_token_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_toke
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
     eos = tokenizer.eos_token_id
     try:
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, unit="batch"):
             idx = order[start:start + batch_size]
             width = max(len(prompt_ids[i]) for i in idx)
             input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -90,8 +54,9 @@ def sample_token_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_toke
             for row, i in enumerate(idx):
                 input_ids[row, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
                 attention_mask[row, width - len(prompt_ids[i]):] = 1
+            # use_cache: a model prepared for gradient checkpointing has it off, which would make generation quadratic
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=max_new_tokens,
-                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, **sampling)
+                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, use_cache=True, **sampling)
             for row, i in enumerate(idx):
                 new = output[row, width:].tolist()
                 responses[i] = new[: new.index(eos) + 1] if eos in new else new
