@@ -12,11 +12,9 @@ cached in ``<output>.cache.jsonl``, so an interrupted job rerun with the same se
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignkit.atomic import atomic_path
 from alignkit.data.generators import EndpointGenerator, LocalGenerator
 from alignkit.data.preference import check_content
 from alignkit.data.records import FaultCollector, read_records

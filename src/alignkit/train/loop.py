@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
 from alignkit.config import TrainConfig
@@ -28,7 +26,7 @@ from alignkit.diagnose.symptoms import SymptomMonitor
 from alignkit.errors import AlignkitError, RunDirError
 from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, read_trainer_state, save_checkpoint
 from alignkit.train.faults import StopSignals, refuse_sharded, TrainingInterrupted, check_resume, checkpoint_error, run_fingerprint
-from alignkit.train.metrics_log import MetricsLogger, progress_bar, progress_postfix, read_metrics
+from alignkit.train.metrics_log import MetricsLogger, progress_bar, progress_postfix
 
 LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -126,7 +124,9 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     unwrapped = accelerator.unwrap_model(model)
 
     sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})  # TensorBoard always, unless report_to: none
-    logger = MetricsLogger(run_dir, sinks, enabled=accelerator.is_main_process, config=config.model_dump(mode="json"))
+    monitor = SymptomMonitor(total_steps, config.symptom_thresholds) if config.symptom_warnings else None
+    logger = MetricsLogger(run_dir, sinks, enabled=accelerator.is_main_process, config=config.model_dump(mode="json"), monitor=monitor)
+    record = logger.record
     state = {"global_step": 0, "epoch": 0, "batches_done": 0, "window": _Window().state(), "nonfinite_skipped": 0}
     fingerprint = run_fingerprint(config)
     if config.resume:
@@ -135,20 +135,9 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
             raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
         check_resume(read_trainer_state(checkpoint).get("fingerprint"), fingerprint, checkpoint, config.force_resume)
         state = {**state, **load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)}
-        logger.truncate_after(state["global_step"])
+        logger.resume_at(state["global_step"])
         print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
     window = _Window(**state["window"])
-    monitor = SymptomMonitor(total_steps, config.symptom_thresholds) if config.symptom_warnings else None
-    if monitor is not None and config.resume and logger.path.exists():
-        for record in read_metrics(run_dir):  # replay: symptoms already reported stay reported
-            monitor.observe(record["step"], record)
-
-    def record(step: int, metrics: dict[str, float]) -> None:
-        logger.log(step, metrics)
-        for symptom in monitor.observe(step, metrics) if monitor is not None else []:
-            logger.log(step, symptom.record())
-            if accelerator.is_main_process:
-                tqdm.write(f"alignkit: warning: {symptom}", file=sys.stderr)
 
     def save(step: int) -> Path:
         accelerator.wait_for_everyone()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -11,9 +12,11 @@ from tqdm.auto import tqdm
 class MetricsLogger:
     """One JSON object per log line: ``{"step": N, "loss": ..., "eval/loss": ...}``."""
 
-    def __init__(self, run_dir: Path, report_to: list[str], enabled: bool = True, config: dict | None = None):
+    def __init__(self, run_dir: Path, report_to: list[str], enabled: bool = True, config: dict | None = None, monitor=None):
+        """``monitor``: anything with ``observe(step, metrics) -> [Symptom]`` (live symptom rules)."""
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
+        self.monitor = monitor
         self.tensorboard = None
         self.wandb = None
         if not enabled:
@@ -27,6 +30,22 @@ class MetricsLogger:
 
             self.wandb = require("wandb", "wandb", "report_to: wandb")
             self.wandb.init(dir=str(run_dir), config=config or {}, resume="allow")
+
+    def record(self, step: int, metrics: dict) -> None:
+        """Log ``metrics``, then any symptom they trigger (written as its own line and printed once)."""
+        self.log(step, metrics)
+        for symptom in self.monitor.observe(step, metrics) if self.monitor is not None else []:
+            self.log(step, symptom.record())
+            if self.enabled:
+                tqdm.write(f"alignkit: warning: {symptom}", file=sys.stderr)
+
+    def resume_at(self, step: int) -> None:
+        """On resume: drop what was logged after the checkpoint, and replay the rest into the monitor
+        so a symptom already reported is not reported again."""
+        self.truncate_after(step)
+        if self.monitor is not None and self.path.exists():
+            for record in read_metrics(self.path.parent):
+                self.monitor.observe(record["step"], record)
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop records logged after the checkpoint so the file matches an uninterrupted run."""

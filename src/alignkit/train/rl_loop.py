@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from alignkit.data.collate import build_batch
@@ -32,7 +30,7 @@ from alignkit.losses.rl import kl_estimate, masked_mean
 from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, save_checkpoint
 from alignkit.train.faults import refuse_sharded
 from alignkit.train.loop import TrainingResult, epoch_order
-from alignkit.train.metrics_log import MetricsLogger, progress_bar, read_metrics
+from alignkit.train.metrics_log import MetricsLogger, progress_bar
 
 
 @dataclass
@@ -103,26 +101,19 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
     policy = accelerator.unwrap_model(policy)
     device = accelerator.device
     sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})
-    logger = MetricsLogger(run_dir, sinks, enabled=accelerator.is_main_process, config=config.model_dump(mode="json"))
     guard = RewardHackingGuard(config.hacking_kl_threshold, config.length_runaway_factor)
+    logger = MetricsLogger(run_dir, sinks, enabled=accelerator.is_main_process, config=config.model_dump(mode="json"), monitor=guard)
+    record = logger.record
     state = {"global_step": 0, "kl_coef": None}
     if config.resume:
         checkpoint = latest_good_checkpoint(run_dir)
         if checkpoint is None:
             raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
         state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
-        logger.truncate_after(state["global_step"])
+        logger.resume_at(state["global_step"])
         _truncate_samples(run_dir, state["global_step"])
-        for record in read_metrics(run_dir):
-            guard.observe(record["step"], record)
         print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
     method.start(config, state["kl_coef"])
-
-    def record(step: int, metrics: dict) -> None:
-        logger.log(step, metrics)
-        for symptom in guard.observe(step, metrics):
-            logger.log(step, symptom.record())
-            tqdm.write(f"alignkit: warning: {symptom}", file=sys.stderr)
 
     def prompts_for(rows: list[dict]) -> list[list[int]]:
         return [prompt_token_ids(tokenizer, r["prompt"], config.apply_chat_template)[-config.max_prompt_length:] for r in rows]
