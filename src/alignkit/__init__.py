@@ -64,6 +64,13 @@ _EXPORTS = {
     "win_rate": "alignkit.evaluate.winrate",
     "run_sweep": "alignkit.evaluate.sweep",
     "build_report": "alignkit.report.build",
+    "PPOConfig": "alignkit.rl_configs",
+    "GRPOConfig": "alignkit.rl_configs",
+    "RLOOConfig": "alignkit.rl_configs",
+    "RewardSpec": "alignkit.rl_configs",
+    "train_ppo": "alignkit.train.ppo",
+    "train_grpo": "alignkit.train.grpo",
+    "train_rloo": "alignkit.train.grpo",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
