@@ -12,7 +12,7 @@ from alignkit.data.tokenize import ensure_pad_token
 from alignkit.diagnose import checks
 from alignkit.diagnose.doctor import PreflightError, run_checks
 from alignkit.method_configs import KTOConfig, ORPOConfig, SFTConfig
-from tests.conftest import build_tokenizer
+from conftest import build_tokenizer
 
 
 def pair(i, chosen=None, rejected=None, prompt=None):
