@@ -80,17 +80,19 @@ class PPOConfig(RLConfig):
     kl_horizon: int = Field(10000, ge=1, description="Adaptive KL horizon (in sequences).")
 
 
-class GRPOConfig(RLConfig):
-    """`alignkit grpo`: group-relative advantages (mean/std within each prompt's completions), KL in the loss."""
+class GroupConfig(RLConfig):
+    """Group methods (GRPO, RLOO): k completions per prompt, on-policy by default, no value model."""
 
     num_generations: int = Field(4, ge=2, description="Completions per prompt (the group).")
     num_ppo_epochs: int = Field(1, ge=1, description="Passes over each rollout batch (1: on-policy).")
+
+
+class GRPOConfig(GroupConfig):
+    """`alignkit grpo`: group-relative advantages (mean/std within each prompt's completions), KL in the loss."""
+
     beta: float = Field(0.04, ge=0.0, description="Weight of the k3 KL term in the loss.")
     scale_rewards: bool = Field(True, description="Divide by the group's reward std (Dr. GRPO sets false).")
 
 
-class RLOOConfig(RLConfig):
+class RLOOConfig(GroupConfig):
     """`alignkit rloo`: REINFORCE with a leave-one-out baseline; the KL penalty is part of the reward."""
-
-    num_generations: int = Field(4, ge=2, description="Completions per prompt (the group).")
-    num_ppo_epochs: int = Field(1, ge=1, description="Passes over each rollout batch (1: on-policy).")
