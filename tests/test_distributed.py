@@ -1,5 +1,9 @@
-"""Two CPU processes (accelerate launch, gloo) against one with the same global batch: the same loss
-curve and final weights, metrics and checkpoints written once, and resume across both."""
+"""Two CPU processes against one with the same global batch: plain DDP (accelerate launch, gloo) and
+DeepSpeed ZeRO-2 / ZeRO-3 (the shipped configs, on DeepSpeed's CPU accelerator) give the same loss
+curve and final weights; metrics and checkpoints are written once; resume works across both processes;
+with LoRA under ZeRO-3 the reference is the policy with adapters disabled."""
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -13,49 +17,144 @@ from alignkit.train.metrics_log import read_metrics
 from conftest import write_pairs
 
 REPO = Path(__file__).resolve().parents[1]
+LAUNCHES = {
+    "ddp": ["--multi_gpu"],
+    "zero2": ["--config_file", str(REPO / "examples/accelerate/zero2_bf16.yaml"), "--mixed_precision", "no"],
+    "zero3": ["--config_file", str(REPO / "examples/accelerate/zero3.yaml"), "--mixed_precision", "no"],
+}
 
 
-def run(args: list[str], processes: int) -> subprocess.CompletedProcess:
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)] if processes > 1 else [sys.executable]
+def needs_deepspeed(kind: str) -> None:
+    if kind.startswith("zero") and importlib.util.find_spec("deepspeed") is None:
+        if os.environ.get("CI"):
+            pytest.fail("deepspeed is not installed; the README's test set-up installs it ('.[test]')")
+        pytest.skip("deepspeed is not installed (pip install 'alignkit[deepspeed]')")
+
+
+def run(args: list[str], kind: str | None) -> subprocess.CompletedProcess:
+    launch = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCHES[kind], "--num_processes", "2"] if kind else [sys.executable]
     return subprocess.run([*launch, "-m", "alignkit", "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_model_dir):
-    root = tmp_path_factory.mktemp("ddp")
-    data = write_pairs(root / "pairs.jsonl", 16)
-    common = ["--model", str(tiny_model_dir), "--train_data", str(data), "--disable_tqdm", "--report_to", "none", "--max_length", "64",
-              "--max_prompt_length", "32", "--learning_rate", "1e-3", "--logging_steps", "1", "--max_steps", "4", "--eval_split", "0.25",
-              "--preflight", "false", "--save_steps", "2", "--eval_steps", "2"]
-    one = run(common + ["--output_dir", str(root / "one"), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2"], 1)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two_args = common + ["--output_dir", str(root / "two"), "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "1"]
-    two = run(two_args, 2)
-    assert two.returncode == 0, two.stderr[-2000:]
-    return root, two_args
-
-
-def test_two_processes_follow_the_single_process_run(runs):
-    root, _ = runs
-    single, double = read_metrics(root / "one"), read_metrics(root / "two")
+def assert_same_run(one: Path, two: Path, rel: float = 1e-4, atol: float = 1e-5) -> None:
+    single, double = read_metrics(one), read_metrics(two)
     assert [(r["step"], sorted(r)) for r in single] == [(r["step"], sorted(r)) for r in double]  # logged once, same records
     for a, b in zip(single, double):
         for key, value in a.items():
             if isinstance(value, float):
-                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (a["step"], key)
-    wa, wb = load_file(str(root / "one" / "checkpoint-4" / "trainable.safetensors")), load_file(str(root / "two" / "checkpoint-4" / "trainable.safetensors"))
-    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
-    assert sorted(p.name for p in (root / "two").iterdir()) == ["checkpoint-2", "checkpoint-4", "config.yaml", "final", "metrics.jsonl"]
+                assert b[key] == pytest.approx(value, rel=rel, abs=atol), (a["step"], key)
+    wa, wb = load_file(str(one / "checkpoint-4" / "trainable.safetensors")), load_file(str(two / "checkpoint-4" / "trainable.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=atol) for k in wa)
 
 
-def test_resume_across_two_processes(runs):
-    root, args = runs
-    resumed = root / "resumed"
-    shutil.copytree(root / "two", resumed)
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("distributed")
+    data = write_pairs(root / "pairs.jsonl", 16)
+    common = ["--model", str(tiny_model_dir), "--train_data", str(data), "--disable_tqdm", "--report_to", "none", "--max_length", "64",
+              "--max_prompt_length", "32", "--learning_rate", "1e-3", "--logging_steps", "1", "--max_steps", "4", "--eval_split", "0.25",
+              "--preflight", "false", "--save_steps", "2", "--eval_steps", "2"]
+    one = run(common + ["--output_dir", str(root / "one"), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2"], None)
+    assert one.returncode == 0, one.stderr[-2000:]
+    return root, common + ["--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "1"]
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(setup):
+    return {}
+
+
+def two_process_run(setup, runs: dict, kind: str) -> Path:
+    root, args = setup
+    if kind not in runs:
+        out = root / kind
+        result = run(args + ["--output_dir", str(out)], kind)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[kind] = out
+    return runs[kind]
+
+
+@pytest.mark.parametrize("kind", ["ddp", "zero2", "zero3"])
+def test_two_processes_follow_the_single_process_run(setup, two_process_runs, kind):
+    needs_deepspeed(kind)
+    out = two_process_run(setup, two_process_runs, kind)
+    assert_same_run(setup[0] / "one", out)
+    expected = ["checkpoint-2", "checkpoint-4", "config.yaml", "final", "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == expected
+    single, double = load_file(str(setup[0] / "one" / "final" / "model.safetensors")), load_file(str(out / "final" / "model.safetensors"))
+    assert all(torch.allclose(single[k], double[k], atol=1e-5) for k in single)  # whole weights, gathered under ZeRO-3
+    if kind.startswith("zero"):  # DeepSpeed's sharded optimizer state: one file per process, covered by the manifest
+        shards = sorted(p.name for p in (out / "checkpoint-4" / "deepspeed").glob("*optim_states.pt"))
+        assert len(shards) == 2
+        assert '"deepspeed/' in (out / "checkpoint-4" / "manifest.json").read_text()
+
+
+@pytest.mark.parametrize("kind", ["ddp", "zero3"])
+def test_resume_across_two_processes(setup, two_process_runs, kind):
+    needs_deepspeed(kind)
+    finished = two_process_run(setup, two_process_runs, kind)
+    resumed = setup[0] / f"{kind}-resumed"
+    shutil.copytree(finished, resumed)
     shutil.rmtree(resumed / "checkpoint-4")
     shutil.rmtree(resumed / "final")
-    result = run([a if a != str(root / "two") else str(resumed) for a in args] + ["--resume"], 2)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert read_metrics(resumed) == read_metrics(root / "two")
-    wa, wb = load_file(str(root / "two" / "checkpoint-4" / "trainable.safetensors")), load_file(str(resumed / "checkpoint-4" / "trainable.safetensors"))
+    result = run(setup[1] + ["--output_dir", str(resumed), "--resume"], kind)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("resumed from") == 1  # said once, by the main process
+    assert read_metrics(resumed) == read_metrics(finished)
+    wa, wb = load_file(str(finished / "checkpoint-4" / "trainable.safetensors")), load_file(str(resumed / "checkpoint-4" / "trainable.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_lora_under_zero3_uses_the_policy_with_adapters_disabled_as_reference(setup):
+    """Sharded LoRA training matches one process (no LoRA dropout, so the runs are deterministic): the
+    reference log-probs, taken from the gathered base weights with adapters off, are right."""
+    needs_deepspeed("zero3")
+    root, args = setup
+    lora = ["--use_peft", "true", "--lora_dropout", "0", "--learning_rate", "1e-2"]
+    one = run(args[:-4] + lora + ["--output_dir", str(root / "lora-one"), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2"], None)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = run(args + lora + ["--output_dir", str(root / "lora-zero3")], "zero3")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_same_run(root / "lora-one", root / "lora-zero3")
+    first = read_metrics(root / "lora-zero3")[0]
+    assert first["loss"] == pytest.approx(0.693147, abs=1e-5)  # policy == reference before the first update
+    assert (root / "lora-zero3" / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_ppo_with_lora_under_zero3_follows_one_process_and_resumes(setup, tiny_model_dir):
+    """Every process samples the same prompts with the same seed, so two ZeRO-3 processes (sharded
+    policy, value head and LoRA reference; generation kept in step across processes) must reproduce one
+    process exactly; and a resumed sharded run must reproduce the uninterrupted one."""
+    import json
+
+    from test_rl import rl_args
+
+    needs_deepspeed("zero3")
+    root = setup[0]
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, 17)))
+    extra = ["--max_steps", "3", "--save_steps", "2", "--eval_steps", "2", "--use_peft", "--lora_r", "4", "--lora_dropout", "0"]
+
+    def ppo(out: str, kind: str | None, *more: str) -> None:
+        launch = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCHES[kind], "--num_processes", "2"] if kind else [sys.executable]
+        result = subprocess.run([*launch, "-m", "alignkit", "ppo", *rl_args(tiny_model_dir, prompts, root / out, *extra, *more)], cwd=REPO,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    ppo("ppo-one", None)
+    ppo("ppo-zero3", "zero3")
+    single, sharded = read_metrics(root / "ppo-one"), read_metrics(root / "ppo-zero3")
+    assert [sorted(r) for r in single] == [sorted(r) for r in sharded]
+    for a, b in zip(single, sharded):
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (a["step"], key)
+    wa, wb = (load_file(str(root / run / "checkpoint-3" / "trainable.safetensors")) for run in ("ppo-one", "ppo-zero3"))
+    assert any("value_head" in k for k in wa) and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    shutil.copytree(root / "ppo-zero3", root / "ppo-resumed")
+    shutil.rmtree(root / "ppo-resumed" / "checkpoint-3")
+    shutil.rmtree(root / "ppo-resumed" / "final")
+    ppo("ppo-resumed", "zero3", "--resume")
+    assert read_metrics(root / "ppo-resumed") == sharded
+    wc = load_file(str(root / "ppo-resumed" / "checkpoint-3" / "trainable.safetensors"))
+    assert all(torch.equal(wb[k], wc[k]) for k in wb)

@@ -171,14 +171,16 @@ def test_a_torn_last_metrics_line_does_not_block_resume(straight, tiny_model_dir
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 10
 
 
-def test_sharded_launches_are_refused_clearly():
-    from types import SimpleNamespace
+def test_unsupported_launches_are_refused_clearly(monkeypatch):
+    import sys
 
-    from accelerate.utils import DistributedType
+    from alignkit.train.backends import make_accelerator
 
-    from alignkit.train.faults import refuse_sharded
-
-    for kind in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-        with pytest.raises(AlignkitError, match="examples/accelerate/ddp.yaml"):
-            refuse_sharded(SimpleNamespace(distributed_type=kind))
-    refuse_sharded(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))  # DDP goes ahead
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(AlignkitError, match="FSDP is not supported.*examples/accelerate/zero3.yaml"):
+        make_accelerator()
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # as if not installed
+    with pytest.raises(AlignkitError, match=r"pip install 'alignkit\[deepspeed\]'"):
+        make_accelerator()

@@ -6,6 +6,7 @@ validates and reports errors (exit status 2 for bad input, 1 for other failures)
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 
@@ -55,6 +56,12 @@ def _load(target: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    _leave_process_group(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE.format(commands="\n".join(f"  {name:<9} {c.summary}" for name, c in COMMANDS.items())))
@@ -99,6 +106,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nalignkit {name}: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130
     return outcome if isinstance(outcome, int) else 0
+
+
+def _leave_process_group(code: int) -> None:
+    """Under a multi-process launch, leave the process group before exiting. DeepSpeed's CPU
+    communication leaves native threads that abort the interpreter's teardown now and then, after the
+    work is done and saved; such a process exits at once (files are closed, streams flushed)."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        if "deepspeed" in sys.modules and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
 
 
 TRAINING_COMMANDS = ("dpo", "kto", "orpo", "sft", "reward")

@@ -19,10 +19,11 @@ def generate_responses(
     top_p: float = 1.0,
     desc: str = "generating",
     show_progress: bool = True,
+    synced: bool = False,
 ) -> list[str]:
     """One response per prompt (greedy when ``temperature`` is 0), special tokens stripped."""
     encoded = [prompt_token_ids(tokenizer, p, True, system_prompt) for p in prompts]
-    ids = sample_token_ids(model, tokenizer, encoded, max_new_tokens, temperature, top_p, batch_size, desc=desc, show_progress=show_progress)
+    ids = sample_token_ids(model, tokenizer, encoded, max_new_tokens, temperature, top_p, batch_size, desc=desc, show_progress=show_progress, synced=synced)
     return [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
 
 
@@ -34,10 +35,11 @@ def generate_with_stop(model, tokenizer, prompt, max_new_tokens: int = 32) -> tu
 
 @torch.no_grad()
 def sample_token_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
-                     batch_size: int = 16, desc: str = "generating", show_progress: bool = False) -> list[list[int]]:
+                     batch_size: int = 16, desc: str = "generating", show_progress: bool = False, synced: bool = False) -> list[list[int]]:
     """Response token ids for each prompt (sampled; greedy when ``temperature`` is 0), cut after the
     first EOS (kept, so RL learns to stop) and free of padding. Prompts are length-sorted and
-    left-padded in batches. Sampling uses the global torch RNG."""
+    left-padded in batches. Sampling uses the global torch RNG. ``synced``: weights are sharded across
+    processes (ZeRO-3), so each keeps stepping until all are done."""
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     responses: list[list[int]] = [[] for _ in prompt_ids]
     was_training = model.training
@@ -56,7 +58,8 @@ def sample_token_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_toke
                 attention_mask[row, width - len(prompt_ids[i]):] = 1
             # use_cache: a model prepared for gradient checkpointing has it off, which would make generation quadratic
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=max_new_tokens,
-                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, use_cache=True, **sampling)
+                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, use_cache=True,
+                                    **sampling, **({"synced_gpus": True} if synced else {}))
             for row, i in enumerate(idx):
                 new = output[row, width:].tolist()
                 responses[i] = new[: new.index(eos) + 1] if eos in new else new

@@ -8,7 +8,7 @@ recomputes each chunk's logits instead of storing them).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -72,8 +72,7 @@ def token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
     return _ChunkedTokenLogps.apply(hidden, weight, targets, chunk_size, float(softcap or 0.0))
 
 
-@dataclass
-class SequenceLogps:
+class SequenceLogps(NamedTuple):  # a tuple, so distributed wrappers (ZeRO-3's backward hooks) see its tensors
     logps: torch.Tensor  # [N] summed over each sequence's response tokens (fp32)
     token_counts: torch.Tensor  # [N] response tokens per sequence
 

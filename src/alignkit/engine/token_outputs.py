@@ -6,7 +6,7 @@ logits tensor); results come back right-padded as ``[N, T]`` with a boolean ``ma
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -14,8 +14,7 @@ from torch import nn
 from alignkit.engine.logprobs import _chunk_logits, causal_lm_parts, last_hidden_states, token_logps
 
 
-@dataclass
-class TokenOutputs:
+class TokenOutputs(NamedTuple):  # a tuple, so distributed wrappers (ZeRO-3's backward hooks) see its tensors
     logps: torch.Tensor  # [N, T] log-prob of each response token (0 off the mask)
     mask: torch.Tensor  # [N, T] bool
     values: torch.Tensor | None = None  # [N, T] value estimate before each token

@@ -53,21 +53,30 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, trainer_state: dict, save_total_limit: int | None) -> Path:
-    """Write ``checkpoint-<step>`` atomically and prune old ones beyond ``save_total_limit``."""
+def staging_dir(run_dir: Path, step: int) -> Path:
+    """Where ``checkpoint-<step>`` is written before its atomic rename."""
+    return run_dir / f".checkpoint-{step}.tmp"
+
+
+def save_checkpoint(run_dir: Path, step: int, weights: dict[str, torch.Tensor], optimizer, scheduler, trainer_state: dict,
+                    save_total_limit: int | None, staged: bool = False) -> Path:
+    """Write ``checkpoint-<step>`` atomically and prune old ones beyond ``save_total_limit``.
+
+    ``optimizer`` None: its state is already in the staging folder (``staged``: DeepSpeed wrote it there)."""
     final = run_dir / f"checkpoint-{step}"
-    tmp = run_dir / f".checkpoint-{step}.tmp"
-    if tmp.exists():
+    tmp = staging_dir(run_dir, step)
+    if tmp.exists() and not staged:
         shutil.rmtree(tmp)
     try:
-        tmp.mkdir(parents=True)
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        tmp.mkdir(parents=True, exist_ok=staged)
+        save_file(weights, str(tmp / "trainable.safetensors"))
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng_state_0.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-        files = sorted(p for p in tmp.iterdir() if p.is_file())
-        manifest = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=1))
         fsync_tree(tmp)
     except BaseException:  # disk full, killed by a signal, ...: no half-written checkpoint stays behind
@@ -130,14 +139,46 @@ def read_trainer_state(path: Path) -> dict:
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and RNG; returns the trainer state."""
-    weights = load_file(str(path / "trainable.safetensors"))
-    expected = {name for name, p in model.named_parameters() if p.requires_grad}
-    if set(weights) != expected:
-        missing, extra = sorted(expected - set(weights))[:3], sorted(set(weights) - expected)[:3]
-        raise RuntimeError(f"checkpoint {path} does not match this model (missing {missing}, unexpected {extra}); was the config changed?")
-    model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    """Restore weights and optimizer (unless None: DeepSpeed restored its own), scheduler and RNG;
+    returns the trainer state."""
+    if model is not None:
+        weights = load_file(str(path / "trainable.safetensors"))
+        expected = {name for name, p in model.named_parameters() if p.requires_grad}
+        if set(weights) != expected:
+            missing, extra = sorted(expected - set(weights))[:3], sorted(set(weights) - expected)[:3]
+            raise RuntimeError(f"checkpoint {path} does not match this model (missing {missing}, unexpected {extra}); was the config changed?")
+        model.load_state_dict(weights, strict=False)
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(path / "rng_state_0.pt", weights_only=False))
     return json.loads((path / "trainer_state.json").read_text())
+
+
+def write_checkpoint(backend, run_dir: Path, step: int, model, trained, optimizer, scheduler, trainer_state: dict, save_total_limit: int | None) -> Path:
+    """Every process calls this: DeepSpeed's sharded state is written by all of them, whole weights are
+    gathered by all of them, and the main process alone writes, verifies and renames the checkpoint."""
+    accelerator = backend.accelerator
+    accelerator.wait_for_everyone()
+    tmp = staging_dir(run_dir, step)
+    if backend.deepspeed:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        backend.save_state(model, tmp)
+    with backend.full_weights(trained):
+        weights = trainable_state(trained) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        return save_checkpoint(run_dir, step, weights, None if backend.deepspeed else optimizer, scheduler, trainer_state,
+                               save_total_limit, staged=backend.deepspeed)
+    return run_dir / f"checkpoint-{step}"
+
+
+def restore_checkpoint(backend, path: Path, model, trained, optimizer, scheduler) -> dict:
+    """Inverse of :func:`write_checkpoint`; returns the trainer state."""
+    if backend.deepspeed:
+        backend.load_state(model, path)
+        return load_checkpoint(path, None, None, scheduler)
+    return load_checkpoint(path, trained, optimizer, scheduler)

@@ -98,13 +98,3 @@ def checkpoint_error(exc: OSError, step: int, run_dir: Path) -> AlignkitError:
     kept = f"{previous.name} is intact" if previous is not None else "no earlier checkpoint exists"
     return AlignkitError(f"could not write checkpoint-{step} in {run_dir}: {exc.strerror or exc}; the partial write was removed and {kept}. "
                          "Free some space, then rerun with --resume")
-
-
-def refuse_sharded(accelerator) -> None:
-    """DeepSpeed and FSDP shard parameters, and the chunked log-prob engine reads the output
-    projection's weight outside its module's forward, which sharding does not gather: say so
-    instead of training on empty weights."""
-    kind = str(accelerator.distributed_type).split(".")[-1]
-    if kind in ("DEEPSPEED", "FSDP"):
-        raise AlignkitError(f"{kind} is not supported by alignkit's training loop yet (the log-prob engine needs the full output "
-                            "projection); launch with plain DDP instead (examples/accelerate/ddp.yaml), with LoRA or gradient checkpointing to save memory")

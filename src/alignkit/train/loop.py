@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import signal
 from collections import defaultdict
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,8 +23,9 @@ from transformers import get_scheduler, set_seed
 from alignkit.config import TrainConfig
 from alignkit.diagnose.symptoms import SymptomMonitor
 from alignkit.errors import AlignkitError, RunDirError
-from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, read_trainer_state, save_checkpoint
-from alignkit.train.faults import StopSignals, refuse_sharded, TrainingInterrupted, check_resume, checkpoint_error, run_fingerprint
+from alignkit.train.backends import Backend, make_accelerator
+from alignkit.train.checkpoint import latest_good_checkpoint, read_trainer_state, restore_checkpoint, write_checkpoint
+from alignkit.train.faults import StopSignals, TrainingInterrupted, check_resume, checkpoint_error, run_fingerprint
 from alignkit.train.metrics_log import MetricsLogger, progress_bar, progress_postfix
 
 LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
@@ -108,8 +108,8 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> TrainingResult:
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several CPU processes: gloo
-    refuse_sharded(accelerator)
+    accelerator = make_accelerator()
+    backend = Backend(accelerator)
     set_seed(config.seed)
     ga = config.gradient_accumulation_steps
     per_epoch = len(micro_batches(list(range(len(task.train_items))), config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index))
@@ -120,8 +120,10 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total_steps), num_training_steps=total_steps)
+    backend.configure(config.per_device_train_batch_size, config.max_grad_norm)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
+    backend.prepared(model, unwrapped)
 
     sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})  # TensorBoard always, unless report_to: none
     monitor = SymptomMonitor(total_steps, config.symptom_thresholds) if config.symptom_warnings else None
@@ -134,23 +136,19 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
         if checkpoint is None:
             raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
         check_resume(read_trainer_state(checkpoint).get("fingerprint"), fingerprint, checkpoint, config.force_resume)
-        state = {**state, **load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)}
+        state = {**state, **restore_checkpoint(backend, checkpoint, model, unwrapped, optimizer, scheduler)}
         logger.resume_at(state["global_step"])
-        print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
+        accelerator.print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
     window = _Window(**state["window"])
 
     def save(step: int) -> Path:
-        accelerator.wait_for_everyone()
-        path = run_dir / f"checkpoint-{step}"
-        if accelerator.is_main_process:
-            trainer_state = {"global_step": step, "epoch": epoch, "batches_done": batches_done, "window": window.state(),
-                             "nonfinite_skipped": skipped, "last_good_step": last_good, "fingerprint": fingerprint}
-            try:
-                save_checkpoint(run_dir, step, unwrapped, optimizer, scheduler, trainer_state, config.save_total_limit)
-            except OSError as exc:
-                logger.close()
-                raise checkpoint_error(exc, step, run_dir) from None
-        return path
+        trainer_state = {"global_step": step, "epoch": epoch, "batches_done": batches_done, "window": window.state(),
+                         "nonfinite_skipped": skipped, "last_good_step": last_good, "fingerprint": fingerprint}
+        try:
+            return write_checkpoint(backend, run_dir, step, model, unwrapped, optimizer, scheduler, trainer_state, config.save_total_limit)
+        except OSError as exc:
+            logger.close()
+            raise checkpoint_error(exc, step, run_dir) from None
 
     global_step, epoch, batches_done = state["global_step"], state["epoch"], state["batches_done"]
     skipped, in_a_row, last_good = state["nonfinite_skipped"], 0, state.get("last_good_step", global_step)
@@ -168,20 +166,16 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                 group = batches[batches_done:batches_done + ga]
                 for i, indices in enumerate(group):
                     batch = _to_device(task.collate([task.train_items[j] for j in indices]), accelerator.device)
-                    sync = accelerator.no_sync(model) if i < len(group) - 1 else nullcontext()
-                    with sync:
+                    with backend.micro_step(model, last=i == len(group) - 1):
                         loss, metrics = task.compute_loss(model, batch, True)
-                        accelerator.backward(loss / len(group))
+                        backend.backward(model, loss / len(group))
                     window.add({k: float(v) for k, v in metrics.items()})
-                grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0 else _grad_norm(params))
-                if math.isfinite(grad_norm):  # a NaN/inf loss or gradient anywhere makes the (global) norm non-finite
-                    optimizer.step()
-                    scheduler.step()
+                grad_norm = backend.step(model, optimizer, scheduler, params, config.max_grad_norm)
+                if math.isfinite(grad_norm):  # a NaN/inf loss or gradient anywhere makes the (global) norm non-finite; nothing was applied
                     window.add_step(grad_norm)
                     in_a_row, last_good = 0, global_step + 1
                 else:
                     skipped, in_a_row = skipped + 1, in_a_row + 1
-                optimizer.zero_grad(set_to_none=True)
                 global_step += 1
                 batches_done += len(group)
                 fractional_epoch = epoch + batches_done / len(batches)
@@ -215,14 +209,11 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     bar.close()
     logger.close()
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process and task.save_final is not None:
-        task.save_final(run_dir / "final")
+    if task.save_final is not None:
+        with backend.full_weights(unwrapped):  # all processes gather (ZeRO-3); the main one writes
+            if accelerator.is_main_process:
+                task.save_final(run_dir / "final")
     return TrainingResult(run_dir, unwrapped, global_step, last_train, last_eval)
-
-
-def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
-    norms = [p.grad.detach().norm() for p in params if p.grad is not None]
-    return torch.stack(norms).norm() if norms else torch.tensor(0.0)
 
 
 def _reduce(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-from accelerate import Accelerator
 from transformers import get_scheduler
 
 from alignkit.data.collate import build_batch
@@ -25,10 +25,11 @@ from alignkit.data.tokenize import prompt_token_ids
 from alignkit.diagnose.symptoms import RewardHackingGuard
 from alignkit.engine.generation import generate_responses, sample_token_ids
 from alignkit.engine.token_outputs import TokenOutputs, token_outputs
-from alignkit.errors import RunDirError
+from alignkit.errors import AlignkitError, RunDirError
 from alignkit.losses.rl import kl_estimate, masked_mean
-from alignkit.train.checkpoint import latest_good_checkpoint, load_checkpoint, save_checkpoint
-from alignkit.train.faults import refuse_sharded
+from alignkit.train.backends import Backend, make_accelerator
+from alignkit.train.checkpoint import latest_good_checkpoint, read_trainer_state, restore_checkpoint, write_checkpoint
+from alignkit.train.faults import StopSignals, TrainingInterrupted, check_resume, checkpoint_error, run_fingerprint
 from alignkit.train.loop import TrainingResult, epoch_order
 from alignkit.train.metrics_log import MetricsLogger, progress_bar
 
@@ -77,6 +78,11 @@ class PolicyWithValue(torch.nn.Module):
             torch.nn.init.normal_(self.value_head.weight, std=1 / math.sqrt(hidden + 1))
             torch.nn.init.zeros_(self.value_head.bias)
 
+    def forward(self, batch: dict, chunk_size: int, temperature: float, with_values: bool = True, with_entropy: bool = False) -> TokenOutputs:
+        """Per-token log-probs (and values, entropy) of the responses in ``batch``: what is prepared and
+        called through ``accelerate``, so distributed wrappers see the whole computation."""
+        return token_outputs(self.lm, batch, chunk_size, self.value_head if with_values else None, with_entropy, temperature)
+
 
 def _subset(prepared: dict, index: torch.Tensor, width: int) -> dict:
     out = {}
@@ -88,8 +94,8 @@ def _subset(prepared: dict, index: torch.Tensor, width: int) -> dict:
 
 def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, policy: PolicyWithValue, tokenizer,
            reference, reward_fn: Callable, save_final: Callable[[Path], None]) -> TrainingResult:
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # several CPU processes: gloo
-    refuse_sharded(accelerator)
+    accelerator = make_accelerator()
+    backend = Backend(accelerator)
     lm = policy.lm
     updates_per_step = config.num_ppo_epochs * math.ceil(config.per_device_train_batch_size * config.num_generations / config.mini_batch_size)
     total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * len(train_rows) / config.per_device_train_batch_size))
@@ -97,94 +103,124 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total_steps * updates_per_step),
                               num_training_steps=total_steps * updates_per_step)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
-    policy = accelerator.unwrap_model(policy)
+    backend.configure(config.mini_batch_size, config.max_grad_norm)
+    model, optimizer = accelerator.prepare(policy, optimizer)
+    policy = accelerator.unwrap_model(model)
+    backend.prepared(model, policy)
     device = accelerator.device
     sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})
     guard = RewardHackingGuard(config.hacking_kl_threshold, config.length_runaway_factor)
     logger = MetricsLogger(run_dir, sinks, enabled=accelerator.is_main_process, config=config.model_dump(mode="json"), monitor=guard)
     record = logger.record
-    state = {"global_step": 0, "kl_coef": None}
+    fingerprint = run_fingerprint(config)
+    state = {"global_step": 0, "kl_coef": None, "nonfinite_skipped": 0}
     if config.resume:
         checkpoint = latest_good_checkpoint(run_dir)
         if checkpoint is None:
             raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
-        state = load_checkpoint(checkpoint, policy, optimizer, scheduler)
+        check_resume(read_trainer_state(checkpoint).get("fingerprint"), fingerprint, checkpoint, config.force_resume)
+        state = {**state, **restore_checkpoint(backend, checkpoint, model, policy, optimizer, scheduler)}
         logger.resume_at(state["global_step"])
-        _truncate_samples(run_dir, state["global_step"])
-        print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
+        if accelerator.is_main_process:
+            _truncate_samples(run_dir, state["global_step"])
+        accelerator.print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
     method.start(config, state["kl_coef"])
+    nonfinite = {"skipped": state["nonfinite_skipped"], "in_a_row": 0}
+    synced = backend.zero_stage == 3  # sharded weights: every process takes part in every forward of generation
 
     def prompts_for(rows: list[dict]) -> list[list[int]]:
         return [prompt_token_ids(tokenizer, r["prompt"], config.apply_chat_template)[-config.max_prompt_length:] for r in rows]
 
     def evaluate(step: int) -> dict:
         rows = eval_rows[: config.eval_max_prompts]
-        texts = generate_responses(lm, tokenizer, [r["prompt"] for r in rows], config.max_new_tokens, config.mini_batch_size, show_progress=False)
+        texts = generate_responses(lm, tokenizer, [r["prompt"] for r in rows], config.max_new_tokens, config.mini_batch_size, show_progress=False,
+                                   synced=synced)
         scores, components = reward_fn(rows, texts)
         metrics = {"eval/reward/score": sum(scores) / len(scores), **{f"eval/reward/{k}": sum(v) / len(v) for k, v in components.items()},
                    "eval/response_words": sum(len(t.split()) for t in texts) / len(texts)}
         record(step, metrics)
         return metrics
 
+    def save(step: int) -> Path:
+        trainer_state = {"global_step": step, "kl_coef": method.kl_coef, "nonfinite_skipped": nonfinite["skipped"], "fingerprint": fingerprint}
+        try:
+            return write_checkpoint(backend, run_dir, step, model, policy, optimizer, scheduler, trainer_state, config.save_total_limit)
+        except OSError as exc:
+            logger.close()
+            raise checkpoint_error(exc, step, run_dir) from None
+
     last_train, last_eval = {}, {}
     if config.eval_on_start and eval_rows and state["global_step"] == 0:
         last_eval = evaluate(0)
     bar = progress_bar(total_steps, state["global_step"], config.disable_tqdm or not accelerator.is_main_process, desc=method.name)
     step = state["global_step"]
-    while step < total_steps:
-        torch.manual_seed(config.seed * 1_000_003 + step)  # sampling, dropout and minibatch order: a function of (seed, step)
-        per_epoch = max(1, len(train_rows) // config.per_device_train_batch_size)
-        epoch, position = divmod(step, per_epoch)
-        order = epoch_order(len(train_rows), config.seed, epoch)
-        rows = [train_rows[i] for i in order[position * config.per_device_train_batch_size:(position + 1) * config.per_device_train_batch_size]]
-        rollouts = sample_rollouts(config, lm, tokenizer, rows, prompts_for(rows), reward_fn)
-        batch = _batch(rollouts, tokenizer, config, device)
-        with torch.no_grad():  # dropout is off in RL (as in TRL), so these match the first update's forward exactly
-            old = token_outputs(lm, batch, config.logprob_chunk_size, policy.value_head, with_entropy=True, temperature=config.temperature)
-            with reference.model() as ref_model:
-                ref_logps = token_outputs(ref_model.lm, batch, config.logprob_chunk_size, temperature=config.temperature).logps
-        kl_coef = method.kl_coef
-        prepared, stats = method.prepare(config, rollouts, old, ref_logps, kl_coef)
-        update_stats = _optimise(config, method, policy, optimizer, scheduler, accelerator, params, rollouts, tokenizer, device, prepared, step)
-        seq_kl = (kl_estimate(old.logps, ref_logps, "k1") * old.mask).sum(1)
-        method.after_step(seq_kl.mean().item(), len(rollouts.texts))
-        step += 1
-        bar.update(1)
-        lengths = old.mask.sum(1).float()
-        metrics = {
-            "reward/score": rollouts.scores.mean().item(), "reward/score_std": rollouts.scores.std().item() if len(rollouts.scores) > 1 else 0.0,
-            **{f"reward/{k}": sum(v) / len(v) for k, v in rollouts.components.items()},
-            "objective/kl": seq_kl.mean().item(), "objective/entropy": masked_mean(old.entropy, old.mask).item(), "objective/kl_coef": kl_coef,
-            "response_length": lengths.mean().item(),
-            "truncated_fraction": sum(tokenizer.eos_token_id not in r for r in rollouts.response_ids) / len(rollouts.response_ids),
-            **stats, **update_stats, "learning_rate": scheduler.get_last_lr()[0], "epoch": round(step / per_epoch, 4),
-        }
-        if step % config.logging_steps == 0 or step == total_steps:
-            last_train = metrics
-            record(step, metrics)
-            bar.set_postfix({"reward": f"{metrics['reward/score']:.3f}", "kl": f"{metrics['objective/kl']:.2f}"})
-        if (step % config.sample_every == 0 or step == 1) and accelerator.is_main_process:
-            _write_samples(run_dir, step, rollouts, config.samples_per_log)
-        if eval_rows and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps):
-            last_eval = evaluate(step)
-        if step % config.save_steps == 0 or step == total_steps:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                save_checkpoint(run_dir, step, policy, optimizer, scheduler, {"global_step": step, "kl_coef": method.kl_coef}, config.save_total_limit)
+    with StopSignals() as stop:
+        while step < total_steps:
+            torch.manual_seed(config.seed * 1_000_003 + step)  # sampling, dropout and minibatch order: a function of (seed, step)
+            per_epoch = max(1, len(train_rows) // config.per_device_train_batch_size)
+            epoch, position = divmod(step, per_epoch)
+            order = epoch_order(len(train_rows), config.seed, epoch)
+            rows = [train_rows[i] for i in order[position * config.per_device_train_batch_size:(position + 1) * config.per_device_train_batch_size]]
+            rollouts = sample_rollouts(config, lm, tokenizer, rows, prompts_for(rows), reward_fn, synced)
+            batch = _batch(rollouts, tokenizer, config, device)
+            with torch.no_grad():  # dropout is off in RL (as in TRL), so these match the first update's forward exactly
+                old = model(batch, config.logprob_chunk_size, config.temperature, with_entropy=True)
+                with reference.model() as ref_model:  # with LoRA: the (prepared) policy with its adapters off
+                    ref_logps = (model(batch, config.logprob_chunk_size, config.temperature, with_values=False) if reference.use_adapter else
+                                 token_outputs(ref_model.lm, batch, config.logprob_chunk_size, temperature=config.temperature)).logps
+            kl_coef = method.kl_coef
+            prepared, stats = method.prepare(config, rollouts, old, ref_logps, kl_coef)
+            update_stats = _optimise(config, method, model, backend, optimizer, scheduler, params, rollouts, tokenizer, device, prepared, step, nonfinite)
+            seq_kl = (kl_estimate(old.logps, ref_logps, "k1") * old.mask).sum(1)
+            method.after_step(seq_kl.mean().item(), len(rollouts.texts))
+            step += 1
+            bar.update(1)
+            lengths = old.mask.sum(1).float()
+            metrics = {
+                "reward/score": rollouts.scores.mean().item(), "reward/score_std": rollouts.scores.std().item() if len(rollouts.scores) > 1 else 0.0,
+                **{f"reward/{k}": sum(v) / len(v) for k, v in rollouts.components.items()},
+                "objective/kl": seq_kl.mean().item(), "objective/entropy": masked_mean(old.entropy, old.mask).item(), "objective/kl_coef": kl_coef,
+                "response_length": lengths.mean().item(),
+                "truncated_fraction": sum(tokenizer.eos_token_id not in r for r in rollouts.response_ids) / len(rollouts.response_ids),
+                **stats, **update_stats, "learning_rate": scheduler.get_last_lr()[0], "epoch": round(step / per_epoch, 4),
+                "nonfinite_updates_skipped": nonfinite["skipped"],
+            }
+            too_many = nonfinite["in_a_row"] >= config.max_nonfinite_steps
+            if step % config.logging_steps == 0 or step == total_steps or too_many:
+                last_train = metrics
+                record(step, metrics)
+                bar.set_postfix({"reward": f"{metrics['reward/score']:.3f}", "kl": f"{metrics['objective/kl']:.2f}"})
+            if (step % config.sample_every == 0 or step == 1) and accelerator.is_main_process:
+                _write_samples(run_dir, step, rollouts, config.samples_per_log)
+            if too_many:
+                path = save(step)
+                logger.close()
+                raise AlignkitError(f"{nonfinite['in_a_row']} updates in a row had a NaN/inf loss or gradient (up to step {step}); stopped and saved "
+                                    f"{path.name} (skipped updates change nothing). Lower the learning rate or check the rewards, then --resume "
+                                    "(with --force_resume if you changed the config)")
+            if eval_rows and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps):
+                last_eval = evaluate(step)
+            if step % config.save_steps == 0 or step == total_steps or stop.received:
+                path = save(step)
+            if stop.received:
+                bar.close()
+                logger.close()
+                raise TrainingInterrupted(f"stopped by {signal.Signals(stop.received).name} at step {step}; saved {path}. "
+                                          "Continue with the same command plus --resume", stop.received)
     bar.close()
     logger.close()
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_final(run_dir / "final")
+    with backend.full_weights(policy):  # all processes gather (ZeRO-3); the main one writes
+        if accelerator.is_main_process:
+            save_final(run_dir / "final")
     return TrainingResult(run_dir, lm, step, last_train, last_eval)
 
 
-def sample_rollouts(config, lm, tokenizer, rows: list[dict], prompt_ids: list[list[int]], reward_fn) -> Rollouts:
+def sample_rollouts(config, lm, tokenizer, rows: list[dict], prompt_ids: list[list[int]], reward_fn, synced: bool = False) -> Rollouts:
     k = config.num_generations
     rows_k = [r for r in rows for _ in range(k)]  # each prompt's completions are contiguous (a group)
     prompts_k = [p for p in prompt_ids for _ in range(k)]
-    responses = sample_token_ids(lm, tokenizer, prompts_k, config.max_new_tokens, config.temperature, config.top_p, config.mini_batch_size * 2)
+    responses = sample_token_ids(lm, tokenizer, prompts_k, config.max_new_tokens, config.temperature, config.top_p, config.mini_batch_size * 2,
+                                 synced=synced)
     texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
     scores, components = reward_fn(rows_k, texts)
     scores = torch.tensor(scores, dtype=torch.float32)
@@ -201,7 +237,9 @@ def _batch(rollouts: Rollouts, tokenizer, config, device, index: list[int] | Non
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _optimise(config, method, policy, optimizer, scheduler, accelerator, params, rollouts, tokenizer, device, prepared, step) -> dict:
+def _optimise(config, method, model, backend, optimizer, scheduler, params, rollouts, tokenizer, device, prepared, step, nonfinite: dict) -> dict:
+    """``num_ppo_epochs`` passes of minibatch updates; an update whose loss or gradients are not finite
+    is skipped and counted in ``nonfinite`` (which also counts them in a row)."""
     n = len(rollouts.response_ids)
     sums: dict[str, float] = {}
     count = 0
@@ -211,13 +249,17 @@ def _optimise(config, method, policy, optimizer, scheduler, accelerator, params,
         for start in range(0, n, config.mini_batch_size):
             index = order[start:start + config.mini_batch_size]
             batch = _batch(rollouts, tokenizer, config, device, index.tolist())
-            out = token_outputs(policy.lm, batch, config.logprob_chunk_size, policy.value_head, temperature=config.temperature)
+            out = model(batch, config.logprob_chunk_size, config.temperature)
             loss, stats = method.loss(config, out, _subset(prepared, index.to(device), out.logps.shape[1]))
-            accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm) if config.max_grad_norm > 0 else torch.tensor(0.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            backend.backward(model, loss)
+            grad_norm = backend.step(model, optimizer, scheduler, params, config.max_grad_norm)
+            if not math.isfinite(grad_norm):
+                nonfinite["skipped"] += 1
+                nonfinite["in_a_row"] += 1
+                if nonfinite["in_a_row"] >= config.max_nonfinite_steps:
+                    return {key: value / max(count, 1) for key, value in sums.items()}
+                continue
+            nonfinite["in_a_row"] = 0
             for key, value in {"loss/total": loss.detach(), "grad_norm": grad_norm, **stats}.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             count += 1
