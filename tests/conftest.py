@@ -84,3 +84,14 @@ def write_pairs(path: Path, n: int = 12) -> Path:
 @pytest.fixture
 def pairs_file(tmp_path) -> Path:
     return write_pairs(tmp_path / "pairs.jsonl")
+
+
+def write_prompts(path: Path, n: int = 16) -> Path:
+    """Verifiable arithmetic prompts for the RL commands: {"prompt", "answer"} rows."""
+    path.write_text("".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, n + 1)))
+    return path
+
+
+@pytest.fixture
+def prompts(tmp_path) -> Path:
+    return write_prompts(tmp_path / "prompts.jsonl")

@@ -1,7 +1,8 @@
-"""Two CPU processes against one with the same global batch: plain DDP (accelerate launch, gloo) and
-DeepSpeed ZeRO-2 / ZeRO-3 (the shipped configs, on DeepSpeed's CPU accelerator) give the same loss
-curve and final weights; metrics and checkpoints are written once; resume works across both processes;
-with LoRA under ZeRO-3 the reference is the policy with adapters disabled."""
+"""Two CPU processes against one with the same global batch: plain DDP (accelerate launch, gloo),
+DeepSpeed ZeRO-2 / ZeRO-3 (the shipped configs, on DeepSpeed's CPU accelerator) and FSDP2 (the shipped
+config, on gloo) give the same loss curve and final weights; metrics and checkpoints are written once;
+resume works across both processes; with LoRA under sharding the reference is the policy with adapters
+disabled, and PPO (value head, sampling) reproduces one process."""
 import importlib.util
 import os
 import shutil
@@ -14,17 +15,18 @@ import torch
 from safetensors.torch import load_file
 
 from alignkit.train.metrics_log import read_metrics
-from conftest import write_pairs
+from conftest import write_pairs, write_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHES = {
     "ddp": ["--multi_gpu"],
     "zero2": ["--config_file", str(REPO / "examples/accelerate/zero2_bf16.yaml"), "--mixed_precision", "no"],
     "zero3": ["--config_file", str(REPO / "examples/accelerate/zero3.yaml"), "--mixed_precision", "no"],
+    "fsdp2": ["--config_file", str(REPO / "examples/accelerate/fsdp2.yaml"), "--mixed_precision", "no"],
 }
 
 
-def needs_deepspeed(kind: str) -> None:
+def needs_deepspeed(kind: str) -> None:  # (FSDP2 is part of torch)
     if kind.startswith("zero") and importlib.util.find_spec("deepspeed") is None:
         if os.environ.get("CI"):
             pytest.fail("deepspeed is not installed; the README's test set-up installs it ('.[test]')")
@@ -74,7 +76,7 @@ def two_process_run(setup, runs: dict, kind: str) -> Path:
     return runs[kind]
 
 
-@pytest.mark.parametrize("kind", ["ddp", "zero2", "zero3"])
+@pytest.mark.parametrize("kind", ["ddp", "zero2", "zero3", "fsdp2"])
 def test_two_processes_follow_the_single_process_run(setup, two_process_runs, kind):
     needs_deepspeed(kind)
     out = two_process_run(setup, two_process_runs, kind)
@@ -83,13 +85,14 @@ def test_two_processes_follow_the_single_process_run(setup, two_process_runs, ki
     assert sorted(p.name for p in out.iterdir()) == expected
     single, double = load_file(str(setup[0] / "one" / "final" / "model.safetensors")), load_file(str(out / "final" / "model.safetensors"))
     assert all(torch.allclose(single[k], double[k], atol=1e-5) for k in single)  # whole weights, gathered under ZeRO-3
+    manifest = (out / "checkpoint-4" / "manifest.json").read_text()
     if kind.startswith("zero"):  # DeepSpeed's sharded optimizer state: one file per process, covered by the manifest
-        shards = sorted(p.name for p in (out / "checkpoint-4" / "deepspeed").glob("*optim_states.pt"))
-        assert len(shards) == 2
-        assert '"deepspeed/' in (out / "checkpoint-4" / "manifest.json").read_text()
+        assert len(list((out / "checkpoint-4" / "deepspeed").glob("*optim_states.pt"))) == 2 and '"deepspeed/' in manifest
+    if kind == "fsdp2":
+        assert '"optimizer_rank0.pt"' in manifest and '"optimizer_rank1.pt"' in manifest
 
 
-@pytest.mark.parametrize("kind", ["ddp", "zero3"])
+@pytest.mark.parametrize("kind", ["ddp", "zero3", "fsdp2"])
 def test_resume_across_two_processes(setup, two_process_runs, kind):
     needs_deepspeed(kind)
     finished = two_process_run(setup, two_process_runs, kind)
@@ -105,34 +108,35 @@ def test_resume_across_two_processes(setup, two_process_runs, kind):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_lora_under_zero3_uses_the_policy_with_adapters_disabled_as_reference(setup):
+@pytest.mark.parametrize("kind", ["zero3", "fsdp2"])
+def test_lora_under_sharding_uses_the_policy_with_adapters_disabled_as_reference(setup, kind):
     """Sharded LoRA training matches one process (no LoRA dropout, so the runs are deterministic): the
     reference log-probs, taken from the gathered base weights with adapters off, are right."""
-    needs_deepspeed("zero3")
+    needs_deepspeed(kind)
     root, args = setup
     lora = ["--use_peft", "true", "--lora_dropout", "0", "--learning_rate", "1e-2"]
-    one = run(args[:-4] + lora + ["--output_dir", str(root / "lora-one"), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2"], None)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = run(args + lora + ["--output_dir", str(root / "lora-zero3")], "zero3")
+    if not (root / "lora-one").exists():
+        one = run(args[:-4] + lora + ["--output_dir", str(root / "lora-one"), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2"], None)
+        assert one.returncode == 0, one.stderr[-2000:]
+    two = run(args + lora + ["--output_dir", str(root / f"lora-{kind}")], kind)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert_same_run(root / "lora-one", root / "lora-zero3")
-    first = read_metrics(root / "lora-zero3")[0]
+    assert_same_run(root / "lora-one", root / f"lora-{kind}")
+    first = read_metrics(root / f"lora-{kind}")[0]
     assert first["loss"] == pytest.approx(0.693147, abs=1e-5)  # policy == reference before the first update
-    assert (root / "lora-zero3" / "final" / "adapter_model.safetensors").is_file()
+    single, sharded = (load_file(str(root / run_name / "final" / "adapter_model.safetensors")) for run_name in ("lora-one", f"lora-{kind}"))
+    assert single.keys() == sharded.keys() and all(torch.allclose(single[k], sharded[k], atol=1e-5) for k in single)
 
 
-def test_ppo_with_lora_under_zero3_follows_one_process_and_resumes(setup, tiny_model_dir):
-    """Every process samples the same prompts with the same seed, so two ZeRO-3 processes (sharded
-    policy, value head and LoRA reference; generation kept in step across processes) must reproduce one
+@pytest.mark.parametrize("kind", ["zero3", "fsdp2"])
+def test_ppo_with_lora_under_sharding_follows_one_process_and_resumes(setup, tiny_model_dir, kind):
+    """Every process samples the same prompts with the same seed, so two sharded processes (policy,
+    value head and LoRA reference; generation kept in step across processes) must reproduce one
     process exactly; and a resumed sharded run must reproduce the uninterrupted one."""
-    import json
-
     from test_rl import rl_args
 
-    needs_deepspeed("zero3")
+    needs_deepspeed(kind)
     root = setup[0]
-    prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, 17)))
+    prompts = write_prompts(root / "prompts.jsonl")
     extra = ["--max_steps", "3", "--save_steps", "2", "--eval_steps", "2", "--use_peft", "--lora_r", "4", "--lora_dropout", "0"]
 
     def ppo(out: str, kind: str | None, *more: str) -> None:
@@ -141,20 +145,22 @@ def test_ppo_with_lora_under_zero3_follows_one_process_and_resumes(setup, tiny_m
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
 
-    ppo("ppo-one", None)
-    ppo("ppo-zero3", "zero3")
-    single, sharded = read_metrics(root / "ppo-one"), read_metrics(root / "ppo-zero3")
+    if not (root / "ppo-one").exists():
+        ppo("ppo-one", None)
+    ppo(f"ppo-{kind}", kind)
+    single, sharded = read_metrics(root / "ppo-one"), read_metrics(root / f"ppo-{kind}")
     assert [sorted(r) for r in single] == [sorted(r) for r in sharded]
     for a, b in zip(single, sharded):
         for key, value in a.items():
             if isinstance(value, float):
                 assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (a["step"], key)
-    wa, wb = (load_file(str(root / run / "checkpoint-3" / "trainable.safetensors")) for run in ("ppo-one", "ppo-zero3"))
+    wa, wb = (load_file(str(root / name / "checkpoint-3" / "trainable.safetensors")) for name in ("ppo-one", f"ppo-{kind}"))
     assert any("value_head" in k for k in wa) and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
-    shutil.copytree(root / "ppo-zero3", root / "ppo-resumed")
-    shutil.rmtree(root / "ppo-resumed" / "checkpoint-3")
-    shutil.rmtree(root / "ppo-resumed" / "final")
-    ppo("ppo-resumed", "zero3", "--resume")
-    assert read_metrics(root / "ppo-resumed") == sharded
-    wc = load_file(str(root / "ppo-resumed" / "checkpoint-3" / "trainable.safetensors"))
+    resumed = f"ppo-{kind}-resumed"
+    shutil.copytree(root / f"ppo-{kind}", root / resumed)
+    shutil.rmtree(root / resumed / "checkpoint-3")
+    shutil.rmtree(root / resumed / "final")
+    ppo(resumed, kind, "--resume")
+    assert read_metrics(root / resumed) == sharded
+    wc = load_file(str(root / resumed / "checkpoint-3" / "trainable.safetensors"))
     assert all(torch.equal(wb[k], wc[k]) for k in wb)

@@ -177,7 +177,8 @@ def test_unsupported_launches_are_refused_clearly(monkeypatch):
     from alignkit.train.backends import make_accelerator
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with pytest.raises(AlignkitError, match="FSDP is not supported.*examples/accelerate/zero3.yaml"):
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(AlignkitError, match="FSDP2 only.*fsdp_version: 2.*examples/accelerate/fsdp2.yaml"):
         make_accelerator()
     monkeypatch.delenv("ACCELERATE_USE_FSDP")
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")

@@ -90,13 +90,6 @@ def test_reward_hacking_guard():
     assert [s.name for s in other.observe(3, guard_record(0.0, 0.0, 20, truncated=0.9))] == ["length_runaway"]
 
 
-@pytest.fixture
-def prompts(tmp_path):
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, 17)))
-    return path
-
-
 def rl_args(model_dir, prompts, out, *extra):
     return ["--model", str(model_dir), "--train_data", str(prompts), "--output_dir", str(out), "--disable_tqdm", "--report_to", "none",
             "--max_new_tokens", "6", "--per_device_train_batch_size", "4", "--mini_batch_size", "4", "--logging_steps", "1",

@@ -16,13 +16,6 @@ from alignkit.train.metrics_log import read_metrics
 from test_rl import rl_args
 
 
-@pytest.fixture
-def prompts(tmp_path):
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, 17)))
-    return path
-
-
 def grpo_args(model_dir, prompts, out, *extra):
     # 4 prompts x 2 completions, minibatches of 4, one epoch: 2 updates per step
     return rl_args(model_dir, prompts, out, "--num_generations", "2", "--num_ppo_epochs", "1", "--temperature", "1.0", *extra)

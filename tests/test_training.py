@@ -1,5 +1,4 @@
 """DPO training end to end on a tiny random model: run directory, outputs, refusal, exact resume."""
-import json
 
 import pytest
 import torch

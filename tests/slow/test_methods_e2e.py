@@ -1,6 +1,5 @@
 """Every training command on the embedded model with the shipped example configs: metrics must move
 the right way on held-out data. Marked slow; CI runs them (a few minutes in all)."""
-import json
 import os
 import subprocess
 import sys

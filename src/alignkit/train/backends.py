@@ -4,6 +4,8 @@ and where the optimizer's (possibly sharded) state is checkpointed.
 
 - one process, or DDP (GPUs, or CPU processes over gloo): alignkit steps the torch optimizer itself,
   skipping a step whose gradient norm is not finite.
+- FSDP2 (GPUs, or CPU processes over gloo): as DDP, with weights, gradients and optimizer state sharded;
+  checkpoints hold whole trainable weights (gathered) and each process's optimizer shard.
 - DeepSpeed ZeRO-1/2/3 (GPUs, or CPU processes over gloo): the engine owns the step. alignkit's config
   decides the micro-batch size, gradient accumulation (``managed_gradient_accumulation: false``: one
   engine step per accumulated group, however short the last group of an epoch) and clipping; those keys
@@ -36,9 +38,16 @@ def launched_with(backend: str) -> bool:
 def make_accelerator() -> Accelerator:
     cuda = torch.cuda.is_available()
     if launched_with("FSDP"):
-        raise AlignkitError("FSDP is not supported by alignkit yet (its checkpoints and reference handling are untested); DeepSpeed ZeRO-3 "
-                            "shards weights, gradients and optimizer states the same way: accelerate launch --config_file "
-                            "examples/accelerate/zero3.yaml (or zero2_bf16.yaml), or plain DDP (examples/accelerate/ddp.yaml)")
+        if os.environ.get("FSDP_VERSION", "1") != "2":
+            raise AlignkitError("alignkit supports FSDP2 only (fsdp_version: 2 in the accelerate config, as in examples/accelerate/fsdp2.yaml); "
+                                "FSDP1's flat parameters are not handled. DeepSpeed ZeRO-3 (examples/accelerate/zero3.yaml) also works")
+        if not cuda:  # accelerate runs FSDP on GPUs only; FSDP2 itself runs on CPU processes (gloo), so take accelerate's CPU setup and shard
+            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+            accelerator = Accelerator(cpu=True)
+            accelerator.state.distributed_type = DistributedType.FSDP
+            accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+            return accelerator
     if launched_with("DEEPSPEED"):
         try:
             import deepspeed
@@ -61,6 +70,8 @@ class Backend:
         self.accelerator = accelerator
         self.kind = str(accelerator.distributed_type).split(".")[-1]
         self.deepspeed = self.kind == "DEEPSPEED"
+        self.fsdp = self.kind == "FSDP"
+        self.sharded_state = self.deepspeed or self.fsdp  # the optimizer state is per process: saved by save_state
         plugin = accelerator.state.deepspeed_plugin if self.deepspeed else None
         self.zero_stage = int(plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0)) if plugin else 0
 
@@ -115,29 +126,99 @@ class Backend:
 
     @contextmanager
     def full_weights(self, module: torch.nn.Module):
-        """Every parameter of ``module`` whole on every process while inside, to read (a collective under
-        ZeRO-3: all processes enter)."""
+        """Inside, the main process sees every parameter of ``module`` whole, to read or save (all
+        processes must enter: gathering is a collective under ZeRO-3 and FSDP)."""
         if self.zero_stage == 3:
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
                 yield
+        elif self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))  # whole on rank 0 only
+            swapped, replacement = [], {}
+            if self.accelerator.is_main_process:  # the sharded parameters step aside for whole ones (tied ones stay tied)
+                for prefix, owner in module.named_modules(remove_duplicate=False):
+                    for name, param in list(owner._parameters.items()):
+                        if param is not None:
+                            if id(param) not in replacement:
+                                replacement[id(param)] = torch.nn.Parameter(full[f"{prefix}.{name}" if prefix else name], param.requires_grad)
+                            owner._parameters[name] = replacement[id(param)]
+                            swapped.append((owner, name, param))
+            try:
+                yield
+            finally:
+                for owner, name, param in swapped:
+                    owner._parameters[name] = param
         else:
             yield
 
-    def save_state(self, model, folder: Path) -> bool:
-        """Collective: DeepSpeed writes its sharded optimizer state under ``folder/deepspeed`` (every rank
-        its own files). Returns whether it did; other backends leave the optimizer to the checkpoint."""
-        if not self.deepspeed:
-            return False
-        model.save_checkpoint(str(folder), tag=DEEPSPEED_STATE, save_latest=False, exclude_frozen_parameters=True)
-        return True
+    @contextmanager
+    def generation_weights(self, module: torch.nn.Module):
+        """Inside, every process can generate with ``module`` (with ``synced`` generation where
+        ``self.synced_generation``): FSDP gathers the parameters its root unit holds (embeddings, head)."""
+        if self.fsdp:
+            from torch.distributed.fsdp import FSDPModule
 
-    def load_state(self, model, folder: Path) -> None:
-        if self.deepspeed:  # restores the weights and the sharded optimizer state
+            units = [m for m in module.modules() if isinstance(m, FSDPModule)]
+            if units:  # FSDP makes the first unit to run forward the root: make it the real root before generate() runs an inner one
+                units[0]._get_fsdp_state()._lazy_init()
+            for unit in units:
+                unit.unshard()
+            try:
+                yield
+            finally:
+                for unit in units:
+                    unit.reshard()
+        else:
+            yield
+
+    @property
+    def synced_generation(self) -> bool:
+        """Sharded weights: every process must take part in every forward while generating."""
+        return self.zero_stage == 3 or self.fsdp
+
+    def save_state(self, model, optimizer, folder: Path) -> None:
+        """Every process writes its own part of the optimizer state into ``folder`` (a collective):
+        DeepSpeed its files under ``deepspeed/``, FSDP each rank's shards as ``optimizer_rank<r>.pt``."""
+        if self.deepspeed:
+            model.save_checkpoint(str(folder), tag=DEEPSPEED_STATE, save_latest=False, exclude_frozen_parameters=True)
+        elif self.fsdp:
+            from torch.distributed.tensor import DTensor
+
+            state = optimizer.state_dict()
+            state["state"] = {i: {k: v.to_local() if isinstance(v, DTensor) else v for k, v in s.items()} for i, s in state["state"].items()}
+            torch.save(state, folder / f"optimizer_rank{self.accelerator.process_index}.pt")
+
+    def load_state(self, model, trained, optimizer, folder: Path) -> None:
+        """Weights and optimizer state from a checkpoint written by :meth:`save_state` under the same launch."""
+        if self.deepspeed:  # restores the weights too
             if not (folder / DEEPSPEED_STATE).is_dir():
                 raise AlignkitError(f"{folder} was not written under DeepSpeed (no {DEEPSPEED_STATE}/ folder); resume it with the launch that wrote it")
             model.load_checkpoint(str(folder), tag=DEEPSPEED_STATE, load_module_strict=False, load_lr_scheduler_states=False)
+            return
+        from safetensors.torch import load_file
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        shard = folder / f"optimizer_rank{self.accelerator.process_index}.pt"
+        if not shard.is_file():
+            raise AlignkitError(f"{folder} was not written under FSDP with {self.accelerator.num_processes} processes (no {shard.name}); "
+                                "resume it with the launch that wrote it")
+        weights = load_file(str(folder / "trainable.safetensors"))
+        with torch.no_grad():
+            for name, param in trained.named_parameters():
+                if param.requires_grad:
+                    full = weights[name].to(param.dtype)
+                    param.to_local().copy_(distribute_tensor(full, param.device_mesh, param.placements).to_local() if isinstance(param, DTensor) else full)
+        state = torch.load(shard, weights_only=False)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for index, values in state["state"].items():
+            param = params[index]
+            if isinstance(param, DTensor):
+                values.update({k: DTensor.from_local(v, param.device_mesh, param.placements, shape=param.shape, stride=param.stride())
+                               for k, v in values.items() if torch.is_tensor(v) and v.dim() > 0})
+        optimizer.load_state_dict(state)
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:

@@ -50,7 +50,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+    # clone: own storage (gathered FSDP parameters are views into a communication buffer)
+    return {name: p.detach().clone().cpu() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def staging_dir(run_dir: Path, step: int) -> Path:
@@ -156,29 +157,29 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
 
 
 def write_checkpoint(backend, run_dir: Path, step: int, model, trained, optimizer, scheduler, trainer_state: dict, save_total_limit: int | None) -> Path:
-    """Every process calls this: DeepSpeed's sharded state is written by all of them, whole weights are
+    """Every process calls this: sharded optimizer state (DeepSpeed, FSDP) is written by all of them, whole weights are
     gathered by all of them, and the main process alone writes, verifies and renames the checkpoint."""
     accelerator = backend.accelerator
     accelerator.wait_for_everyone()
     tmp = staging_dir(run_dir, step)
-    if backend.deepspeed:
+    if backend.sharded_state:
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        backend.save_state(model, tmp)
+        backend.save_state(model, optimizer, tmp)
     with backend.full_weights(trained):
         weights = trainable_state(trained) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        return save_checkpoint(run_dir, step, weights, None if backend.deepspeed else optimizer, scheduler, trainer_state,
-                               save_total_limit, staged=backend.deepspeed)
+        return save_checkpoint(run_dir, step, weights, None if backend.sharded_state else optimizer, scheduler, trainer_state,
+                               save_total_limit, staged=backend.sharded_state)
     return run_dir / f"checkpoint-{step}"
 
 
 def restore_checkpoint(backend, path: Path, model, trained, optimizer, scheduler) -> dict:
     """Inverse of :func:`write_checkpoint`; returns the trainer state."""
-    if backend.deepspeed:
-        backend.load_state(model, path)
+    if backend.sharded_state:
+        backend.load_state(model, trained, optimizer, path)
         return load_checkpoint(path, None, None, scheduler)
     return load_checkpoint(path, trained, optimizer, scheduler)

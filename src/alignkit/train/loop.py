@@ -124,6 +124,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     backend.prepared(model, unwrapped)
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces parameters with sharded ones
 
     sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})  # TensorBoard always, unless report_to: none
     monitor = SymptomMonitor(total_steps, config.symptom_thresholds) if config.symptom_warnings else None

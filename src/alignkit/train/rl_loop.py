@@ -107,6 +107,7 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
     model, optimizer = accelerator.prepare(policy, optimizer)
     policy = accelerator.unwrap_model(model)
     backend.prepared(model, policy)
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces parameters with sharded ones
     device = accelerator.device
     sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})
     guard = RewardHackingGuard(config.hacking_kl_threshold, config.length_runaway_factor)
@@ -126,15 +127,16 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
         accelerator.print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
     method.start(config, state["kl_coef"])
     nonfinite = {"skipped": state["nonfinite_skipped"], "in_a_row": 0}
-    synced = backend.zero_stage == 3  # sharded weights: every process takes part in every forward of generation
+    synced = backend.synced_generation
 
     def prompts_for(rows: list[dict]) -> list[list[int]]:
         return [prompt_token_ids(tokenizer, r["prompt"], config.apply_chat_template)[-config.max_prompt_length:] for r in rows]
 
     def evaluate(step: int) -> dict:
         rows = eval_rows[: config.eval_max_prompts]
-        texts = generate_responses(lm, tokenizer, [r["prompt"] for r in rows], config.max_new_tokens, config.mini_batch_size, show_progress=False,
-                                   synced=synced)
+        with backend.generation_weights(policy):
+            texts = generate_responses(lm, tokenizer, [r["prompt"] for r in rows], config.max_new_tokens, config.mini_batch_size, show_progress=False,
+                                       synced=synced)
         scores, components = reward_fn(rows, texts)
         metrics = {"eval/reward/score": sum(scores) / len(scores), **{f"eval/reward/{k}": sum(v) / len(v) for k, v in components.items()},
                    "eval/response_words": sum(len(t.split()) for t in texts) / len(texts)}
@@ -161,7 +163,8 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
             epoch, position = divmod(step, per_epoch)
             order = epoch_order(len(train_rows), config.seed, epoch)
             rows = [train_rows[i] for i in order[position * config.per_device_train_batch_size:(position + 1) * config.per_device_train_batch_size]]
-            rollouts = sample_rollouts(config, lm, tokenizer, rows, prompts_for(rows), reward_fn, synced)
+            with backend.generation_weights(policy):
+                rollouts = sample_rollouts(config, lm, tokenizer, rows, prompts_for(rows), reward_fn, synced)
             batch = _batch(rollouts, tokenizer, config, device)
             with torch.no_grad():  # dropout is off in RL (as in TRL), so these match the first update's forward exactly
                 old = model(batch, config.logprob_chunk_size, config.temperature, with_entropy=True)
