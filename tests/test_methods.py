@@ -157,10 +157,13 @@ def test_orpo_trains_without_a_reference(tiny_model_dir, tmp_path):
     ("hinge", 1.0),  # max(0, 1 - 0)
     ("ipo", 25.0),  # (0 - 1 / (2 * 0.1))^2
 ])
-def test_dpo_loss_types_first_step(tiny_model_dir, pairs_file, tmp_path, loss_type, first_loss):
+def test_dpo_loss_types_first_step_and_learning(tiny_model_dir, pairs_file, tmp_path, loss_type, first_loss):
     out = tmp_path / loss_type
-    train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, pairs_file, out, "--max_steps", "1", "--loss_type", loss_type, "--label_smoothing", "0.1" if loss_type == "robust" else "0")))
+    train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, pairs_file, out, "--max_steps", "6", "--loss_type", loss_type,
+                                                    "--label_smoothing", "0.1" if loss_type == "robust" else "0", "--learning_rate", "3e-3")))
     assert train_losses(out)[0] == pytest.approx(first_loss, abs=1e-4)
+    margins = [r["rewards/margins"] for r in read_metrics(out) if "rewards/margins" in r]
+    assert margins[0] == pytest.approx(0.0, abs=1e-6) and margins[-1] > 0.1  # the preference is learned
 
 
 def test_simpo_and_rpo(tiny_model_dir, pairs_file, tmp_path):

@@ -3,7 +3,8 @@ micro-batch's loss becomes an optimizer step, how whole weights are reached when
 and where the optimizer's (possibly sharded) state is checkpointed.
 
 - one process, or DDP (GPUs, or CPU processes over gloo): alignkit steps the torch optimizer itself,
-  skipping a step whose gradient norm is not finite.
+  skipping a step whose gradient norm is not finite (under fp16 the loss scaler decides, and alignkit
+  counts its skipped steps).
 - FSDP2 (GPUs, or CPU processes over gloo): as DDP, with weights, gradients and optimizer state sharded;
   checkpoints hold whole trainable weights (gathered) and each process's optimizer shard.
 - DeepSpeed ZeRO-1/2/3 (GPUs, or CPU processes over gloo): the engine owns the step. alignkit's config
@@ -118,11 +119,17 @@ class Backend:
                 scheduler.step()
             return float(norm) if applied else math.nan
         norm = float(self.accelerator.clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else _grad_norm(params))
-        if math.isfinite(norm):
+        if self.accelerator.scaler is not None:  # fp16: the loss scaler skips an overflowing step itself, and must see it to lower its scale
             optimizer.step()
+            applied = not optimizer.step_was_skipped
+        else:
+            applied = math.isfinite(norm)
+            if applied:
+                optimizer.step()
+        if applied:
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        return norm
+        return norm if applied else math.nan
 
     @contextmanager
     def full_weights(self, module: torch.nn.Module):
