@@ -58,7 +58,8 @@ def setup(tmp_path_factory, tiny_model_dir):
               "--preflight", "false", "--save_steps", "2", "--eval_steps", "2"]
     one = run(common + ["--output_dir", str(root / "one"), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2"], None)
     assert one.returncode == 0, one.stderr[-2000:]
-    return root, common + ["--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "1"]
+    # eval batches of 4 over 4 held-out pairs: the second process has none and must still take part
+    return root, common + ["--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "4"]
 
 
 @pytest.fixture(scope="module")

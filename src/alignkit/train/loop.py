@@ -227,19 +227,23 @@ def _reduce(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, fl
 
 @torch.no_grad()
 def evaluate(accelerator: Accelerator, model: torch.nn.Module, task: TrainingTask, batch_size: int) -> dict[str, float]:
-    """Example-weighted means of the task's metrics over the eval items, ``eval/``-prefixed."""
+    """Example-weighted means of the task's metrics over the eval items, ``eval/``-prefixed.
+
+    Every process runs the same number of batches (sharded weights gather in every forward, and the
+    sums are reduced key by key): a process whose share has run out runs a batch that counts for nothing."""
     model.eval()
     sums: dict[str, float] = defaultdict(float)
     count = 0
-    order = list(range(len(task.eval_items)))
-    rank, world = accelerator.process_index, accelerator.num_processes
-    for start in range(rank * batch_size, len(order), batch_size * world):
-        indices = order[start:start + batch_size]
+    n, rank, world = len(task.eval_items), accelerator.process_index, accelerator.num_processes
+    for i in range(max(1, math.ceil(n / (batch_size * world)))):
+        start = (i * world + rank) * batch_size
+        indices = list(range(start, min(start + batch_size, n))) or [0]
+        weight = len(indices) if start < n else 0
         batch = _to_device(task.collate([task.eval_items[j] for j in indices]), accelerator.device)
         loss, metrics = task.compute_loss(model, batch, False)
         for key, value in {"loss": loss, **metrics}.items():
-            sums[key] += float(value) * len(indices)
-        count += len(indices)
+            sums[key] += float(value) * weight
+        count += weight
     model.train()
     keys = sorted(sums)
     totals = torch.tensor([sums[k] for k in keys] + [float(count)], device=accelerator.device)
