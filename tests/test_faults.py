@@ -38,6 +38,12 @@ def start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "alignkit", "dpo", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def resume(args: list[str]) -> None:
+    """The same command plus --resume, in a fresh process; it must succeed."""
+    resumed = subprocess.run([sys.executable, "-m", "alignkit", "dpo", *args, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while not path.exists():
@@ -66,9 +72,7 @@ def test_kill_9_then_resume_reaches_exactly_the_uninterrupted_run(straight, tiny
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL and not (out / "final").exists()
-    resumed = subprocess.run([sys.executable, "-m", "alignkit", "dpo", *args_for(tiny_model_dir, data, out, *extra, "--resume")],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resume(args_for(tiny_model_dir, data, out, *extra))
     same_run(reference, out, 10)
 
 
@@ -86,9 +90,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(straight, tiny_model_dir, 
     saved = sorted(out.glob("checkpoint-*"))
     assert len(saved) == 1 and verify_checkpoint(saved[0]) is None  # saved at the step it stopped, though save_steps is 100
     assert "--resume" in err and saved[0].name in err
-    resumed = subprocess.run([sys.executable, "-m", "alignkit", "dpo", *args_for(tiny_model_dir, data, out, *extra, "--resume")],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resume(args_for(tiny_model_dir, data, out, *extra))
     assert read_metrics(out) == read_metrics(reference)
 
 

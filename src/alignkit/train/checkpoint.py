@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alignkit.atomic import fsync_tree
+from alignkit.errors import RunDirError
+from alignkit.train.faults import check_resume
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 MANIFEST = "manifest.json"
@@ -183,3 +185,15 @@ def restore_checkpoint(backend, path: Path, model, trained, optimizer, scheduler
         backend.load_state(model, trained, optimizer, path)
         return load_checkpoint(path, None, None, scheduler)
     return load_checkpoint(path, trained, optimizer, scheduler)
+
+
+def resume_from_latest(backend, run_dir: Path, fingerprint: dict, force: bool, model, trained, optimizer, scheduler) -> dict:
+    """``--resume``: restore the newest good checkpoint, after checking it was written with this config
+    and data (unless ``force``); returns its trainer state."""
+    checkpoint = latest_good_checkpoint(run_dir)
+    if checkpoint is None:
+        raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
+    check_resume(read_trainer_state(checkpoint).get("fingerprint"), fingerprint, checkpoint, force)
+    state = restore_checkpoint(backend, checkpoint, model, trained, optimizer, scheduler)
+    backend.accelerator.print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
+    return state

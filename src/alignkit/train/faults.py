@@ -21,6 +21,10 @@ class TrainingInterrupted(AlignkitError):
         super().__init__(message)
         self.exit_code = 128 + signum
 
+    @classmethod
+    def at(cls, signum: int, step: int, checkpoint: Path) -> "TrainingInterrupted":
+        return cls(f"stopped by {signal.Signals(signum).name} at step {step}; saved {checkpoint}. Continue with the same command plus --resume", signum)
+
 
 class StopSignals:
     """Within the context, the first SIGINT or SIGTERM only sets ``received`` (the loop finishes the

@@ -10,7 +10,6 @@ partially filled logging window).
 from __future__ import annotations
 
 import math
-import signal
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,10 @@ from transformers import get_scheduler, set_seed
 
 from alignkit.config import TrainConfig
 from alignkit.diagnose.symptoms import SymptomMonitor
-from alignkit.errors import AlignkitError, RunDirError
+from alignkit.errors import AlignkitError
 from alignkit.train.backends import Backend, make_accelerator
-from alignkit.train.checkpoint import latest_good_checkpoint, read_trainer_state, restore_checkpoint, write_checkpoint
-from alignkit.train.faults import StopSignals, TrainingInterrupted, check_resume, checkpoint_error, run_fingerprint
+from alignkit.train.checkpoint import resume_from_latest, write_checkpoint
+from alignkit.train.faults import StopSignals, TrainingInterrupted, checkpoint_error, run_fingerprint
 from alignkit.train.metrics_log import MetricsLogger, progress_bar, progress_postfix
 
 LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
@@ -133,13 +132,8 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     state = {"global_step": 0, "epoch": 0, "batches_done": 0, "window": _Window().state(), "nonfinite_skipped": 0}
     fingerprint = run_fingerprint(config)
     if config.resume:
-        checkpoint = latest_good_checkpoint(run_dir)
-        if checkpoint is None:
-            raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
-        check_resume(read_trainer_state(checkpoint).get("fingerprint"), fingerprint, checkpoint, config.force_resume)
-        state = {**state, **restore_checkpoint(backend, checkpoint, model, unwrapped, optimizer, scheduler)}
+        state = {**state, **resume_from_latest(backend, run_dir, fingerprint, config.force_resume, model, unwrapped, optimizer, scheduler)}
         logger.resume_at(state["global_step"])
-        accelerator.print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
     window = _Window(**state["window"])
 
     def save(step: int) -> Path:
@@ -205,13 +199,12 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                 if stop.received:
                     bar.close()
                     logger.close()
-                    name = signal.Signals(stop.received).name
-                    raise TrainingInterrupted(f"stopped by {name} at step {global_step}; saved {path}. Continue with the same command plus --resume", stop.received)
+                    raise TrainingInterrupted.at(stop.received, global_step, path)
     bar.close()
     logger.close()
     accelerator.wait_for_everyone()
     if task.save_final is not None:
-        with backend.full_weights(unwrapped):  # all processes gather (ZeRO-3); the main one writes
+        with backend.full_weights(unwrapped):  # all processes gather (ZeRO-3, FSDP); the main one writes
             if accelerator.is_main_process:
                 task.save_final(run_dir / "final")
     return TrainingResult(run_dir, unwrapped, global_step, last_train, last_eval)

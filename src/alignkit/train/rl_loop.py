@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,11 +24,11 @@ from alignkit.data.tokenize import prompt_token_ids
 from alignkit.diagnose.symptoms import RewardHackingGuard
 from alignkit.engine.generation import generate_responses, sample_token_ids
 from alignkit.engine.token_outputs import TokenOutputs, token_outputs
-from alignkit.errors import AlignkitError, RunDirError
+from alignkit.errors import AlignkitError
 from alignkit.losses.rl import kl_estimate, masked_mean
 from alignkit.train.backends import Backend, make_accelerator
-from alignkit.train.checkpoint import latest_good_checkpoint, read_trainer_state, restore_checkpoint, write_checkpoint
-from alignkit.train.faults import StopSignals, TrainingInterrupted, check_resume, checkpoint_error, run_fingerprint
+from alignkit.train.checkpoint import resume_from_latest, write_checkpoint
+from alignkit.train.faults import StopSignals, TrainingInterrupted, checkpoint_error, run_fingerprint
 from alignkit.train.loop import TrainingResult, epoch_order
 from alignkit.train.metrics_log import MetricsLogger, progress_bar
 
@@ -116,15 +115,10 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
     fingerprint = run_fingerprint(config)
     state = {"global_step": 0, "kl_coef": None, "nonfinite_skipped": 0}
     if config.resume:
-        checkpoint = latest_good_checkpoint(run_dir)
-        if checkpoint is None:
-            raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
-        check_resume(read_trainer_state(checkpoint).get("fingerprint"), fingerprint, checkpoint, config.force_resume)
-        state = {**state, **restore_checkpoint(backend, checkpoint, model, policy, optimizer, scheduler)}
+        state = {**state, **resume_from_latest(backend, run_dir, fingerprint, config.force_resume, model, policy, optimizer, scheduler)}
         logger.resume_at(state["global_step"])
         if accelerator.is_main_process:
             _truncate_samples(run_dir, state["global_step"])
-        accelerator.print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
     method.start(config, state["kl_coef"])
     nonfinite = {"skipped": state["nonfinite_skipped"], "in_a_row": 0}
     synced = backend.synced_generation
@@ -208,11 +202,10 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
             if stop.received:
                 bar.close()
                 logger.close()
-                raise TrainingInterrupted(f"stopped by {signal.Signals(stop.received).name} at step {step}; saved {path}. "
-                                          "Continue with the same command plus --resume", stop.received)
+                raise TrainingInterrupted.at(stop.received, step, path)
     bar.close()
     logger.close()
-    with backend.full_weights(policy):  # all processes gather (ZeRO-3); the main one writes
+    with backend.full_weights(policy):  # all processes gather (ZeRO-3, FSDP); the main one writes
         if accelerator.is_main_process:
             save_final(run_dir / "final")
     return TrainingResult(run_dir, lm, step, last_train, last_eval)
