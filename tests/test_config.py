@@ -48,6 +48,8 @@ def test_cross_field_checks():
         load_config(DPOConfig, None, ["--train_data", "x", "--max_length", "512", "--max_prompt_length", "600"])
     with pytest.raises(ConfigError, match="train_data is required"):
         load_config(DPOConfig, None, [])
+    for max_length in ("512", "16"):  # TRL's habit: set max_length alone; there is no separate prompt limit by default
+        assert load_config(DPOConfig, None, ["--train_data", "x", "--max_length", max_length]).max_prompt_length is None
     with pytest.raises(ConfigError, match="lr_scheduler_type 'wavy'"):
         load_config(DPOConfig, None, ["--train_data", "x", "--lr_scheduler_type", "wavy"])
 

@@ -54,7 +54,7 @@ def setup(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("distributed")
     data = write_pairs(root / "pairs.jsonl", 16)
     common = ["--model", str(tiny_model_dir), "--train_data", str(data), "--disable_tqdm", "--report_to", "none", "--max_length", "64",
-              "--max_prompt_length", "32", "--learning_rate", "1e-3", "--logging_steps", "1", "--max_steps", "4", "--eval_split", "0.25",
+              "--max_prompt_length", "32", "--learning_rate", "1e-3", "--logging_steps", "1", "--preflight", "false", "--max_steps", "4", "--eval_split", "0.25",
               "--preflight", "false", "--save_steps", "2", "--eval_steps", "2"]
     one = run(common + ["--output_dir", str(root / "one"), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2"], None)
     assert one.returncode == 0, one.stderr[-2000:]

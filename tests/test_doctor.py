@@ -24,7 +24,8 @@ def pairs(n, start=0):
 
 
 def cfg(tmp_path, **values):
-    base = {"train_data": "d.jsonl", "output_dir": str(tmp_path / "out"), "learning_rate": 5e-6, "max_length": 128, "max_prompt_length": 64}
+    base = {"train_data": "d.jsonl", "output_dir": str(tmp_path / "out"), "learning_rate": 5e-6, "max_length": 128, "max_prompt_length": 64,
+            "per_device_train_batch_size": 2}
     return DPOConfig(**{**base, **values})
 
 
@@ -94,12 +95,15 @@ def test_learning_rate_and_beta_ranges(tmp_path, tok):
     def status(name, **values):
         return by_name(run_checks(cfg(tmp_path, **values), pairs(5), [], tok))[name].status
 
-    assert status("learning rate", learning_rate=1e-3) == "warn"
-    assert status("learning rate", learning_rate=1e-7) == "warn"
+    assert status("learning rate", learning_rate=5e-4) == "warn"  # 5x the usual top for full fine-tuning: may be fine
+    assert status("learning rate", learning_rate=1e-3) == "fail"  # 10x: an order of magnitude out, the run is wasted
+    assert status("learning rate", learning_rate=5e-7) == "warn" and status("learning rate", learning_rate=1e-7) == "fail"
     assert status("learning rate", learning_rate=2e-4) == "warn"  # too high for full fine-tuning ...
     assert status("learning rate", learning_rate=2e-4, use_peft=True) == "pass"  # ... usual for LoRA
     assert status("beta", beta=5.0) == "warn" and status("beta", beta=0.01) == "warn" and status("beta", beta=0.5) == "pass"
-    assert status("beta", beta=2.0, loss_type="simpo") == "pass" and status("beta", beta=0.1, loss_type="simpo") == "warn"
+    assert status("beta", beta=10.0) == "fail" and status("beta", beta=0.005) == "fail"
+    assert status("beta", beta=2.0, loss_type="simpo") == "pass" and status("beta", beta=0.2, loss_type="simpo") == "warn"
+    assert status("beta", beta=0.1, loss_type="simpo") == "fail"  # SimPO's beta is 2-2.5: 0.1 is a DPO habit
 
 
 def test_max_length_measures_truncation(tmp_path, tok):
@@ -223,3 +227,18 @@ def test_a_lora_reward_model_gets_no_generation_probe(tmp_path, tok):
     assert hasattr(wrapped, "generate")  # PEFT adds it, though a classifier cannot generate
     report = by_name(run_checks(RewardConfig(train_data="d.jsonl", output_dir=str(tmp_path / "r"), use_peft=True, learning_rate=1e-4), pairs(5), [], tok, model=wrapped))
     assert "starting model" not in report and "no reference" in report["reference model"].detail
+
+
+def test_a_flawed_config_gets_every_finding_and_the_ruinous_ones_fail(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """The issue's config: learning rate 0.01 (full fine-tuning), beta 5, four pairs of which two are
+    identical, max_length 16, and a value that fails validation: each is reported, nothing hides the rest."""
+    data = write_rows(tmp_path / "four.jsonl", rows(3) + rows(1))  # the fourth repeats the first
+    args = ["doctor", "--model", str(tiny_model_dir), "--train_data", str(data), "--output_dir", str(tmp_path / "out"), "--learning_rate", "0.01",
+            "--beta", "5", "--max_length", "16", "--eval_split", "0", "--max_prompt_length", "64", "--warmup_ratio", "2"]
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    for finding in ("config: max_prompt_length", "must be smaller than max_length (16)", "config: warmup_ratio", "learning_rate 0.01 is an order of magnitude outside",
+                    "beta 5 is outside", "4 training pairs, fewer than one batch", "1 training rows repeat", "truncates 100.0% of training rows"):
+        assert finding in err, finding
+    assert "5 failed" in err  # two invalid values, learning rate, data size, truncation; beta and the repeat are warnings

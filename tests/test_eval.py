@@ -101,7 +101,7 @@ def lora_run(tmp_path_factory, tiny_model_dir):
     train, held = write_pairs(root / "train.jsonl", 12), write_pairs(root / "held.jsonl", 30)
     held.write_text("".join(held.read_text().splitlines(keepends=True)[12:]))  # 18 pairs never trained on
     args = ["--model", str(tiny_model_dir), "--train_data", str(train), "--eval_data", str(held), "--output_dir", str(root / "run"),
-            "--use_peft", "--lora_r", "4", "--learning_rate", "5e-3", "--max_steps", "4", "--per_device_train_batch_size", "4",
+            "--use_peft", "--lora_r", "4", "--learning_rate", "5e-3", "--preflight", "false", "--max_steps", "4", "--per_device_train_batch_size", "4",
             "--max_length", "64", "--max_prompt_length", "32", "--disable_tqdm", "--report_to", "none", "--beta", "0.2", "--preflight", "false"]
     train_dpo(load_config(DPOConfig, None, args))
     prompts = root / "prompts.jsonl"

@@ -74,7 +74,11 @@ def test_answer_matching():
     assert not answer_matches("I'm not sure, maybe 21", 21)         # hedging is not an answer
     assert answer_matches("I'm not sure.", None)                     # null answer: cannot be known
     assert not answer_matches("It is 4.", None)
-    assert answer_matches("the eiffel tower", "The Eiffel Tower.")  # auto: normalised text
+    assert answer_matches("the eiffel tower", "The Eiffel Tower.")  # auto: normalised text ...
+    assert answer_matches("It is the Eiffel Tower, in Paris.", "Eiffel Tower")  # ... as whole words in a longer reply
+    assert not answer_matches("I'm not sure, maybe the Eiffel Tower?", "Eiffel Tower")  # a hedge is not an answer
+    assert not answer_matches("Oslofjord", "Oslo")
+    assert answer_matches("Insects have 6 legs.", ["six", "6"]) and not answer_matches("Insects have 8 legs.", ["six", "6"])  # any accepted answer
     assert not answer_matches("The Eiffel Tower.", "The Eiffel Tower", match="exact")
     assert answer_matches("It is the Eiffel Tower, in Paris.", "eiffel tower", match="contains")
     assert not answer_matches("Eiffel Towers", "eiffel tower", match="contains")

@@ -22,7 +22,7 @@ from conftest import write_pairs
 
 def args_for(model_dir, data, out, *extra):
     return ["--model", str(model_dir), "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
-            "--learning_rate", "1e-3", "--logging_steps", "1", "--max_length", "64", "--max_prompt_length", "32", "--disable_tqdm",
+            "--learning_rate", "1e-3", "--logging_steps", "1", "--preflight", "false", "--max_length", "64", "--max_prompt_length", "32", "--disable_tqdm",
             "--report_to", "none", "--eval_split", "0.25", *extra]
 
 

@@ -38,9 +38,9 @@ def sweep_dir(tmp_path_factory, tiny_model_dir):
     os.environ["ALIGNKIT_CACHE"] = str(root / "cache")
     config = load_config(SweepConfig, None, [
         "--model", str(tiny_model_dir), "--train_data", str(pairs), "--output_dir", str(root / "sweep"), "--beta", "0.1,0.5",
-        "--use_peft", "--lora_r", "4", "--learning_rate", "5e-3", "--max_steps", "3", "--logging_steps", "1", "--per_device_train_batch_size", "4",
+        "--use_peft", "--lora_r", "4", "--learning_rate", "5e-3", "--preflight", "false", "--max_steps", "3", "--logging_steps", "1", "--per_device_train_batch_size", "4",
         "--max_length", "64", "--max_prompt_length", "32", "--eval_split", "0.25", "--disable_tqdm", "--report_to", "none",
-        "--symptom_thresholds", "{rejected_logps_floor: -0.001}",
+        "--symptom_thresholds", "{rejected_drop_per_token: 0.00001}",
         "--eval", json.dumps({"prompts": str(prompts), "max_new_tokens": 6, "probes": ["facts"], "probe_size": 2, "disable_tqdm": True})])
     result = run_sweep(config)
     os.environ.pop("ALIGNKIT_CACHE")

@@ -55,6 +55,12 @@ def test_max_prompt_length_applies_even_when_everything_fits():
     assert pair.prompt_ids == list(range(42, 50))
 
 
+def test_no_prompt_limit_keeps_the_responses_and_cuts_the_prompt_from_the_left():
+    pair = truncate_pair(list(range(50)), [1, 1, 1], [2], max_length=40, max_prompt_length=None)
+    assert pair.prompt_ids == list(range(13, 50)) and pair.chosen_ids == [1, 1, 1] and pair.rejected_ids == [2]  # 37 + 3 = 40
+    assert truncate_pair(list(range(10)), [1], [2], max_length=40, max_prompt_length=None).prompt_ids == list(range(10))
+
+
 def test_pad_token_added_when_missing():
     tokenizer = build_tokenizer(with_pad=False)
     assert tokenizer.pad_token_id is None

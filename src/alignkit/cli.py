@@ -43,6 +43,7 @@ COMMANDS: dict[str, Command] = {
 USAGE = """usage: alignkit <command> [config.yaml] [--key value ...]
 
 Every config key can be given in the YAML file or as a flag (flags win).
+TRL's names work too (--model_name_or_path, --dataset_name, --bf16, --config file.yaml ...).
 Run 'alignkit <command> --help' to list a command's keys.
 
 commands:
@@ -94,18 +95,25 @@ def _main(argv: list[str] | None) -> int:
             runs.append(rest.pop(0))
         rest = (["--runs", ",".join(runs)] if runs else []) + rest
     config_path = rest.pop(0) if rest and not rest[0].startswith("--") else None
+    if config_path is None:  # TRL's spelling: trl dpo --config file.yaml
+        config_path, rest = _pop_option(rest, "--config", None)
     try:
         from alignkit.config import load_config
 
-        config = load_config(config_cls, config_path, rest)
-        outcome = _load(command.runner)(config)
+        if name == "doctor":  # a value that fails validation is one failed check; every other check still runs
+            invalid: list[tuple[str, str]] = []
+            config = load_config(config_cls, config_path, rest, invalid=invalid)
+            outcome = _load(command.runner)(config, invalid)
+        else:
+            config = load_config(config_cls, config_path, rest)
+            outcome = _load(command.runner)(config)
     except AlignkitError as exc:
         print(f"alignkit {name}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"\nalignkit {name}: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130
-    return outcome if isinstance(outcome, int) else 0
+    return outcome if isinstance(outcome, int) else getattr(outcome, "exit_code", 0)
 
 
 def _leave_process_group(code: int) -> None:
@@ -127,7 +135,7 @@ def _leave_process_group(code: int) -> None:
 TRAINING_COMMANDS = ("dpo", "kto", "orpo", "sft", "reward")
 
 
-def _pop_option(args: list[str], option: str, default: str) -> tuple[str, list[str]]:
+def _pop_option(args: list[str], option: str, default: str | None) -> tuple[str | None, list[str]]:
     """Remove ``option value`` (or ``option=value``) from ``args``; (value, the rest)."""
     for i, token in enumerate(args):
         if token == option and i + 1 < len(args):

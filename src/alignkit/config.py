@@ -10,6 +10,7 @@ from (the YAML file or the command line).
 from __future__ import annotations
 
 import difflib
+import sys
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alignkit import trl_names
 from alignkit.diagnose.symptoms import SymptomThresholds
 from alignkit.errors import ConfigError
 
@@ -34,6 +36,8 @@ class TrainConfig(BaseModel):
     train_data: str | None = Field(None, description="Training data: a .jsonl/.json/.parquet file, a datasets.save_to_disk folder, or a hub id.")
     eval_data: str | None = Field(None, description="Evaluation data in the same formats; when unset, eval_split of train_data is held out.")
     eval_split: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of train_data held out for evaluation when eval_data is unset (0 disables evaluation).")
+    dataset_train_split: str = Field("train", description="Split of train_data to train on (hub datasets and save_to_disk folders with splits).")
+    dataset_test_split: str | None = Field(None, description="Split to evaluate on: of eval_data, or of train_data when eval_data is unset (instead of eval_split).")
     output_dir: str = Field("alignkit-runs/run", description="Run directory: config.yaml, metrics.jsonl, checkpoints, final/ model.")
     overwrite: bool = Field(False, description="Delete an existing non-empty output_dir instead of refusing to start.")
     resume: bool = Field(False, description="Continue from the newest good checkpoint in output_dir (refused if the config or data changed).")
@@ -49,6 +53,7 @@ class TrainConfig(BaseModel):
     num_train_epochs: float = Field(1.0, gt=0.0, description="Passes over the training data (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Optimizer steps to run; -1 means derive from num_train_epochs.")
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Fraction of steps spent warming the learning rate up from 0.")
+    warmup_steps: int = Field(0, ge=0, description="Warm-up steps; when above 0 it replaces warmup_ratio (as in transformers).")
     lr_scheduler_type: str = Field("linear", description=f"Learning-rate schedule after warm-up: one of {', '.join(SCHEDULERS)}.")
     max_grad_norm: float = Field(1.0, ge=0.0, description="Clip gradients to this global norm (0 disables clipping).")
     max_nonfinite_steps: int = Field(5, ge=1, description="A step whose loss or gradients are NaN/inf is skipped and counted; after this many in a row the run stops with a checkpoint of the last good state.")
@@ -62,18 +67,19 @@ class TrainConfig(BaseModel):
     report_to: list[Literal["tensorboard", "wandb", "none"]] = Field(default_factory=lambda: ["tensorboard"], description="Loggers besides metrics.jsonl: TensorBoard is always on; add wandb for Weights & Biases; none turns TensorBoard off too.")
     disable_tqdm: bool = Field(False, description="Hide the progress bar.")
     symptom_warnings: bool = Field(True, description="Warn live, once each, about the red flags of preference training (accuracy ~1.0 early, rejected log-probs collapsing, flat margins, chosen reward falling, eval diverging, NaN loss); warnings go to the console and metrics.jsonl.")
-    symptom_thresholds: SymptomThresholds = Field(default_factory=SymptomThresholds, description="Thresholds of the symptom rules, e.g. {early_accuracy: 0.99, rejected_logps_floor: -300} (see alignkit.diagnose.symptoms).")
+    symptom_thresholds: SymptomThresholds = Field(default_factory=SymptomThresholds, description="Thresholds of the symptom rules, e.g. {early_accuracy: 0.99, rejected_drop_per_token: 2.0} (see alignkit.diagnose.symptoms).")
     preflight: bool = Field(True, description="Run the doctor's pre-flight checks (data, tokenizer, model, hyper-parameters) before training; a failed check stops the run. False skips them.")
 
     # --- tokenization ---
     max_length: int = Field(1024, ge=8, description="Maximum tokens of prompt + response; the prompt is trimmed from the left first, then the response.")
-    max_prompt_length: int = Field(512, ge=1, description="Maximum prompt tokens (trimmed from the left).")
+    max_prompt_length: int | None = Field(None, ge=1, description="Maximum prompt tokens (trimmed from the left); None (as in TRL): no separate limit, the pair is cut to max_length keeping the response.")
     apply_chat_template: bool = Field(True, description="Format prompts with the tokenizer's chat template when it has one.")
     padding_free: bool = Field(True, description="Pack each batch's sequences into rows with no padding between them (position ids restart per sequence); false pads every sequence to the longest.")
     padding_side: Literal["right", "left"] = Field("right", description="Side on which padded batches are padded when padding_free is false (results are identical either way).")
 
     # --- model / compute ---
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = Field(None, description="Mixed precision (autocast) over float32 weights: bf16 (GPUs, and CPUs with native bf16), fp16 (CUDA GPUs, loss-scaled); None: what `accelerate launch` says (default no).")
     gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass: ~0.6x the peak memory for ~1.2x the step time (on, as in TRL); turn off for speed when memory is plentiful.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("sdpa", description="Attention kernel; flash_attention_2 needs a CUDA GPU and the [flash] extra.")
     load_in_4bit: bool = Field(False, description="QLoRA: load base weights in 4-bit nf4 (double quantisation) via bitsandbytes; needs a CUDA GPU, the [gpu] extra and use_peft.")
@@ -92,7 +98,7 @@ class TrainConfig(BaseModel):
     def _check_consistency(self) -> "TrainConfig":
         if self.lr_scheduler_type not in SCHEDULERS:
             raise ValueError(f"lr_scheduler_type '{self.lr_scheduler_type}' is not one of {', '.join(SCHEDULERS)}")
-        if self.max_prompt_length >= self.max_length:
+        if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
             raise ValueError(
                 f"max_prompt_length ({self.max_prompt_length}) must be smaller than max_length ({self.max_length}); about half is typical"
             )
@@ -126,7 +132,8 @@ class DemoConfig(DPOConfig):
 
     output_dir: str = Field("", description="Run directory (default: alignkit-runs/demo-<timestamp>).")
     use_peft: bool = Field(True, description="Train LoRA adapters (set false for full fine-tuning).")
-    learning_rate: float = Field(1.5e-4, gt=0.0, description="Peak learning rate (AdamW); 1.5e-4 suits LoRA here, use ~5e-6 with use_peft false.")
+    learning_rate: float = Field(8e-4, gt=0.0, description="Peak learning rate (AdamW): 8e-4 held up best for LoRA over this short run on held-out prompts (see the README's demo table; the doctor notes it is above the usual LoRA range); use ~5e-6 with use_peft false.")
+    rpo_alpha: float | None = Field(1.0, ge=0.0, description="NLL of the chosen answers added to the DPO loss (RPO): it keeps the preferred answers likely and makes the lesson carry to unseen phrasings.")
     lora_target_modules: list[str] | str = Field("all-linear", description="Modules to adapt.")
     per_device_train_batch_size: int = Field(8, ge=1, description="Pairs per micro-batch.")
     num_train_epochs: float = Field(1.0, gt=0.0, description="Passes over the demo pairs.")
@@ -139,10 +146,12 @@ class DemoConfig(DPOConfig):
     max_length: int = Field(192, ge=8, description="Maximum tokens of prompt + response.")
     max_prompt_length: int = Field(96, ge=1, description="Maximum prompt tokens.")
     beta: float = Field(0.1, gt=0.0, description="DPO beta.")
-    num_train_prompts: int = Field(160, ge=4, description="Training prompts to build pairs from.")
-    num_eval_prompts: int = Field(48, ge=4, description="Held-out prompts (disjoint from training) for before/after evaluation.")
+    num_train_prompts: int = Field(200, ge=4, description="Training prompts to build pairs from (45% arithmetic, 25% unanswerable, 30% general knowledge).")
+    num_eval_prompts: int = Field(80, ge=4, description="Held-out prompts for before/after evaluation, in phrasings, question shapes and facts that no training prompt uses.")
     max_new_tokens: int = Field(48, ge=4, description="Generation length for candidates and evaluation answers.")
     generation_batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
+    hedge_pair_every: int = Field(10, ge=0, description="One answerable training prompt in this many also gets a (correct answer > \"I'm not sure\") pair, so the model declines only what cannot be known; 0: none.")
+    retention_pairs: bool = Field(True, description="Train on general-knowledge prompts the model already answers (its short correct answer preferred), so it keeps what it knows.")
     show_samples: int = Field(5, ge=0, description="Held-out answers printed before/after.")
 
     requires_train_data: typing.ClassVar[bool] = False
@@ -157,7 +166,8 @@ def _is_list_field(annotation: Any) -> bool:
 
 
 def parse_overrides(cls: type[TrainConfig], args: list[str]) -> dict[str, Any]:
-    """Turn ``--key value`` / ``--key=value`` / ``--flag`` into a dict of raw values."""
+    """Turn ``--key value`` / ``--key=value`` / ``--flag`` / ``--key v1 v2`` into a dict of raw values
+    (keys as given: ours or TRL's, see :mod:`alignkit.trl_names`)."""
     values: dict[str, Any] = {}
     i = 0
     while i < len(args):
@@ -167,24 +177,31 @@ def parse_overrides(cls: type[TrainConfig], args: list[str]) -> dict[str, Any]:
         key, _, inline = token[2:].partition("=")
         key = key.replace("-", "_")
         _check_known(cls, key, "command line")
-        if inline or "=" in token:
-            raw: str | None = inline
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            raw = args[i + 1]
-            i += 1
-        else:
-            raw = None
-        annotation = cls.model_fields[key].annotation
-        if raw is None:
-            if annotation is not bool:
-                raise ConfigError(f"--{key} needs a value (e.g. --{key} VALUE)")
-            values[key] = True
-        elif _is_list_field(annotation) and not raw.lstrip().startswith("["):
-            values[key] = [part.strip() for part in raw.split(",") if part.strip()]
-        else:
-            values[key] = _scalar(raw)
+        words: list[str] = [inline] if inline or "=" in token else []
+        while not words or _takes_several(cls, key):  # --key v1 v2 ... for list fields, as TRL's parser allows
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                words.append(args[i + 1])
+                i += 1
+            else:
+                break
+        values[key] = _raw_value(cls, key, words)
         i += 1
     return values
+
+
+def _takes_several(cls: type[TrainConfig], key: str) -> bool:
+    return key in trl_names.LIST_NAMES or (key in cls.model_fields and _is_list_field(cls.model_fields[key].annotation))
+
+
+def _raw_value(cls: type[TrainConfig], key: str, words: list[str]) -> Any:
+    annotation = cls.model_fields[key].annotation if key in cls.model_fields else None
+    if not words:
+        if annotation is bool or key in trl_names.BARE_FLAGS:
+            return True
+        raise ConfigError(f"--{key} needs a value (e.g. --{key} VALUE)")
+    if (_is_list_field(annotation) or len(words) > 1) and not words[0].lstrip().startswith("["):
+        return [part.strip() for word in words for part in word.split(",") if part.strip()]
+    return _scalar(" ".join(words))
 
 
 def _scalar(raw: str) -> Any:
@@ -197,14 +214,17 @@ def _scalar(raw: str) -> Any:
 
 
 def _check_known(cls: type[TrainConfig], key: str, origin: str) -> None:
-    if key not in cls.model_fields:
-        close = difflib.get_close_matches(key, list(cls.model_fields), n=1)
+    if key not in cls.model_fields and key not in trl_names.all_names():
+        close = difflib.get_close_matches(key, [*cls.model_fields, *trl_names.all_names()], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{origin}: unknown key '{key}'{hint}")
 
 
-def load_config(cls: type[TrainConfig], path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
-    """Build ``cls`` from an optional YAML file and overrides (CLI tokens or a dict); validate all."""
+def load_config(cls: type[TrainConfig], path: str | Path | None = None, overrides: list[str] | dict | None = None,
+                invalid: list[tuple[str, str]] | None = None) -> TrainConfig:
+    """Build ``cls`` from an optional YAML file and overrides (CLI tokens or a dict); validate all.
+    With ``invalid`` (the doctor's mode), a value that fails validation is left at its default and
+    reported there as (key, message) instead of stopping everything."""
     file_values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -229,11 +249,36 @@ def load_config(cls: type[TrainConfig], path: str | Path | None = None, override
         cli_values = dict(overrides)
     else:
         cli_values = parse_overrides(cls, list(overrides or []))
+    notices: list[str] = []
+    known = set(cls.model_fields)
+    file_values = trl_names.translate(file_values, known, str(path), notices)
+    cli_values = trl_names.translate(cli_values, known, "command line", notices)
+    for notice in dict.fromkeys(notices):
+        print(f"alignkit: note: {notice}", file=sys.stderr)
     merged = {**file_values, **cli_values}
-    try:
-        return cls(**merged)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, merged, cli_values, path)) from None
+    while True:
+        try:
+            return cls(**merged)
+        except ValidationError as exc:
+            keys = _error_keys(exc, merged)
+            if invalid is None or not all(keys):
+                raise ConfigError(_format_validation(exc, merged, cli_values, path)) from None
+            for line, key in zip(_format_validation(exc, merged, cli_values, path).splitlines()[1:], keys):
+                invalid.append((key, line.strip()))
+                merged.pop(key, None)
+
+
+def _error_keys(exc: ValidationError, merged: dict) -> list[str]:
+    """The key each validation error is about ("" if none): a cross-field error is charged to the
+    key it names first among those the user set."""
+    keys = []
+    for err in exc.errors():
+        if err["loc"]:
+            keys.append(str(err["loc"][0]))
+            continue
+        named = [(err["msg"].find(k), k) for k in merged if k in err["msg"]]
+        keys.append(min(named)[1] if named else "")
+    return keys
 
 
 def _format_validation(exc: ValidationError, merged: dict, cli_values: dict, path: Path | None) -> str:

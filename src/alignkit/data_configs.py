@@ -81,7 +81,7 @@ class EndpointJobConfig(JudgeFields):
 class ScorerFields(BaseModel):
     """Settings of the scorers (verifier, heuristic, reward model, judge), shared by `pairs` and `eval`."""
 
-    answer_match: Literal["auto", "exact", "normalized", "contains", "final_number"] = Field("auto", description="verifier: how a response must match `answer` (auto: final number for numeric answers, else normalised text).")
+    answer_match: Literal["auto", "exact", "normalized", "contains", "final_number"] = Field("auto", description="verifier: how a response must match `answer` (auto: final number for numeric answers, else the answer as whole words in a reply that does not hedge).")
     code_timeout: float = Field(5.0, gt=0, description="verifier with `tests`: seconds the code may run.")
     code_memory_mb: int = Field(512, ge=32, description="verifier with `tests`: address-space limit of the code's process.")
     heuristic: Literal["length", "regex", "python"] = Field("length", description="heuristic scorer: shorter wins, a regex match wins, or your function.")

@@ -1,49 +1,49 @@
-"""``alignkit demo``: align the embedded model with DPO on this machine and show what changed.
+"""``alignkit demo``: align the embedded model with DPO on this machine and show, honestly, what changed.
 
 1. prepare the embedded model (dequantized once into the cache);
-2. build preference pairs from the model's own answers under a good vs a bad system prompt plus
-   reference answers, ranked by a verifier (correct + concise wins);
-3. answer held-out prompts with the reference model ("before");
+2. build preference pairs from the model's answers under a good system prompt, its own default
+   answers and reference replies, ranked by a verifier (correct + concise wins), with retention
+   pairs on general-knowledge questions the model already answers (see ``data.demo_pairs``);
+3. answer held-out prompts with the reference model ("before"): phrasings, question shapes and
+   general-knowledge questions that no training pair uses;
 4. train with DPO (LoRA by default; ``--use_peft false`` for full fine-tuning);
-5. answer the same prompts with the aligned model ("after") and print both side by side.
+5. answer the same prompts with the aligned model ("after"), run the capability probes of
+   ``alignkit eval`` on both, judge every held-out answer against the reference's, and print it all.
 
-The run directory has the same layout as ``alignkit dpo`` (aligned model in ``final/``), plus
-``data/`` (the pairs) and ``demo_results.json`` / ``demo_answers.jsonl``.
+The verdict never claims more than the measurements: a capability probe that regresses past
+``alignkit eval``'s tolerance, a drop in held-out general knowledge or new looping replies are
+printed in red and the command exits 1.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from alignkit.atomic import atomic_path
 from alignkit.config import DemoConfig
-from alignkit.data.demo_tasks import NOT_SURE_REPLY, demo_tasks
+from alignkit.data.demo_pairs import demo_pairs, heldout_pairs, pair_mix
+from alignkit.data.demo_tasks import demo_tasks
 from alignkit.data.records import write_jsonl
-from alignkit.data.synthetic import Candidate, rank_into_pairs
-from alignkit.data_configs import BAD_SYSTEM_PROMPT, GOOD_SYSTEM_PROMPT
-from alignkit.engine.generation import generate_responses
+from alignkit.data_configs import GOOD_SYSTEM_PROMPT
+from alignkit.demo_report import METRIC_LABELS, print_comparison, print_dpo_metrics, print_samples, print_verdict, regressions
+from alignkit.engine.generation import generate_replies, generate_responses
 from alignkit.engine.reference import model_fingerprint
-from alignkit.evaluate.answers import answer_metrics
-from alignkit.judges.verifiers import ShortAnswerTask, verifier_score
+from alignkit.eval_configs import EvalFields
+from alignkit.evaluate.answers import answer_metrics, rule_outcome
+from alignkit.evaluate.probes import probe_result, probe_score
+from alignkit.evaluate.winrate import win_rate
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_model_and_tokenizer, resolve_model_path
 from alignkit.train.dpo import train_dpo
 from alignkit.train.run_dir import prepare_run_dir
 
-HEDGE_PAIR_EVERY = 10  # one answerable prompt in ten also gets a (correct answer > "I'm not sure") pair
-DEMO_DATA_VERSION = 3
-METRIC_LABELS = {
-    "accuracy": ("answer accuracy (answerable)", "higher"),
-    "not_sure_rate": ("says 'not sure' (unanswerable)", "higher"),
-    "false_not_sure_rate": ("wrongly declines (answerable)", "lower"),
-    "mean_words": ("mean answer length (words)", "lower"),
-}
+DEMO_DATA_VERSION = 4
+PROBES = EvalFields()  # the capability probes exactly as `alignkit eval` runs them by default
 
 
 @dataclass
@@ -53,6 +53,14 @@ class DemoResult:
     after: dict[str, float]
     train_metrics: dict[str, float]
     eval_metrics: dict[str, float]
+    probes: list[dict] = field(default_factory=list)
+    win_rate: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when the aligned model regressed (the CLI exits with it), else 0."""
+        return 1 if self.problems else 0
 
 
 def run_demo(config: DemoConfig) -> DemoResult:
@@ -63,143 +71,100 @@ def run_demo(config: DemoConfig) -> DemoResult:
     run_dir = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
     show = not config.disable_tqdm
 
-    console.rule("[bold]1/5 Embedded model")
+    def stage(title: str) -> None:
+        console.rule(f"[bold]{title}[/bold] [dim]({time.time() - started:.0f}s)[/dim]")
+
+    stage("1/5 Embedded model")
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
     console.print(f"model: {resolve_model_path(config.model)} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters)")
 
-    console.rule("[bold]2/5 Preference pairs")
+    stage("2/5 Preference pairs")
     train_tasks, eval_tasks = demo_tasks(config.num_train_prompts, config.num_eval_prompts, config.seed)
-    data = _demo_data(config, model, tokenizer, train_tasks, eval_tasks, show)
+    answers = _reference_answers(config, model, tokenizer, train_tasks, eval_tasks, show)
+    train_pairs, summary = demo_pairs(train_tasks, answers["good"], answers["own"], config.hedge_pair_every, config.retention_pairs)
     train_path, eval_path = run_dir / "data" / "train.jsonl", run_dir / "data" / "eval.jsonl"
-    write_jsonl(train_path, data["train_pairs"])
-    write_jsonl(eval_path, data["eval_pairs"])
-    console.print(f"training pairs: {data['train_summary']}")
-    console.print(f"held-out pairs (reference answers vs the model's own): {len(data['eval_pairs'])}")
+    write_jsonl(train_path, train_pairs)
+    write_jsonl(eval_path, heldout_pairs(eval_tasks, answers["before"][0]))
+    console.print(f"training pairs: {summary}; by kind: {dict(sorted(pair_mix(train_pairs).items()))}")
+    console.print(f"held-out prompts (phrasings, question shapes and facts never trained on): {len(eval_tasks)}")
 
-    console.rule("[bold]3/5 Before: the reference model on held-out prompts")
-    before_answers = data["before_answers"]
-    before = answer_metrics(eval_tasks, before_answers)
-    console.print(_format_metrics(before))
+    stage("3/5 Before: the reference model on held-out prompts")
+    before_answers, before_finished = answers["before"]
+    before = answer_metrics(eval_tasks, before_answers, before_finished)
+    console.print("  ".join(f"{METRIC_LABELS[k][0]}: {v:.3g}" for k, v in before.items()))
 
-    console.rule(f"[bold]4/5 DPO training ({'LoRA' if config.use_peft else 'full fine-tuning'})")
+    stage(f"4/5 DPO training ({'LoRA' if config.use_peft else 'full fine-tuning'})")
     del model
     train_config = config.model_copy(update={"train_data": str(train_path), "eval_data": str(eval_path)})
     result = train_dpo(train_config, run_dir=run_dir)
 
-    console.rule("[bold]5/5 After: the aligned model on the same prompts")
-    after_answers = generate_responses(result.model.lm, tokenizer, [t.prompt for t in eval_tasks], config.max_new_tokens, config.generation_batch_size, desc="aligned answers", show_progress=show)
-    after = answer_metrics(eval_tasks, after_answers)
+    stage("5/5 After: the aligned model on the same prompts, and the capability probes")
+    aligned = result.model.lm
+    after_answers, after_finished = generate_replies(aligned, tokenizer, [t.prompt for t in eval_tasks], config.max_new_tokens,
+                                                     config.generation_batch_size, desc="aligned answers", show_progress=show)
+    after = answer_metrics(eval_tasks, after_answers, after_finished)
+    probes = [probe_result(name, answers["probes"][name], *probe_score(aligned, tokenizer, name, PROBES.probe_size, PROBES.batch_size)).as_dict(
+        PROBES.regression_tolerance, PROBES.perplexity_tolerance) for name in PROBES.probes]
+    outcomes = [rule_outcome(t, mine, theirs) for t, mine, theirs in zip(eval_tasks, after_answers, before_answers)]
+    wins = win_rate(outcomes, PROBES.n_bootstrap, config.seed).as_dict()
+    problems = regressions(before, after, probes, PROBES.regression_tolerance)
 
-    _print_samples(console, eval_tasks, before_answers, after_answers, config.show_samples)
-    _print_comparison(console, before, after, len(eval_tasks))
-    _print_dpo_metrics(console, result.train_metrics, result.eval_metrics)
-    _write_results(run_dir, eval_tasks, before_answers, after_answers, before, after, result)
-    console.rule("[bold]Written")
+    print_samples(console, eval_tasks, before_answers, after_answers, config.show_samples)
+    print_comparison(console, eval_tasks, before, after, probes, wins)
+    print_dpo_metrics(console, result.train_metrics, result.eval_metrics)
+    demo = DemoResult(run_dir, before, after, result.train_metrics, result.eval_metrics, probes, wins, problems)
+    _write_results(demo, eval_tasks, before_answers, after_answers, outcomes)
+    stage("Written")
     for path, what in [
         (run_dir / "final", "aligned model (load with peft/transformers from_pretrained)"),
         (run_dir / "metrics.jsonl", "training and eval metrics, one JSON object per log"),
         (run_dir / "tensorboard", "TensorBoard logs"),
         (run_dir / "config.yaml", "the resolved config (rerun with alignkit dpo config.yaml)"),
         (run_dir / "data", "the preference pairs trained and evaluated on"),
-        (run_dir / "demo_answers.jsonl", "every held-out prompt with before/after answers"),
-        (run_dir / "demo_results.json", "before/after metrics"),
+        (run_dir / "demo_answers.jsonl", "every held-out prompt with before/after answers and the rule judge's outcome"),
+        (run_dir / "demo_results.json", "before/after metrics, probes, win-rate and the verdict"),
     ]:
         console.print(f"  {path}  [dim]{what}[/dim]")
     console.print(f"done in {time.time() - started:.0f}s")
-    return DemoResult(run_dir, before, after, result.train_metrics, result.eval_metrics)
+    print_verdict(console, demo.problems, wins, run_dir)
+    return demo
 
 
-def _demo_data(config: DemoConfig, model, tokenizer, train_tasks: list[ShortAnswerTask], eval_tasks: list[ShortAnswerTask], show: bool) -> dict:
-    """Verifier-ranked train/eval pairs and the 'before' answers."""
-    answers = _model_answers(config, model, tokenizer, train_tasks, eval_tasks, show)
-    candidates = [[Candidate(g, "good_system_prompt"), Candidate(b, "bad_system_prompt"), Candidate(t.reference, "reference")]
-                  for g, b, t in zip(answers["good"], answers["bad"], train_tasks)]
-    train_pairs, summary = _rank_by_verifier(train_tasks, candidates)
-    # Calibration in the other direction: on some answerable prompts the hedge itself is the rejected
-    # answer, so the model learns to decline only what cannot be answered.
-    hedged = [t for t in train_tasks if t.answerable][::HEDGE_PAIR_EVERY]
-    hedge_pairs, _ = _rank_by_verifier(hedged, [[Candidate(t.reference, "reference"), Candidate(NOT_SURE_REPLY, "hedge")] for t in hedged])
-    train_pairs += hedge_pairs
-    summary.kept += len(hedge_pairs)
+def _reference_answers(config: DemoConfig, model, tokenizer, train_tasks, eval_tasks, show: bool) -> dict:
+    """The reference model's answers (greedy, so deterministic) and its probe scores. Each set is
+    cached on its own, keyed by the model, its prompts and the settings, so reruns (and runs that
+    change only the held-out set) skip that work."""
+    base = [DEMO_DATA_VERSION, model_fingerprint(resolve_model_path(config.model)), config.dtype, config.max_new_tokens, config.generation_batch_size]
 
-    before = answers["before"]
-    eval_candidates = [[Candidate(a, "reference_model"), Candidate(t.reference, "reference")] for a, t in zip(before, eval_tasks)]
-    eval_pairs, _ = _rank_by_verifier(eval_tasks, eval_candidates)
-    return {"train_pairs": train_pairs, "train_summary": str(summary), "eval_pairs": eval_pairs, "before_answers": before}
+    def cached(key: list, make):
+        path = cache_dir() / "demo" / f"{hashlib.sha256(json.dumps(base + key).encode()).hexdigest()[:24]}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        value = make()
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(value))
+        return value
 
+    def answers(tasks, system_prompt, desc):
+        prompts = [t.prompt for t in tasks]
+        return cached([system_prompt, prompts], lambda: generate_responses(model, tokenizer, prompts, config.max_new_tokens, config.generation_batch_size,
+                                                                           system_prompt=system_prompt, desc=desc, show_progress=show))
 
-def _rank_by_verifier(tasks: list[ShortAnswerTask], candidates: list[list[Candidate]]):
-    return rank_into_pairs([t.prompt for t in tasks], candidates, lambda i, text: verifier_score(tasks[i], text))
-
-
-def _model_answers(config: DemoConfig, model, tokenizer, train_tasks, eval_tasks, show: bool) -> dict[str, list[str]]:
-    """The reference model's answers (deterministic, greedy); cached by model, prompts and settings."""
-    key_source = json.dumps([DEMO_DATA_VERSION, model_fingerprint(resolve_model_path(config.model)), config.dtype, config.max_new_tokens,
-                             GOOD_SYSTEM_PROMPT, BAD_SYSTEM_PROMPT, [t.prompt for t in train_tasks], [t.prompt for t in eval_tasks]])
-    path = cache_dir() / "demo" / f"{hashlib.sha256(key_source.encode()).hexdigest()[:24]}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-
-    def generate(prompts, system_prompt, desc):
-        return generate_responses(model, tokenizer, prompts, config.max_new_tokens, config.generation_batch_size, system_prompt=system_prompt, desc=desc, show_progress=show)
-
-    prompts = [t.prompt for t in train_tasks]
-    answers = {
-        "good": generate(prompts, GOOD_SYSTEM_PROMPT, "answers under the good system prompt"),
-        "bad": generate(prompts, BAD_SYSTEM_PROMPT, "answers under the bad system prompt"),
-        "before": generate([t.prompt for t in eval_tasks], None, "reference answers (held-out)"),
+    return {
+        "good": answers(train_tasks, GOOD_SYSTEM_PROMPT, "answers under the good system prompt"),
+        "own": answers(train_tasks, None, "the model's own answers"),
+        "before": cached([None, [t.prompt for t in eval_tasks], "finished"], lambda: generate_replies(
+            model, tokenizer, [t.prompt for t in eval_tasks], config.max_new_tokens, config.generation_batch_size, desc="reference answers (held-out)",
+            show_progress=show)),
+        "probes": cached(["probes", PROBES.probes, PROBES.probe_size, PROBES.batch_size], lambda: {
+            name: probe_score(model, tokenizer, name, PROBES.probe_size, PROBES.batch_size)[0] for name in PROBES.probes}),
     }
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(answers))
-    return answers
 
 
-def _format_metrics(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{METRIC_LABELS[k][0]}: {v:.3g}" for k, v in metrics.items())
-
-
-def _print_samples(console: Console, tasks, before: list[str], after: list[str], count: int) -> None:
-    if count <= 0:
-        return
-    answerable = [i for i, t in enumerate(tasks) if t.answerable]
-    unanswerable = [i for i, t in enumerate(tasks) if not t.answerable]
-    n_unanswerable = min(len(unanswerable), max(1, count * 2 // 5))
-    chosen = answerable[: count - n_unanswerable] + unanswerable[:n_unanswerable]
-    table = Table(title="Held-out prompts: reference model vs aligned model", show_lines=True, expand=True)
-    table.add_column("prompt", ratio=2)
-    table.add_column("before (reference)", ratio=3)
-    table.add_column("after (aligned)", ratio=3)
-    for i in chosen:
-        table.add_row(tasks[i].prompt, before[i], after[i])
-    console.print(table)
-
-
-def _print_comparison(console: Console, before: dict, after: dict, n: int) -> None:
-    table = Table(title=f"Held-out set ({n} prompts never trained on)")
-    for column in ("metric", "before", "after", "better is"):
-        table.add_column(column)
-    for key, (label, direction) in METRIC_LABELS.items():
-        improved = (after[key] > before[key]) if direction == "higher" else (after[key] < before[key])
-        style = "green" if improved else ("" if after[key] == before[key] else "red")
-        table.add_row(label, f"{before[key]:.3g}", f"[{style}]{after[key]:.3g}[/{style}]" if style else f"{after[key]:.3g}", direction)
-    console.print(table)
-
-
-def _print_dpo_metrics(console: Console, train: dict, evaluation: dict) -> None:
-    table = Table(title="Final DPO metrics")
-    for column in ("metric", "train (last log)", "eval (held-out pairs)"):
-        table.add_column(column)
-    for key in ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected"):
-        table.add_row(key, _fmt(train.get(key)), _fmt(evaluation.get(f"eval/{key}")))
-    console.print(table)
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
-def _write_results(run_dir: Path, tasks, before_answers, after_answers, before, after, result) -> None:
-    rows = [{"prompt": t.prompt, "answer": t.answer, "before": b, "after": a} for t, b, a in zip(tasks, before_answers, after_answers)]
-    write_jsonl(run_dir / "demo_answers.jsonl", rows)
-    summary = {"before": before, "after": after, "train_metrics": result.train_metrics, "eval_metrics": result.eval_metrics}
-    (run_dir / "demo_results.json").write_text(json.dumps(summary, indent=1))
+def _write_results(demo: DemoResult, tasks, before_answers, after_answers, outcomes) -> None:
+    rows = [{"prompt": t.prompt, "kind": t.kind, "answer": [t.answer, *t.aliases] if t.aliases else t.answer, "before": b, "after": a, "outcome": o}
+            for t, b, a, o in zip(tasks, before_answers, after_answers, outcomes)]
+    write_jsonl(demo.run_dir / "demo_answers.jsonl", rows)
+    summary = {"before": demo.before, "after": demo.after, "probes": demo.probes, "win_rate": demo.win_rate, "problems": demo.problems,
+               "train_metrics": demo.train_metrics, "eval_metrics": demo.eval_metrics}
+    (demo.run_dir / "demo_results.json").write_text(json.dumps(summary, indent=1))

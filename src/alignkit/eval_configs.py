@@ -29,7 +29,7 @@ class EvalFields(ScorerFields, JudgeFields):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
     beta: float | None = Field(None, gt=0, description="beta of the implicit reward (default: the run's beta, else 0.1).")
     max_length: int | None = Field(None, ge=8, description="Tokens of prompt + response for reward accuracy (default: the run's, else 1024).")
-    max_prompt_length: int | None = Field(None, ge=1, description="Prompt tokens for reward accuracy (default: the run's, else 512).")
+    max_prompt_length: int | None = Field(None, ge=1, description="Prompt tokens for reward accuracy (default: the run's, else no separate limit).")
     probes: list[Literal["perplexity", "arithmetic", "facts"]] = Field(default_factory=lambda: list(PROBES), description="Capability probes run on both models: perplexity (general text), arithmetic, facts.")
     probe_size: int = Field(36, ge=1, description="Questions per arithmetic/facts probe.")
     perplexity_text: str | None = Field(None, description="Held-out general text for the perplexity probe (paragraphs separated by blank lines; default: a shipped passage).")

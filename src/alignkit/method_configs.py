@@ -14,7 +14,7 @@ class SFTConfig(TrainConfig):
 
     learning_rate: float = Field(2e-5, gt=0.0, description="Peak learning rate (AdamW); ~2e-5 full fine-tuning, ~2e-4 LoRA.")
     packing: bool = Field(False, description="Group examples into bins of max_length tokens (first-fit decreasing); each bin counts as one example of the batch. Examples never attend to each other.")
-    max_prompt_length: int = Field(512, ge=1, description="Maximum prompt tokens of prompt/completion rows (trimmed from the left).")
+    max_prompt_length: int | None = Field(None, ge=1, description="Maximum prompt tokens of prompt/completion rows (trimmed from the left); None: no separate limit.")
 
 
 class RewardConfig(TrainConfig):
@@ -55,13 +55,13 @@ class ScoreConfig(BaseModel):
     overwrite: bool = Field(False, description="Replace an existing output file.")
     batch_size: int = Field(16, ge=1, description="Pairs per batch.")
     max_length: int = Field(1024, ge=8, description="Maximum tokens of prompt + response.")
-    max_prompt_length: int = Field(512, ge=1, description="Maximum prompt tokens (trimmed from the left).")
+    max_prompt_length: int | None = Field(None, ge=1, description="Maximum prompt tokens (trimmed from the left); None: no separate limit.")
     apply_chat_template: bool = Field(True, description="Format like training did: the chat template when the tokenizer has one.")
     dtype: typing.Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
 
     @model_validator(mode="after")
     def _check(self) -> "ScoreConfig":
-        if self.max_prompt_length >= self.max_length:
+        if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
             raise ValueError(f"max_prompt_length ({self.max_prompt_length}) must be smaller than max_length ({self.max_length})")
         return self
 

@@ -38,7 +38,7 @@ def test_dpo_full_finetune_on_a_users_jsonl(tmp_path):
 
 @pytest.fixture(scope="module")
 def full_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The real demo, default settings (about 4 minutes); later tests evaluate its run directory."""
+    """The real demo, default settings (about 5 minutes with the model's answers cached); later tests evaluate its run directory."""
     out = tmp_path_factory.mktemp("full") / "demo"
     proc = run_cli("demo", "--output_dir", str(out), timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -47,7 +47,8 @@ def full_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 def test_full_demo_output_and_run_directory(full_demo):
     out, proc = full_demo
-    for text in ("before (reference)", "after (aligned)", "Held-out set (48 prompts never trained on)", "Final DPO metrics", str(out / "final")):
+    for text in ("before (reference)", "after (aligned)", "Held-out set (80 prompts in phrasings, shapes and facts never trained on", "probe: facts",
+                 "win-rate vs the reference", "Final DPO metrics", str(out / "final"), "Aligned: it beats the reference"):
         assert text in proc.stdout, text
     assert "training:" in proc.stderr  # the progress bar
     assert (out / "final" / "adapter_config.json").is_file() and (out / "config.yaml").is_file()
@@ -63,15 +64,34 @@ def test_full_demo_output_and_run_directory(full_demo):
 
 
 def test_full_demo_beats_the_reference(full_demo):
-    """The aligned model must be measurably better on held-out prompts."""
+    """On held-out phrasings, question shapes and facts: better answers, calibrated declines, shorter
+    replies, and nothing lost (probes, general knowledge, no looping or runaway replies)."""
     full_demo = full_demo[0]
     results = json.loads((full_demo / "demo_results.json").read_text())
     before, after = results["before"], results["after"]
-    assert after["accuracy"] > before["accuracy"]
-    assert after["not_sure_rate"] >= before["not_sure_rate"] + 0.3
-    assert after["mean_words"] < 0.6 * before["mean_words"]
-    assert after["false_not_sure_rate"] <= 0.25
+    assert after["accuracy"] >= before["accuracy"] + 0.1
+    assert after["not_sure_rate"] >= 0.5 and after["false_not_sure_rate"] <= 0.05
+    assert after["knowledge_accuracy"] >= before["knowledge_accuracy"] - 0.02
+    assert after["mean_words"] < 0.4 * before["mean_words"]
+    assert after["degenerate"] == 0 and after["runaway"] <= before["runaway"]
+    assert results["problems"] == [] and not any(p["regressed"] for p in results["probes"])
+    assert results["win_rate"]["win_rate"] >= 0.65 and results["win_rate"]["wins"] > 5 * results["win_rate"]["losses"]
     assert results["eval_metrics"]["eval/rewards/accuracies"] >= 0.8
+    rows = [json.loads(line) for line in (full_demo / "demo_answers.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in rows} == {"arithmetic", "unanswerable", "knowledge"} and len(rows) == 80
+
+
+def test_symptoms_silent_on_the_demo_and_loud_on_a_run_that_goes_wrong(full_demo, tmp_path):
+    """No symptom warning on the demo's well-behaved run; a learning rate of 1e-3 on 40 pairs (full
+    fine-tuning, ten times the usual top: the doctor would stop it, so --preflight false) sets them off."""
+    assert not any("symptom" in r for r in metrics(full_demo[0]))
+    out = tmp_path / "too-fast"
+    proc = run_cli("dpo", "examples/dpo.yaml", "--output_dir", str(out), "--learning_rate", "1e-3", "--preflight", "false",
+                   "--gradient_checkpointing", "false", "--eval_split", "0", "--logging_steps", "1", "--max_steps", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fired = {r["symptom"]: r["step"] for r in metrics(out) if "symptom" in r}
+    assert "rejected_collapse" in fired and min(fired.values()) > 1, fired
+    assert "nats per token below the reference" in proc.stderr
 
 
 def test_eval_and_report_on_the_demo_run(full_demo):

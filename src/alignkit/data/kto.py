@@ -49,7 +49,7 @@ def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[K
     return KTOExample(values["prompt"], values["completion"], label, where)
 
 
-def tokenize_kto(examples: list[KTOExample], tokenizer, max_length: int, max_prompt_length: int, apply_chat_template: bool = True, seed: int = 0) -> list[dict]:
+def tokenize_kto(examples: list[KTOExample], tokenizer, max_length: int, max_prompt_length: int | None, apply_chat_template: bool = True, seed: int = 0) -> list[dict]:
     """Items ``{"prompt", "completion", "kl_completion", "desirable"}`` (token ids)."""
     if len(examples) < 2:
         raise ValueError("KTO needs at least 2 examples (the KL estimate pairs prompts with other examples' completions)")

@@ -43,6 +43,9 @@ def read_records(source: str | Path, split: str = "train") -> list[Record]:
     if path.is_dir():
         return _read_saved_dataset(path, split)
     if path.is_file():
+        if split != "train":  # as datasets does: a single data file is one split, named train
+            raise AlignkitError(f"{path}: a single data file has one split ('train'), not '{split}'; give held-out rows as eval_data "
+                                "(or a save_to_disk folder with splits)")
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path)

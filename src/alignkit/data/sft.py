@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from alignkit.data.collate import SequenceCollator, build_batch, pack_rows
 from alignkit.data.preference import Messages, check_fields, check_messages, validate_records
 from alignkit.data.records import FaultCollector, Record, read_records
-from alignkit.data.tokenize import prompt_token_ids, response_token_ids
+from alignkit.data.tokenize import prompt_limit, prompt_token_ids, response_token_ids
 from alignkit.errors import AlignkitError
 
 
@@ -77,7 +77,7 @@ def conversation_tokens(tokenizer, messages: Messages) -> tuple[list[int], list[
     return encoded["input_ids"], mask
 
 
-def tokenize_sft(examples: list[SFTExample], tokenizer, max_length: int, max_prompt_length: int, apply_chat_template: bool = True) -> tuple[list[dict], int]:
+def tokenize_sft(examples: list[SFTExample], tokenizer, max_length: int, max_prompt_length: int | None, apply_chat_template: bool = True) -> tuple[list[dict], int]:
     """Items ``{"ids", "mask"}`` cut to ``max_length``; returns (items, rows dropped for having no
     trainable token left after truncation)."""
     items, dropped = [], 0
@@ -85,7 +85,7 @@ def tokenize_sft(examples: list[SFTExample], tokenizer, max_length: int, max_pro
         if example.messages is not None:
             ids, mask = conversation_tokens(tokenizer, example.messages)
         else:
-            prompt = prompt_token_ids(tokenizer, example.prompt, apply_chat_template)[-max_prompt_length:]
+            prompt = prompt_token_ids(tokenizer, example.prompt, apply_chat_template)[-prompt_limit(max_length, max_prompt_length):]
             completion = response_token_ids(tokenizer, example.completion)
             ids, mask = prompt + completion, [0] * len(prompt) + [1] * len(completion)
         ids, mask = ids[:max_length], mask[:max_length]

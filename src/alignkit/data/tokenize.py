@@ -56,14 +56,19 @@ def response_token_ids(tokenizer, text: str) -> list[int]:
     return ids + [tokenizer.eos_token_id]
 
 
-def truncate_pair(prompt: list[int], chosen: list[int], rejected: list[int], max_length: int, max_prompt_length: int) -> TokenizedPair:
+def prompt_limit(max_length: int, max_prompt_length: int | None) -> int:
+    """The most prompt tokens kept: ``max_prompt_length``, or with None (no separate limit) ``max_length``."""
+    return max_length if max_prompt_length is None else max_prompt_length
+
+
+def truncate_pair(prompt: list[int], chosen: list[int], rejected: list[int], max_length: int, max_prompt_length: int | None) -> TokenizedPair:
     """Fit prompt+response into ``max_length`` while keeping the responses.
 
-    The prompt is cut from the left to ``max_prompt_length``, then further (never below half of
-    ``max_length``) until the longer response fits; only then are responses cut from the right.
-    Chosen and rejected always share the same prompt tokens.
+    The prompt is cut from the left to ``max_prompt_length`` (None: no separate limit), then further
+    (never below half of ``max_length``) until the longer response fits; only then are responses cut
+    from the right. Chosen and rejected always share the same prompt tokens.
     """
-    prompt = prompt[-max_prompt_length:]
+    prompt = prompt[-prompt_limit(max_length, max_prompt_length):]
     longest = max(len(chosen), len(rejected))
     keep = min(len(prompt), max(max_length - longest, max_length // 2))
     prompt = prompt[len(prompt) - keep:]
@@ -71,7 +76,7 @@ def truncate_pair(prompt: list[int], chosen: list[int], rejected: list[int], max
     return TokenizedPair(prompt, chosen[:budget], rejected[:budget])
 
 
-def tokenize_pairs(examples: list[PreferenceExample], tokenizer, max_length: int, max_prompt_length: int, apply_chat_template: bool = True) -> list[TokenizedPair]:
+def tokenize_pairs(examples: list[PreferenceExample], tokenizer, max_length: int, max_prompt_length: int | None, apply_chat_template: bool = True) -> list[TokenizedPair]:
     pairs = []
     for example in examples:
         prompt = prompt_token_ids(tokenizer, example.prompt, apply_chat_template)
@@ -102,7 +107,7 @@ def reward_text(tokenizer, prompt: str | Messages, response: str, apply_chat_tem
     return "".join(reward_text_parts(tokenizer, prompt, response, apply_chat_template))
 
 
-def tokenize_reward_pairs(examples: list[PreferenceExample], tokenizer, max_length: int, max_prompt_length: int, apply_chat_template: bool = True) -> list[TokenizedPair]:
+def tokenize_reward_pairs(examples: list[PreferenceExample], tokenizer, max_length: int, max_prompt_length: int | None, apply_chat_template: bool = True) -> list[TokenizedPair]:
     """Pairs for a reward model: no EOS is appended (the score is read at the last token, which
     must not be the pad token, or transformers' sequence classifier would read elsewhere)."""
     templated = apply_chat_template and bool(tokenizer.chat_template)

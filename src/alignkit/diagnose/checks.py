@@ -21,6 +21,7 @@ SIMPO_BETA_RANGE = (1.0, 10.0)  # SimPO's beta scales length-normalised log-prob
 SMALL_DATA = 1000
 MIN_EVAL = 20
 NEAR_IDENTICAL = 0.9
+MANY_ROWS = 0.25  # a flaw on more than this fraction of rows (chosen == rejected) ruins a run; truncation: on more than twice it (most rows)
 TEMPLATE_MARKERS = ("<|im_start|>", "<|start_header_id|>", "[INST]", "<start_of_turn>", "<|user|>", "### Instruction", "### Response")
 PROBE_PROMPT = "What is the capital of France?"
 ROLE_LEAKS = ("<|im_start|>", "\nuser", "\nUser:", "user\n", "Human:", "### Instruction")
@@ -89,6 +90,10 @@ def _where(views: list[View], limit: int = 3) -> str:
 
 def check_count(ctx: Context) -> Check:
     n, unit = len(ctx.train), "pairs" if ctx.paired else "examples"
+    batch = ctx.config.per_device_train_batch_size
+    if n < batch:
+        return Check("data size", "fail", f"{n} training {unit}, fewer than one batch (per_device_train_batch_size {batch}): every step would see the same few rows.",
+                     f"Add data (hundreds of {unit} at least), or check that train_data and the eval split are what you meant.")
     if n < SMALL_DATA:
         return Check("data size", "warn", f"{n} training {unit} (fewer than {SMALL_DATA:,}): results will be noisy and overfitting comes fast.",
                      "Add data if you can; with little data keep beta at 0.1 or more, the learning rate low, 1-3 epochs, and watch for accuracy near 1.0 early.")
@@ -125,6 +130,10 @@ def check_leakage(ctx: Context) -> Check:
 def check_near_identical(ctx: Context) -> Check | None:
     if not ctx.paired:
         return None
+    same = [v for v in ctx.train if v.responses[0].strip() == v.responses[1].strip()]
+    if len(same) > MANY_ROWS * len(ctx.train):
+        return Check("chosen vs rejected", "fail", f"{len(same)} of {len(ctx.train)} pairs have chosen identical to rejected ({_where(same)}): they teach nothing and dilute every batch.",
+                     "Rebuild the pairs (a mix-up of columns?), or drop those rows.")
     close = [v for v in ctx.train if difflib.SequenceMatcher(None, v.responses[0], v.responses[1], autojunk=False).ratio() >= NEAR_IDENTICAL]
     if close:
         return Check("chosen vs rejected", "warn", f"{len(close)} pairs have near-identical chosen and rejected (≥{NEAR_IDENTICAL:.0%} similar; {_where(close)}).",
@@ -188,7 +197,9 @@ def check_learning_rate(ctx: Context) -> Check:
     what = "LoRA" if kind == "lora" else "full fine-tuning"
     if not low <= lr <= high:
         small = f" With fewer than {SMALL_DATA:,} rows, stay in the lower half." if len(ctx.train) < SMALL_DATA else ""
-        return Check("learning rate", "warn", f"learning_rate {lr:g} is outside {low:g}-{high:g}, the usual range for {what}.",
+        ruinous = lr >= 10 * high or lr <= low / 10  # an order of magnitude out: the run will diverge or not move
+        return Check("learning rate", "fail" if ruinous else "warn",
+                     f"learning_rate {lr:g} is {'an order of magnitude ' if ruinous else ''}outside {low:g}-{high:g}, the usual range for {what}.",
                      f"Typical: 5e-7-5e-6 for full DPO, 5e-5-2e-4 with LoRA.{small}")
     return Check("learning rate", "pass", f"learning_rate {lr:g} (usual for {what}: {low:g}-{high:g}).")
 
@@ -200,8 +211,9 @@ def check_beta(ctx: Context) -> Check | None:
     simpo = getattr(ctx.config, "loss_type", "") == "simpo"
     low, high = SIMPO_BETA_RANGE if simpo else BETA_RANGE
     if not low <= beta <= high:
+        ruinous = beta >= 10 * high or beta <= low / 10
         advice = "SimPO uses beta 2-2.5." if simpo else "0.1 is the usual start; lower (0.05) drifts further from the reference, higher (0.5-1) stays closer: use higher values for small or noisy data."
-        return Check("beta", "warn", f"beta {beta:g} is outside {low:g}-{high:g}.", advice)
+        return Check("beta", "fail" if ruinous else "warn", f"beta {beta:g} is {'an order of magnitude ' if ruinous else ''}outside {low:g}-{high:g}.", advice)
     return Check("beta", "pass", f"beta {beta:g}.")
 
 
@@ -239,13 +251,15 @@ def check_max_length(ctx: Context) -> Check:
     cut = sum(t > max_length for t in totals) / len(totals)
     detail = f"p95 of prompt+response is {p95:.0f} tokens; max_length {max_length} truncates {cut:.1%} of training rows."
     if cut > 0.05:
-        return Check("max_length", "warn", detail, f"Raise max_length to about {math.ceil(p95 / 64) * 64} (p95), or shorten the data: truncated responses lose their endings, often the part that differs.")
+        return Check("max_length", "fail" if cut > MANY_ROWS * 2 else "warn", detail, f"Raise max_length to about {math.ceil(p95 / 64) * 64} (p95), or shorten the data: truncated responses lose their endings, often the part that differs.")
     return Check("max_length", "pass", detail)
 
 
 def check_max_prompt_length(ctx: Context) -> Check:
     prompts = token_lengths(ctx)["prompt"]
     cfg = ctx.config
+    if cfg.max_prompt_length is None:
+        return Check("max_prompt_length", "pass", f"no separate prompt limit (as in TRL): pairs are cut to max_length keeping the response (prompt p95 {percentile(prompts, 95):.0f} tokens).")
     ratio = cfg.max_prompt_length / cfg.max_length
     cut = sum(p > cfg.max_prompt_length for p in prompts) / len(prompts)
     detail = f"max_prompt_length {cfg.max_prompt_length} is {ratio:.0%} of max_length; {cut:.1%} of prompts are cut (p95 {percentile(prompts, 95):.0f} tokens)."

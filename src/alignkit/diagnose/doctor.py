@@ -72,8 +72,10 @@ def print_report(report: DoctorReport, console: Console | None = None, title: st
     console.print(f"{title}: {passed} passed, {len(report.warned)} warnings, {len(report.failed)} failed")
 
 
-def doctor(config, method: str | None = None) -> DoctorReport:
-    """Load the data, tokenizer and model of a training config and run every check (the CLI's ``alignkit doctor``)."""
+def doctor(config, method: str | None = None, invalid: list[tuple[str, str]] = ()) -> DoctorReport:
+    """Load the data, tokenizer and model of a training config and run every check (the CLI's
+    ``alignkit doctor``). ``invalid``: (key, message) of values that failed validation (left at their
+    defaults, so the other checks could run); each is a failed check."""
     from alignkit.models.loading import load_model_and_tokenizer
     from alignkit.train.common import load_train_eval
 
@@ -87,6 +89,8 @@ def doctor(config, method: str | None = None) -> DoctorReport:
         return report
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype, reward_head=method == "reward")
     report = run_checks(config, train, evaluation, tokenizer, model)
+    report.checks[:0] = [Check(f"config: {key}", "fail", message, f"Set a valid {key} (`alignkit {method} --help` describes it); the other checks used its default.")
+                         for key, message in invalid]
     print_report(report)
     return report
 
@@ -99,9 +103,9 @@ def data_loader(method: str):
     return {"kto": load_kto_data, "sft": load_sft_data}.get(method, load_preference_data)
 
 
-def doctor_cli(config) -> int:
+def doctor_cli(config, invalid: list[tuple[str, str]] = ()) -> int:
     """``alignkit doctor``: exit status 1 when any check fails."""
-    return 1 if doctor(config).failed else 0
+    return 1 if doctor(config, invalid=invalid).failed else 0
 
 
 def preflight(config, train_examples: list, eval_examples: list, tokenizer, model) -> DoctorReport | None:

@@ -6,10 +6,14 @@ monitor is a pure function of the metric records it is shown, so a resumed run r
 
 Rules (thresholds in :class:`SymptomThresholds`, configurable per run):
 
-- ``early_accuracy``: ``rewards/accuracies`` above 0.98 within the first 10% of steps: the pairs
-  are too easy or the model is memorising them.
-- ``rejected_collapse``: ``logps/rejected`` below -200 nats (or below -6 nats per token on
-  average): DPO is pushing rejected answers into improbability instead of learning a preference.
+- ``early_accuracy``: ``rewards/accuracies`` above 0.98 with margins already above 0.3 within the
+  first 10% of steps: the pairs are too easy or the model is memorising them (a tiny consistent
+  margin at a low learning rate is not a red flag).
+- ``rejected_collapse``: the policy's per-token log-prob of rejected answers fell more than 1.5 nats
+  below the reference's (``logps/rejected_vs_ref_per_token``, the implicit reward per token without
+  beta): DPO is pushing rejected answers into improbability instead of learning a preference. It is a
+  fall relative to the reference, so long or unusual rejected answers (low log-probs from the start)
+  never trigger it, and it is exactly 0 before the first update.
 - ``flat_margins``: ``rewards/margins`` has not moved after a quarter of the run.
 - ``chosen_falling``: ``rewards/chosen`` fell below 0 and kept falling over several logs: both
   answers are being made less likely (watch for degenerate text).
@@ -30,9 +34,9 @@ class SymptomThresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     early_accuracy: float = Field(0.98, gt=0, le=1, description="Warn when train accuracy exceeds this ...")
+    early_margin: float = Field(0.3, ge=0, description="... with rewards/margins above this ...")
     early_fraction: float = Field(0.1, gt=0, le=1, description="... within this fraction of the run's steps.")
-    rejected_logps_floor: float = Field(-200.0, lt=0, description="Warn when logps/rejected (summed over the response) falls below this.")
-    rejected_logps_per_token_floor: float = Field(-6.0, lt=0, description="... or when the mean per-token log-prob of rejected answers falls below this.")
+    rejected_drop_per_token: float = Field(1.5, gt=0, description="Warn when the policy's per-token log-prob of rejected answers falls this many nats below the reference's.")
     flat_margin_delta: float = Field(0.02, ge=0, description="Margins count as flat when they moved less than this since the first log ...")
     flat_after_fraction: float = Field(0.25, gt=0, le=1, description="... once this fraction of the run has passed.")
     chosen_falling_logs: int = Field(3, ge=2, description="Warn when rewards/chosen is negative and fell over this many consecutive logs.")
@@ -96,14 +100,13 @@ class SymptomMonitor:
         loss = m.get("loss")
         if loss is not None and not _finite(loss):
             out.append(self._symptom("nonfinite_loss", step, f"the training loss is {loss}."))
-        accuracy = m.get("rewards/accuracies")
-        if accuracy is not None and accuracy > t.early_accuracy and step <= t.early_fraction * self.total_steps:
-            out.append(self._symptom("early_accuracy", step, f"rewards/accuracies is {accuracy:.3f} after {step} of {self.total_steps} steps."))
-        rejected, per_token = m.get("logps/rejected"), m.get("logps/rejected_per_token")
-        if rejected is not None and rejected < t.rejected_logps_floor:
-            out.append(self._symptom("rejected_collapse", step, f"logps/rejected fell to {rejected:.1f} (floor {t.rejected_logps_floor:g})."))
-        elif per_token is not None and per_token < t.rejected_logps_per_token_floor:
-            out.append(self._symptom("rejected_collapse", step, f"rejected answers average {per_token:.2f} nats per token (floor {t.rejected_logps_per_token_floor:g})."))
+        accuracy, margin = m.get("rewards/accuracies"), m.get("rewards/margins", 0.0)
+        if accuracy is not None and accuracy > t.early_accuracy and margin > t.early_margin and step <= t.early_fraction * self.total_steps:
+            out.append(self._symptom("early_accuracy", step, f"rewards/accuracies is {accuracy:.3f} (margin {margin:.2f}) after {step} of {self.total_steps} steps."))
+        drop = m.get("logps/rejected_vs_ref_per_token")
+        if drop is not None and drop < -t.rejected_drop_per_token:
+            out.append(self._symptom("rejected_collapse", step, f"rejected answers fell {-drop:.2f} nats per token below the reference "
+                                                                f"(threshold {t.rejected_drop_per_token:g}; logps/rejected {m.get('logps/rejected', float('nan')):.1f})."))
         margins = [(s, r["rewards/margins"]) for s, r in self.train if "rewards/margins" in r]
         if len(margins) >= 3 and step >= t.flat_after_fraction * self.total_steps:
             moved = max(abs(v - margins[0][1]) for _, v in margins)

@@ -8,7 +8,7 @@ from alignkit.data.tokenize import prompt_token_ids
 
 
 @torch.no_grad()
-def generate_responses(
+def generate_replies(
     model,
     tokenizer,
     prompts: list,
@@ -20,11 +20,17 @@ def generate_responses(
     desc: str = "generating",
     show_progress: bool = True,
     synced: bool = False,
-) -> list[str]:
-    """One response per prompt (greedy when ``temperature`` is 0), special tokens stripped."""
+) -> tuple[list[str], list[bool]]:
+    """One response per prompt (greedy when ``temperature`` is 0), special tokens stripped, and
+    whether each one ended (EOS) within ``max_new_tokens`` rather than running into the limit."""
     encoded = [prompt_token_ids(tokenizer, p, True, system_prompt) for p in prompts]
     ids = sample_token_ids(model, tokenizer, encoded, max_new_tokens, temperature, top_p, batch_size, desc=desc, show_progress=show_progress, synced=synced)
-    return [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
+    return [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids], [tokenizer.eos_token_id in r for r in ids]
+
+
+def generate_responses(model, tokenizer, prompts: list, *args, **kwargs) -> list[str]:
+    """The responses of :func:`generate_replies` (same arguments) without the finished flags."""
+    return generate_replies(model, tokenizer, prompts, *args, **kwargs)[0]
 
 
 def generate_with_stop(model, tokenizer, prompt, max_new_tokens: int = 32) -> tuple[str, bool]:

@@ -116,6 +116,23 @@ def answer_accuracy(model, tokenizer, rows: list[dict], max_new_tokens: int, bat
     return sum(correct) / len(rows), replies
 
 
+PROBE_NEW_TOKENS = 48  # answer length of the arithmetic and facts probes
+
+
+def probe_score(model, tokenizer, name: str, size: int, batch_size: int, perplexity_text: str | None = None) -> tuple[float, int]:
+    """One model's score on one probe and the number of items: perplexity on general text, or the
+    accuracy of greedy answers to the first ``size`` arithmetic or facts questions."""
+    if name == "perplexity":
+        texts = general_texts(perplexity_text)
+        return perplexity(model, tokenizer, texts), len(texts)
+    rows = arithmetic_probe(size) if name == "arithmetic" else facts_probe(size)
+    return answer_accuracy(model, tokenizer, rows, PROBE_NEW_TOKENS, batch_size, name)[0], len(rows)
+
+
+def probe_result(name: str, before: float, after: float, n: int) -> ProbeResult:
+    return ProbeResult(name, "perplexity" if name == "perplexity" else "accuracy", before, after, n, name != "perplexity")
+
+
 def run_lm_eval(model_path: str, tasks: list[str], limit: int | None) -> dict[str, float]:
     """lm-evaluation-harness scores (the first accuracy-like metric of each task)."""
     from alignkit.errors import require

@@ -156,7 +156,7 @@ def _judge(config: EvalConfig, kind: str, rows: list[dict], mine: list[str], the
 
 def _reward_accuracy(config: EvalConfig, models: EvalModels, pairs: list, from_run: dict) -> dict:
     max_length = config.max_length or from_run.get("max_length", 1024)
-    max_prompt_length = config.max_prompt_length or from_run.get("max_prompt_length", 512)
+    max_prompt_length = config.max_prompt_length or from_run.get("max_prompt_length")
     if config.reward_model:
         from alignkit.judges.scorers import RewardModelScorer
 
@@ -175,26 +175,15 @@ def _reward_accuracy(config: EvalConfig, models: EvalModels, pairs: list, from_r
 def _probes(config: EvalConfig, models: EvalModels, console: Console) -> list[dict]:
     found = []
     for name in config.probes:
-        before, after, n = _run_probe(name, config, models)
-        result = probe_lib.ProbeResult(name, "perplexity" if name == "perplexity" else "accuracy", before, after, n, name != "perplexity")
+        with models.reference() as reference:
+            before, n = probe_lib.probe_score(reference, models.tokenizer, name, config.probe_size, config.batch_size, config.perplexity_text)
+        after, _ = probe_lib.probe_score(models.policy, models.tokenizer, name, config.probe_size, config.batch_size, config.perplexity_text)
+        result = probe_lib.probe_result(name, before, after, n)
         found.append(result.as_dict(config.regression_tolerance, config.perplexity_tolerance))
         console.print(f"probe {name}: {before:.3f} -> {after:.3f} ({result.delta:+.3f}){' REGRESSED' if found[-1]['regressed'] else ''}")
     if config.lm_eval_tasks:
         found += _lm_eval(config)
     return found
-
-
-def _run_probe(name: str, config: EvalConfig, models: EvalModels) -> tuple[float, float, int]:
-    if name == "perplexity":
-        texts = probe_lib.general_texts(config.perplexity_text)
-        with models.reference() as reference:
-            before = probe_lib.perplexity(reference, models.tokenizer, texts)
-        return before, probe_lib.perplexity(models.policy, models.tokenizer, texts), len(texts)
-    rows = probe_lib.arithmetic_probe(config.probe_size) if name == "arithmetic" else probe_lib.facts_probe(config.probe_size)
-    with models.reference() as reference:
-        before, _ = probe_lib.answer_accuracy(reference, models.tokenizer, rows, 48, config.batch_size, name)
-    after, _ = probe_lib.answer_accuracy(models.policy, models.tokenizer, rows, 48, config.batch_size, name)
-    return before, after, len(rows)
 
 
 def _lm_eval(config: EvalConfig) -> list[dict]:

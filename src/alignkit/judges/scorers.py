@@ -17,28 +17,25 @@ import importlib
 import importlib.util
 import itertools
 import re
-import string
 from pathlib import Path
 from typing import Callable
 
 from alignkit.errors import AlignkitError
-from alignkit.judges.verifiers import final_number, says_not_sure, word_count
-
-ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(text: str) -> str:
-    """Lowercase, no punctuation, no articles, single spaces (as SQuAD-style exact match does)."""
-    text = "".join(ch for ch in str(text).lower() if ch not in string.punctuation)
-    return " ".join(ARTICLES.sub(" ", text).split())
+from alignkit.judges.verifiers import contains_answer, final_number, normalize_answer, says_not_sure, word_count
 
 
 def answer_matches(response: str, answer, match: str = "auto") -> bool:
-    """Does ``response`` give ``answer``? ``answer`` None: the reply must say it is not sure."""
+    """Does ``response`` give ``answer``? ``answer`` None: the reply must say it is not sure; a list:
+    any of its accepted answers. ``auto``: a numeric answer must be the final number, a text answer
+    must appear as whole words; either way a reply that hedges does not count."""
     if answer is None:
         return says_not_sure(response)
+    if isinstance(answer, list):
+        return any(answer_matches(response, accepted, match) for accepted in answer)
     if match == "auto":
-        match = "final_number" if _is_number(answer) else "normalized"
+        if not _is_number(answer):
+            return not says_not_sure(response) and contains_answer(response, answer)
+        match = "final_number"
     if match == "final_number":
         return not says_not_sure(response) and final_number(response) == float(str(answer).replace(",", ""))
     if match == "exact":
@@ -46,7 +43,7 @@ def answer_matches(response: str, answer, match: str = "auto") -> bool:
     if match == "normalized":
         return normalize_answer(response) == normalize_answer(answer)
     if match == "contains":
-        return f" {normalize_answer(answer)} " in f" {normalize_answer(response)} "
+        return contains_answer(response, answer)
     raise ValueError(f"unknown answer match '{match}'")
 
 

@@ -36,8 +36,12 @@ def launched_with(backend: str) -> bool:
     return os.environ.get(f"ACCELERATE_USE_{backend}", "false").lower() == "true"
 
 
-def make_accelerator() -> Accelerator:
+def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
+    """The accelerator for this launch; ``mixed_precision`` (no/bf16/fp16) overrides what `accelerate launch` set."""
     cuda = torch.cuda.is_available()
+    if mixed_precision == "fp16" and not cuda:
+        raise AlignkitError("mixed_precision fp16 (TRL's fp16) needs a CUDA GPU; on CPU use bf16 (on CPUs with native bf16) or leave it unset")
+    precision = {"mixed_precision": mixed_precision} if mixed_precision is not None else {}
     if launched_with("FSDP"):
         if os.environ.get("FSDP_VERSION", "1") != "2":
             raise AlignkitError("alignkit supports FSDP2 only (fsdp_version: 2 in the accelerate config, as in examples/accelerate/fsdp2.yaml); "
@@ -45,7 +49,7 @@ def make_accelerator() -> Accelerator:
         if not cuda:  # accelerate runs FSDP on GPUs only; FSDP2 itself runs on CPU processes (gloo), so take accelerate's CPU setup and shard
             from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
-            accelerator = Accelerator(cpu=True)
+            accelerator = Accelerator(cpu=True, **precision)
             accelerator.state.distributed_type = DistributedType.FSDP
             accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
             return accelerator
@@ -60,8 +64,8 @@ def make_accelerator() -> Accelerator:
             raise AlignkitError(f"DeepSpeed {deepspeed.__version__} is too old: alignkit needs >= {MIN_DEEPSPEED} (caller-owned gradient "
                                 "accumulation); pip install -U 'alignkit[deepspeed]'")
     if launched_with("DEEPSPEED") and not cuda:  # DeepSpeed's CPU accelerator: accelerate must not take over (cpu=False), and needs gloo named
-        return Accelerator(kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")])
-    return Accelerator(cpu=not cuda)  # CPU processes: accelerate's gloo DDP
+        return Accelerator(kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")], **precision)
+    return Accelerator(cpu=not cuda, **precision)  # CPU processes: accelerate's gloo DDP
 
 
 class Backend:

@@ -19,11 +19,14 @@ from alignkit.diagnose.doctor import preflight
 from alignkit.train.run_dir import check_run_dir, prepare_run_dir
 
 
-def load_train_eval(config: TrainConfig, load: Callable[[str], list]) -> tuple[list, list]:
-    """Validated train and eval examples (eval from eval_data, or an eval_split of train_data)."""
-    train = load(config.train_data)
+def load_train_eval(config: TrainConfig, load: Callable[..., list]) -> tuple[list, list]:
+    """Validated train and eval examples: eval from eval_data, else from train_data's
+    dataset_test_split, else an eval_split of train_data."""
+    train = load(config.train_data, config.dataset_train_split)
     if config.eval_data:
-        return train, load(config.eval_data)
+        return train, load(config.eval_data, config.dataset_test_split or "train")
+    if config.dataset_test_split:
+        return train, load(config.train_data, config.dataset_test_split)
     return split_train_eval(train, config.eval_split, config.seed)
 
 

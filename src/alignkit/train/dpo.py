@@ -31,6 +31,8 @@ def dpo_compute_loss(model, batch: dict, training: bool, reference: Reference | 
     loss = losses.mean()
     metrics = preference_metrics(chosen_rewards, rejected_rewards, logps[:half], logps[half:])
     metrics["logps/rejected_per_token"] = (logps[half:].detach() / counts[half:].clamp(min=1)).mean()
+    if reference is not None:  # how far the policy moved rejected answers from the reference, per token (0 before any update)
+        metrics["logps/rejected_vs_ref_per_token"] = ((logps[half:].detach() - ref[half:]) / counts[half:].clamp(min=1)).mean()
     if config.rpo_alpha is not None:
         nll = nll_loss(logps[:half], counts[:half])
         loss = loss + config.rpo_alpha * nll

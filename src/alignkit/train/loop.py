@@ -107,7 +107,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> TrainingResult:
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.mixed_precision)
     backend = Backend(accelerator)
     set_seed(config.seed)
     ga = config.gradient_accumulation_steps
@@ -118,7 +118,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     model = task.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total_steps), num_training_steps=total_steps)
+    scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps or math.ceil(config.warmup_ratio * total_steps), num_training_steps=total_steps)
     backend.configure(config.per_device_train_batch_size, config.max_grad_norm)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)

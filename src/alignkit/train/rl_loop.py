@@ -93,14 +93,14 @@ def _subset(prepared: dict, index: torch.Tensor, width: int) -> dict:
 
 def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, policy: PolicyWithValue, tokenizer,
            reference, reward_fn: Callable, save_final: Callable[[Path], None]) -> TrainingResult:
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.mixed_precision)
     backend = Backend(accelerator)
     lm = policy.lm
     updates_per_step = config.num_ppo_epochs * math.ceil(config.per_device_train_batch_size * config.num_generations / config.mini_batch_size)
     total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * len(train_rows) / config.per_device_train_batch_size))
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total_steps * updates_per_step),
+    scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps * updates_per_step or math.ceil(config.warmup_ratio * total_steps * updates_per_step),
                               num_training_steps=total_steps * updates_per_step)
     backend.configure(config.mini_batch_size, config.max_grad_norm)
     model, optimizer = accelerator.prepare(policy, optimizer)

@@ -1,0 +1,71 @@
+"""TRL's names on the command line and in YAML: mapped, noticed, refused with advice, suggested."""
+import json
+
+import pytest
+
+from alignkit.config import DPOConfig, load_config
+from alignkit.errors import AlignkitError, ConfigError
+from alignkit.method_configs import SFTConfig
+
+
+def test_trl_command_line_maps_to_alignkit(capsys):
+    config = load_config(DPOConfig, None, [
+        "--model_name_or_path", "some/model", "--dataset_name", "pairs.jsonl", "--max_length", "512", "--bf16",
+        "--lora_target_modules", "q_proj", "v_proj", "--eval_strategy", "no", "--torch_dtype", "bfloat16", "--warmup_steps", "5",
+        "--loss_type", "ipo", "--remove_unused_columns", "false", "--overwrite_output_dir", "--report_to", "none"])
+    assert (config.model, config.train_data, config.max_length, config.max_prompt_length) == ("some/model", "pairs.jsonl", 512, None)
+    assert (config.mixed_precision, config.dtype, config.warmup_steps, config.loss_type) == ("bf16", "bfloat16", 5, "ipo")
+    assert config.lora_target_modules == ["q_proj", "v_proj"]  # TRL's space-separated list
+    assert config.eval_split == 0.0 and config.overwrite is True and config.report_to == ["none"]
+    assert "'remove_unused_columns' (TRL/transformers) has no effect in alignkit; ignored" in capsys.readouterr().err
+
+
+def test_trl_values_refused_with_advice_and_names_suggested():
+    with pytest.raises(ConfigError, match=r"'use_dora: True' is not supported by alignkit: DoRA is not supported"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--use_dora"])
+    with pytest.raises(ConfigError, match=r"'optim: adafactor' is not supported .*AdamW"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--optim", "adafactor"])
+    assert load_config(DPOConfig, None, ["--train_data", "x", "--optim", "adamw_torch", "--use_dora", "false"]).learning_rate == 1e-6  # TRL's defaults pass
+    with pytest.raises(ConfigError, match=r"unknown key 'model_name_or_pth' \(did you mean 'model_name_or_path'\?\)"):
+        load_config(DPOConfig, None, ["--model_name_or_pth", "m"])
+    with pytest.raises(ConfigError, match="loss_type.*one loss at a time"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--loss_type", "sigmoid", "sft"])
+    with pytest.raises(ConfigError, match="eval_strategy 'epoch': alignkit schedules by steps; set eval_steps"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--eval_strategy", "epoch"])
+
+
+def test_shipped_trl_yaml_files_load():
+    dpo = load_config(DPOConfig, "examples/from_trl/dpo.yaml", [])
+    assert (dpo.model, dpo.train_data, dpo.loss_type, dpo.eval_steps, dpo.max_length, dpo.max_prompt_length) == (
+        "embedded", "examples/data/arithmetic_pairs_train.jsonl", "sigmoid", 10, 256, None)
+    sft = load_config(SFTConfig, "examples/from_trl/sft.yaml", [])
+    assert (sft.model, sft.train_data, sft.eval_split, sft.use_peft, sft.dtype) == ("embedded", "examples/data/sft_arithmetic.jsonl", 0.0, True, "float32")
+
+
+def test_dataset_splits(tmp_path):
+    import datasets
+
+    from alignkit.data.preference import load_preference_data
+    from alignkit.train.common import load_train_eval
+
+    rows = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(6)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:4]), "test": datasets.Dataset.from_list(rows[4:])}).save_to_disk(tmp_path / "dd")
+    config = load_config(DPOConfig, None, ["--dataset_name", str(tmp_path / "dd"), "--dataset_test_split", "test"])
+    train, held = load_train_eval(config, load_preference_data)
+    assert [e.prompt for e in train] == ["q0", "q1", "q2", "q3"] and [e.prompt for e in held] == ["q4", "q5"]
+    single = tmp_path / "p.jsonl"
+    single.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(AlignkitError, match="a single data file has one split"):
+        load_train_eval(load_config(DPOConfig, None, ["--train_data", str(single), "--dataset_test_split", "test"]), load_preference_data)
+
+
+def test_a_trl_command_line_trains(tiny_model_dir, pairs_file, tmp_path):
+    from alignkit.cli import main
+
+    out = tmp_path / "run"
+    code = main(["dpo", "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(pairs_file), "--output_dir", str(out),
+                 "--max_length", "64", "--max_steps", "2", "--per_device_train_batch_size", "2", "--logging_steps", "1",
+                 "--learning_rate", "1e-4", "--report_to", "none", "--disable_tqdm", "--gradient_checkpointing", "--eval_strategy", "no"])
+    assert code == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["loss"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at the first step
