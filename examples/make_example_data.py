@@ -6,9 +6,12 @@ Arithmetic questions whose good answer is short and correct and whose bad answer
 wrong, in every format alignkit trains on: SFT rows, preference pairs (train + a held-out set
 with disjoint questions) and unpaired KTO rows.
 """
+import itertools
 import json
 import random
 from pathlib import Path
+
+from alignkit.judges.verifiers import ShortAnswerTask
 
 OUT = Path(__file__).parent / "data"
 PREAMBLES = [
@@ -78,14 +81,82 @@ CODE_TASKS = [
 def write_prompt_sets() -> None:
     """Prompts for `alignkit pairs`: verifiable arithmetic/unanswerable questions (answer null means
     it cannot be known; reference is a known-good reply) and small coding tasks with tests."""
-    from alignkit.data.demo_tasks import demo_tasks
-
-    train, _ = demo_tasks(96, 4, seed=7)
+    train, _ = prompt_tasks(96, 4, seed=7)
     write("prompts_arithmetic.jsonl", [{"prompt": t.prompt, "answer": t.answer, "reference": t.reference} for t in train])
     seen = {t.prompt for t in train}
-    _, held = demo_tasks(4, 48, seed=8)  # for `alignkit eval`: questions never used for pairs
+    _, held = prompt_tasks(4, 48, seed=8)  # for `alignkit eval`: questions never used for pairs
     write("prompts_heldout.jsonl", [{"prompt": t.prompt, "answer": t.answer} for t in held if t.prompt not in seen][:40])
     write("prompts_code.jsonl", [{"prompt": p, "tests": tests} for p, tests in CODE_TASKS])
+
+
+
+# Prompt rows for `alignkit pairs` and the RL examples: arithmetic and unanswerable questions.
+ARITHMETIC = [
+    ("What is {a} + {b}?", "+", lambda a, b: a + b),
+    ("How much is {a} plus {b}?", "+", lambda a, b: a + b),
+    ("What is {a} - {b}?", "-", lambda a, b: a - b),
+    ("What is {a} minus {b}?", "-", lambda a, b: a - b),
+    ("What is {a} times {b}?", "×", lambda a, b: a * b),
+    ("Calculate {a} * {b}.", "×", lambda a, b: a * b),
+]
+
+UNANSWERABLE = [
+    ("What number between 1 and {n} am I thinking of right now?", {"n": ["10", "20", "50", "100", "1000"]}),
+    ("What did I have for {meal} {day}?", {"meal": ["breakfast", "lunch", "dinner", "a snack"], "day": ["today", "yesterday", "last Sunday", "on my birthday"]}),
+    ("What is the name of my {who}'s {pet}?", {"who": ["neighbour", "cousin", "boss", "teacher", "best friend"], "pet": ["cat", "dog", "parrot", "goldfish"]}),
+    ("How many {things} are in my {place} right now?", {"things": ["coins", "books", "apples", "pens", "socks"], "place": ["pocket", "bag", "kitchen", "drawer", "car"]}),
+    ("What will the exact temperature be in {city} at noon on {date}?", {"city": ["Paris", "Lima", "Oslo", "Cairo", "Osaka"], "date": ["3 March 2031", "9 July 2034", "21 May 2040"]}),
+    ("What is the PIN of my {card}?", {"card": ["bank card", "phone", "credit card", "door lock", "laptop"]}),
+    ("What colour is the car parked outside my {building} right now?", {"building": ["house", "office", "school", "gym", "flat"]}),
+    ("What was the last thing my {who} said to me?", {"who": ["mother", "brother", "doctor", "neighbour", "colleague"]}),
+    ("What is my {relation}'s middle name?", {"relation": ["uncle", "grandmother", "landlord", "manager", "dentist"]}),
+]
+
+
+def _arithmetic_pool(rng: random.Random) -> list[ShortAnswerTask]:
+    tasks = []
+    for template, symbol, fn in ARITHMETIC:
+        for a in range(2, 21):
+            for b in range(2, 13 if symbol == "×" else 21):
+                if symbol == "-" and b > a:
+                    continue
+                answer = fn(a, b)
+                tasks.append(ShortAnswerTask(template.format(a=a, b=b), answer, f"{a} {symbol} {b} = {answer}."))
+    rng.shuffle(tasks)
+    return tasks
+
+
+def _unanswerable_pool(rng: random.Random) -> list[ShortAnswerTask]:
+    tasks = []
+    for template, slots in UNANSWERABLE:
+        keys = list(slots)
+        for values in itertools.product(*(slots[k] for k in keys)):
+            tasks.append(ShortAnswerTask(template.format(**dict(zip(keys, values))), None, "I'm not sure. I have no way of knowing that."))
+    rng.shuffle(tasks)
+    return tasks
+
+
+def prompt_tasks(num_train: int, num_eval: int, seed: int = 0, unanswerable_fraction: float = 0.3) -> tuple[list[ShortAnswerTask], list[ShortAnswerTask]]:
+    """Disjoint (train, held-out) task lists, each about ``unanswerable_fraction`` unanswerable (the demo's first
+    generator; the demo now uses many more phrasings, see alignkit.data.demo_tasks)."""
+    rng = random.Random(seed)
+    arithmetic, unanswerable = _arithmetic_pool(rng), _unanswerable_pool(rng)
+
+    def take(pool: list, count: int) -> list:
+        if count > len(pool):
+            raise ValueError(f"asked for {count} prompts of a kind, only {len(pool)} exist")
+        taken = pool[:count]
+        del pool[:count]
+        return taken
+
+    splits = []
+    for total in (num_eval, num_train):
+        n_unanswerable = round(total * unanswerable_fraction)
+        tasks = take(unanswerable, n_unanswerable) + take(arithmetic, total - n_unanswerable)
+        rng.shuffle(tasks)
+        splits.append(tasks)
+    held_out, train = splits
+    return train, held_out
 
 
 if __name__ == "__main__":

@@ -69,3 +69,41 @@ def test_a_trl_command_line_trains(tiny_model_dir, pairs_file, tmp_path):
     assert code == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["loss"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at the first step
+
+
+# Command lines from TRL's documentation (hub ids replaced by local paths), with `trl` changed to `alignkit`.
+TRL_DOCS = {
+    "dpo": "--dataset_name ./ultrafeedback_binarized --model_name_or_path ./Qwen2-0.5B-Instruct --learning_rate 5.0e-7 --num_train_epochs 1 "
+           "--per_device_train_batch_size 2 --max_steps 1000 --gradient_accumulation_steps 8 --eval_strategy steps --eval_steps 500 "
+           "--warmup_steps 150 --lr_scheduler_type cosine --logging_steps 25 --output_dir Qwen2-0.5B-DPO --no_remove_unused_columns "
+           "--use_peft --lora_r 32 --lora_alpha 16",
+    "sft": "--model_name_or_path ./Qwen2.5-0.5B --dataset_name ./Capybara --learning_rate 2.0e-5 --num_train_epochs 1 --packing "
+           "--per_device_train_batch_size 2 --gradient_accumulation_steps 8 --gradient_checkpointing --eval_strategy steps --eval_steps 100 "
+           "--use_peft --lora_r 32 --lora_alpha 16 --output_dir Qwen2.5-0.5B-SFT",
+    "reward": "--model_name_or_path ./Qwen2.5-0.5B-Instruct --dataset_name ./ultrafeedback_binarized --output_dir Qwen2.5-0.5B-Reward "
+              "--per_device_train_batch_size 8 --num_train_epochs 1 --gradient_checkpointing True --learning_rate 1.0e-5 --eval_strategy steps "
+              "--eval_steps 50 --max_length 2048",
+}
+
+
+@pytest.mark.parametrize("command", sorted(TRL_DOCS))
+def test_command_lines_from_trls_documentation_load(command):
+    from alignkit.cli import COMMANDS, _load
+
+    config = load_config(_load(COMMANDS[command].config), None, TRL_DOCS[command].split())
+    assert config.model.startswith("./") and config.train_data.startswith("./") and config.gradient_checkpointing is not False
+    if command == "dpo":
+        assert (config.warmup_steps, config.max_steps, config.lr_scheduler_type, config.use_peft, config.lora_r) == (150, 1000, "cosine", True, 32)
+    if command == "sft":
+        assert config.packing is True and config.gradient_accumulation_steps == 8
+    if command == "reward":
+        assert config.max_length == 2048 and config.max_prompt_length is None
+
+
+def test_negated_flags_and_generation_length():
+    from alignkit.rl_configs import GRPOConfig
+
+    assert load_config(DPOConfig, None, ["--train_data", "x", "--no_gradient_checkpointing"]).gradient_checkpointing is False
+    assert load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--max_completion_length", "64"]).max_new_tokens == 64
+    with pytest.raises(ConfigError, match="eos_token.*tokenizer's own eos token"):
+        load_config(SFTConfig, None, ["--train_data", "d", "--eos_token", "<|im_end|>"])

@@ -21,7 +21,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "demo": Command("alignkit.config:DemoConfig", "alignkit.demo:run_demo", "DPO on the embedded model: before/after answers and metrics (about 6 minutes on a 2-core CPU)."),
+    "demo": Command("alignkit.config:DemoConfig", "alignkit.demo:run_demo", "DPO on the embedded model: held-out before/after, capability probes and a verdict (about 8 minutes on a 2-core CPU)."),
     "sft": Command("alignkit.method_configs:SFTConfig", "alignkit.train.sft:train_sft", "Supervised fine-tuning on messages or prompt/completion rows (loss on assistant tokens)."),
     "reward": Command("alignkit.method_configs:RewardConfig", "alignkit.train.reward:train_reward", "Train a Bradley-Terry reward model on prompt/chosen/rejected pairs."),
     "score": Command("alignkit.method_configs:ScoreConfig", "alignkit.score:score_pairs", "Score pairs with a reward model; report pairwise accuracy."),

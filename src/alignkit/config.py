@@ -176,6 +176,10 @@ def parse_overrides(cls: type[TrainConfig], args: list[str]) -> dict[str, Any]:
             raise ConfigError(f"unexpected argument '{token}': overrides look like --key value")
         key, _, inline = token[2:].partition("=")
         key = key.replace("-", "_")
+        if key.startswith("no_") and not inline and key not in cls.model_fields and _is_known(cls, key[3:]):
+            values[key[3:]] = False  # TRL's (HfArgumentParser's) negation of a boolean: --no_remove_unused_columns
+            i += 1
+            continue
         _check_known(cls, key, "command line")
         words: list[str] = [inline] if inline or "=" in token else []
         while not words or _takes_several(cls, key):  # --key v1 v2 ... for list fields, as TRL's parser allows
@@ -213,8 +217,12 @@ def _scalar(raw: str) -> Any:
         return raw
 
 
+def _is_known(cls: type[TrainConfig], key: str) -> bool:
+    return key in cls.model_fields or key in trl_names.all_names()
+
+
 def _check_known(cls: type[TrainConfig], key: str, origin: str) -> None:
-    if key not in cls.model_fields and key not in trl_names.all_names():
+    if not _is_known(cls, key):
         close = difflib.get_close_matches(key, [*cls.model_fields, *trl_names.all_names()], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{origin}: unknown key '{key}'{hint}")

@@ -106,8 +106,13 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "use_bnb_nested_quant": (False, "QLoRA here always uses double quantisation"),
     "bnb_4bit_quant_type": ("nf4", "QLoRA here uses nf4"),
     "dataset_config": (None, "save the configuration you want with datasets.save_to_disk and pass that folder"),
-    "max_completion_length": (None, "set max_new_tokens (RL) or max_length"),
+    "max_completion_length": (None, "set max_length (alignkit cuts the pair to max_length, keeping the response)"),
+    "eos_token": (None, "alignkit ends responses with the tokenizer's own eos token; set it in the tokenizer files of the model folder"),
+    "pad_token": (None, "alignkit pads with the tokenizer's pad token (or its eos token); padding is masked, so any token does"),
+    "chat_template_path": (None, "save the template into the model folder's tokenizer_config.json (tokenizer.chat_template)"),
 }
+# renamed only where the command has the field (RL commands generate; the others do not)
+RENAMED_IF_KNOWN = {"max_completion_length": "max_new_tokens"}
 SAME_AS_ALIGNKIT = {"optim": {"adamw_torch_fused"}, "completion_only_loss": {True}}
 # TRL's list fields (``--loss_type sigmoid sft`` takes both words)
 LIST_NAMES = {"loss_type", "loss_weights", "report_to", "lora_target_modules", "lora_modules_to_save"}
@@ -127,6 +132,8 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
             out.update(_convert(key, value, origin))
         elif key in RENAMED:
             out.update(_convert(key, value, origin))
+        elif RENAMED_IF_KNOWN.get(key) in known:
+            out[RENAMED_IF_KNOWN[key]] = value
         elif key in NO_EFFECT:
             if notices is not None:
                 notices.append(f"{origin}: '{key}' (TRL/transformers) has no effect in alignkit; ignored")
@@ -148,4 +155,4 @@ def _convert(key: str, value: Any, origin: str) -> dict:
 
 def all_names() -> list[str]:
     """Every TRL name alignkit understands (for "did you mean" suggestions)."""
-    return sorted({*RENAMED, *NO_EFFECT, *UNSUPPORTED})
+    return sorted({*RENAMED, *NO_EFFECT, *UNSUPPORTED, *RENAMED_IF_KNOWN})

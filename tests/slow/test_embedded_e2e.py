@@ -87,7 +87,8 @@ def test_symptoms_silent_on_the_demo_and_loud_on_a_run_that_goes_wrong(full_demo
     assert not any("symptom" in r for r in metrics(full_demo[0]))
     out = tmp_path / "too-fast"
     proc = run_cli("dpo", "examples/dpo.yaml", "--output_dir", str(out), "--learning_rate", "1e-3", "--preflight", "false",
-                   "--gradient_checkpointing", "false", "--eval_split", "0", "--logging_steps", "1", "--max_steps", "4")
+                   "--gradient_checkpointing", "false", "--eval_split", "0", "--logging_steps", "1", "--max_steps", "3",
+                   "--gradient_accumulation_steps", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     fired = {r["symptom"]: r["step"] for r in metrics(out) if "symptom" in r}
     assert "rejected_collapse" in fired and min(fired.values()) > 1, fired
@@ -98,18 +99,19 @@ def test_eval_and_report_on_the_demo_run(full_demo):
     """alignkit eval on the demo's run directory agrees with the demo's own before/after, then a report."""
     full_demo = full_demo[0]
     proc = run_cli("eval", "--model", str(full_demo), "--prompts", str(full_demo / "demo_answers.jsonl"), "--max_new_tokens", "48",
-                   "--max_prompts", "24", "--probe_size", "8", "--disable_tqdm")
+                   "--max_prompts", "48", "--probe_size", "8", "--disable_tqdm")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((full_demo / "eval" / "eval_results.json").read_text())
     win = results["win_rate"]
-    assert win["n"] == 24 and win["judge"] == "verifier" and results["shares_weights"]
+    assert win["n"] == 48 and win["judge"] == "verifier" and results["shares_weights"]
     assert win["wins"] > 2 * win["losses"] and win["ci_low"] > 0.5  # the demo's gains, seen by an independent command
     accuracy = results["reward_accuracy"]  # on the demo's held-out pairs (the run's eval_data)
-    assert accuracy["pairs"] == 24 and accuracy["accuracy"] >= 0.8 and accuracy["margin"] > 0
+    assert accuracy["pairs"] == 48 and accuracy["accuracy"] >= 0.8 and accuracy["margin"] > 0
     probes = {p["probe"]: p for p in results["probes"]}
     assert set(probes) == {"perplexity", "arithmetic", "facts"} and probes["facts"]["n"] == 8
+    assert results["regressions"] == []  # eval agrees with the demo: nothing regressed
     assert probes["perplexity"]["after"] < 2 * probes["perplexity"]["before"]  # general text is still modelled
-    assert len((full_demo / "eval" / "winrate.jsonl").read_text().splitlines()) == 24
+    assert len((full_demo / "eval" / "winrate.jsonl").read_text().splitlines()) == 48
     proc = run_cli("report", str(full_demo))
     assert proc.returncode == 0, proc.stderr[-3000:]
     page = (full_demo / "report.html").read_text()
