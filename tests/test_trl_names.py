@@ -107,3 +107,10 @@ def test_negated_flags_and_generation_length():
     assert load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--max_completion_length", "64"]).max_new_tokens == 64
     with pytest.raises(ConfigError, match="eos_token.*tokenizer's own eos token"):
         load_config(SFTConfig, None, ["--train_data", "d", "--eos_token", "<|im_end|>"])
+
+
+def test_rl_names_follow_each_trainer():
+    from alignkit.rl_configs import GRPOConfig, RLOOConfig
+
+    assert load_config(RLOOConfig, None, ["--train_data", "p.jsonl", "--beta", "0.07"]).kl_coef == 0.07  # TRL's RLOO: beta is the KL coefficient
+    assert load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--beta", "0.07"]).beta == 0.07  # GRPO: beta in both

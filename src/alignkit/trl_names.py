@@ -111,8 +111,9 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "pad_token": (None, "alignkit pads with the tokenizer's pad token (or its eos token); padding is masked, so any token does"),
     "chat_template_path": (None, "save the template into the model folder's tokenizer_config.json (tokenizer.chat_template)"),
 }
-# renamed only where the command has the field (RL commands generate; the others do not)
-RENAMED_IF_KNOWN = {"max_completion_length": "max_new_tokens"}
+# renamed only where the command has that field and not TRL's: RL commands generate (max_new_tokens);
+# TRL's RLOO calls its KL coefficient beta, alignkit's RLOO and PPO call it kl_coef (GRPO: beta in both)
+RENAMED_IF_KNOWN = {"max_completion_length": "max_new_tokens", "beta": "kl_coef"}
 SAME_AS_ALIGNKIT = {"optim": {"adamw_torch_fused"}, "completion_only_loss": {True}}
 # TRL's list fields (``--loss_type sigmoid sft`` takes both words)
 LIST_NAMES = {"loss_type", "loss_weights", "report_to", "lora_target_modules", "lora_modules_to_save"}
