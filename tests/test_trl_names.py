@@ -114,3 +114,13 @@ def test_rl_names_follow_each_trainer():
 
     assert load_config(RLOOConfig, None, ["--train_data", "p.jsonl", "--beta", "0.07"]).kl_coef == 0.07  # TRL's RLOO: beta is the KL coefficient
     assert load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--beta", "0.07"]).beta == 0.07  # GRPO: beta in both
+
+
+@pytest.mark.parametrize("command", ["dpo", "sft"])
+def test_the_shipped_trl_yaml_trains(command, tiny_model_dir, tmp_path):
+    from alignkit.cli import main
+
+    out = tmp_path / command
+    assert main([command, f"examples/from_trl/{command}.yaml", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out),
+                 "--max_steps", "1", "--disable_tqdm", "--preflight", "false"]) == 0
+    assert (out / "final").is_dir() and any("loss" in json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines())
