@@ -127,12 +127,10 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
     alignkit lacks raises a ConfigError naming ``origin``."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if key in known and key not in RENAMED:
+        if key in RENAMED:  # TRL's name, or a name both share whose values TRL spells differently (dtype, loss_type, report_to)
+            out.update(_convert(key, value, origin))
+        elif key in known:
             out[key] = value
-        elif key in known:  # a name both share whose values TRL spells differently (dtype, loss_type, report_to)
-            out.update(_convert(key, value, origin))
-        elif key in RENAMED:
-            out.update(_convert(key, value, origin))
         elif RENAMED_IF_KNOWN.get(key) in known:
             out[RENAMED_IF_KNOWN[key]] = value
         elif key in NO_EFFECT:
