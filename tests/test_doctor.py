@@ -130,8 +130,10 @@ def test_reference_model_handling(tmp_path, tok, tiny_model, monkeypatch):
     assert "adapters disabled" in by_name(run_checks(cfg(tmp_path, use_peft=True), pairs(5), [], tok))["reference model"].detail
     assert "no reference" in by_name(run_checks(cfg(tmp_path, loss_type="simpo", beta=2.0), pairs(5), [], tok))["reference model"].detail
     monkeypatch.setattr(checks, "available_memory_bytes", lambda: 1000)  # a machine far too small for a frozen copy
-    found = by_name(run_checks(cfg(tmp_path), pairs(5), [], tok, model=tiny_model))["reference model"]
+    found = by_name(run_checks(cfg(tmp_path, precompute_ref_log_probs=False), pairs(5), [], tok, model=tiny_model))["reference model"]
     assert found.status == "warn" and "use_peft: true" in found.fix
+    found = by_name(run_checks(cfg(tmp_path), pairs(5), [], tok, model=tiny_model))["reference model"]  # auto precomputes for full fine-tuning
+    assert found.status == "pass" and "computed once up front" in found.detail
 
 
 def test_eval_split_size(tmp_path, tok):

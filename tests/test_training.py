@@ -21,6 +21,21 @@ def config_for(model_dir, data, out, *extra):
     return load_config(DPOConfig, None, args)
 
 
+def test_throughput_counts_real_tokens_and_training_time_only(monkeypatch):
+    from alignkit.train import metrics_log
+    from alignkit.train.metrics_log import Throughput
+
+    clock = iter([0.0, 1.0, 3.0, 10.0, 12.0, 20.0])  # start; step 1 from 1 to 3; (an eval); step 2 from 10 to 12; summary at 20
+    monkeypatch.setattr(metrics_log.time, "perf_counter", lambda: next(clock))
+    meter = Throughput(scale=2)
+    meter.begin_step()
+    meter.end_step(samples=4, tokens=100)
+    meter.begin_step()
+    meter.end_step(samples=4, tokens=60)
+    assert meter.window() == {"step_time": 2.0, "samples_per_second": 2 * 8 / 4, "tokens_per_second": 2 * 160 / 4}
+    assert meter.summary() == {"train_runtime": 20.0, "train_samples_per_second": 2 * 8 / 20, "train_steps_per_second": 2 / 20, "train_tokens_per_second": 2 * 160 / 20}
+
+
 def test_full_finetune_run_directory_layout(tiny_model_dir, pairs_file, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -40,6 +55,13 @@ def test_full_finetune_run_directory_layout(tiny_model_dir, pairs_file, tmp_path
     assert train_records[0]["loss"] == pytest.approx(0.6931472, abs=1e-5)
     assert train_records[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
     assert train_records[-1]["rewards/margins"] > 0  # the policy learned the preference
+    for r in train_records:  # throughput per log: 2 pairs per step, timed over the training work only
+        assert r["samples_per_second"] * r["step_time"] == pytest.approx(2.0)
+        assert r["tokens_per_second"] > r["samples_per_second"]
+    summary = records[-1]
+    assert summary["step"] == 4 and summary["train_steps_per_second"] * summary["train_runtime"] == pytest.approx(4.0)
+    assert summary["train_samples_per_second"] * summary["train_runtime"] == pytest.approx(8.0)
+    assert summary["train_runtime"] >= sum(r["step_time"] for r in train_records)  # evaluation and checkpoints count in the runtime
     reloaded = AutoModelForCausalLM.from_pretrained(out / "final")
     assert not torch.equal(reloaded.model.layers[0].mlp.up_proj.weight, AutoModelForCausalLM.from_pretrained(tiny_model_dir).model.layers[0].mlp.up_proj.weight)
     assert (out / "final" / "tokenizer_config.json").is_file()
@@ -102,7 +124,7 @@ def test_resume_reaches_exactly_the_uninterrupted_run(tiny_model_dir, pairs_file
     assert (interrupted / "checkpoint-4").is_dir() and not (interrupted / "final").exists()
     train_dpo(config_for(tiny_model_dir, pairs_file, interrupted, *extra, "--resume"))
 
-    assert read_metrics(straight) == read_metrics(interrupted)
+    assert read_metrics(straight, timings=False) == read_metrics(interrupted, timings=False)
     a, b = load_file(str(straight / "checkpoint-6" / "trainable.safetensors")), load_file(str(interrupted / "checkpoint-6" / "trainable.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -122,15 +144,30 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tiny_model_dir, pairs_
     assert [r["step"] for r in read_metrics(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
-def test_precomputed_reference_gives_the_same_losses(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+def test_auto_precomputes_where_that_is_cheaper(tiny_model_dir, pairs_file, tmp_path):
+    from alignkit.engine.reference import precompute_wanted
+
+    def wanted(*extra, n_train=20, processes=1):
+        return precompute_wanted(config_for(tiny_model_dir, pairs_file, tmp_path, *extra), n_train, processes)
+
+    assert wanted("--max_steps", "1")  # full fine-tuning: always (the frozen copy leaves memory)
+    assert not wanted("--use_peft", "--max_steps", "9")  # LoRA, 18 of 20 pairs scored: the live reference is cheaper
+    assert wanted("--use_peft", "--max_steps", "10") and wanted("--use_peft", "--max_steps", "5", processes=2)
+    assert wanted("--use_peft") and not wanted("--use_peft", "--num_train_epochs", "0.5")
+    assert not wanted("--precompute_ref_log_probs", "false") and wanted("--use_peft", "--max_steps", "1", "--precompute_ref_log_probs", "true")
+
+
+def test_precomputed_reference_gives_the_same_losses(tiny_model_dir, pairs_file, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
-    live = train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "live", "--max_steps", "3"))
+    live = train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "live", "--max_steps", "3", "--precompute_ref_log_probs", "false"))
     cached = train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "cached", "--max_steps", "3", "--precompute_ref_log_probs"))
     cache_files = sorted((tmp_path / "cache" / "ref_logps").glob("*.safetensors"))
     assert len(cache_files) == 2  # one for the train pairs, one for the eval pairs
-    for a, b in zip(read_metrics(live.run_dir), read_metrics(cached.run_dir)):
+    assert "reference log-probs of 12 examples computed in" in capsys.readouterr().err  # 9 train + 3 eval pairs
+    for a, b in zip(read_metrics(live.run_dir, timings=False), read_metrics(cached.run_dir, timings=False)):
         for key in a:
             assert a[key] == pytest.approx(b[key], abs=1e-5), key
     again = train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "again", "--max_steps", "3", "--precompute_ref_log_probs"))
-    assert read_metrics(again.run_dir) == read_metrics(cached.run_dir)
+    assert read_metrics(again.run_dir, timings=False) == read_metrics(cached.run_dir, timings=False)
+    assert "reference log-probs of 12 examples read from the cache" in capsys.readouterr().err
     assert sorted((tmp_path / "cache" / "ref_logps").glob("*.safetensors")) == cache_files  # reused, not recomputed

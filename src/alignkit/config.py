@@ -76,6 +76,7 @@ class TrainConfig(BaseModel):
     apply_chat_template: bool = Field(True, description="Format prompts with the tokenizer's chat template when it has one.")
     padding_free: bool = Field(True, description="Pack each batch's sequences into rows with no padding between them (position ids restart per sequence); false pads every sequence to the longest.")
     padding_side: Literal["right", "left"] = Field("right", description="Side on which padded batches are padded when padding_free is false (results are identical either way).")
+    prefix_sharing: bool = Field(True, description="Compute a prompt once for all the responses scored against it (chosen and rejected; KTO's completion and KL completion): one block [prompt, chosen, rejected] per pair with a mask that keeps the responses apart. Same log-probs, less compute. Falls back, with a notice, where the model's attention takes no such mask.")
 
     # --- model / compute ---
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")
@@ -124,7 +125,10 @@ class DPOConfig(TrainConfig):
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Assumed fraction of flipped labels (sigmoid: cDPO; robust: robust DPO); 0 is plain DPO.")
     simpo_gamma: float = Field(0.5, ge=0.0, description="SimPO target reward margin gamma (loss_type simpo; the paper uses beta 2-2.5 with gamma ~0.5-1.4).")
     rpo_alpha: float | None = Field(None, ge=0.0, description="Add rpo_alpha x the NLL of the chosen responses (RPO); None disables it.")
-    precompute_ref_log_probs: bool = Field(False, description="Compute reference log-probs once before training and cache them on disk.")
+    precompute_ref_log_probs: bool | Literal["auto"] = Field("auto", description=(
+        "Compute reference log-probs once before training (cached on disk, keyed by model, data and tokenization) instead of a "
+        "reference forward every step. auto: yes for full fine-tuning (the frozen copy leaves memory) and for runs that score "
+        "every training pair at least once; a LoRA run shorter than an epoch keeps the live reference."))
 
 
 class DemoConfig(DPOConfig):
@@ -200,7 +204,7 @@ def _takes_several(cls: type[TrainConfig], key: str) -> bool:
 def _raw_value(cls: type[TrainConfig], key: str, words: list[str]) -> Any:
     annotation = cls.model_fields[key].annotation if key in cls.model_fields else None
     if not words:
-        if annotation is bool or key in trl_names.BARE_FLAGS:
+        if annotation is bool or bool in typing.get_args(annotation) or key in trl_names.BARE_FLAGS:
             return True
         raise ConfigError(f"--{key} needs a value (e.g. --{key} VALUE)")
     if (_is_list_field(annotation) or len(words) > 1) and not words[0].lstrip().startswith("["):

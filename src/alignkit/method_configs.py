@@ -33,7 +33,7 @@ class KTOConfig(TrainConfig):
     beta: float = Field(0.1, gt=0.0, description="Strength of the KL constraint to the reference model.")
     desirable_weight: float = Field(1.0, gt=0.0, description="Weight of desirable examples' losses.")
     undesirable_weight: float = Field(1.0, gt=0.0, description="Weight of undesirable examples' losses (keep desirable_weight x n_desirable / (undesirable_weight x n_undesirable) in [1, 4/3]).")
-    precompute_ref_log_probs: bool = Field(False, description="Compute reference log-probs (and KL terms) once before training and cache them on disk.")
+    precompute_ref_log_probs: bool | typing.Literal["auto"] = Field("auto", description="Compute reference log-probs (and KL terms) once before training and cache them on disk; auto: as for DPO (see DPOConfig).")
 
 
 class ORPOConfig(TrainConfig):

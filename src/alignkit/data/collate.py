@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from alignkit.data.packing import pack_rows
+from alignkit.data.prefix_sharing import build_shared_batch, shared_prefix
 from alignkit.data.tokenize import TokenizedPair
 
 
@@ -90,21 +92,6 @@ def build_sequence_batch(sequences: list[list[int]], scored: list, pad_id: int, 
     return layout.tensors()
 
 
-def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
-    """First-fit decreasing: indices of sequences grouped into rows holding at most ``width`` tokens."""
-    rows: list[list[int]] = []
-    free: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
-        slot = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
-        if slot is None:
-            rows.append([i])
-            free.append(width - lengths[i])
-        else:
-            rows[slot].append(i)
-            free[slot] -= lengths[i]
-    return rows
-
-
 def build_packed_batch(sequences: list[list[int]], scored: list, pad_id: int) -> dict[str, torch.Tensor]:
     """Pack ``sequences`` without padding between them (see the module docstring)."""
     lengths = [len(s) for s in sequences]
@@ -121,6 +108,17 @@ def build_packed_batch(sequences: list[list[int]], scored: list, pad_id: int) ->
     return layout.tensors()
 
 
+def scored_positions(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(positions, targets, owner)``: flat indices of the positions whose next token is scored, those
+    tokens, and the sequence each belongs to; listed explicitly by shared-prefix batches, read from the
+    ``seq_index`` grid otherwise."""
+    if "score_positions" in batch:
+        return batch["score_positions"], batch["score_targets"], batch["score_owner"]
+    seq_index = batch["seq_index"].reshape(-1)
+    positions = (seq_index >= 0).nonzero().squeeze(1)
+    return positions, batch["target_ids"].reshape(-1).index_select(0, positions), seq_index.index_select(0, positions)
+
+
 def build_batch(sequences: list[list[int]], scored: list, pad_id: int, padding_free: bool = True, padding_side: str = "right") -> dict[str, torch.Tensor]:
     """The padding-free layout, or the padded one on ``padding_side``."""
     if padding_free:
@@ -134,10 +132,14 @@ class SequenceCollator:
     ``slots(item) -> [(ids, scored), ...]`` (the same number of slots for every item). The batch
     holds slot 0 of every item, then slot 1 of every item, and so on; per-item cached reference
     log-probs (``item["ref_logps"]``, one value per slot) pass through in the same order.
+
+    With ``prefix_sharing``, items whose sequences share a prompt (pairs, KTO's completion and KL
+    completion) are laid out as one block each, the prompt computed once (``data.prefix_sharing``).
     """
 
-    def __init__(self, pad_id: int, padding_free: bool = True, padding_side: str = "right"):
+    def __init__(self, pad_id: int, padding_free: bool = True, padding_side: str = "right", prefix_sharing: bool = False):
         self.pad_id, self.padding_free, self.padding_side = pad_id, padding_free, padding_side
+        self.prefix_sharing = prefix_sharing
 
     def slots(self, item: dict) -> list[tuple[list[int], object]]:
         raise NotImplementedError
@@ -148,12 +150,13 @@ class SequenceCollator:
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         per_item = [self.slots(item) for item in items]
-        sequences, scored = [], []
-        for slot in range(len(per_item[0])):
-            for entry in per_item:
-                sequences.append(entry[slot][0])
-                scored.append(entry[slot][1])
-        batch = build_batch(sequences, scored, self.pad_id, self.padding_free, self.padding_side)
+        groups = [shared_prefix(entry) for entry in per_item] if self.prefix_sharing else [None]
+        if all(group is not None for group in groups):
+            batch = build_shared_batch(groups, self.pad_id, self.padding_free)
+        else:
+            sequences = [entry[slot][0] for slot in range(len(per_item[0])) for entry in per_item]
+            scored = [entry[slot][1] for slot in range(len(per_item[0])) for entry in per_item]
+            batch = build_batch(sequences, scored, self.pad_id, self.padding_free, self.padding_side)
         if "ref_logps" in items[0]:
             batch["ref_logps"] = torch.tensor([item["ref_logps"][slot] for slot in range(len(per_item[0])) for item in items], dtype=torch.float32)
         return batch

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+from alignkit.engine.reference import precompute_wanted
+
 Status = Literal["pass", "warn", "fail"]
 
 # Learning-rate ranges: the usual full fine-tuning range, and ~5x more for LoRA adapters.
@@ -278,7 +280,7 @@ def check_reference(ctx: Context) -> Check | None:
         return Check("reference model", "pass", f"{ctx.method if ctx.method != 'dpo' else 'simpo'} needs no reference model.")
     if cfg.use_peft:
         return Check("reference model", "pass", "LoRA: the reference is the policy with adapters disabled (no second copy in memory).")
-    if getattr(cfg, "precompute_ref_log_probs", False):
+    if precompute_wanted(cfg, len(ctx.train)):
         return Check("reference model", "pass", "reference log-probs are computed once up front and cached; no frozen copy is kept.")
     params = sum(p.numel() * p.element_size() for p in ctx.model.parameters()) if ctx.model is not None else 0
     if params and 4 * params > 0.5 * available_memory_bytes():  # weights + frozen copy + grads + AdamW ~ 4x

@@ -13,6 +13,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from alignkit.data.collate import scored_positions
+from alignkit.data.prefix_sharing import build_shared_batch
+
 
 class _ChunkedTokenLogps(torch.autograd.Function):
     """log softmax(h @ W.T)[target] for M rows, computed in chunks of rows.
@@ -89,13 +92,14 @@ def backbone_of(model: nn.Module) -> nn.Module:
 
 
 def last_hidden_states(backbone: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The decoder's final hidden states for a padded or padding-free batch (see ``data.collate``)."""
-    return backbone(
-        input_ids=batch["input_ids"],
-        attention_mask=batch.get("attention_mask"),  # absent in padding-free batches
-        position_ids=batch["position_ids"],
-        use_cache=False,
-    ).last_hidden_state
+    """The decoder's final hidden states for a padded, padding-free or shared-prefix batch (see
+    ``data.collate``). A shared-prefix batch's 4-D boolean mask goes to SDPA as it is; eager
+    attention adds its mask to the scores, so it gets the additive form (0 or the dtype's minimum)."""
+    mask = batch.get("attention_mask")  # absent in padding-free batches
+    if mask is not None and mask.dim() == 4 and getattr(backbone.config, "_attn_implementation", "sdpa") == "eager":
+        dtype = backbone.get_input_embeddings().weight.dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+    return backbone(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False).last_hidden_state
 
 
 def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Linear, float]:
@@ -113,12 +117,9 @@ def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size:
     """Summed response log-probs of every sequence in ``batch`` (see ``data.collate``)."""
     backbone, head, softcap = causal_lm_parts(model)
     hidden = last_hidden_states(backbone, batch)
-    seq_index = batch["seq_index"].reshape(-1)
-    scored = (seq_index >= 0).nonzero().squeeze(1)
-    selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, scored)
-    targets = batch["target_ids"].reshape(-1).index_select(0, scored)
+    positions, targets, owner = scored_positions(batch)
+    selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
     per_token = token_logps(selected, head.weight, targets, chunk_size, softcap)
-    owner = seq_index.index_select(0, scored)
     n = batch["sequence_lengths"].shape[0]
     logps = torch.zeros(n, dtype=torch.float32, device=per_token.device).index_add(0, owner, per_token)
     counts = torch.zeros(n, dtype=torch.long, device=owner.device).index_add_(0, owner, torch.ones_like(owner))
@@ -139,6 +140,26 @@ class LogProbModel(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> SequenceLogps:
         return sequence_logps(self.lm, batch, self.chunk_size)
+
+
+@torch.no_grad()
+def supports_prefix_sharing(model: nn.Module) -> bool:
+    """Whether ``model``'s attention takes a shared-prefix block mask: the second response of a
+    ``[prompt, first, second]`` block must see exactly what ``prompt + second`` sees alone."""
+    backbone = backbone_of(model)
+    device = next(backbone.parameters()).device
+    prompt, first, second = [3, 4, 5], [6, 7], [8, 9, 10]
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        shared = build_shared_batch([(prompt, [first, second])], pad_id=0)
+        hidden = last_hidden_states(backbone, {k: v.to(device) for k, v in shared.items()})[0, len(prompt) + len(first):]
+        alone = backbone(input_ids=torch.tensor([prompt + second], device=device), use_cache=False).last_hidden_state[0, len(prompt):]
+    except Exception:  # noqa: BLE001 -- an attention kernel that takes no 4-D mask (or is not installed) fails in its own way
+        return False
+    finally:
+        backbone.train(was_training)
+    return torch.allclose(hidden.float(), alone.float(), atol=1e-3, rtol=1e-3)
 
 
 @torch.no_grad()

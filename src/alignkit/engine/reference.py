@@ -65,6 +65,21 @@ class Reference:
         self.released = True
 
 
+def precompute_wanted(config, n_train: int, num_processes: int = 1) -> bool:
+    """``precompute_ref_log_probs`` resolved: ``auto`` precomputes for full fine-tuning (the frozen copy
+    leaves memory) and whenever the run scores at least every training pair once (one pass up front
+    then costs no more than the reference forwards it replaces); a LoRA run shorter than an epoch
+    keeps the live reference (the policy with adapters off)."""
+    if config.precompute_ref_log_probs != "auto":
+        return bool(config.precompute_ref_log_probs)
+    if not config.use_peft:
+        return True
+    if config.max_steps > 0:
+        scored = config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps * num_processes
+        return scored >= n_train
+    return config.num_train_epochs >= 1
+
+
 def model_fingerprint(model_path: str) -> str:
     """Identity of a model's weights: file names, sizes and mtimes (or the hub id)."""
     path = Path(model_path)
@@ -85,12 +100,15 @@ def cache_key(fingerprint: str, items: list[dict], signature) -> str:
     return digest.hexdigest()[:32]
 
 
-def precompute_reference(reference: Reference, items: list[dict], collate, batch_size: int, cache_dir: Path, fingerprint: str, device, show_progress: bool = True) -> None:
-    """Attach ``ref_logps`` (one value per sequence slot of ``collate``) to every item, from cache or one pass."""
+def precompute_reference(reference: Reference, items: list[dict], collate, batch_size: int, cache_dir: Path, fingerprint: str, device, show_progress: bool = True) -> int:
+    """Attach ``ref_logps`` (one value per sequence slot of ``collate``) to every item, from cache or
+    one pass; returns how many items were computed (0: all read from the cache)."""
     path = cache_dir / "ref_logps" / f"{cache_key(fingerprint, items, collate.signature)}.safetensors"
+    computed = 0
     if path.is_file():
         values = load_file(str(path))["ref_logps"]
     else:
+        computed = len(items)
         parts = []
         for start in tqdm(range(0, len(items), batch_size), desc="reference log-probs", disable=not show_progress):
             chunk = items[start:start + batch_size]
@@ -101,3 +119,4 @@ def precompute_reference(reference: Reference, items: list[dict], collate, batch
             save_file({"ref_logps": values.contiguous()}, str(tmp))
     for item, row in zip(items, values.tolist()):
         item["ref_logps"] = row
+    return computed

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from alignkit.data.collate import scored_positions
 from alignkit.engine.logprobs import _chunk_logits, causal_lm_parts, last_hidden_states, token_logps
 
 
@@ -43,15 +44,13 @@ def token_outputs(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: 
     if softcap and temperature != 1.0:
         raise NotImplementedError("sampling temperature with logit soft-capping is not supported; use temperature 1.0")
     hidden = last_hidden_states(backbone, batch)
-    seq_index = batch["seq_index"].reshape(-1)
-    scored = (seq_index >= 0).nonzero().squeeze(1)
-    selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, scored)
-    owner = seq_index.index_select(0, scored)
+    positions, targets, owner = scored_positions(batch)
+    selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
     n = batch["sequence_lengths"].shape[0]
     values = _per_sequence(value_head(selected.float()).squeeze(-1), owner, n)[0] if value_head is not None else None
     if temperature != 1.0:
         selected = selected / temperature  # (h / T) W^T = logits / T
-    per_token = token_logps(selected, head.weight, batch["target_ids"].reshape(-1).index_select(0, scored), chunk_size, softcap)
+    per_token = token_logps(selected, head.weight, targets, chunk_size, softcap)
     logps, mask = _per_sequence(per_token, owner, n)
     entropy = None
     if with_entropy:

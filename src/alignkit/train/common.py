@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 from pathlib import Path
 from typing import Callable
@@ -10,8 +12,8 @@ import torch
 
 from alignkit.config import TrainConfig, save_config
 from alignkit.data.records import split_train_eval
-from alignkit.engine.logprobs import LogProbModel, supports_padding_free
-from alignkit.engine.reference import Reference, model_fingerprint, precompute_reference
+from alignkit.engine.logprobs import LogProbModel, supports_padding_free, supports_prefix_sharing
+from alignkit.engine.reference import Reference, model_fingerprint, precompute_reference, precompute_wanted
 from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_policy, resolve_model_path
@@ -61,19 +63,32 @@ def begin_training(config: TrainConfig, load: Callable[[str], list], train_examp
             f"model '{config.model}' lets packed sequences attend to each other (its attention does not follow restarting "
             "position ids); set padding_free: false"
         )
+    if config.prefix_sharing and not supports_prefix_sharing(lm):
+        print(f"alignkit: note: model '{config.model}' (attention: {getattr(lm.config, '_attn_implementation', '?')}) takes no shared-prefix mask; "
+               "chosen and rejected are computed as separate sequences (prefix_sharing: false)", file=sys.stderr)
+        config.prefix_sharing = False
     preflight(config, train_examples, eval_examples or [], tokenizer, lm)
     run_dir = start_run(config, run_dir)
     return train_examples, eval_examples or [], run_dir, lm, tokenizer
 
 
 def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[dict]]) -> Reference:
-    """The reference model for ``policy`` (adapters off under LoRA, else a frozen copy), or, with
-    ``precompute_ref_log_probs``, values attached to every item once and cached on disk."""
-    reference = Reference(policy, use_adapter=config.use_peft, precompute_only=config.precompute_ref_log_probs)
-    if config.precompute_ref_log_probs:
+    """The reference model for ``policy`` (adapters off under LoRA, else a frozen copy), or, when
+    precomputing (see :func:`precompute_wanted`), values attached to every item once and cached on disk."""
+    precompute = precompute_wanted(config, len(item_lists[0]), int(os.environ.get("WORLD_SIZE", "1")))
+    reference = Reference(policy, use_adapter=config.use_peft, precompute_only=precompute)
+    if precompute:
         fingerprint = model_fingerprint(resolve_model_path(config.model)) + f"|{config.dtype}|{type(collate).__name__}"
+        started = time.perf_counter()
+        computed = 0
         for items in item_lists:
             if items:
-                precompute_reference(reference, items, collate, config.per_device_eval_batch_size, cache_dir(), fingerprint, policy.lm.device, not config.disable_tqdm)
+                computed += precompute_reference(reference, items, collate, config.per_device_eval_batch_size, cache_dir(), fingerprint, policy.lm.device,
+                                                 not config.disable_tqdm)
         reference.release()
+        if is_main_process():
+            total = sum(len(items) for items in item_lists)
+            how = f"computed in {time.perf_counter() - started:.1f} s" if computed else "read from the cache"
+            print(f"alignkit: reference log-probs of {total} examples {how}"
+                  + (f" ({total - computed} from the cache)" if 0 < computed < total else "") + "; no reference forward during training", file=sys.stderr)
     return reference

@@ -54,7 +54,7 @@ def train_dpo(config: DPOConfig, train_examples: list[PreferenceExample] | None 
     tokenize = partial(tokenize_pairs, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length, apply_chat_template=config.apply_chat_template)
     train_items = [{"pair": p} for p in tokenize(train_examples)]
     eval_items = [{"pair": p} for p in tokenize(eval_examples or [])]
-    collate = PreferenceCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side)
+    collate = PreferenceCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side, config.prefix_sharing)
     reference = None if config.loss_type in REFERENCE_FREE else make_reference(config, policy, collate, [train_items, eval_items])
     task = TrainingTask(
         model=policy,

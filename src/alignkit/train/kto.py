@@ -50,7 +50,7 @@ def train_kto(config: KTOConfig, train_examples: list[KTOExample] | None = None,
                        apply_chat_template=config.apply_chat_template, seed=config.seed)
     train_items = tokenize(train_examples)
     eval_items = tokenize(eval_examples) if eval_examples and len(eval_examples) >= 2 else []
-    collate = KTOCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side)
+    collate = KTOCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side, config.prefix_sharing)
     task = TrainingTask(
         model=policy,
         train_items=train_items,

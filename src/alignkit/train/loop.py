@@ -25,7 +25,7 @@ from alignkit.errors import AlignkitError
 from alignkit.train.backends import Backend, make_accelerator
 from alignkit.train.checkpoint import resume_from_latest, write_checkpoint
 from alignkit.train.faults import StopSignals, TrainingInterrupted, checkpoint_error, run_fingerprint
-from alignkit.train.metrics_log import MetricsLogger, progress_bar, progress_postfix
+from alignkit.train.metrics_log import MetricsLogger, Throughput, progress_bar, progress_postfix
 
 LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -152,6 +152,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     if config.eval_on_start and task.eval_items and global_step == 0:
         record(0, evaluate(accelerator, model, task, config.per_device_eval_batch_size))
     bar = progress_bar(total_steps, global_step, config.disable_tqdm or not accelerator.is_main_process)
+    throughput = Throughput(accelerator.num_processes)
     model.train()
     with StopSignals() as stop:
         while global_step < total_steps:
@@ -159,13 +160,17 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
             epoch_done = False
             while not epoch_done and global_step < total_steps:
                 group = batches[batches_done:batches_done + ga]
+                throughput.begin_step()
+                samples = tokens = 0
                 for i, indices in enumerate(group):
                     batch = _to_device(task.collate([task.train_items[j] for j in indices]), accelerator.device)
+                    samples, tokens = samples + len(indices), tokens + int(batch["sequence_lengths"].sum())
                     with backend.micro_step(model, last=i == len(group) - 1):
                         loss, metrics = task.compute_loss(model, batch, True)
                         backend.backward(model, loss / len(group))
                     window.add({k: float(v) for k, v in metrics.items()})
                 grad_norm = backend.step(model, optimizer, scheduler, params, config.max_grad_norm)
+                throughput.end_step(samples, tokens)
                 if math.isfinite(grad_norm):  # a NaN/inf loss or gradient anywhere makes the (global) norm non-finite; nothing was applied
                     window.add_step(grad_norm)
                     in_a_row, last_good = 0, global_step + 1
@@ -180,7 +185,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                 if task.on_step is not None:
                     task.on_step(global_step)
                 if global_step % config.logging_steps == 0 or global_step == total_steps or in_a_row >= config.max_nonfinite_steps:
-                    last_train = _finalize(task, _reduce(accelerator, window.means()))
+                    last_train = _finalize(task, _reduce(accelerator, {**window.means(), **throughput.window()}))
                     last_train.update(learning_rate=scheduler.get_last_lr()[0], epoch=round(fractional_epoch, 4), nonfinite_steps_skipped=skipped)
                     record(global_step, last_train)
                     bar.set_postfix(progress_postfix(last_train))
@@ -200,6 +205,10 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                     bar.close()
                     logger.close()
                     raise TrainingInterrupted.at(stop.received, global_step, path)
+    if throughput.totals[0]:
+        summary = _reduce(accelerator, throughput.summary())
+        record(global_step, summary)
+        last_train = {**last_train, **summary}
     bar.close()
     logger.close()
     accelerator.wait_for_everyone()

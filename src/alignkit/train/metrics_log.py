@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -89,17 +90,70 @@ def _clean(value):
     return value
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
+def read_metrics(run_dir: str | Path, timings: bool = True) -> list[dict]:
+    """The records of a run's metrics.jsonl; ``timings=False`` drops the wall-clock figures
+    (:data:`TIMING_KEYS`), which differ between two otherwise identical runs."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return records if timings else [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+TIMING_KEYS = frozenset({"step_time", "samples_per_second", "tokens_per_second",
+                         "train_runtime", "train_samples_per_second", "train_steps_per_second", "train_tokens_per_second"})
+
+
+class Throughput:
+    """Wall-clock throughput, as Trainer-based tools report it.
+
+    Per logging window (``window()``): ``step_time`` (seconds per optimizer step, training work only:
+    evaluation and checkpoints excluded), ``samples_per_second`` and ``tokens_per_second``. For the run
+    (``summary()``): ``train_runtime`` (all wall time of this process since it started or resumed,
+    evaluation and checkpoints included), ``train_samples_per_second``, ``train_steps_per_second`` and
+    ``train_tokens_per_second``. Tokens are the real tokens of the scored sequences (prompt plus
+    response, once per sequence), never padding, so the count does not depend on the batch layout.
+    Rates are this process's, times ``scale`` (the number of processes), so a mean over processes is
+    the total.
+    """
+
+    def __init__(self, scale: int = 1):
+        self.scale = scale
+        self.started = time.perf_counter()
+        self.totals = [0, 0, 0]  # steps, samples, tokens
+        self.window_totals, self.window_seconds = [0, 0, 0], 0.0
+        self._step_started = None
+
+    def begin_step(self) -> None:
+        self._step_started = time.perf_counter()
+
+    def end_step(self, samples: int, tokens: int) -> None:
+        self.window_seconds += time.perf_counter() - self._step_started
+        for totals in (self.totals, self.window_totals):
+            totals[0] += 1
+            totals[1] += samples
+            totals[2] += tokens
+
+    def window(self) -> dict[str, float]:
+        steps, samples, tokens = self.window_totals
+        seconds = max(self.window_seconds, 1e-9)
+        figures = {"step_time": seconds / max(steps, 1), "samples_per_second": self.scale * samples / seconds, "tokens_per_second": self.scale * tokens / seconds}
+        self.window_totals, self.window_seconds = [0, 0, 0], 0.0
+        return figures
+
+    def summary(self) -> dict[str, float]:
+        steps, samples, tokens = self.totals
+        runtime = time.perf_counter() - self.started
+        return {"train_runtime": runtime, "train_samples_per_second": self.scale * samples / runtime,
+                "train_steps_per_second": steps / runtime, "train_tokens_per_second": self.scale * tokens / runtime}
 
 
 def progress_bar(total: int, initial: int, disable: bool, desc: str = "training"):
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=disable, dynamic_ncols=True)
 
 
-PROGRESS_KEYS = {"loss": "loss", "rewards/margins": "margin", "rewards/accuracies": "acc"}
+PROGRESS_KEYS = {"loss": "loss", "rewards/margins": "margin", "rewards/accuracies": "acc", "reward/score": "reward", "objective/kl": "kl",
+                 "step_time": "s/step", "tokens_per_second": "tok/s"}
 
 
 def progress_postfix(metrics: dict[str, float]) -> dict[str, str]:
+    """The progress bar's figures: loss and margins (or reward and KL), step time and tokens per second."""
     return {short: f"{metrics[key]:.4g}" for key, short in PROGRESS_KEYS.items() if key in metrics}

@@ -37,7 +37,7 @@ def train_orpo(config: ORPOConfig, train_examples: list[PreferenceExample] | Non
         model=LogProbModel(lm, config.logprob_chunk_size),
         train_items=[{"pair": p} for p in tokenize(train_examples)],
         eval_items=[{"pair": p} for p in tokenize(eval_examples or [])] or None,
-        collate=PreferenceCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side),
+        collate=PreferenceCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side, config.prefix_sharing),
         compute_loss=partial(orpo_compute_loss, beta=config.beta),
         save_final=partial(save_final_model, lm, tokenizer),
         on_step=on_step,

@@ -60,7 +60,7 @@ def train_reward(config: RewardConfig, train_examples: list[PreferenceExample] |
         model=ScoreModel(lm),
         train_items=items(train_examples),
         eval_items=items(eval_examples or []) or None,
-        collate=RewardCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side),
+        collate=RewardCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side, config.prefix_sharing),
         compute_loss=partial(reward_compute_loss, center_rewards_coefficient=config.center_rewards_coefficient),
         save_final=partial(save_reward_model, lm, tokenizer),
         on_step=on_step,

@@ -30,7 +30,7 @@ from alignkit.train.backends import Backend, make_accelerator
 from alignkit.train.checkpoint import resume_from_latest, write_checkpoint
 from alignkit.train.faults import StopSignals, TrainingInterrupted, checkpoint_error, run_fingerprint
 from alignkit.train.loop import TrainingResult, epoch_order
-from alignkit.train.metrics_log import MetricsLogger, progress_bar
+from alignkit.train.metrics_log import MetricsLogger, Throughput, progress_bar, progress_postfix
 
 
 @dataclass
@@ -150,8 +150,10 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
         last_eval = evaluate(0)
     bar = progress_bar(total_steps, state["global_step"], config.disable_tqdm or not accelerator.is_main_process, desc=method.name)
     step = state["global_step"]
+    throughput = Throughput(accelerator.num_processes)
     with StopSignals() as stop:
         while step < total_steps:
+            throughput.begin_step()  # a step's time includes its sampling, as in every RL trainer
             torch.manual_seed(config.seed * 1_000_003 + step)  # sampling, dropout and minibatch order: a function of (seed, step)
             per_epoch = max(1, len(train_rows) // config.per_device_train_batch_size)
             epoch, position = divmod(step, per_epoch)
@@ -170,6 +172,7 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
             update_stats = _optimise(config, method, model, backend, optimizer, scheduler, params, rollouts, tokenizer, device, prepared, step, nonfinite)
             seq_kl = (kl_estimate(old.logps, ref_logps, "k1") * old.mask).sum(1)
             method.after_step(seq_kl.mean().item(), len(rollouts.texts))
+            throughput.end_step(len(rollouts.texts), int(batch["sequence_lengths"].sum()))
             step += 1
             bar.update(1)
             lengths = old.mask.sum(1).float()
@@ -184,9 +187,10 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
             }
             too_many = nonfinite["in_a_row"] >= config.max_nonfinite_steps
             if step % config.logging_steps == 0 or step == total_steps or too_many:
+                metrics.update(throughput.window())
                 last_train = metrics
                 record(step, metrics)
-                bar.set_postfix({"reward": f"{metrics['reward/score']:.3f}", "kl": f"{metrics['objective/kl']:.2f}"})
+                bar.set_postfix(progress_postfix(metrics))
             if (step % config.sample_every == 0 or step == 1) and accelerator.is_main_process:
                 _write_samples(run_dir, step, rollouts, config.samples_per_log)
             if too_many:
@@ -203,6 +207,10 @@ def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dic
                 bar.close()
                 logger.close()
                 raise TrainingInterrupted.at(stop.received, step, path)
+    if throughput.totals[0]:
+        summary = throughput.summary()
+        record(step, summary)
+        last_train = {**last_train, **summary}
     bar.close()
     logger.close()
     with backend.full_weights(policy):  # all processes gather (ZeRO-3, FSDP); the main one writes
