@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alignkit import trl_names
 from alignkit.diagnose.symptoms import SymptomThresholds
@@ -80,7 +80,7 @@ class TrainConfig(BaseModel):
 
     # --- model / compute ---
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")
-    mixed_precision: Literal["no", "bf16", "fp16"] | None = Field(None, description="Mixed precision (autocast) over float32 weights: bf16 (GPUs, and CPUs with native bf16), fp16 (CUDA GPUs, loss-scaled); None: what `accelerate launch` says (default no).")
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] | None = Field(None, description="Mixed precision (autocast) over float32 weights: bf16 (GPUs, and CPUs with native bf16: AVX512-BF16 or AMX, read from the CPU flags; refused elsewhere), fp16 (CUDA GPUs, loss-scaled), auto (bf16 on GPUs that support it, none on CPU); None: what `accelerate launch` says (default no).")
     gradient_checkpointing: bool = Field(True, description="Recompute activations in the backward pass: ~0.6x the peak memory for ~1.2x the step time (on, as in TRL); turn off for speed when memory is plentiful.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("sdpa", description="Attention kernel; flash_attention_2 needs a CUDA GPU and the [flash] extra.")
     load_in_4bit: bool = Field(False, description="QLoRA: load base weights in 4-bit nf4 (double quantisation) via bitsandbytes; needs a CUDA GPU, the [gpu] extra and use_peft.")
@@ -94,6 +94,12 @@ class TrainConfig(BaseModel):
     lora_target_modules: list[str] | str = Field("all-linear", description="Modules to adapt: a list such as [q_proj, v_proj], or 'all-linear'.")
 
     requires_train_data: typing.ClassVar[bool] = True
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        """YAML reads a bare ``no`` as false: ``mixed_precision: no`` means "no"."""
+        return "no" if value is False else value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "TrainConfig":

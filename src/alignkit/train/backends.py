@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import InitProcessGroupKwargs
 
 from alignkit.errors import AlignkitError
@@ -36,11 +37,38 @@ def launched_with(backend: str) -> bool:
     return os.environ.get(f"ACCELERATE_USE_{backend}", "false").lower() == "true"
 
 
-def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
-    """The accelerator for this launch; ``mixed_precision`` (no/bf16/fp16) overrides what `accelerate launch` set."""
-    cuda = torch.cuda.is_available()
+def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The processor's native bf16 instructions (AVX512-BF16, AMX-BF16) from /proc/cpuinfo's flags;
+    empty where there are none or the flags cannot be read (never guessed)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+
+
+def resolve_mixed_precision(mixed_precision: str | None, cuda: bool, cpu_flags: list[str]) -> str | None:
+    """``auto``: bf16 on a GPU that supports it, otherwise none (fp32 stays the default on CPU). An
+    explicit bf16 on a CPU without native bf16 (emulated, slower than fp32) and fp16 on a CPU are refused."""
+    if mixed_precision == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
     if mixed_precision == "fp16" and not cuda:
         raise AlignkitError("mixed_precision fp16 (TRL's fp16) needs a CUDA GPU; on CPU use bf16 (on CPUs with native bf16) or leave it unset")
+    if mixed_precision == "bf16" and not cuda and not cpu_flags:
+        raise AlignkitError("mixed_precision bf16 on this CPU would be emulated (its flags show neither avx512_bf16 nor amx_bf16) and slower "
+                            "than fp32; leave mixed_precision unset")
+    return mixed_precision
+
+
+def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
+    """The accelerator for this launch; ``mixed_precision`` (no/bf16/fp16/auto) overrides what `accelerate launch` set."""
+    cuda = torch.cuda.is_available()
+    mixed_precision = resolve_mixed_precision(mixed_precision, cuda, cpu_bf16_flags() if mixed_precision == "bf16" and not cuda else [])
+    state = AcceleratorState._shared_state
+    if mixed_precision is not None and state and state.get("_mixed_precision") != mixed_precision and "WORLD_SIZE" not in os.environ:
+        AcceleratorState._reset_state()  # one process, a second run with another precision (the API called twice)
     precision = {"mixed_precision": mixed_precision} if mixed_precision is not None else {}
     if launched_with("FSDP"):
         if os.environ.get("FSDP_VERSION", "1") != "2":

@@ -1,0 +1,39 @@
+"""Mixed precision: bf16 on CPU only where the processor has native bf16 (read from its flags),
+``auto`` picks bf16 on GPUs only, and a bf16 run on such a CPU trains like fp32."""
+import pytest
+
+from alignkit.errors import AlignkitError
+from alignkit.train.backends import cpu_bf16_flags, resolve_mixed_precision
+from alignkit.train.metrics_log import read_metrics
+
+SAPPHIRE = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+SKYLAKE = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw\n"
+
+
+def test_flags_are_read_not_guessed():
+    assert cpu_bf16_flags(SAPPHIRE) == ["avx512_bf16", "amx_bf16"]
+    assert cpu_bf16_flags(SKYLAKE) == [] and cpu_bf16_flags("") == []
+
+
+def test_cpu_choices():
+    assert resolve_mixed_precision("auto", cuda=False, cpu_flags=["avx512_bf16"]) == "no"  # fp32 stays the default on CPU
+    assert resolve_mixed_precision("bf16", cuda=False, cpu_flags=["amx_bf16"]) == "bf16"
+    with pytest.raises(AlignkitError, match="emulated"):
+        resolve_mixed_precision("bf16", cuda=False, cpu_flags=[])
+    with pytest.raises(AlignkitError, match="CUDA"):
+        resolve_mixed_precision("fp16", cuda=False, cpu_flags=["amx_bf16"])
+    assert resolve_mixed_precision(None, cuda=False, cpu_flags=[]) is None and resolve_mixed_precision("no", cuda=False, cpu_flags=[]) == "no"
+
+
+@pytest.mark.skipif(not cpu_bf16_flags(), reason="this CPU has no native bf16")
+def test_a_bf16_run_tracks_the_fp32_run(tiny_model_dir, pairs_file, tmp_path):
+    from test_training import config_for
+
+    from alignkit.train.dpo import train_dpo
+
+    losses = {}
+    for precision in ("no", "bf16"):
+        train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / precision, "--max_steps", "4", "--mixed_precision", precision))
+        losses[precision] = [r["loss"] for r in read_metrics(tmp_path / precision) if "loss" in r]
+    assert losses["bf16"][0] == pytest.approx(0.6931, abs=2e-3)  # policy == reference at step 1, in bf16 too
+    assert losses["bf16"] == pytest.approx(losses["no"], abs=0.05) and losses["bf16"] != losses["no"]  # autocast really ran
