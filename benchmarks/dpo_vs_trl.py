@@ -1,13 +1,25 @@
-"""alignkit vs TRL's DPOTrainer on the same model, pairs and hyperparameters, each in its own process.
+"""alignkit vs TRL's DPOTrainer on the same model, pairs and hyperparameters, each run in its own process.
 
-    python benchmarks/dpo_vs_trl.py                      # compare: full + LoRA, TRL default and TRL best
-    python benchmarks/dpo_vs_trl.py --parity-only        # first-step numerics check only
-    python benchmarks/dpo_vs_trl.py --steps 6 --settings lora --max_length 256
-    python benchmarks/dpo_vs_trl.py --sweep              # max_length 256..2048: peak memory and step time, plotted
+    python benchmarks/dpo_vs_trl.py                                   # parity, then every regime, setting and profile
+    python benchmarks/dpo_vs_trl.py --parity-only                     # first-step numerics (fp32) only
+    python benchmarks/dpo_vs_trl.py --regimes similar --settings lora --profiles alignkit,trl-fast,trl-lean
+    python benchmarks/dpo_vs_trl.py --bf16 --skip-parity              # the same comparison with bf16 on both trainers
+    python benchmarks/dpo_vs_trl.py --sweep                           # max_length 256..2048: peak memory and step time, plotted
 
-Needs the bench extra: pip install -e '.[bench]'. Prints median step time after warm-up, trained
-(real, unpadded) tokens per second, peak RSS and the first three losses per trainer and setting,
-then the ratios alignkit / TRL. Each run happens in a fresh subprocess so peak memory is its own.
+Needs the bench extra: pip install -e '.[bench]'.
+
+How a figure is made: every profile trains the same ``--pairs`` pairs of a regime for 1 epoch and,
+in a second fresh process, for 2 epochs; the figure is the difference of the two wall times (the
+time of epoch 2: model loading, reference precomputation and warm-up cancel out), and throughput is
+the epoch's real tokens (prompt+chosen and prompt+rejected, cut to max_length; never padding) over
+that time. Both trainers see exactly the same pairs each epoch. Peak RSS is the 2-epoch process's.
+
+Profiles: alignkit with its defaults (gradient checkpointing, prefix sharing, padding-free,
+precomputed reference: ``auto``) and without checkpointing; TRL at every setting a user could pick
+to go fast or lean: its default (checkpointing on), checkpointing off, and each of those with
+``precompute_ref_log_probs=True`` and ``padding_free=True`` (TRL 1.16 warns that padding_free is
+temporarily unavailable and pads anyway; the padding it really computed is measured and printed).
+alignkit's default is compared with TRL's fastest profile for throughput and its leanest for memory.
 """
 from __future__ import annotations
 
@@ -15,7 +27,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,99 +34,101 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE / "data" / "bench_pairs.jsonl"
+REGIMES = {"spread": HERE / "data" / "bench_pairs.jsonl", "similar": HERE / "data" / "similar_pairs.jsonl"}
 PARITY_DATA = HERE / "data" / "parity_pairs.jsonl"
 SWEEP_DATA = HERE / "data" / "sweep_pairs.jsonl"
 RESULTS = HERE / "results"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
-WARMUP_STEPS = 2
-# TRL's defaults that matter on a CPU: gradient checkpointing on. Its best here: off (faster; memory is reported).
-TRL_PROFILES = {"trl-default": {"gradient_checkpointing": True}, "trl-best": {"gradient_checkpointing": False}}
-# alignkit measured both ways: its default (like TRL's) is gradient checkpointing on, trading speed for memory.
-ALIGNKIT_PROFILES = {"alignkit": {"gradient_checkpointing": True}, "alignkit-no-gc": {"gradient_checkpointing": False}}
+PROFILES = {
+    "alignkit": {"gradient_checkpointing": True},  # its defaults: prefix sharing, padding-free, precompute auto
+    "alignkit-no-gc": {"gradient_checkpointing": False},
+    "trl-default": {"gradient_checkpointing": True},
+    "trl-no-gc": {"gradient_checkpointing": False},
+    "trl-fast": {"gradient_checkpointing": False, "precompute_ref_log_probs": True, "padding_free": True},
+    "trl-lean": {"gradient_checkpointing": True, "precompute_ref_log_probs": True, "padding_free": True},
+}
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def real_tokens_per_pair(model_path: str, data: Path, max_length: int) -> float:
-    """Mean real tokens per pair (prompt+chosen and prompt+rejected, capped at max_length): no padding."""
+def real_tokens(model_path: str, rows: list[dict], max_length: int) -> int:
+    """Real tokens of one epoch: prompt+chosen and prompt+rejected of every pair, cut to max_length."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    totals = []
-    for line in data.read_text().splitlines():
-        row = json.loads(line)
+    total = 0
+    for row in rows:
         prompt = len(tokenizer(row["prompt"])["input_ids"])
-        for key in ("chosen", "rejected"):
-            totals.append(min(max_length, prompt + len(tokenizer(row[key])["input_ids"]) + 1))
-    return sum(totals) / (len(totals) / 2)
+        total += sum(min(max_length, prompt + len(tokenizer(row[key])["input_ids"]) + 1) for key in ("chosen", "rejected"))
+    return total
 
 
-def worker_alignkit(args) -> dict:
+def worker_alignkit(args, rows: list[dict], options: dict) -> dict:
     from alignkit.config import DPOConfig
     from alignkit.train.dpo import train_dpo
     from alignkit.train.metrics_log import read_metrics
 
-    stamps: list[float] = []
     with tempfile.TemporaryDirectory() as out:
+        data = Path(out) / "pairs.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         config = DPOConfig(
-            model=args.model, train_data=str(args.data), eval_split=0.0, output_dir=out, overwrite=True,
-            per_device_train_batch_size=args.batch_size, max_length=args.max_length, max_prompt_length=args.max_length // 2,
-            learning_rate=args.learning_rate, beta=args.beta, seed=args.seed, max_steps=args.steps, logging_steps=1,
-            save_steps=10**9, save_total_limit=1, report_to=["none"], disable_tqdm=True, apply_chat_template=False,
-            warmup_ratio=0.0, lr_scheduler_type="constant", use_peft=args.setting == "lora", lora_r=16, lora_alpha=32,
-            lora_dropout=0.0, lora_target_modules=LORA_TARGETS, gradient_checkpointing=args.gradient_checkpointing,
+            model=args.model, train_data=str(data), eval_split=0.0, output_dir=str(Path(out) / "run"), overwrite=True,
+            per_device_train_batch_size=args.batch_size, max_length=args.max_length, num_train_epochs=args.epochs, max_steps=args.max_steps or -1,
+            learning_rate=args.learning_rate, beta=args.beta, seed=args.seed, logging_steps=1, save_steps=10**9, save_total_limit=1,
+            report_to=["none"], disable_tqdm=True, apply_chat_template=False, warmup_ratio=0.0, lr_scheduler_type="constant", preflight=False,
+            use_peft=args.setting == "lora", lora_r=16, lora_alpha=32, lora_dropout=0.0, lora_target_modules=LORA_TARGETS,
+            mixed_precision="bf16" if args.bf16 else None, **options,
         )
+        os.environ["ALIGNKIT_CACHE"] = str(Path(out) / "cache")  # the reference pass is timed in every run, never read from a cache
         start = time.perf_counter()
-        train_dpo(config, on_step=lambda step: stamps.append(time.perf_counter()))
-        records = [r for r in read_metrics(out) if "loss" in r]
-    return _result(start, stamps, records)
+        train_dpo(config)
+        wall = time.perf_counter() - start
+        records = [r for r in read_metrics(config.output_dir) if "loss" in r]
+    return _result(wall, records, padding=0.0)
 
 
-def worker_trl(args) -> dict:
+def worker_trl(args, rows: list[dict], options: dict) -> dict:
     import datasets
     import torch
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     torch.manual_seed(args.seed)
-    stamps: list[float] = []
-
-    class Timer(TrainerCallback):
-        def on_step_end(self, *_, **__):
-            stamps.append(time.perf_counter())
-
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    rows = [json.loads(line) for line in args.data.read_text().splitlines()]
+    counted = {"real": 0, "total": 0}
     with tempfile.TemporaryDirectory() as out:
         config = DPOConfig(
-            output_dir=out, use_cpu=not torch.cuda.is_available(), bf16=False, per_device_train_batch_size=args.batch_size,
-            max_length=args.max_length, learning_rate=args.learning_rate, beta=args.beta, seed=args.seed, max_steps=args.steps,
-            logging_steps=1, report_to="none", save_strategy="no", lr_scheduler_type="constant", warmup_steps=0,
-            gradient_checkpointing=args.gradient_checkpointing, disable_tqdm=True,
+            output_dir=out, use_cpu=not torch.cuda.is_available(), bf16=args.bf16, per_device_train_batch_size=args.batch_size,
+            max_length=args.max_length, learning_rate=args.learning_rate, beta=args.beta, seed=args.seed, num_train_epochs=args.epochs,
+            max_steps=args.max_steps or -1, logging_steps=1, report_to="none", save_strategy="no", lr_scheduler_type="constant", warmup_steps=0,
+            disable_tqdm=True, **options,
         )
         peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM") if args.setting == "lora" else None
-        trainer = DPOTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
-                             peft_config=peft_config, callbacks=[Timer()])
+        trainer = DPOTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft_config)
+        collate = trainer.data_collator
+
+        def counting(examples):  # the padding TRL really computes
+            batch = collate(examples)
+            counted["real"] += int(batch["attention_mask"].sum())
+            counted["total"] += batch["attention_mask"].numel()
+            return batch
+
+        trainer.data_collator = counting
         start = time.perf_counter()
         trainer.train()
+        wall = time.perf_counter() - start
         records = [r for r in trainer.state.log_history if "loss" in r and "train_runtime" not in r]
-    return _result(start, stamps, records)
+    return _result(wall, records, padding=1 - counted["real"] / max(counted["total"], 1))
 
 
-def _result(start: float, stamps: list[float], records: list[dict]) -> dict:
-    times = [b - a for a, b in zip([start] + stamps[:-1], stamps)]
-    return {
-        "step_times": times,
-        "losses": [r["loss"] for r in records][:3],
-        "first": {k: records[0].get(k) for k in ("loss", "logps/chosen", "logps/rejected")} if records else {},
-        "peak_rss_mb": peak_rss_mb(),
-        "peak_gpu_mb": _peak_gpu_mb(),
-    }
+def _result(wall: float, records: list[dict], padding: float) -> dict:
+    return {"wall_s": wall, "losses": [r["loss"] for r in records][:3], "padding": padding,
+            "first": {k: records[0].get(k) for k in ("loss", "logps/chosen", "logps/rejected")} if records else {},
+            "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": _peak_gpu_mb()}
 
 
 def _peak_gpu_mb() -> float | None:
@@ -124,87 +137,93 @@ def _peak_gpu_mb() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def run_worker(name: str, setting: str, args, data: Path, steps: int, batch_size: int, max_length: int, gradient_checkpointing: bool) -> dict:
-    command = [sys.executable, __file__, "--worker", name, "--setting", setting, "--model", args.model, "--data", str(data),
-               "--steps", str(steps), "--batch_size", str(batch_size), "--max_length", str(max_length),
-               "--learning_rate", str(args.learning_rate), "--beta", str(args.beta), "--seed", str(args.seed)]
-    if gradient_checkpointing:
-        command.append("--gradient_checkpointing")
+def run_worker(profile: str, setting: str, args, data: Path, pairs: int, epochs: int, max_steps: int = 0, batch_size: int | None = None,
+               max_length: int | None = None) -> dict:
+    command = [sys.executable, __file__, "--worker", profile, "--setting", setting, "--model", args.model, "--data", str(data),
+               "--pairs", str(pairs), "--epochs", str(epochs), "--max_steps", str(max_steps), "--batch_size", str(batch_size or args.batch_size),
+               "--max_length", str(max_length or args.max_length), "--learning_rate", str(args.learning_rate), "--beta", str(args.beta),
+               "--seed", str(args.seed)] + (["--bf16"] if args.bf16 else [])
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
         proc = subprocess.run(command + ["--result", result.name], capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if proc.returncode != 0:
-            raise SystemExit(f"{name} ({setting}) failed:\n{proc.stderr[-4000:]}")
+            return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
         return json.loads(Path(result.name).read_text())
 
 
-def summarize(result: dict, tokens_per_step: float) -> dict:
-    timed = result["step_times"][WARMUP_STEPS:] or result["step_times"]
-    median = statistics.median(timed)
-    return {"median_step_s": median, "tokens_per_s": tokens_per_step / median, "peak_rss_mb": result["peak_rss_mb"],
-            "peak_gpu_mb": result.get("peak_gpu_mb"), "first_losses": result["losses"]}
+def measure_epoch(profile: str, setting: str, args, data: Path, tokens: int) -> dict:
+    """Epoch 2's wall time (2-epoch run minus 1-epoch run), its throughput and the 2-epoch run's peak RSS."""
+    one = run_worker(profile, setting, args, data, args.pairs, 1)
+    two = run_worker(profile, setting, args, data, args.pairs, 2)
+    if "error" in one or "error" in two:
+        return {"error": one.get("error") or two.get("error")}
+    epoch = two["wall_s"] - one["wall_s"]
+    return {"epoch_s": epoch, "tokens_per_s": tokens / epoch, "peak_rss_mb": two["peak_rss_mb"], "peak_gpu_mb": two["peak_gpu_mb"],
+            "padding": two["padding"], "runs_s": [one["wall_s"], two["wall_s"]], "first_losses": two["losses"]}
 
 
-def run_profiles(args, setting: str, data: Path, max_length: int, names: list[str]) -> dict[str, dict]:
-    """Each named profile (alignkit / TRL, with or without gradient checkpointing) in its own process."""
-    tokens_per_step = real_tokens_per_pair(args.model, data, max_length) * args.batch_size
-    rows = {}
-    for name in names:
-        worker = "alignkit" if name in ALIGNKIT_PROFILES else "trl"
-        options = {**ALIGNKIT_PROFILES, **TRL_PROFILES}[name]
-        result = run_worker(worker, setting, args, data, args.steps, args.batch_size, max_length, options["gradient_checkpointing"])
-        rows[name] = {**summarize(result, tokens_per_step), "tokens_per_step": tokens_per_step}
-    return rows
+def compare(args) -> dict:
+    """Every regime x setting x profile; prints markdown tables and the ratios against TRL's fastest and leanest."""
+    rows_by_regime = {name: [json.loads(line) for line in REGIMES[name].read_text().splitlines()][: args.pairs] for name in args.regimes.split(",")}
+    results: dict = {}
+    for regime, rows in rows_by_regime.items():
+        tokens = real_tokens(args.model, rows, args.max_length)
+        for setting in args.settings.split(","):
+            table = {p: measure_epoch(p, setting, args, REGIMES[regime], tokens) for p in args.profiles.split(",")}
+            results[f"{regime}/{setting}"] = table
+            print_table(f"{regime} lengths, {setting}, {len(rows)} pairs ({tokens} real tokens per epoch), batch {args.batch_size}, "
+                        f"max_length {args.max_length}, {'bf16' if args.bf16 else 'fp32'}", table)
+    return results
 
 
-def print_rows(rows: dict[str, dict]) -> None:
-    gpu = any(row["peak_gpu_mb"] for row in rows.values())
-    print(f"  {'trainer':<12} {'step s':>8} {'tokens/s':>9} {'peak RSS MB':>12}" + (f" {'peak GPU MB':>12}" if gpu else "") + "  first losses")
-    for name, row in rows.items():
+def print_table(title: str, table: dict[str, dict]) -> None:
+    print(f"\n{title}\n\n| profile | epoch 2 (s) | tokens/s | peak RSS (MB) | padding computed | first losses |\n|---|---|---|---|---|---|")
+    for name, row in table.items():
+        if "error" in row:
+            print(f"| {name} | did not run: {row['error'][:120]} | | | | |")
+            continue
         losses = ", ".join(f"{x:.4f}" for x in row["first_losses"])
-        extra = f" {row['peak_gpu_mb']:12.0f}" if gpu else ""
-        print(f"  {name:<12} {row['median_step_s']:8.2f} {row['tokens_per_s']:9.1f} {row['peak_rss_mb']:12.0f}{extra}  {losses}")
+        print(f"| {name} | {row['epoch_s']:.1f} | {row['tokens_per_s']:.1f} | {row['peak_rss_mb']:.0f} | {row['padding']:.0%} | {losses} |")
+    trl = {n: r for n, r in table.items() if n.startswith("trl") and "error" not in r}
+    mine = table.get("alignkit", {})
+    if trl and "error" not in mine and mine:
+        fastest = max(trl, key=lambda n: trl[n]["tokens_per_s"])
+        leanest = min(trl, key=lambda n: trl[n]["peak_rss_mb"])
+        print(f"\nalignkit (defaults) vs TRL's fastest ({fastest}): throughput x{mine['tokens_per_s'] / trl[fastest]['tokens_per_s']:.2f}; "
+              f"vs TRL's leanest ({leanest}): peak RSS x{mine['peak_rss_mb'] / trl[leanest]['peak_rss_mb']:.2f}", flush=True)
 
 
 def parity(args) -> bool:
     """Same 8 short pairs as one batch (order-independent means): first-step loss and mean log-probs."""
-    mine = run_worker("alignkit", "full", args, PARITY_DATA, 1, 8, 512, False)["first"]
-    peer = run_worker("trl", "full", args, PARITY_DATA, 1, 8, 512, False)["first"]
+    first = {}
+    for profile in ("alignkit-no-gc", "trl-no-gc"):
+        result = run_worker(profile, "full", args, PARITY_DATA, 8, 1, max_steps=1, batch_size=8, max_length=512)
+        if "error" in result:
+            raise SystemExit(f"{profile} failed: {result['error']}")
+        first[profile] = result["first"]
+    mine, peer = first["alignkit-no-gc"], first["trl-no-gc"]
     ok = all(abs(mine[k] - peer[k]) <= 1e-4 for k in mine)
     print("\nfirst-step numerics (fp32, 8 pairs in one batch):")
     for key in mine:
         print(f"  {key:<16} alignkit {mine[key]:.6f}   TRL {peer[key]:.6f}   |diff| {abs(mine[key] - peer[key]):.2e}")
-    print(f"  parity within 1e-4: {'YES' if ok else 'NO'}")
+    print(f"  parity within 1e-4: {'YES' if ok else 'NO'}", flush=True)
     return ok
 
 
-def compare(args) -> None:
-    tokens_per_step = real_tokens_per_pair(args.model, DATA, args.max_length) * args.batch_size
-    print(f"model {args.model}; {DATA.name}; batch {args.batch_size} pairs; max_length {args.max_length}; {args.steps} steps "
-          f"(median of steps {WARMUP_STEPS + 1}..{args.steps}); {tokens_per_step:.0f} real tokens per step")
-    for setting in args.settings.split(","):
-        rows = run_profiles(args, setting, DATA, args.max_length, [*ALIGNKIT_PROFILES, *TRL_PROFILES])
-        print(f"\n[{setting}]")
-        print_rows(rows)
-        for mine in ALIGNKIT_PROFILES:
-            for profile in TRL_PROFILES:
-                peer = rows[profile]
-                memory = f"peak RSS x{rows[mine]['peak_rss_mb'] / peer['peak_rss_mb']:.2f}"
-                if peer["peak_gpu_mb"]:
-                    memory += f", peak GPU x{rows[mine]['peak_gpu_mb'] / peer['peak_gpu_mb']:.2f}"
-                print(f"  {mine} / {profile}: throughput x{rows[mine]['tokens_per_s'] / peer['tokens_per_s']:.2f}, {memory}")
-
-
 def sweep(args) -> None:
-    """Peak memory and step time against max_length for each profile; a table, a JSON file and a PNG."""
+    """Peak memory and step time against max_length (``--sweep_steps`` steps; median step = wall / steps)."""
     lengths = [int(x) for x in args.sweep_lengths.split(",")]
     names = args.sweep_profiles.split(",")
     RESULTS.mkdir(exist_ok=True)
     for setting in args.settings.split(","):
-        table = {}
+        table: dict[int, dict] = {}
         for max_length in lengths:
-            print(f"\n[{setting}, max_length {max_length}, batch {args.batch_size}, {SWEEP_DATA.name}]", flush=True)
-            table[max_length] = run_profiles(args, setting, SWEEP_DATA, max_length, names)
-            print_rows(table[max_length])
+            table[max_length] = {}
+            for name in names:
+                short = run_worker(name, setting, args, SWEEP_DATA, 64, 1, max_steps=1, max_length=max_length)
+                long = run_worker(name, setting, args, SWEEP_DATA, 64, 1, max_steps=1 + args.sweep_steps, max_length=max_length)
+                table[max_length][name] = {"step_s": (long["wall_s"] - short["wall_s"]) / args.sweep_steps, "peak_rss_mb": long["peak_rss_mb"]}
+            print(f"[{setting}, max_length {max_length}] " + "; ".join(f"{n}: {r['step_s']:.2f} s/step, {r['peak_rss_mb']:.0f} MB" for n, r in table[max_length].items()),
+                  flush=True)
         stem = RESULTS / f"sweep_{setting}"
         stem.with_suffix(".json").write_text(json.dumps(table, indent=1))
         plot_sweep(table, names, f"DPO {setting}, batch {args.batch_size} pairs, {args.model.rstrip('/').split('/')[-1]}", stem.with_suffix(".png"))
@@ -222,8 +241,8 @@ def plot_sweep(table: dict[int, dict], names: list[str], title: str, path: Path)
     for name in names:
         style = "-" if name.startswith("alignkit") else "--"
         memory.plot(lengths, [table[n][name]["peak_rss_mb"] / 1024 for n in lengths], style, marker="o", label=name)
-        speed.plot(lengths, [table[n][name]["median_step_s"] for n in lengths], style, marker="o", label=name)
-    for axis, label in ((memory, "peak RSS (GiB)"), (speed, "median step time (s)")):
+        speed.plot(lengths, [table[n][name]["step_s"] for n in lengths], style, marker="o", label=name)
+    for axis, label in ((memory, "peak RSS (GiB)"), (speed, "step time (s)")):
         axis.set_xscale("log", base=2)
         axis.set_xticks(lengths, [str(n) for n in lengths])
         axis.set_xlabel("max_length (tokens)")
@@ -238,23 +257,29 @@ def plot_sweep(table: dict[int, dict], names: list[str], title: str, path: Path)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model path (default: the embedded SmolLM2-135M-Instruct checkpoint)")
+    parser.add_argument("--regimes", default="similar,spread", help="comma-separated: similar (about 27%% padding in TRL's batches), spread")
     parser.add_argument("--settings", default="full,lora")
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--profiles", default=",".join(PROFILES))
+    parser.add_argument("--pairs", type=int, default=32, help="pairs per epoch (the first N of the regime's file)")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--max_length", type=int, default=512)
     parser.add_argument("--learning_rate", type=float, default=1e-6)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision on both trainers (a separate table)")
     parser.add_argument("--parity-only", action="store_true")
     parser.add_argument("--skip-parity", action="store_true")
-    parser.add_argument("--sweep", action="store_true", help="sweep max_length instead of the comparison (implies --skip-parity)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--sweep", action="store_true", help="sweep max_length instead of the comparison")
     parser.add_argument("--sweep_lengths", default="256,512,1024,2048")
-    parser.add_argument("--sweep_profiles", default="alignkit,alignkit-no-gc,trl-default,trl-best")
+    parser.add_argument("--sweep_profiles", default="alignkit,alignkit-no-gc,trl-no-gc")
+    parser.add_argument("--sweep_steps", type=int, default=2)
     # worker mode (internal)
-    parser.add_argument("--worker", choices=["alignkit", "trl"])
+    parser.add_argument("--worker", choices=sorted(PROFILES))
     parser.add_argument("--setting", default="full")
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--max_steps", type=int, default=0)
     parser.add_argument("--result")
     args = parser.parse_args()
     if args.model is None:
@@ -262,8 +287,9 @@ def main() -> None:
 
         args.model = str(embedded_model_path())
     if args.worker:
-        result = (worker_alignkit if args.worker == "alignkit" else worker_trl)(args)
-        Path(args.result).write_text(json.dumps(result))
+        rows = [json.loads(line) for line in args.data.read_text().splitlines()][: args.pairs]
+        work = worker_alignkit if args.worker.startswith("alignkit") else worker_trl
+        Path(args.result).write_text(json.dumps(work(args, rows, PROFILES[args.worker])))
         return
     if args.sweep:
         sweep(args)
@@ -271,7 +297,9 @@ def main() -> None:
     if not args.skip_parity:
         parity(args)
     if not args.parity_only:
-        compare(args)
+        results = compare(args)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

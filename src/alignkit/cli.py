@@ -38,7 +38,10 @@ COMMANDS: dict[str, Command] = {
     "sweep": Command("alignkit.eval_configs:SweepConfig", "alignkit.evaluate.sweep:run_sweep", "One DPO run per --beta value (reference log-probs reused), each evaluated; recommends a beta."),
     "report": Command("alignkit.eval_configs:ReportConfig", "alignkit.report.build:build_report", "Self-contained HTML report + markdown summary of run / eval / sweep directories."),
     "serve": Command("alignkit.data_configs:ServeConfig", "alignkit.serve:serve", "OpenAI-compatible endpoint (/v1/chat/completions) over a local model or run directory."),
+    "label": Command("alignkit.data_configs:LabelConfig", "alignkit.label.commands:run_label",
+                     "Web app where people compare answers blind: label [init|add-annotator|stats|export] PROJECT_DIR."),
 }
+LABEL_ACTIONS = ("init", "add-annotator", "serve", "stats", "export")
 
 USAGE = """usage: alignkit <command> [config.yaml] [--key value ...]
 
@@ -94,6 +97,15 @@ def _main(argv: list[str] | None) -> int:
         while rest and not rest[0].startswith("--"):
             runs.append(rest.pop(0))
         rest = (["--runs", ",".join(runs)] if runs else []) + rest
+    if name == "label":  # alignkit label [ACTION] PROJECT_DIR [NAME] [--key value]
+        words = []
+        while rest and not rest[0].startswith("--"):
+            words.append(rest.pop(0))
+        action = words.pop(0) if words and words[0] in LABEL_ACTIONS else "serve"
+        named = ["--project", words[0]] if words else []
+        if action == "add-annotator" and len(words) > 1:
+            named += ["--name", words[1]]
+        rest = ["--action", action, *named, *rest]
     config_path = rest.pop(0) if rest and not rest[0].startswith("--") else None
     if config_path is None:  # TRL's spelling: trl dpo --config file.yaml
         config_path, rest = _pop_option(rest, "--config", None)

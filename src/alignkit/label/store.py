@@ -1,0 +1,117 @@
+"""The project's SQLite database (WAL mode): annotators, their item assignments and their labels.
+
+Every label is committed the moment it is given, in its own transaction; a label is keyed by
+(annotator, item), so a repeated request (a retry, two tabs) replaces rather than double-counts.
+Tokens are stored as SHA-256 digests and compared in constant time; the plain token is shown once,
+when the annotator is added.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS annotators (name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL, admin INTEGER NOT NULL DEFAULT 0, added REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS assignments (annotator TEXT NOT NULL, item_id TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (annotator, item_id));
+CREATE TABLE IF NOT EXISTS labels (
+    annotator TEXT NOT NULL, item_id TEXT NOT NULL,
+    choice TEXT NOT NULL,          -- unblinded: a | b | tie (compare), up | down (thumbs), pass | fail (review)
+    score INTEGER,                 -- five-point scale, unblinded: 1 = a much better ... 5 = b much better
+    reason TEXT NOT NULL DEFAULT '',
+    shown_left TEXT,               -- which answer was on the left (a or b): position bias
+    given REAL NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (annotator, item_id));
+"""
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class LabelStore:
+    def __init__(self, path: Path):
+        self.path = path
+        with self.connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def connect(self):
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def transaction(self):
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def add_annotator(self, name: str, item_order: list[str], overlap: int, admin: bool = False) -> str:
+        """A new annotator's token (shown once). Non-admin annotators take every item still seen by
+        fewer than ``overlap`` annotators, in ``item_order``."""
+        token = secrets.token_urlsafe(18)
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM annotators WHERE name = ?", (name,)).fetchone():
+                raise ValueError(f"annotator '{name}' already exists")
+            db.execute("INSERT INTO annotators VALUES (?, ?, ?, ?)", (name, digest(token), int(admin), time.time()))
+            if not admin:
+                counts = dict(db.execute("SELECT item_id, COUNT(*) FROM assignments GROUP BY item_id").fetchall())
+                mine = [item for item in item_order if counts.get(item, 0) < overlap]
+                db.executemany("INSERT INTO assignments VALUES (?, ?, ?)", [(name, item, i) for i, item in enumerate(mine)])
+        return token
+
+    def who(self, token: str | None) -> tuple[str, bool] | None:
+        """(name, admin) of the token's annotator, or None; every stored digest is compared (constant time)."""
+        if not token:
+            return None
+        presented, found = digest(token), None
+        with self.connect() as db:
+            for row in db.execute("SELECT name, token_sha256, admin FROM annotators").fetchall():
+                if hmac.compare_digest(presented, row["token_sha256"]):
+                    found = (row["name"], bool(row["admin"]))
+        return found
+
+    def assigned(self, annotator: str) -> list[str]:
+        with self.connect() as db:
+            return [r[0] for r in db.execute("SELECT item_id FROM assignments WHERE annotator = ? ORDER BY position", (annotator,))]
+
+    def labelled(self, annotator: str) -> set[str]:
+        with self.connect() as db:
+            return {r[0] for r in db.execute("SELECT item_id FROM labels WHERE annotator = ?", (annotator,))}
+
+    def put_label(self, annotator: str, item_id: str, choice: str, score: int | None, reason: str, shown_left: str | None) -> None:
+        with self.transaction() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM labels").fetchone()[0]
+            db.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (annotator, item_id, choice, score, reason, shown_left, time.time(), seq))
+
+    def undo(self, annotator: str) -> str | None:
+        """Remove the annotator's latest label; the item it was for (None when there is none)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT item_id FROM labels WHERE annotator = ? ORDER BY seq DESC LIMIT 1", (annotator,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM labels WHERE annotator = ? AND item_id = ?", (annotator, row[0]))
+            return row[0]
+
+    def all_labels(self) -> list[dict]:
+        with self.connect() as db:
+            return [dict(r) for r in db.execute("SELECT annotator, item_id, choice, score, reason, shown_left, given FROM labels ORDER BY seq")]
+
+    def annotators(self) -> list[str]:
+        with self.connect() as db:
+            return [r[0] for r in db.execute("SELECT name FROM annotators WHERE admin = 0 ORDER BY added")]
