@@ -178,3 +178,26 @@ def test_thumbs_export_kto_rows_and_review_export_the_sheet(tmp_path, capsys):
     sheet = tmp_path / "sheet.md"
     assert main(["label", "export", str(review), "--output", str(sheet)]) == 0
     assert "| 1 | 2+2? | Let me think... 5 | 4 | pass |" in sheet.read_text() and sheet.with_suffix(".html").is_file()
+
+
+def test_answers_generated_by_two_models_and_a_five_point_scale(tmp_path, tiny_model_dir, tiny_tokenizer, capsys):
+    import shutil
+
+    from conftest import build_model, write_prompts
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    build_model(len(tiny_tokenizer), seed=1).save_pretrained(other)  # another model, same tokenizer
+    root = tmp_path / "gen"
+    assert main(["label", "init", str(root), "--prompts", str(write_prompts(tmp_path / "prompts.jsonl", 3)), "--model_a", str(tiny_model_dir),
+                 "--model_b", str(other), "--max_new_tokens", "4", "--scale", "five"]) == 0
+    items = [json.loads(line) for line in (root / "items.jsonl").read_text().splitlines()]
+    assert [i["prompt"] for i in items] == ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"] and all(i["response_a"] and i["response_b"] for i in items)
+    assert main(["label", "add-annotator", str(root), "ann"]) == 0
+    token = tokens_from(capsys)[-1]
+    client = TestClient(create_app(root))
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.post("/api/label", headers=headers, json={"item_id": "1", "choice": "1"}).status_code == 422  # this project takes scores
+    assert client.post("/api/label", headers=headers, json={"item_id": "1", "score": 2}).status_code == 200  # "left better", as shown
+    (score, choice), = sqlite3.connect(root / "labels.sqlite").execute("SELECT score, choice FROM labels").fetchall()
+    assert (score, choice) == ((2, "a") if shown_left(0, "ann", "1") == "a" else (4, "b"))  # stored unblinded: 1 = a much better

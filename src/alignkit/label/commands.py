@@ -65,7 +65,8 @@ def _generated_items(config: LabelConfig) -> list[dict]:
         first = generate_responses(reference, models.tokenizer, prompts, config.max_new_tokens, desc="model_a")
     kind = "compare" if config.kind == "thumbs" else config.kind
     fields = ("response_a", "response_b") if kind == "compare" else ("reference", "model")
-    return items_from_rows([{"prompt": p, fields[0]: a, fields[1]: b} for p, a, b in zip(prompts, first, second)], kind, config.prompts)
+    empty = "(the model gave an empty answer)"
+    return items_from_rows([{"prompt": p, fields[0]: a or empty, fields[1]: b or empty} for p, a, b in zip(prompts, first, second)], kind, config.prompts)
 
 
 def add_annotator(config: LabelConfig) -> int:
