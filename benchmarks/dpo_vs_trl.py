@@ -42,6 +42,8 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 PROFILES = {
     "alignkit": {"gradient_checkpointing": True},  # its defaults: prefix sharing, padding-free, precompute auto
     "alignkit-no-gc": {"gradient_checkpointing": False},
+    # the engine before prefix sharing and the precomputed reference by default (the "today")
+    "alignkit-before": {"gradient_checkpointing": True, "prefix_sharing": False, "precompute_ref_log_probs": False},
     "trl-default": {"gradient_checkpointing": True},
     "trl-no-gc": {"gradient_checkpointing": False},
     "trl-fast": {"gradient_checkpointing": False, "precompute_ref_log_probs": True, "padding_free": True},
@@ -259,7 +261,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model path (default: the embedded SmolLM2-135M-Instruct checkpoint)")
     parser.add_argument("--regimes", default="similar,spread", help="comma-separated: similar (about 27%% padding in TRL's batches), spread")
     parser.add_argument("--settings", default="full,lora")
-    parser.add_argument("--profiles", default=",".join(PROFILES))
+    parser.add_argument("--profiles", default="alignkit,alignkit-no-gc,trl-default,trl-no-gc,trl-fast,trl-lean")
     parser.add_argument("--pairs", type=int, default=32, help="pairs per epoch (the first N of the regime's file)")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--max_length", type=int, default=512)

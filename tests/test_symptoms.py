@@ -122,3 +122,37 @@ def test_real_runs_healthy_is_silent_too_high_a_learning_rate_is_not(tiny_model_
     assert "nats per token below the reference" in capsys.readouterr().err
     assert not any("symptom" in r for r in run("1e-2", "quiet", "--symptom_warnings", "false"))
     assert json.loads(json.dumps(reports["rejected_collapse"]))["message"]
+
+
+def test_each_remaining_rule_fires_on_a_real_run_that_goes_wrong_its_way(tiny_model_dir, tmp_path):
+    """flat_margins: a learning rate too small to learn anything; eval_divergence: held-out pairs
+    whose preference is the opposite of the training pairs'; chosen_falling: near-identical chosen
+    and rejected answers (DPO pushes both down). The healthy run above stays silent on all three."""
+    from alignkit.config import DPOConfig, load_config
+    from alignkit.train.dpo import train_dpo
+    from alignkit.train.metrics_log import read_metrics
+
+    from conftest import write_pairs
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 40)
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    swapped = tmp_path / "swapped.jsonl"
+    swapped.write_text("".join(json.dumps({"prompt": r["prompt"], "chosen": r["rejected"], "rejected": r["chosen"]}) + "\n" for r in rows[:12]))
+    similar = tmp_path / "similar.jsonl"
+    similar.write_text("".join(json.dumps({"prompt": r["prompt"], "chosen": f"Let me think, step by step: the answer is {i % 7 + i % 5 + 3}.",
+                                           "rejected": f"Let me think, step by step: the answer is {i % 7 + i % 5 + 4}."}) + "\n" for i, r in enumerate(rows)))
+
+    def symptoms(name: str, data, lr: str, *extra: str) -> dict[str, int]:
+        config = load_config(DPOConfig, None, [
+            "--model", str(tiny_model_dir), "--train_data", str(data), "--output_dir", str(tmp_path / name), "--per_device_train_batch_size", "4",
+            "--learning_rate", lr, "--logging_steps", "1", "--max_length", "64", "--disable_tqdm", "--report_to", "none", "--eval_split", "0",
+            "--num_train_epochs", "3", "--preflight", "false", *extra])
+        train_dpo(config)
+        return {r["symptom"]: r["step"] for r in read_metrics(tmp_path / name) if "symptom" in r}
+
+    assert symptoms("flat", pairs, "1e-8") == {"flat_margins": 8}  # a quarter of 30 steps, margins never moved
+    diverged = symptoms("diverged", pairs, "1e-2", "--eval_data", str(swapped), "--eval_steps", "5")
+    assert diverged["eval_divergence"] == 5
+    assert "eval_divergence" not in symptoms("tracking", pairs, "1e-3", "--eval_data", str(pairs), "--eval_steps", "5")
+    falling = symptoms("falling", similar, "1e-2")
+    assert "chosen_falling" in falling and falling["chosen_falling"] > 10
