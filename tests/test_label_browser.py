@@ -26,7 +26,8 @@ class Page:
 
     def __init__(self, browser: str, tmp: Path):
         self.proc = subprocess.Popen([browser, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0", f"--user-data-dir={tmp}",
-                                      "--window-size=1280,860", "about:blank"], stderr=subprocess.PIPE, text=True)
+                                      "--window-size=1280,860", "about:blank"], stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # its own process group: close() ends every helper process
         port = None
         for line in self.proc.stderr:
             if found := re.search(r"ws://127\.0\.0\.1:(\d+)/", line):
@@ -70,7 +71,7 @@ class Page:
 
     def close(self):
         self.ws.close()
-        self.proc.kill()
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
 

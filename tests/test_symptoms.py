@@ -107,7 +107,7 @@ def test_real_runs_healthy_is_silent_too_high_a_learning_rate_is_not(tiny_model_
         config = load_config(DPOConfig, None, [
             "--model", str(tiny_model_dir), "--train_data", str(pairs), "--output_dir", str(tmp_path / name), "--per_device_train_batch_size", "4",
             "--learning_rate", lr, "--logging_steps", "1", "--max_length", "64", "--disable_tqdm", "--report_to", "none", "--eval_split", "0",
-            "--num_train_epochs", "3", "--preflight", "false", *extra])
+            "--num_train_epochs", "3", "--preflight", "false", "--precompute_ref_log_probs", "false", *extra])  # a live reference: exactly 0 at step 1
         train_dpo(config)
         return read_metrics(tmp_path / name)
 

@@ -40,7 +40,10 @@ def test_full_finetune_run_directory_layout(tiny_model_dir, pairs_file, tmp_path
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
-    result = train_dpo(config_for(tiny_model_dir, pairs_file, out, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "2", "--report_to", "tensorboard"))
+    # a live reference: step 1 scores policy and reference on the very same batch, so the loss is exactly log 2
+    # (precomputed values come from other batches: equal to ~1e-5, as test_precomputed_reference_gives_the_same_losses checks)
+    result = train_dpo(config_for(tiny_model_dir, pairs_file, out, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "2", "--report_to", "tensorboard",
+                                  "--precompute_ref_log_probs", "false"))
     assert result.global_step == 4
     assert (out / "config.yaml").is_file() and (out / "tensorboard").is_dir()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
