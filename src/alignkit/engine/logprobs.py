@@ -8,6 +8,7 @@ recomputes each chunk's logits instead of storing them).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -142,23 +143,29 @@ class LogProbModel(nn.Module):
         return sequence_logps(self.lm, batch, self.chunk_size)
 
 
+@contextmanager
+def _in_eval_mode(module: nn.Module):
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 @torch.no_grad()
 def supports_prefix_sharing(model: nn.Module) -> bool:
     """Whether ``model``'s attention takes a shared-prefix block mask: the second response of a
     ``[prompt, first, second]`` block must see exactly what ``prompt + second`` sees alone."""
-    backbone = backbone_of(model)
-    device = next(backbone.parameters()).device
     prompt, first, second = [3, 4, 5], [6, 7], [8, 9, 10]
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        shared = build_shared_batch([(prompt, [first, second])], pad_id=0)
-        hidden = last_hidden_states(backbone, {k: v.to(device) for k, v in shared.items()})[0, len(prompt) + len(first):]
-        alone = backbone(input_ids=torch.tensor([prompt + second], device=device), use_cache=False).last_hidden_state[0, len(prompt):]
-    except Exception:  # noqa: BLE001 -- an attention kernel that takes no 4-D mask (or is not installed) fails in its own way
-        return False
-    finally:
-        backbone.train(was_training)
+    with _in_eval_mode(backbone_of(model)) as backbone:
+        device = next(backbone.parameters()).device
+        try:
+            shared = build_shared_batch([(prompt, [first, second])], pad_id=0)
+            hidden = last_hidden_states(backbone, {k: v.to(device) for k, v in shared.items()})[0, len(prompt) + len(first):]
+            alone = backbone(input_ids=torch.tensor([prompt + second], device=device), use_cache=False).last_hidden_state[0, len(prompt):]
+        except Exception:  # noqa: BLE001 -- an attention kernel that takes no 4-D mask (or is not installed) fails in its own way
+            return False
     return torch.allclose(hidden.float(), alone.float(), atol=1e-3, rtol=1e-3)
 
 
@@ -166,16 +173,11 @@ def supports_prefix_sharing(model: nn.Module) -> bool:
 def supports_padding_free(model: nn.Module) -> bool:
     """Whether ``model`` keeps packed sequences apart when given restarting position ids and no
     attention mask: the second of two packed sequences must see exactly what it sees alone."""
-    backbone = backbone_of(model)
-    device = next(backbone.parameters()).device
     first, second = [3, 4, 5, 6], [7, 8, 9]
-    was_training = backbone.training
-    backbone.eval()
-    try:
+    with _in_eval_mode(backbone_of(model)) as backbone:
+        device = next(backbone.parameters()).device
         packed = backbone(input_ids=torch.tensor([first + second], device=device), position_ids=torch.tensor([[0, 1, 2, 3, 0, 1, 2]], device=device),
                           use_cache=False).last_hidden_state[0, len(first):]
         alone = backbone(input_ids=torch.tensor([second], device=device), position_ids=torch.tensor([[0, 1, 2]], device=device),
                          use_cache=False).last_hidden_state[0]
-    finally:
-        backbone.train(was_training)
     return torch.allclose(packed.float(), alone.float(), atol=1e-3, rtol=1e-3)

@@ -73,11 +73,12 @@ def add_annotator(config: LabelConfig) -> int:
     root, project, items = load_project(config.project)
     if not config.name or config.name == ADMIN:
         raise ConfigError(f"label add-annotator needs a name other than '{ADMIN}': alignkit label add-annotator {root} NAME")
+    store = LabelStore(root / DB_FILE)
     try:
-        token = LabelStore(root / DB_FILE).add_annotator(config.name, item_order(project.seed, [i["id"] for i in items], config.name), project.overlap)
+        token = store.add_annotator(config.name, item_order(project.seed, [i["id"] for i in items], config.name), project.overlap)
     except ValueError as exc:
         raise ConfigError(f"{root}: {exc}") from None
-    assigned = len(LabelStore(root / DB_FILE).assigned(config.name))
+    assigned = len(store.assigned(config.name))
     print(f"alignkit label: annotator '{config.name}' added with {assigned} items; token (shown once): {token}")
     print(f"  their link, once the app runs: http://{config.host}:{config.port}/?token={token}")
     return 0
