@@ -37,3 +37,16 @@ def test_a_bf16_run_tracks_the_fp32_run(tiny_model_dir, pairs_file, tmp_path):
         losses[precision] = [r["loss"] for r in read_metrics(tmp_path / precision) if "loss" in r]
     assert losses["bf16"][0] == pytest.approx(0.6931, abs=2e-3)  # policy == reference at step 1, in bf16 too
     assert losses["bf16"] == pytest.approx(losses["no"], abs=0.05) and losses["bf16"] != losses["no"]  # autocast really ran
+
+
+@pytest.mark.skipif(not cpu_bf16_flags(), reason="this CPU has no native bf16")
+def test_an_unset_precision_after_a_bf16_run_in_the_same_process_is_fp32(monkeypatch):
+    from alignkit.train.backends import make_accelerator
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert make_accelerator("bf16").mixed_precision == "bf16"
+    assert make_accelerator(None).mixed_precision == "no"  # the API called twice: the second run must not inherit bf16 autocast
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    assert make_accelerator(None).mixed_precision == "bf16"
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    assert make_accelerator(None).mixed_precision == "no"

@@ -66,6 +66,8 @@ def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
     """The accelerator for this launch; ``mixed_precision`` (no/bf16/fp16/auto) overrides what `accelerate launch` set."""
     cuda = torch.cuda.is_available()
     mixed_precision = resolve_mixed_precision(mixed_precision, cuda, cpu_bf16_flags() if mixed_precision == "bf16" and not cuda else [])
+    if mixed_precision is None:  # unset: what `accelerate launch` asked for, else fp32 (never the precision a previous run in this process left)
+        mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
     state = AcceleratorState._shared_state
     if mixed_precision is not None and state and state.get("_mixed_precision") != mixed_precision and "WORLD_SIZE" not in os.environ:
         AcceleratorState._reset_state()  # one process, a second run with another precision (the API called twice)
