@@ -1,11 +1,19 @@
 """Write the example datasets used by examples/*.yaml (deterministic; nothing is downloaded).
 
-    python examples/make_example_data.py
+    python examples/make_example_data.py              # the arithmetic sets (no model needed)
+    python examples/make_example_data.py --retention  # also data/retention_pairs.jsonl (runs the embedded model)
 
 Arithmetic questions whose good answer is short and correct and whose bad answer is verbose and
 wrong, in every format alignkit trains on: SFT rows, preference pairs (train + a held-out set
 with disjoint questions) and unpaired KTO rows.
+
+``--retention`` writes the retention pairs the DPO examples mix in (data/dpo_mix.jsonl = the 40
+arithmetic pairs + these): on general-knowledge questions the embedded model already answers
+correctly, its own (greedy) answer is preferred over a hedge or a wrong or rambling answer, as in
+the demo. Without them, DPO on arithmetic alone costs the facts probe a fact or two (README,
+"Training methods"). The questions are the demo's training ones, disjoint from eval's facts probe.
 """
+import argparse
 import itertools
 import json
 import random
@@ -159,5 +167,34 @@ def prompt_tasks(num_train: int, num_eval: int, seed: int = 0, unanswerable_frac
     return train, held_out
 
 
+def write_retention_pairs() -> None:
+    """Retention pairs from the embedded model's own answers (greedy: the same on every run), then the DPO mix."""
+    from alignkit.data.demo_pairs import demo_pairs
+    from alignkit.data.demo_phrasings import TRAIN_KNOWLEDGE
+    from alignkit.data.demo_tasks import knowledge_pool
+    from alignkit.data_configs import GOOD_SYSTEM_PROMPT
+    from alignkit.engine.generation import generate_responses
+    from alignkit.models.loading import load_model_and_tokenizer
+
+    tasks = knowledge_pool(TRAIN_KNOWLEDGE, random.Random(3))
+    model, tokenizer = load_model_and_tokenizer("embedded")
+    prompts = [t.prompt for t in tasks]
+    good = generate_responses(model, tokenizer, prompts, 48, 16, system_prompt=GOOD_SYSTEM_PROMPT, desc="answers under the good system prompt")
+    own = generate_responses(model, tokenizer, prompts, 48, 16, desc="the model's own answers")
+    rows, summary = demo_pairs(tasks, good, own)
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    print(f"retention pairs: {summary}")
+    write("retention_pairs.jsonl", rows)
+    arithmetic = [json.loads(line) for line in (OUT / "arithmetic_pairs.jsonl").read_text().splitlines()]
+    mixed = arithmetic + rows
+    random.Random(4).shuffle(mixed)
+    write("dpo_mix.jsonl", mixed)
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--retention", action="store_true", help="also write the retention pairs (loads the embedded model)")
+    args = parser.parse_args()
     main()
+    if args.retention:
+        write_retention_pairs()

@@ -46,7 +46,7 @@ def test_dataset_splits(tmp_path):
     import datasets
 
     from alignkit.data.preference import load_preference_data
-    from alignkit.train.common import load_train_eval
+    from alignkit.data.records import load_train_eval
 
     rows = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(6)]
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:4]), "test": datasets.Dataset.from_list(rows[4:])}).save_to_disk(tmp_path / "dd")

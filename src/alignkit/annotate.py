@@ -18,7 +18,7 @@ from pathlib import Path
 from alignkit.atomic import atomic_path
 from alignkit.data.preference import check_content
 from alignkit.data.records import FaultCollector, read_records
-from alignkit.data.synthetic import write_pairs, PairBuildSummary
+from alignkit.data.synthetic import PairBuildSummary, write_pairs
 from alignkit.data_configs import AnnotateConfig
 from alignkit.errors import AlignkitError
 from alignkit.judges.endpoint_job import EndpointJob, refuse_existing

@@ -10,6 +10,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from alignkit import __version__
+from alignkit.config import describe_fields, load_config
 from alignkit.errors import AlignkitError
 
 
@@ -71,8 +73,6 @@ def _main(argv: list[str] | None) -> int:
         print(USAGE.format(commands="\n".join(f"  {name:<9} {c.summary}" for name, c in COMMANDS.items())))
         return 0
     if args[0] in ("-V", "--version"):
-        from alignkit import __version__
-
         print(f"alignkit {__version__}")
         return 0
     name, rest = args[0], args[1:]
@@ -88,8 +88,6 @@ def _main(argv: list[str] | None) -> int:
             return 2
         config_cls = _load(COMMANDS[method].config)
     if "-h" in rest or "--help" in rest:
-        from alignkit.config import describe_fields
-
         print(f"usage: alignkit {name} [config.yaml] [--key value ...]\n\n{command.summary}\n\nkeys:\n{describe_fields(config_cls)}")
         return 0
     if name == "report":  # alignkit report RUN_DIR [RUN_DIR ...] [--key value]
@@ -110,8 +108,6 @@ def _main(argv: list[str] | None) -> int:
     if config_path is None:  # TRL's spelling: trl dpo --config file.yaml
         config_path, rest = _pop_option(rest, "--config", None)
     try:
-        from alignkit.config import load_config
-
         if name == "doctor":  # a value that fails validation is one failed check; every other check still runs
             invalid: list[tuple[str, str]] = []
             config = load_config(config_cls, config_path, rest, invalid=invalid)

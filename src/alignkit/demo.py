@@ -30,7 +30,14 @@ from alignkit.data.demo_pairs import demo_pairs, heldout_pairs, pair_mix
 from alignkit.data.demo_tasks import demo_tasks
 from alignkit.data.records import write_jsonl
 from alignkit.data_configs import GOOD_SYSTEM_PROMPT
-from alignkit.demo_report import METRIC_LABELS, print_comparison, print_dpo_metrics, print_samples, print_verdict, regressions
+from alignkit.demo_report import (
+    METRIC_LABELS,
+    print_comparison,
+    print_dpo_metrics,
+    print_samples,
+    print_verdict,
+    regressions,
+)
 from alignkit.engine.generation import generate_replies, generate_responses
 from alignkit.engine.reference import model_fingerprint
 from alignkit.eval_configs import EvalFields

@@ -4,6 +4,7 @@ The CLI prints ``str(error)`` and exits with ``error.exit_code``; tracebacks are
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 
@@ -62,8 +63,6 @@ class DataValidationError(AlignkitError):
 
 def require(module: str, extra: str, purpose: str):
     """Import an optional dependency, or fail saying which extra installs it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:

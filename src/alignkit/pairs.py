@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignkit.data.generators import EndpointGenerator, LocalGenerator
-from alignkit.data.preference import check_content
-from alignkit.data.records import FaultCollector, read_records
-from alignkit.data.synthetic import write_pairs, Candidate, PairBuildSummary, pairs_from_scores, unique_candidates
+from alignkit.data.prompts import load_prompt_rows
+from alignkit.data.synthetic import (
+    Candidate,
+    PairBuildSummary,
+    pairs_from_scores,
+    unique_candidates,
+    write_pairs,
+)
 from alignkit.data_configs import PairsConfig
 from alignkit.errors import AlignkitError
 from alignkit.judges.endpoint_job import EndpointJob, refuse_existing
@@ -29,38 +34,6 @@ class PairsResult:
     output: Path
     rows: list[dict]
     summary: dict
-
-
-def load_prompt_rows(source: str, needs_answer: bool = False) -> list[dict]:
-    """Prompt rows, validated up front; faults name file:line and field."""
-    records = read_records(source)
-    faults = FaultCollector(source)
-    rows = []
-    for record in records:
-        row, where = record.data, record.where
-        if not isinstance(row, dict):
-            faults.add(where, None, f"expected an object with a prompt, got {type(row).__name__}")
-            continue
-        before = faults.total
-        prompt = row.get("prompt")
-        if prompt is None:
-            faults.add(where, "prompt", "missing")
-        else:
-            prompt = check_content(prompt, where, "prompt", faults, response=False)
-        tests = row.get("tests")
-        if tests is not None and (not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests)):
-            faults.add(where, "tests", "expected a non-empty list of Python statements (strings)")
-        reference = row.get("reference")
-        if reference is not None and (not isinstance(reference, str) or not reference.strip()):
-            faults.add(where, "reference", "expected a non-empty string")
-        if needs_answer and "answer" not in row and tests is None:
-            faults.add(where, "answer", "missing: the verifier needs `answer` (null if it cannot be known) or `tests`")
-        if faults.total == before:
-            rows.append({**row, "prompt": prompt, "where": where})
-    faults.raise_if_any()
-    if not rows:
-        raise AlignkitError(f"{source}: contains no prompts")
-    return rows
 
 
 def build_pairs(config: PairsConfig) -> PairsResult:

@@ -21,10 +21,12 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, Field
+from transformers import TextIteratorStreamer
 
 from alignkit.data.tokenize import prompt_token_ids
 from alignkit.data_configs import ServeConfig
-from alignkit.errors import require
+from alignkit.errors import ConfigError, require
+from alignkit.models.loading import load_model_and_tokenizer
 
 
 class ChatMessage(BaseModel):
@@ -121,8 +123,6 @@ class ChatModel:
 
     def stream(self, request: ChatRequest):
         """Server-sent events: a role chunk, content chunks as tokens arrive, a finish chunk, [DONE]."""
-        from transformers import TextIteratorStreamer
-
         if request.n != 1 or request.logprobs:
             raise APIError(400, "streaming supports n=1 without logprobs", param="stream")
         kwargs = self.prepare(request)
@@ -193,8 +193,6 @@ def build_app(chat: ChatModel, api_key: str | None = None):
 
 
 def load_chat_model(config: ServeConfig) -> ChatModel:
-    from alignkit.models.loading import load_model_and_tokenizer
-
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
     name = config.served_model_name or (config.model if config.model == "embedded" else Path(config.model).resolve().name)
     return ChatModel(model, tokenizer, name, config.max_new_tokens_limit)
@@ -205,8 +203,6 @@ def _api_key(config: ServeConfig) -> str | None:
         return None
     key = os.environ.get(config.api_key_env)
     if not key:
-        from alignkit.errors import ConfigError
-
         raise ConfigError(f"api_key_env: the environment variable {config.api_key_env} is not set")
     return key
 

@@ -20,7 +20,12 @@ from __future__ import annotations
 from collections import Counter
 
 from alignkit.data.demo_tasks import NOT_SURE_REPLY
-from alignkit.data.synthetic import Candidate, PairBuildSummary, pairs_from_scores, unique_candidates
+from alignkit.data.synthetic import (
+    Candidate,
+    PairBuildSummary,
+    pairs_from_scores,
+    unique_candidates,
+)
 from alignkit.judges.verifiers import ShortAnswerTask, is_correct, verifier_score
 
 HEDGE_PAIR_EVERY = 10

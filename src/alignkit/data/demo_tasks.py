@@ -16,7 +16,13 @@ import random
 from dataclasses import dataclass
 
 from alignkit.data.demo_phrasings import (
-    HELDOUT_ARITHMETIC, HELDOUT_KNOWLEDGE, HELDOUT_UNANSWERABLE, TRAIN_ARITHMETIC, TRAIN_KNOWLEDGE, TRAIN_UNANSWERABLE, number_words,
+    HELDOUT_ARITHMETIC,
+    HELDOUT_KNOWLEDGE,
+    HELDOUT_UNANSWERABLE,
+    TRAIN_ARITHMETIC,
+    TRAIN_KNOWLEDGE,
+    TRAIN_UNANSWERABLE,
+    number_words,
 )
 from alignkit.judges.verifiers import ShortAnswerTask
 

@@ -11,7 +11,9 @@ from typing import Protocol
 import torch
 
 from alignkit.data.tokenize import as_messages
+from alignkit.engine.generation import generate_responses
 from alignkit.judges.client import ChatClient
+from alignkit.models.loading import load_model_and_tokenizer
 
 
 class Generator(Protocol):
@@ -25,16 +27,12 @@ class LocalGenerator:
     """A local model or run directory (``final/`` of a run, LoRA adapters merged), generating in batches."""
 
     def __init__(self, model: str, dtype: str = "float32", batch_size: int = 16, show_progress: bool = True):
-        from alignkit.models.loading import load_model_and_tokenizer
-
         self.name = f"local:{model}"
         self.model, self.tokenizer = load_model_and_tokenizer(model, dtype)
         self.model.eval()
         self.batch_size, self.show_progress = batch_size, show_progress
 
     def generate(self, prompts: list, *, system_prompt: str | None, temperature: float, max_new_tokens: int, top_p: float = 1.0, seed: int = 0) -> list[str]:
-        from alignkit.engine.generation import generate_responses
-
         torch.manual_seed(seed)
         return generate_responses(self.model, self.tokenizer, prompts, max_new_tokens, self.batch_size, system_prompt=system_prompt,
                                   temperature=temperature, top_p=top_p, desc=f"generating (T={temperature})", show_progress=self.show_progress)

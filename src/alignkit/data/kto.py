@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import torch
 
 from alignkit.data.collate import SequenceCollator
-from alignkit.data.preference import Messages, check_fields, validate_pair_row, validate_records
+from alignkit.data.preference import (
+    Messages,
+    check_fields,
+    validate_pair_row,
+    validate_records,
+)
 from alignkit.data.records import FaultCollector, Record, read_records
 from alignkit.data.tokenize import prompt_token_ids, response_token_ids, truncate_pair
 

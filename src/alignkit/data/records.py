@@ -6,9 +6,13 @@ errors can name the exact place to fix.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import datasets
+import pyarrow.parquet as pq
 
 from alignkit.errors import AlignkitError, DataValidationError, Fault
 
@@ -88,15 +92,11 @@ def _read_json(path: Path) -> list[Record]:
 
 
 def _read_parquet(path: Path) -> list[Record]:
-    import pyarrow.parquet as pq
-
     rows = pq.read_table(path).to_pylist()
     return [Record(row, f"{path} row {i}") for i, row in enumerate(rows, start=1)]
 
 
 def _read_saved_dataset(path: Path, split: str) -> list[Record]:
-    import datasets
-
     try:
         loaded = datasets.load_from_disk(str(path))
     except FileNotFoundError as exc:
@@ -114,8 +114,6 @@ def _looks_like_hub_id(name: str) -> bool:
 
 
 def _read_hub(name: str, split: str) -> list[Record]:
-    import datasets
-
     try:
         loaded = datasets.load_dataset(name, split=split)
     except Exception as exc:  # network, auth, missing dataset: all reported the same way
@@ -134,10 +132,19 @@ def split_train_eval(items: list, fraction: float, seed: int) -> tuple[list, lis
     """Deterministic held-out split: ``fraction`` of the items (at least one when > 0) go to eval."""
     if fraction <= 0 or len(items) < 2:
         return list(items), []
-    import random
-
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     n_eval = min(len(items) - 1, max(1, round(len(items) * fraction)))
     held = set(order[:n_eval])
     return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
+
+
+def load_train_eval(config, load: Callable[..., list]) -> tuple[list, list]:
+    """Validated train and eval examples: eval from eval_data, else from train_data's
+    dataset_test_split, else an eval_split of train_data."""
+    train = load(config.train_data, config.dataset_train_split)
+    if config.eval_data:
+        return train, load(config.eval_data, config.dataset_test_split or "train")
+    if config.dataset_test_split:
+        return train, load(config.train_data, config.dataset_test_split)
+    return split_train_eval(train, config.eval_split, config.seed)

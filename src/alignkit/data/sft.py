@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alignkit.data.collate import SequenceCollator, build_batch, pack_rows
-from alignkit.data.preference import Messages, check_fields, check_messages, validate_records
+from alignkit.data.preference import (
+    Messages,
+    check_fields,
+    check_messages,
+    validate_records,
+)
 from alignkit.data.records import FaultCollector, Record, read_records
 from alignkit.data.tokenize import prompt_limit, prompt_token_ids, response_token_ids
 from alignkit.errors import AlignkitError

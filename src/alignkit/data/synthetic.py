@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from alignkit.atomic import atomic_path
+
 
 @dataclass
 class Candidate:
@@ -82,8 +84,6 @@ def rank_into_pairs(prompts: list, candidates: list[list[Candidate]], score: Cal
 
 def write_pairs(output: Path, pairs: list[dict], report: dict) -> None:
     """The pairs as JSONL and ``<output>.summary.json``, each written atomically."""
-    from alignkit.atomic import atomic_path
-
     with atomic_path(output) as tmp:
         tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in pairs), encoding="utf-8")
     with atomic_path(Path(f"{output}.summary.json")) as tmp:

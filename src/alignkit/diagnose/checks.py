@@ -10,8 +10,12 @@ import difflib
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+from alignkit.data.tokenize import prompt_token_ids
+from alignkit.engine.generation import generate_with_stop
+from alignkit.engine.logprobs import unwrapped
 from alignkit.engine.reference import precompute_wanted
 
 Status = Literal["pass", "warn", "fail"]
@@ -177,9 +181,6 @@ def looks_like_assistant(reply: str, stopped: bool) -> tuple[bool, str]:
 
 
 def check_starting_model(ctx: Context) -> Check | None:
-    from alignkit.engine.generation import generate_with_stop
-    from alignkit.engine.logprobs import unwrapped
-
     if ctx.model is None or ctx.method == "reward" or not getattr(unwrapped(ctx.model), "can_generate", lambda: False)():
         return None  # a reward model (sequence classifier, possibly PEFT-wrapped) answers no probe
 
@@ -222,8 +223,6 @@ def check_beta(ctx: Context) -> Check | None:
 def token_lengths(ctx: Context) -> dict:
     """Prompt and prompt+longest-response token lengths of the training rows (computed once)."""
     if not ctx.lengths:
-        from alignkit.data.tokenize import prompt_token_ids
-
         tok = ctx.tokenizer
         templated = getattr(ctx.config, "apply_chat_template", True)
         prompts, totals = [], []
@@ -298,8 +297,6 @@ def check_split(ctx: Context) -> Check:
 
 
 def check_output_dir(ctx: Context) -> Check:
-    from pathlib import Path
-
     cfg = ctx.config
     path = Path(cfg.output_dir)
     busy = path.is_dir() and any(path.iterdir())

@@ -12,8 +12,20 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from alignkit.diagnose.checks import DATA_CHECKS, SETUP_CHECKS, Check, Context, check_output_dir, views_of
+from alignkit.data.kto import load_kto_data
+from alignkit.data.preference import load_preference_data
+from alignkit.data.records import load_train_eval
+from alignkit.data.sft import load_sft_data
+from alignkit.diagnose.checks import (
+    DATA_CHECKS,
+    SETUP_CHECKS,
+    Check,
+    Context,
+    check_output_dir,
+    views_of,
+)
 from alignkit.errors import AlignkitError, DataValidationError
+from alignkit.models.loading import load_model_and_tokenizer
 
 METHOD_OF_CONFIG = {"DPOConfig": "dpo", "DemoConfig": "dpo", "KTOConfig": "kto", "ORPOConfig": "orpo", "SFTConfig": "sft", "RewardConfig": "reward"}
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
@@ -76,9 +88,6 @@ def doctor(config, method: str | None = None, invalid: list[tuple[str, str]] = (
     """Load the data, tokenizer and model of a training config and run every check (the CLI's
     ``alignkit doctor``). ``invalid``: (key, message) of values that failed validation (left at their
     defaults, so the other checks could run); each is a failed check."""
-    from alignkit.models.loading import load_model_and_tokenizer
-    from alignkit.train.common import load_train_eval
-
     method = method or method_of(config)
     try:
         train, evaluation = load_train_eval(config, data_loader(method))
@@ -96,10 +105,6 @@ def doctor(config, method: str | None = None, invalid: list[tuple[str, str]] = (
 
 
 def data_loader(method: str):
-    from alignkit.data.kto import load_kto_data
-    from alignkit.data.preference import load_preference_data
-    from alignkit.data.sft import load_sft_data
-
     return {"kto": load_kto_data, "sft": load_sft_data}.get(method, load_preference_data)
 
 

@@ -12,7 +12,12 @@ import torch
 from torch import nn
 
 from alignkit.data.collate import scored_positions
-from alignkit.engine.logprobs import _chunk_logits, causal_lm_parts, last_hidden_states, token_logps
+from alignkit.engine.logprobs import (
+    _chunk_logits,
+    causal_lm_parts,
+    last_hidden_states,
+    token_logps,
+)
 
 
 class TokenOutputs(NamedTuple):  # a tuple, so distributed wrappers (ZeRO-3's backward hooks) see its tensors

@@ -3,7 +3,13 @@ degeneration) and the rule judge that compares two models' answers to the same t
 from __future__ import annotations
 
 from alignkit.evaluate.winrate import Outcome
-from alignkit.judges.verifiers import ShortAnswerTask, is_correct, is_degenerate, says_not_sure, word_count
+from alignkit.judges.verifiers import (
+    ShortAnswerTask,
+    is_correct,
+    is_degenerate,
+    says_not_sure,
+    word_count,
+)
 
 CLEARLY_SHORTER = 2 / 3  # an answer is clearly shorter when it has at most this fraction of the other's words
 

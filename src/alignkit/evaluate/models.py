@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from peft import PeftModel
 
 from alignkit.errors import AlignkitError
 from alignkit.models.loading import load_model_and_tokenizer, resolve_model_path
@@ -68,8 +69,6 @@ def load_eval_models(model: str, reference: str | None = None, dtype: str = "flo
     path = Path(resolve_model_path(model))
     adapter = path / "adapter_config.json"
     if adapter.is_file() and _same_model(json.loads(adapter.read_text())["base_model_name_or_path"], reference):
-        from peft import PeftModel
-
         base, tokenizer = load_model_and_tokenizer(reference, dtype)
         policy = PeftModel.from_pretrained(base, str(path)).eval()
         return EvalModels(policy, tokenizer, None, reference)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from alignkit.engine.generation import generate_responses
+from alignkit.errors import require
 from alignkit.judges.scorers import answer_matches
 
 GENERAL_TEXT = Path(__file__).with_name("general_text.txt")
@@ -135,8 +136,6 @@ def probe_result(name: str, before: float, after: float, n: int) -> ProbeResult:
 
 def run_lm_eval(model_path: str, tasks: list[str], limit: int | None) -> dict[str, float]:
     """lm-evaluation-harness scores (the first accuracy-like metric of each task)."""
-    from alignkit.errors import require
-
     lm_eval = require("lm_eval", "eval", "lm_eval_tasks")
     results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_path}", tasks=tasks, limit=limit)["results"]
     scores = {}

@@ -17,15 +17,30 @@ from pathlib import Path
 
 from rich.console import Console
 
-from alignkit.data.records import write_jsonl
+from alignkit.data.preference import load_preference_data
+from alignkit.data.prompts import load_prompt_rows
+from alignkit.data.records import split_train_eval, write_jsonl
 from alignkit.engine.generation import generate_responses
 from alignkit.errors import AlignkitError, RunDirError
 from alignkit.eval_configs import EvalConfig
 from alignkit.evaluate import probes as probe_lib
-from alignkit.evaluate.models import EvalModels, default_reference, load_eval_models, maybe_reference, run_config
-from alignkit.evaluate.reward_accuracy import band_flag, implicit_reward_accuracy, pair_logps
+from alignkit.evaluate.models import (
+    EvalModels,
+    default_reference,
+    load_eval_models,
+    maybe_reference,
+    run_config,
+)
+from alignkit.evaluate.reward_accuracy import (
+    band_flag,
+    implicit_reward_accuracy,
+    pair_logps,
+)
 from alignkit.evaluate.sheet import write_inspection
 from alignkit.evaluate.winrate import judge_outcomes, win_rate
+from alignkit.judges.endpoint_job import EndpointJob
+from alignkit.judges.scorers import RewardModelScorer
+from alignkit.models.loading import resolve_model_path
 
 
 @dataclass
@@ -55,7 +70,6 @@ def prepare_eval_dir(path: Path, overwrite: bool) -> Path:
 
 def load_eval_prompts(config: EvalConfig, pairs: list) -> list[dict]:
     if config.prompts:
-        from alignkit.pairs import load_prompt_rows
 
         rows = load_prompt_rows(config.prompts)
     else:
@@ -121,9 +135,6 @@ def evaluate_model(config: EvalConfig, models: EvalModels | None = None, referen
 def _load_pairs(config: EvalConfig, from_run: dict) -> list:
     """Held-out pairs: ``pairs``, else the run's eval_data, else the run's eval_split of its train_data
     (the same split training held out)."""
-    from alignkit.data.preference import load_preference_data
-    from alignkit.data.records import split_train_eval
-
     if config.pairs or from_run.get("eval_data"):
         pairs = load_preference_data(config.pairs or from_run["eval_data"])
     elif from_run.get("train_data") and from_run.get("eval_split", 0) > 0 and "beta" in from_run:
@@ -142,8 +153,6 @@ def _answerer(config: EvalConfig, models: EvalModels, rows: list[dict], show: bo
 
 
 def _judge(config: EvalConfig, kind: str, rows: list[dict], mine: list[str], theirs: list[str], show: bool):
-    from alignkit.judges.endpoint_job import EndpointJob
-
     job = EndpointJob(config)
     with job.guard():
         if kind == "llm":
@@ -158,8 +167,6 @@ def _reward_accuracy(config: EvalConfig, models: EvalModels, pairs: list, from_r
     max_length = config.max_length or from_run.get("max_length", 1024)
     max_prompt_length = config.max_prompt_length or from_run.get("max_prompt_length")
     if config.reward_model:
-        from alignkit.judges.scorers import RewardModelScorer
-
         rm = RewardModelScorer(config.reward_model, config.dtype)
         scores = [rm.score_group({"prompt": p.prompt}, [p.chosen, p.rejected])[0] for p in pairs]
         accuracy = sum(c > r for c, r in scores) / len(scores)
@@ -187,8 +194,6 @@ def _probes(config: EvalConfig, models: EvalModels, console: Console) -> list[di
 
 
 def _lm_eval(config: EvalConfig) -> list[dict]:
-    from alignkit.models.loading import resolve_model_path
-
     reference = config.reference or default_reference(config.model)
     before = probe_lib.run_lm_eval(resolve_model_path(reference), config.lm_eval_tasks, config.lm_eval_limit)
     after = probe_lib.run_lm_eval(resolve_model_path(config.model), config.lm_eval_tasks, config.lm_eval_limit)

@@ -12,11 +12,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 from rich.console import Console
 from rich.table import Table
 
 from alignkit.config import DPOConfig
 from alignkit.eval_configs import EvalConfig, SweepConfig
+from alignkit.evaluate.run import evaluate_model
+from alignkit.train.dpo import train_dpo
 from alignkit.train.run_dir import prepare_run_dir
 
 
@@ -51,9 +55,6 @@ def summarize(beta: float, results: dict) -> dict:
 
 
 def run_sweep(config: SweepConfig) -> SweepResult:
-    from alignkit.evaluate.run import evaluate_model
-    from alignkit.train.dpo import train_dpo
-
     console = Console(stderr=True)
     root = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
     base = config.model_dump(exclude={"beta", "eval", "output_dir", "overwrite", "resume"})
@@ -95,11 +96,7 @@ def print_sweep(console: Console, rows: list[dict], best: float | None, why: str
 
 
 def plot_sweep(rows: list[dict], path: Path, best: float | None) -> None:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     betas = [r["beta"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     with_win = [r for r in rows if r["win_rate"] is not None]

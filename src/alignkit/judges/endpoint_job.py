@@ -6,7 +6,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from alignkit.errors import AlignkitError, RunDirError
-from alignkit.judges.client import BudgetExhausted, ChatClient, EndpointError, EndpointSettings, RequestBudget
+from alignkit.judges import scorers
+from alignkit.judges.client import (
+    BudgetExhausted,
+    ChatClient,
+    EndpointError,
+    EndpointSettings,
+    RequestBudget,
+)
 from alignkit.judges.llm_judge import DEFAULT_RUBRIC, LLMJudge
 from alignkit.judges.reply_cache import ReplyCache
 
@@ -51,8 +58,6 @@ class EndpointJob:
         return self._judge
 
     def scorer(self, kind: str, config):
-        from alignkit.judges import scorers
-
         if kind == "verifier":
             scorer = scorers.VerifierScorer(config.answer_match, config.code_timeout, config.code_memory_mb)
         elif kind == "heuristic":

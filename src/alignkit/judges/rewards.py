@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from alignkit.judges import scorers
+from alignkit.judges.client import ChatClient, EndpointSettings
+from alignkit.judges.llm_judge import LLMJudge
+from alignkit.judges.reply_cache import ReplyCache
 
 
 class CombinedReward:
@@ -29,10 +32,6 @@ class CombinedReward:
             return scorers.HeuristicScorer("python", function=spec.function)
         if spec.kind == "reward_model":
             return scorers.RewardModelScorer(spec.model)
-        from alignkit.judges.client import ChatClient, EndpointSettings
-        from alignkit.judges.llm_judge import LLMJudge
-        from alignkit.judges.reply_cache import ReplyCache
-
         client = ChatClient(EndpointSettings(base_url=spec.base_url, model=spec.model, api_key_env=spec.api_key_env),
                             ReplyCache(cache_dir / "judge_cache.jsonl" if cache_dir else None))
         return scorers.JudgeScorer(LLMJudge(client), mode="single")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -54,8 +56,6 @@ class SandboxResult:
 
 def _limits(memory_mb: int, cpu_seconds: float, output_bytes: int):
     def apply() -> None:
-        import resource
-
         os.setsid()
         memory = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -116,7 +116,5 @@ def _read_results(path: Path) -> list[dict]:
 
 def extract_code(text: str) -> str:
     """The first fenced code block of a reply (```python ... ```), else the whole reply."""
-    import re
-
     match = re.search(r"```(?:python|py)?\s*\n(.*?)```", text, re.DOTALL)
     return match.group(1) if match else text

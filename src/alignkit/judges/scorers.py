@@ -20,8 +20,19 @@ import re
 from pathlib import Path
 from typing import Callable
 
+import torch
+
+from alignkit.data.tokenize import reward_text
 from alignkit.errors import AlignkitError
-from alignkit.judges.verifiers import contains_answer, final_number, normalize_answer, says_not_sure, word_count
+from alignkit.judges.sandbox import extract_code, run_tests
+from alignkit.judges.verifiers import (
+    contains_answer,
+    final_number,
+    normalize_answer,
+    says_not_sure,
+    word_count,
+)
+from alignkit.models.loading import load_model_and_tokenizer
 
 
 def answer_matches(response: str, answer, match: str = "auto") -> bool:
@@ -67,8 +78,6 @@ class VerifierScorer:
 
     def score_group(self, row: dict, responses: list[str]):
         if row.get("tests"):
-            from alignkit.judges.sandbox import extract_code, run_tests
-
             results = [run_tests(extract_code(r), row["tests"], self.code_timeout, self.code_memory_mb) for r in responses]
             return [r.fraction for r in results], {"tests": [f"{r.passed}/{r.total} {r.status}" for r in results]}
         return [float(answer_matches(r, row.get("answer"), self.match)) for r in responses], {}
@@ -118,17 +127,12 @@ def load_function(spec: str | None) -> Callable:
 
 class RewardModelScorer:
     def __init__(self, model: str, dtype: str = "float32", apply_chat_template: bool = True):
-        from alignkit.models.loading import load_model_and_tokenizer
-
         self.name = f"reward_model:{model}"
         self.model, self.tokenizer = load_model_and_tokenizer(model, dtype, reward_head=True)
         self.model.eval()
         self.apply_chat_template = apply_chat_template
 
     def score_group(self, row: dict, responses: list[str]):
-        import torch
-
-        from alignkit.data.tokenize import reward_text
 
         templated = self.apply_chat_template and bool(self.tokenizer.chat_template)
         scores = []

@@ -6,10 +6,21 @@ import shutil
 import sys
 from pathlib import Path
 
+from alignkit.data.prompts import load_prompt_rows
 from alignkit.data.records import read_records
 from alignkit.data_configs import LabelConfig
+from alignkit.engine.generation import generate_responses
 from alignkit.errors import ConfigError, RunDirError, require
-from alignkit.label.project import DB_FILE, LabelProject, item_order, items_from_rows, load_project, write_project
+from alignkit.evaluate.models import load_eval_models
+from alignkit.label.app import create_app  # the web parts are an extra ([data])
+from alignkit.label.project import (
+    DB_FILE,
+    LabelProject,
+    item_order,
+    items_from_rows,
+    load_project,
+    write_project,
+)
 from alignkit.label.report import export_labels, stats_lines
 from alignkit.label.stats import label_stats
 from alignkit.label.store import LabelStore
@@ -51,10 +62,6 @@ def _rows(source: str) -> list[dict]:
 
 def _generated_items(config: LabelConfig) -> list[dict]:
     """Answers to each prompt from model_a and model_b (greedy), as compare or review items."""
-    from alignkit.engine.generation import generate_responses
-    from alignkit.evaluate.models import load_eval_models
-    from alignkit.pairs import load_prompt_rows
-
     if not config.model_b:
         raise ConfigError("label init --prompts needs --model_b (and optionally --model_a; default: model_b's base model)")
     rows = load_prompt_rows(config.prompts)
@@ -87,8 +94,6 @@ def add_annotator(config: LabelConfig) -> int:
 def serve_project(config: LabelConfig) -> int:
     uvicorn = require("uvicorn", "data", "alignkit label")
     require("fastapi", "data", "alignkit label")
-    from alignkit.label.app import create_app  # the web parts are an extra ([data])
-
     app = create_app(config.project)
     print(f"alignkit label: serving {config.project} at http://{config.host}:{config.port}/ (annotators open their link; "
           f"the stats page is /stats?token=ADMIN_TOKEN; Ctrl+C stops)", flush=True)

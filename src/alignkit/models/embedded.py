@@ -15,6 +15,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from alignkit.atomic import fsync_tree
 from alignkit.errors import MissingDependencyError
 
@@ -66,9 +69,6 @@ def embedded_model_path() -> Path:
 
 
 def _convert(source: Path, target: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     print(f"alignkit: preparing the embedded model once (dequantizing {source.name} into {target})")
     tmp = Path(tempfile.mkdtemp(prefix=CHECKPOINT_NAME + ".tmp-", dir=target.parent))
     try:

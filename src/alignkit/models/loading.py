@@ -1,13 +1,31 @@
 """Load any causal LM + tokenizer by name, and wrap it with LoRA when asked."""
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import torch
+from peft import (
+    LoraConfig,
+    PeftConfig,
+    PeftModel,
+    get_peft_model,
+    prepare_model_for_kbit_training,
+)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+)
+from transformers.utils import logging
 
+from alignkit.atomic import atomic_path
 from alignkit.config import EMBEDDED_MODEL
 from alignkit.data.tokenize import ensure_pad_token
 from alignkit.errors import AlignkitError, MissingDependencyError, require
+from alignkit.models.embedded import embedded_model_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -16,8 +34,6 @@ def resolve_model_path(name: str) -> str:
     """'embedded' -> the cached SmolLM2 checkpoint; an alignkit run directory -> its ``final/`` model;
     any other directory or hub id is used as is."""
     if name == EMBEDDED_MODEL:
-        from alignkit.models.embedded import embedded_model_path
-
         return str(embedded_model_path())
     path = Path(name).expanduser()
     if (path / "final").is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
@@ -29,9 +45,6 @@ def resolve_model_path(name: str) -> str:
 
 def quiet_transformers() -> None:
     """Keep transformers' per-file loading bars and advisory warnings out of alignkit's output."""
-    import warnings
-
-    from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
@@ -39,8 +52,6 @@ def quiet_transformers() -> None:
 
 
 def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
-
     quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
@@ -59,8 +70,6 @@ def gpu_only_options(attn_implementation: str = "sdpa", load_in_4bit: bool = Fal
     if load_in_4bit:
         _need_cuda("load_in_4bit (QLoRA)")
         require("bitsandbytes", "gpu", "load_in_4bit (QLoRA)")
-        from transformers import BitsAndBytesConfig
-
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
         )
@@ -75,8 +84,6 @@ def _need_cuda(option: str) -> None:
 def load_model_and_tokenizer(name: str, dtype: str = "float32", attn_implementation: str = "sdpa", load_in_4bit: bool = False, reward_head: bool = False):
     """A causal LM (or, with ``reward_head``, a one-output sequence classifier: a reward model,
     whose head is freshly initialised when ``name`` is a causal LM) and its tokenizer (pad token ensured)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
     options = gpu_only_options(attn_implementation, load_in_4bit)
     path = resolve_model_path(name)
     tokenizer = load_tokenizer(name)
@@ -97,9 +104,6 @@ def load_model_and_tokenizer(name: str, dtype: str = "float32", attn_implementat
 
 
 def _merged_adapter(auto, folder: Path, dtype, options: dict):
-    import json
-
-    from peft import PeftConfig, PeftModel
 
     base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base:
@@ -123,8 +127,6 @@ def _merged_adapter(auto, folder: Path, dtype, options: dict):
 def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str, task_type: str = "CAUSAL_LM"):
     """Wrap ``model`` with trainable LoRA adapters; base weights are frozen (a reward model's
     ``score`` head, task_type SEQ_CLS, is trained in full and saved with the adapter)."""
-    from peft import LoraConfig, get_peft_model
-
     targets = target_modules
     if isinstance(targets, list) and any(t in ("lm_head", "embed_tokens") for t in targets):
         raise AlignkitError("lora_target_modules: adapting lm_head/embed_tokens is not supported; target linear layers of the blocks")
@@ -139,8 +141,6 @@ def load_policy(config, reward_head: bool = False):
     """The model to train, per the config: dtype, LoRA, gradient checkpointing."""
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype, config.attn_implementation, config.load_in_4bit, reward_head)
     if config.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
-
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -152,8 +152,6 @@ def load_policy(config, reward_head: bool = False):
 
 def save_final_model(model, tokenizer, path: Path) -> None:
     """save_pretrained (PEFT adapter or full model) + tokenizer, written to a temp folder then renamed."""
-    from alignkit.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -24,7 +24,13 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import InitProcessGroupKwargs
+from accelerate.utils import (
+    DistributedType,
+    FullyShardedDataParallelPlugin,
+    InitProcessGroupKwargs,
+)
+from packaging.version import Version
+from safetensors.torch import load_file
 
 from alignkit.errors import AlignkitError
 
@@ -77,8 +83,6 @@ def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
             raise AlignkitError("alignkit supports FSDP2 only (fsdp_version: 2 in the accelerate config, as in examples/accelerate/fsdp2.yaml); "
                                 "FSDP1's flat parameters are not handled. DeepSpeed ZeRO-3 (examples/accelerate/zero3.yaml) also works")
         if not cuda:  # accelerate runs FSDP on GPUs only; FSDP2 itself runs on CPU processes (gloo), so take accelerate's CPU setup and shard
-            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
             accelerator = Accelerator(cpu=True, **precision)
             accelerator.state.distributed_type = DistributedType.FSDP
             accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
@@ -88,8 +92,6 @@ def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
             import deepspeed
         except ImportError:
             raise AlignkitError("this launch asks for DeepSpeed, which is not installed: pip install 'alignkit[deepspeed]'") from None
-        from packaging.version import Version
-
         if Version(deepspeed.__version__) < Version(MIN_DEEPSPEED):
             raise AlignkitError(f"DeepSpeed {deepspeed.__version__} is too old: alignkit needs >= {MIN_DEEPSPEED} (caller-owned gradient "
                                 "accumulation); pip install -U 'alignkit[deepspeed]'")
@@ -175,7 +177,10 @@ class Backend:
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
                 yield
         elif self.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+            )
 
             full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))  # whole on rank 0 only
             swapped, replacement = [], {}
@@ -239,7 +244,6 @@ class Backend:
                 raise AlignkitError(f"{folder} was not written under DeepSpeed (no {DEEPSPEED_STATE}/ folder); resume it with the launch that wrote it")
             model.load_checkpoint(str(folder), tag=DEEPSPEED_STATE, load_module_strict=False, load_lr_scheduler_states=False)
             return
-        from safetensors.torch import load_file
         from torch.distributed.tensor import DTensor, distribute_tensor
 
         shard = folder / f"optimizer_rank{self.accelerator.process_index}.pt"

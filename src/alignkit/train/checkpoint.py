@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alignkit.atomic import fsync_tree
-from alignkit.errors import RunDirError
+from alignkit.errors import AlignkitError, RunDirError
 from alignkit.train.faults import check_resume
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -197,3 +197,10 @@ def resume_from_latest(backend, run_dir: Path, fingerprint: dict, force: bool, m
     state = restore_checkpoint(backend, checkpoint, model, trained, optimizer, scheduler)
     backend.accelerator.print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
     return state
+
+
+def checkpoint_error(exc: OSError, step: int, run_dir: Path) -> AlignkitError:
+    previous = latest_good_checkpoint(run_dir)
+    kept = f"{previous.name} is intact" if previous is not None else "no earlier checkpoint exists"
+    return AlignkitError(f"could not write checkpoint-{step} in {run_dir}: {exc.strerror or exc}; the partial write was removed and {kept}. "
+                         "Free some space, then rerun with --resume")

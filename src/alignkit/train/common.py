@@ -4,32 +4,29 @@ from __future__ import annotations
 import os
 import sys
 import time
-
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from alignkit.config import TrainConfig, save_config
-from alignkit.data.records import split_train_eval
-from alignkit.engine.logprobs import LogProbModel, supports_padding_free, supports_prefix_sharing
-from alignkit.engine.reference import Reference, model_fingerprint, precompute_reference, precompute_wanted
+from alignkit.data.records import load_train_eval
+from alignkit.diagnose.doctor import preflight
+from alignkit.engine.logprobs import (
+    LogProbModel,
+    supports_padding_free,
+    supports_prefix_sharing,
+)
+from alignkit.engine.reference import (
+    Reference,
+    model_fingerprint,
+    precompute_reference,
+    precompute_wanted,
+)
 from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_policy, resolve_model_path
-from alignkit.diagnose.doctor import preflight
 from alignkit.train.run_dir import check_run_dir, prepare_run_dir
-
-
-def load_train_eval(config: TrainConfig, load: Callable[..., list]) -> tuple[list, list]:
-    """Validated train and eval examples: eval from eval_data, else from train_data's
-    dataset_test_split, else an eval_split of train_data."""
-    train = load(config.train_data, config.dataset_train_split)
-    if config.eval_data:
-        return train, load(config.eval_data, config.dataset_test_split or "train")
-    if config.dataset_test_split:
-        return train, load(config.train_data, config.dataset_test_split)
-    return split_train_eval(train, config.eval_split, config.seed)
 
 
 def is_main_process() -> bool:

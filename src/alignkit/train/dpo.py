@@ -8,12 +8,18 @@ from pathlib import Path
 from alignkit.config import DPOConfig
 from alignkit.data.collate import PreferenceCollator
 from alignkit.data.preference import PreferenceExample, load_preference_data
+from alignkit.data.records import load_train_eval
 from alignkit.data.tokenize import tokenize_pairs
 from alignkit.engine.logprobs import LogProbModel
 from alignkit.engine.reference import Reference
-from alignkit.losses.preference import REFERENCE_FREE, nll_loss, preference_loss, preference_metrics
+from alignkit.losses.preference import (
+    REFERENCE_FREE,
+    nll_loss,
+    preference_loss,
+    preference_metrics,
+)
 from alignkit.models.loading import save_final_model
-from alignkit.train.common import begin_training, load_train_eval, make_reference
+from alignkit.train.common import begin_training, make_reference
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
 

@@ -93,12 +93,3 @@ def check_resume(saved: dict | None, current: dict, checkpoint: Path, force: boo
     if problems:
         raise RunDirError(f"--resume: {checkpoint} was written with a different setup: {', '.join(problems)}. "
                           "Resuming would not continue the same run; restore the original settings, or pass --force_resume to continue anyway")
-
-
-def checkpoint_error(exc: OSError, step: int, run_dir: Path) -> AlignkitError:
-    from alignkit.train.checkpoint import latest_good_checkpoint
-
-    previous = latest_good_checkpoint(run_dir)
-    kept = f"{previous.name} is intact" if previous is not None else "no earlier checkpoint exists"
-    return AlignkitError(f"could not write checkpoint-{step} in {run_dir}: {exc.strerror or exc}; the partial write was removed and {kept}. "
-                         "Free some space, then rerun with --resume")

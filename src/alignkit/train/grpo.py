@@ -5,7 +5,13 @@ RLOO: advantage = (score - KL penalty) minus the mean of the other k - 1 in the 
 """
 from __future__ import annotations
 
-from alignkit.losses.rl import clipped_policy_loss, grpo_advantages, grpo_loss, kl_estimate, rloo_advantages
+from alignkit.losses.rl import (
+    clipped_policy_loss,
+    grpo_advantages,
+    grpo_loss,
+    kl_estimate,
+    rloo_advantages,
+)
 from alignkit.rl_configs import GRPOConfig, RLOOConfig
 from alignkit.train.loop import TrainingResult
 from alignkit.train.rl_common import train_rl

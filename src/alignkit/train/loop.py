@@ -23,9 +23,18 @@ from alignkit.config import TrainConfig
 from alignkit.diagnose.symptoms import SymptomMonitor
 from alignkit.errors import AlignkitError
 from alignkit.train.backends import Backend, make_accelerator
-from alignkit.train.checkpoint import resume_from_latest, write_checkpoint
-from alignkit.train.faults import StopSignals, TrainingInterrupted, checkpoint_error, run_fingerprint
-from alignkit.train.metrics_log import MetricsLogger, Throughput, progress_bar, progress_postfix
+from alignkit.train.checkpoint import (
+    checkpoint_error,
+    resume_from_latest,
+    write_checkpoint,
+)
+from alignkit.train.faults import StopSignals, TrainingInterrupted, run_fingerprint
+from alignkit.train.metrics_log import (
+    MetricsLogger,
+    Throughput,
+    progress_bar,
+    progress_postfix,
+)
 
 LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 

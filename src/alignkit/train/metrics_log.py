@@ -7,7 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
+
+from alignkit.errors import require
 
 
 class MetricsLogger:
@@ -23,12 +26,8 @@ class MetricsLogger:
         if not enabled:
             return
         if "tensorboard" in report_to:
-            from torch.utils.tensorboard import SummaryWriter
-
             self.tensorboard = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         if "wandb" in report_to:
-            from alignkit.errors import require
-
             self.wandb = require("wandb", "wandb", "report_to: wandb")
             self.wandb.init(dir=str(run_dir), config=config or {}, resume="allow")
 

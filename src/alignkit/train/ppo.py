@@ -2,7 +2,16 @@
 head on the policy's own backbone, clipped policy and value losses; optional adaptive KL."""
 from __future__ import annotations
 
-from alignkit.losses.rl import AdaptiveKLController, clipped_policy_loss, clipped_value_loss, gae, kl_estimate, masked_mean, token_rewards, whiten
+from alignkit.losses.rl import (
+    AdaptiveKLController,
+    clipped_policy_loss,
+    clipped_value_loss,
+    gae,
+    kl_estimate,
+    masked_mean,
+    token_rewards,
+    whiten,
+)
 from alignkit.rl_configs import PPOConfig
 from alignkit.train.loop import TrainingResult
 from alignkit.train.rl_common import train_rl

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
+from alignkit.data.prompts import load_prompt_rows
 from alignkit.data.records import split_train_eval
 from alignkit.engine.logprobs import LogProbModel
 from alignkit.engine.reference import Reference
@@ -18,7 +20,6 @@ from alignkit.train.run_dir import check_run_dir
 
 
 def load_prompts(config) -> tuple[list[dict], list[dict]]:
-    from alignkit.pairs import load_prompt_rows
 
     needs_answer = any(spec.kind == "verifier" for spec in config.rewards)
     rows = load_prompt_rows(config.train_data, needs_answer=needs_answer)
@@ -42,8 +43,6 @@ def train_rl(config, method: RLMethod) -> TrainingResult:
     def save_final(path: Path) -> None:
         save_final_model(lm, tokenizer, path)
         if policy.value_head is not None:  # kept beside the policy, so PPO can be continued or inspected
-            from safetensors.torch import save_file
-
             save_file({k: v.contiguous() for k, v in policy.value_head.state_dict().items()}, str(path / "value_head.safetensors"))
 
     return run_rl(config, method, train_rows, eval_rows, run_dir, policy, tokenizer, reference, reward_fn, save_final)

@@ -27,10 +27,19 @@ from alignkit.engine.token_outputs import TokenOutputs, token_outputs
 from alignkit.errors import AlignkitError
 from alignkit.losses.rl import kl_estimate, masked_mean
 from alignkit.train.backends import Backend, make_accelerator
-from alignkit.train.checkpoint import resume_from_latest, write_checkpoint
-from alignkit.train.faults import StopSignals, TrainingInterrupted, checkpoint_error, run_fingerprint
+from alignkit.train.checkpoint import (
+    checkpoint_error,
+    resume_from_latest,
+    write_checkpoint,
+)
+from alignkit.train.faults import StopSignals, TrainingInterrupted, run_fingerprint
 from alignkit.train.loop import TrainingResult, epoch_order
-from alignkit.train.metrics_log import MetricsLogger, Throughput, progress_bar, progress_postfix
+from alignkit.train.metrics_log import (
+    MetricsLogger,
+    Throughput,
+    progress_bar,
+    progress_postfix,
+)
 
 
 @dataclass

@@ -5,7 +5,13 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from alignkit.data.sft import SFTCollator, SFTExample, load_sft_data, pack_examples, tokenize_sft
+from alignkit.data.sft import (
+    SFTCollator,
+    SFTExample,
+    load_sft_data,
+    pack_examples,
+    tokenize_sft,
+)
 from alignkit.engine.logprobs import LogProbModel
 from alignkit.losses.preference import nll_loss
 from alignkit.method_configs import SFTConfig

@@ -1,0 +1,39 @@
+"""Prompt rows (for `alignkit pairs`, the RL trainers, `eval` and `label`): ``prompt`` plus optional
+``answer`` (null: cannot be known), ``reference`` (a known-good reply) and ``tests`` (Python asserts)."""
+from __future__ import annotations
+
+from alignkit.data.preference import check_content
+from alignkit.data.records import FaultCollector, read_records
+from alignkit.errors import AlignkitError
+
+
+def load_prompt_rows(source: str, needs_answer: bool = False) -> list[dict]:
+    """Prompt rows, validated up front; faults name file:line and field."""
+    records = read_records(source)
+    faults = FaultCollector(source)
+    rows = []
+    for record in records:
+        row, where = record.data, record.where
+        if not isinstance(row, dict):
+            faults.add(where, None, f"expected an object with a prompt, got {type(row).__name__}")
+            continue
+        before = faults.total
+        prompt = row.get("prompt")
+        if prompt is None:
+            faults.add(where, "prompt", "missing")
+        else:
+            prompt = check_content(prompt, where, "prompt", faults, response=False)
+        tests = row.get("tests")
+        if tests is not None and (not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests)):
+            faults.add(where, "tests", "expected a non-empty list of Python statements (strings)")
+        reference = row.get("reference")
+        if reference is not None and (not isinstance(reference, str) or not reference.strip()):
+            faults.add(where, "reference", "expected a non-empty string")
+        if needs_answer and "answer" not in row and tests is None:
+            faults.add(where, "answer", "missing: the verifier needs `answer` (null if it cannot be known) or `tests`")
+        if faults.total == before:
+            rows.append({**row, "prompt": prompt, "where": where})
+    faults.raise_if_any()
+    if not rows:
+        raise AlignkitError(f"{source}: contains no prompts")
+    return rows
