@@ -4,7 +4,7 @@
     python benchmarks/dpo_vs_trl.py --parity-only                     # first-step numerics (fp32) only
     python benchmarks/dpo_vs_trl.py --regimes similar --settings lora --profiles alignkit,trl-fast,trl-lean
     python benchmarks/dpo_vs_trl.py --bf16 --skip-parity              # the same comparison with bf16 on both trainers
-    python benchmarks/dpo_vs_trl.py --sweep                           # max_length 256..2048: peak memory and step time, plotted
+    python benchmarks/dpo_vs_trl.py --sweep   # max_length 256..2048: peak memory and step time, plotted
 
 Needs the bench extra: pip install -e '.[bench]'.
 
@@ -21,6 +21,7 @@ to go fast or lean: its default (checkpointing on), checkpointing off, and each 
 temporarily unavailable and pads anyway; the padding it really computed is measured and printed).
 alignkit's default is compared with TRL's fastest profile for throughput and its leanest for memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,12 +64,14 @@ def real_tokens(model_path: str, rows: list[dict], max_length: int) -> int:
     total = 0
     for row in rows:
         prompt = len(tokenizer(row["prompt"])["input_ids"])
-        total += sum(min(max_length, prompt + len(tokenizer(row[key])["input_ids"]) + 1) for key in ("chosen", "rejected"))
+        total += sum(
+            min(max_length, prompt + len(tokenizer(row[key])["input_ids"]) + 1) for key in ("chosen", "rejected")
+        )
     return total
 
 
 def worker_alignkit(args, rows: list[dict], options: dict) -> dict:
-    from alignkit.config import DPOConfig
+    from alignkit.configs import DPOConfig
     from alignkit.train.dpo import train_dpo
     from alignkit.train.metrics_log import read_metrics
 
@@ -76,14 +79,38 @@ def worker_alignkit(args, rows: list[dict], options: dict) -> dict:
         data = Path(out) / "pairs.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         config = DPOConfig(
-            model=args.model, train_data=str(data), eval_split=0.0, output_dir=str(Path(out) / "run"), overwrite=True,
-            per_device_train_batch_size=args.batch_size, max_length=args.max_length, num_train_epochs=args.epochs, max_steps=args.max_steps or -1,
-            learning_rate=args.learning_rate, beta=args.beta, seed=args.seed, logging_steps=1, save_steps=10**9, save_total_limit=1,
-            report_to=["none"], disable_tqdm=True, apply_chat_template=False, warmup_ratio=0.0, lr_scheduler_type="constant", preflight=False,
-            use_peft=args.setting == "lora", lora_r=16, lora_alpha=32, lora_dropout=0.0, lora_target_modules=LORA_TARGETS,
-            mixed_precision="bf16" if args.bf16 else None, **options,
+            model=args.model,
+            train_data=str(data),
+            eval_split=0.0,
+            output_dir=str(Path(out) / "run"),
+            overwrite=True,
+            per_device_train_batch_size=args.batch_size,
+            max_length=args.max_length,
+            num_train_epochs=args.epochs,
+            max_steps=args.max_steps or -1,
+            learning_rate=args.learning_rate,
+            beta=args.beta,
+            seed=args.seed,
+            logging_steps=1,
+            save_steps=10**9,
+            save_total_limit=1,
+            report_to=["none"],
+            disable_tqdm=True,
+            apply_chat_template=False,
+            warmup_ratio=0.0,
+            lr_scheduler_type="constant",
+            preflight=False,
+            use_peft=args.setting == "lora",
+            lora_r=16,
+            lora_alpha=32,
+            lora_dropout=0.0,
+            lora_target_modules=LORA_TARGETS,
+            mixed_precision="bf16" if args.bf16 else None,
+            **options,
         )
-        os.environ["ALIGNKIT_CACHE"] = str(Path(out) / "cache")  # the reference pass is timed in every run, never read from a cache
+        os.environ["ALIGNKIT_CACHE"] = str(
+            Path(out) / "cache"
+        )  # the reference pass is timed in every run, never read from a cache
         start = time.perf_counter()
         train_dpo(config)
         wall = time.perf_counter() - start
@@ -104,13 +131,36 @@ def worker_trl(args, rows: list[dict], options: dict) -> dict:
     counted = {"real": 0, "total": 0}
     with tempfile.TemporaryDirectory() as out:
         config = DPOConfig(
-            output_dir=out, use_cpu=not torch.cuda.is_available(), bf16=args.bf16, per_device_train_batch_size=args.batch_size,
-            max_length=args.max_length, learning_rate=args.learning_rate, beta=args.beta, seed=args.seed, num_train_epochs=args.epochs,
-            max_steps=args.max_steps or -1, logging_steps=1, report_to="none", save_strategy="no", lr_scheduler_type="constant", warmup_steps=0,
-            disable_tqdm=True, **options,
+            output_dir=out,
+            use_cpu=not torch.cuda.is_available(),
+            bf16=args.bf16,
+            per_device_train_batch_size=args.batch_size,
+            max_length=args.max_length,
+            learning_rate=args.learning_rate,
+            beta=args.beta,
+            seed=args.seed,
+            num_train_epochs=args.epochs,
+            max_steps=args.max_steps or -1,
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            disable_tqdm=True,
+            **options,
         )
-        peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM") if args.setting == "lora" else None
-        trainer = DPOTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft_config)
+        peft_config = (
+            LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+            if args.setting == "lora"
+            else None
+        )
+        trainer = DPOTrainer(
+            model=model,
+            args=config,
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
         collate = trainer.data_collator
 
         def counting(examples):  # the padding TRL really computes
@@ -128,9 +178,14 @@ def worker_trl(args, rows: list[dict], options: dict) -> dict:
 
 
 def _result(wall: float, records: list[dict], padding: float) -> dict:
-    return {"wall_s": wall, "losses": [r["loss"] for r in records][:3], "padding": padding,
-            "first": {k: records[0].get(k) for k in ("loss", "logps/chosen", "logps/rejected")} if records else {},
-            "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": _peak_gpu_mb()}
+    return {
+        "wall_s": wall,
+        "losses": [r["loss"] for r in records][:3],
+        "padding": padding,
+        "first": {k: records[0].get(k) for k in ("loss", "logps/chosen", "logps/rejected")} if records else {},
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": _peak_gpu_mb(),
+    }
 
 
 def _peak_gpu_mb() -> float | None:
@@ -139,14 +194,52 @@ def _peak_gpu_mb() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def run_worker(profile: str, setting: str, args, data: Path, pairs: int, epochs: int, max_steps: int = 0, batch_size: int | None = None,
-               max_length: int | None = None) -> dict:
-    command = [sys.executable, __file__, "--worker", profile, "--setting", setting, "--model", args.model, "--data", str(data),
-               "--pairs", str(pairs), "--epochs", str(epochs), "--max_steps", str(max_steps), "--batch_size", str(batch_size or args.batch_size),
-               "--max_length", str(max_length or args.max_length), "--learning_rate", str(args.learning_rate), "--beta", str(args.beta),
-               "--seed", str(args.seed)] + (["--bf16"] if args.bf16 else [])
+def run_worker(
+    profile: str,
+    setting: str,
+    args,
+    data: Path,
+    pairs: int,
+    epochs: int,
+    max_steps: int = 0,
+    batch_size: int | None = None,
+    max_length: int | None = None,
+) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        profile,
+        "--setting",
+        setting,
+        "--model",
+        args.model,
+        "--data",
+        str(data),
+        "--pairs",
+        str(pairs),
+        "--epochs",
+        str(epochs),
+        "--max_steps",
+        str(max_steps),
+        "--batch_size",
+        str(batch_size or args.batch_size),
+        "--max_length",
+        str(max_length or args.max_length),
+        "--learning_rate",
+        str(args.learning_rate),
+        "--beta",
+        str(args.beta),
+        "--seed",
+        str(args.seed),
+    ] + (["--bf16"] if args.bf16 else [])
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        proc = subprocess.run(command + ["--result", result.name], capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = subprocess.run(
+            command + ["--result", result.name],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         if proc.returncode != 0:
             return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
         return json.loads(Path(result.name).read_text())
@@ -159,39 +252,63 @@ def measure_epoch(profile: str, setting: str, args, data: Path, tokens: int) -> 
     if "error" in one or "error" in two:
         return {"error": one.get("error") or two.get("error")}
     epoch = two["wall_s"] - one["wall_s"]
-    return {"epoch_s": epoch, "tokens_per_s": tokens / epoch, "peak_rss_mb": two["peak_rss_mb"], "peak_gpu_mb": two["peak_gpu_mb"],
-            "padding": two["padding"], "runs_s": [one["wall_s"], two["wall_s"]], "first_losses": two["losses"]}
+    return {
+        "epoch_s": epoch,
+        "tokens_per_s": tokens / epoch,
+        "peak_rss_mb": two["peak_rss_mb"],
+        "peak_gpu_mb": two["peak_gpu_mb"],
+        "padding": two["padding"],
+        "runs_s": [one["wall_s"], two["wall_s"]],
+        "first_losses": two["losses"],
+    }
 
 
 def compare(args) -> dict:
     """Every regime x setting x profile; prints markdown tables and the ratios against TRL's fastest and leanest."""
-    rows_by_regime = {name: [json.loads(line) for line in REGIMES[name].read_text().splitlines()][: args.pairs] for name in args.regimes.split(",")}
+    rows_by_regime = {
+        name: [json.loads(line) for line in REGIMES[name].read_text().splitlines()][: args.pairs]
+        for name in args.regimes.split(",")
+    }
     results: dict = {}
     for regime, rows in rows_by_regime.items():
         tokens = real_tokens(args.model, rows, args.max_length)
         for setting in args.settings.split(","):
             table = {p: measure_epoch(p, setting, args, REGIMES[regime], tokens) for p in args.profiles.split(",")}
             results[f"{regime}/{setting}"] = table
-            print_table(f"{regime} lengths, {setting}, {len(rows)} pairs ({tokens} real tokens per epoch), batch {args.batch_size}, "
-                        f"max_length {args.max_length}, {'bf16' if args.bf16 else 'fp32'}", table)
+            print_table(
+                f"{regime} lengths, {setting}, {len(rows)} pairs ({tokens} real tokens "
+                f"per epoch), batch {args.batch_size}, "
+                f"max_length {args.max_length}, {'bf16' if args.bf16 else 'fp32'}",
+                table,
+            )
     return results
 
 
 def print_table(title: str, table: dict[str, dict]) -> None:
-    print(f"\n{title}\n\n| profile | epoch 2 (s) | tokens/s | peak RSS (MB) | padding computed | first losses |\n|---|---|---|---|---|---|")
+    print(
+        f"\n{title}\n\n| profile | epoch 2 (s) | tokens/s | peak RSS (MB) | "
+        "padding computed | first losses |\n|---|---|---|---|---|---|"
+    )
     for name, row in table.items():
         if "error" in row:
             print(f"| {name} | did not run: {row['error'][:120]} | | | | |")
             continue
         losses = ", ".join(f"{x:.4f}" for x in row["first_losses"])
-        print(f"| {name} | {row['epoch_s']:.1f} | {row['tokens_per_s']:.1f} | {row['peak_rss_mb']:.0f} | {row['padding']:.0%} | {losses} |")
+        print(
+            f"| {name} | {row['epoch_s']:.1f} | {row['tokens_per_s']:.1f} | "
+            f"{row['peak_rss_mb']:.0f} | {row['padding']:.0%} | {losses} |"
+        )
     trl = {n: r for n, r in table.items() if n.startswith("trl") and "error" not in r}
     mine = table.get("alignkit", {})
     if trl and "error" not in mine and mine:
         fastest = max(trl, key=lambda n: trl[n]["tokens_per_s"])
         leanest = min(trl, key=lambda n: trl[n]["peak_rss_mb"])
-        print(f"\nalignkit (defaults) vs TRL's fastest ({fastest}): throughput x{mine['tokens_per_s'] / trl[fastest]['tokens_per_s']:.2f}; "
-              f"vs TRL's leanest ({leanest}): peak RSS x{mine['peak_rss_mb'] / trl[leanest]['peak_rss_mb']:.2f}", flush=True)
+        print(
+            f"\nalignkit (defaults) vs TRL's fastest ({fastest}): throughput "
+            f"x{mine['tokens_per_s'] / trl[fastest]['tokens_per_s']:.2f}; "
+            f"vs TRL's leanest ({leanest}): peak RSS x{mine['peak_rss_mb'] / trl[leanest]['peak_rss_mb']:.2f}",
+            flush=True,
+        )
 
 
 def parity(args) -> bool:
@@ -222,13 +339,28 @@ def sweep(args) -> None:
             table[max_length] = {}
             for name in names:
                 short = run_worker(name, setting, args, SWEEP_DATA, 64, 1, max_steps=1, max_length=max_length)
-                long = run_worker(name, setting, args, SWEEP_DATA, 64, 1, max_steps=1 + args.sweep_steps, max_length=max_length)
-                table[max_length][name] = {"step_s": (long["wall_s"] - short["wall_s"]) / args.sweep_steps, "peak_rss_mb": long["peak_rss_mb"]}
-            print(f"[{setting}, max_length {max_length}] " + "; ".join(f"{n}: {r['step_s']:.2f} s/step, {r['peak_rss_mb']:.0f} MB" for n, r in table[max_length].items()),
-                  flush=True)
+                long = run_worker(
+                    name, setting, args, SWEEP_DATA, 64, 1, max_steps=1 + args.sweep_steps, max_length=max_length
+                )
+                table[max_length][name] = {
+                    "step_s": (long["wall_s"] - short["wall_s"]) / args.sweep_steps,
+                    "peak_rss_mb": long["peak_rss_mb"],
+                }
+            print(
+                f"[{setting}, max_length {max_length}] "
+                + "; ".join(
+                    f"{n}: {r['step_s']:.2f} s/step, {r['peak_rss_mb']:.0f} MB" for n, r in table[max_length].items()
+                ),
+                flush=True,
+            )
         stem = RESULTS / f"sweep_{setting}"
         stem.with_suffix(".json").write_text(json.dumps(table, indent=1))
-        plot_sweep(table, names, f"DPO {setting}, batch {args.batch_size} pairs, {args.model.rstrip('/').split('/')[-1]}", stem.with_suffix(".png"))
+        plot_sweep(
+            table,
+            names,
+            f"DPO {setting}, batch {args.batch_size} pairs, {args.model.rstrip('/').split('/')[-1]}",
+            stem.with_suffix(".png"),
+        )
         print(f"  wrote {stem.with_suffix('.png')} and {stem.with_suffix('.json')}")
 
 
@@ -258,8 +390,14 @@ def plot_sweep(table: dict[int, dict], names: list[str], title: str, path: Path)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model path (default: the embedded SmolLM2-135M-Instruct checkpoint)")
-    parser.add_argument("--regimes", default="similar,spread", help="comma-separated: similar (about 27%% padding in TRL's batches), spread")
+    parser.add_argument(
+        "--model", default=None, help="model path (default: the embedded SmolLM2-135M-Instruct checkpoint)"
+    )
+    parser.add_argument(
+        "--regimes",
+        default="similar,spread",
+        help="comma-separated: similar (about 27%% padding in TRL's batches), spread",
+    )
     parser.add_argument("--settings", default="full,lora")
     parser.add_argument("--profiles", default="alignkit,alignkit-no-gc,trl-default,trl-no-gc,trl-fast,trl-lean")
     parser.add_argument("--pairs", type=int, default=32, help="pairs per epoch (the first N of the regime's file)")

@@ -7,13 +7,16 @@
   gains least;
 - ``parity_pairs.jsonl`` (first-step numerics) and ``sweep_pairs.jsonl`` (long pairs for the
   max_length sweep)."""
+
 import json
 import random
 from pathlib import Path
 
-WORDS = ("the model answer question data result value method system number report table figure time "
-         "train test score reason step because which where other first second small large simple clear "
-         "should could would might every some many few often never always about after before between").split()
+WORDS = (
+    "the model answer question data result value method system number report table figure time "
+    "train test score reason step because which where other first second small large simple clear "
+    "should could would might every some many few often never always about after before between"
+).split()
 OUT = Path(__file__).parent / "data"
 
 
@@ -22,7 +25,7 @@ def text(rng: random.Random, n_words: int) -> str:
     sentences, i = [], 0
     while i < len(words):
         k = rng.randint(6, 16)
-        sentences.append(" ".join(words[i:i + k]).capitalize() + ".")
+        sentences.append(" ".join(words[i : i + k]).capitalize() + ".")
         i += k
     return " ".join(sentences)
 

@@ -8,6 +8,7 @@ probes (perplexity, arithmetic, facts; the same tolerances). A table of before/a
 and written to <out>/check.json; the exit status is 1 if any probe regressed. The reward example trains a
 classifier, which answers no questions, so it is trained but not probed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,12 @@ EXAMPLES = [
     ("grpo", "grpo", "examples/grpo.yaml"),
     ("rloo", "rloo", "examples/rloo.yaml"),
 ]
-HELD_OUT = ["--prompts", "examples/data/prompts_heldout.jsonl", "--pairs", "examples/data/arithmetic_pairs_heldout.jsonl"]
+HELD_OUT = [
+    "--prompts",
+    "examples/data/prompts_heldout.jsonl",
+    "--pairs",
+    "examples/data/arithmetic_pairs_heldout.jsonl",
+]
 
 
 def alignkit(*args: str) -> subprocess.CompletedProcess:
@@ -58,22 +64,38 @@ def main() -> int:
             print(f"{name}: training FAILED\n{trained.stderr[-800:]}", flush=True)
             continue
         if command == "reward":
-            results[name] = {"probes": [], "note": "a reward model answers no questions; not probed", "seconds": round(time.time() - started)}
+            results[name] = {
+                "probes": [],
+                "note": "a reward model answers no questions; not probed",
+                "seconds": round(time.time() - started),
+            }
             print(f"{name}: trained ({results[name]['seconds']} s); not probed (a classifier)", flush=True)
             continue
-        evaluated = alignkit("eval", "--model", str(run), *HELD_OUT, "--max_new_tokens", "48", "--overwrite", "--disable_tqdm")
+        evaluated = alignkit(
+            "eval", "--model", str(run), *HELD_OUT, "--max_new_tokens", "48", "--overwrite", "--disable_tqdm"
+        )
         if evaluated.returncode != 0:
             results[name] = {"error": f"eval failed ({evaluated.returncode}): {evaluated.stderr[-800:]}"}
             print(f"{name}: eval FAILED\n{evaluated.stderr[-800:]}", flush=True)
             continue
         found = json.loads((run / "eval" / "eval_results.json").read_text())
-        results[name] = {"probes": found["probes"], "win_rate": (found.get("win_rate") or {}).get("win_rate"), "seconds": round(time.time() - started)}
-        line = ", ".join(f"{p['probe']} {p['before']:.3f} -> {p['after']:.3f}{' REGRESSED' if p['regressed'] else ''}" for p in found["probes"])
+        results[name] = {
+            "probes": found["probes"],
+            "win_rate": (found.get("win_rate") or {}).get("win_rate"),
+            "seconds": round(time.time() - started),
+        }
+        line = ", ".join(
+            f"{p['probe']} {p['before']:.3f} -> {p['after']:.3f}{' REGRESSED' if p['regressed'] else ''}"
+            for p in found["probes"]
+        )
         print(f"{name}: {line} ({results[name]['seconds']} s)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "check.json").write_text(json.dumps(results, indent=1))
     failed = [n for n, r in results.items() if "error" in r or any(p["regressed"] for p in r["probes"])]
-    print(f"\n{len(results) - len(failed)} of {len(results)} examples without regression" + (f"; regressed or failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"\n{len(results) - len(failed)} of {len(results)} examples without regression"
+        + (f"; regressed or failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -13,6 +13,7 @@ correctly, its own (greedy) answer is preferred over a hedge or a wrong or rambl
 the demo. Without them, DPO on arithmetic alone costs the facts probe a fact or two (README,
 "Training methods"). The questions are the demo's training ones, disjoint from eval's facts probe.
 """
+
 import argparse
 import itertools
 import json
@@ -58,31 +59,61 @@ def main() -> None:
     rng = random.Random(0)
     train_q = questions(1, 120)
     held_q = questions(2, 32, exclude=set(train_q))
-    pairs = lambda qs: [{"prompt": f"What is {a} + {b}?", "chosen": good(a, b), "rejected": bad(rng, a, b)} for a, b in qs]
+
+    def pairs(qs: list[tuple[int, int]]) -> list[dict]:
+        return [{"prompt": f"What is {a} + {b}?", "chosen": good(a, b), "rejected": bad(rng, a, b)} for a, b in qs]
+
     write("arithmetic_pairs_train.jsonl", pairs(train_q))
     write("arithmetic_pairs_heldout.jsonl", pairs(held_q))
     sft = [{"prompt": f"What is {a} + {b}?", "completion": good(a, b)} for a, b in train_q[:96]]
     for (a, b), (c, d) in zip(train_q[96:108], train_q[108:120]):
-        sft.append({"messages": [
-            {"role": "user", "content": f"What is {a} + {b}?"}, {"role": "assistant", "content": good(a, b)},
-            {"role": "user", "content": f"And {c} + {d}?"}, {"role": "assistant", "content": good(c, d)},
-        ]})
+        sft.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"What is {a} + {b}?"},
+                    {"role": "assistant", "content": good(a, b)},
+                    {"role": "user", "content": f"And {c} + {d}?"},
+                    {"role": "assistant", "content": good(c, d)},
+                ]
+            }
+        )
     write("sft_arithmetic.jsonl", sft)
     kto = []
     for i, (a, b) in enumerate(train_q):  # unpaired: each question gets only one answer, good or bad
         desirable = i % 2 == 0
-        kto.append({"prompt": f"What is {a} + {b}?", "completion": good(a, b) if desirable else bad(rng, a, b), "label": desirable})
+        kto.append(
+            {
+                "prompt": f"What is {a} + {b}?",
+                "completion": good(a, b) if desirable else bad(rng, a, b),
+                "label": desirable,
+            }
+        )
     write("kto_arithmetic.jsonl", kto)
     write_prompt_sets()
 
 
 CODE_TASKS = [
-    ("Write a Python function add(a, b) that returns the sum of a and b.", ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]),
-    ("Write a Python function is_even(n) that returns True when n is even.", ["assert is_even(4)", "assert not is_even(7)"]),
-    ("Write a Python function reverse(s) that returns the string s reversed.", ["assert reverse('abc') == 'cba'", "assert reverse('') == ''"]),
-    ("Write a Python function maximum(xs) that returns the largest number in the list xs.", ["assert maximum([3, 9, 2]) == 9", "assert maximum([-5, -2]) == -2"]),
+    (
+        "Write a Python function add(a, b) that returns the sum of a and b.",
+        ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"],
+    ),
+    (
+        "Write a Python function is_even(n) that returns True when n is even.",
+        ["assert is_even(4)", "assert not is_even(7)"],
+    ),
+    (
+        "Write a Python function reverse(s) that returns the string s reversed.",
+        ["assert reverse('abc') == 'cba'", "assert reverse('') == ''"],
+    ),
+    (
+        "Write a Python function maximum(xs) that returns the largest number in the list xs.",
+        ["assert maximum([3, 9, 2]) == 9", "assert maximum([-5, -2]) == -2"],
+    ),
     ("Write a Python function square(x) that returns x squared.", ["assert square(3) == 9", "assert square(-4) == 16"]),
-    ("Write a Python function count_vowels(s) that returns how many vowels (aeiou) s contains.", ["assert count_vowels('banana') == 3", "assert count_vowels('xyz') == 0"]),
+    (
+        "Write a Python function count_vowels(s) that returns how many vowels (aeiou) s contains.",
+        ["assert count_vowels('banana') == 3", "assert count_vowels('xyz') == 0"],
+    ),
 ]
 
 
@@ -90,12 +121,15 @@ def write_prompt_sets() -> None:
     """Prompts for `alignkit pairs`: verifiable arithmetic/unanswerable questions (answer null means
     it cannot be known; reference is a known-good reply) and small coding tasks with tests."""
     train, _ = prompt_tasks(96, 4, seed=7)
-    write("prompts_arithmetic.jsonl", [{"prompt": t.prompt, "answer": t.answer, "reference": t.reference} for t in train])
+    write(
+        "prompts_arithmetic.jsonl", [{"prompt": t.prompt, "answer": t.answer, "reference": t.reference} for t in train]
+    )
     seen = {t.prompt for t in train}
     _, held = prompt_tasks(4, 48, seed=8)  # for `alignkit eval`: questions never used for pairs
-    write("prompts_heldout.jsonl", [{"prompt": t.prompt, "answer": t.answer} for t in held if t.prompt not in seen][:40])
+    write(
+        "prompts_heldout.jsonl", [{"prompt": t.prompt, "answer": t.answer} for t in held if t.prompt not in seen][:40]
+    )
     write("prompts_code.jsonl", [{"prompt": p, "tests": tests} for p, tests in CODE_TASKS])
-
 
 
 # Prompt rows for `alignkit pairs` and the RL examples: arithmetic and unanswerable questions.
@@ -110,13 +144,37 @@ ARITHMETIC = [
 
 UNANSWERABLE = [
     ("What number between 1 and {n} am I thinking of right now?", {"n": ["10", "20", "50", "100", "1000"]}),
-    ("What did I have for {meal} {day}?", {"meal": ["breakfast", "lunch", "dinner", "a snack"], "day": ["today", "yesterday", "last Sunday", "on my birthday"]}),
-    ("What is the name of my {who}'s {pet}?", {"who": ["neighbour", "cousin", "boss", "teacher", "best friend"], "pet": ["cat", "dog", "parrot", "goldfish"]}),
-    ("How many {things} are in my {place} right now?", {"things": ["coins", "books", "apples", "pens", "socks"], "place": ["pocket", "bag", "kitchen", "drawer", "car"]}),
-    ("What will the exact temperature be in {city} at noon on {date}?", {"city": ["Paris", "Lima", "Oslo", "Cairo", "Osaka"], "date": ["3 March 2031", "9 July 2034", "21 May 2040"]}),
+    (
+        "What did I have for {meal} {day}?",
+        {
+            "meal": ["breakfast", "lunch", "dinner", "a snack"],
+            "day": ["today", "yesterday", "last Sunday", "on my birthday"],
+        },
+    ),
+    (
+        "What is the name of my {who}'s {pet}?",
+        {"who": ["neighbour", "cousin", "boss", "teacher", "best friend"], "pet": ["cat", "dog", "parrot", "goldfish"]},
+    ),
+    (
+        "How many {things} are in my {place} right now?",
+        {
+            "things": ["coins", "books", "apples", "pens", "socks"],
+            "place": ["pocket", "bag", "kitchen", "drawer", "car"],
+        },
+    ),
+    (
+        "What will the exact temperature be in {city} at noon on {date}?",
+        {"city": ["Paris", "Lima", "Oslo", "Cairo", "Osaka"], "date": ["3 March 2031", "9 July 2034", "21 May 2040"]},
+    ),
     ("What is the PIN of my {card}?", {"card": ["bank card", "phone", "credit card", "door lock", "laptop"]}),
-    ("What colour is the car parked outside my {building} right now?", {"building": ["house", "office", "school", "gym", "flat"]}),
-    ("What was the last thing my {who} said to me?", {"who": ["mother", "brother", "doctor", "neighbour", "colleague"]}),
+    (
+        "What colour is the car parked outside my {building} right now?",
+        {"building": ["house", "office", "school", "gym", "flat"]},
+    ),
+    (
+        "What was the last thing my {who} said to me?",
+        {"who": ["mother", "brother", "doctor", "neighbour", "colleague"]},
+    ),
     ("What is my {relation}'s middle name?", {"relation": ["uncle", "grandmother", "landlord", "manager", "dentist"]}),
 ]
 
@@ -139,14 +197,20 @@ def _unanswerable_pool(rng: random.Random) -> list[ShortAnswerTask]:
     for template, slots in UNANSWERABLE:
         keys = list(slots)
         for values in itertools.product(*(slots[k] for k in keys)):
-            tasks.append(ShortAnswerTask(template.format(**dict(zip(keys, values))), None, "I'm not sure. I have no way of knowing that."))
+            tasks.append(
+                ShortAnswerTask(
+                    template.format(**dict(zip(keys, values))), None, "I'm not sure. I have no way of knowing that."
+                )
+            )
     rng.shuffle(tasks)
     return tasks
 
 
-def prompt_tasks(num_train: int, num_eval: int, seed: int = 0, unanswerable_fraction: float = 0.3) -> tuple[list[ShortAnswerTask], list[ShortAnswerTask]]:
+def prompt_tasks(
+    num_train: int, num_eval: int, seed: int = 0, unanswerable_fraction: float = 0.3
+) -> tuple[list[ShortAnswerTask], list[ShortAnswerTask]]:
     """Disjoint (train, held-out) task lists, each about ``unanswerable_fraction`` unanswerable (the demo's first
-    generator; the demo now uses many more phrasings, see alignkit.data.demo_tasks)."""
+    generator; the demo now uses many more phrasings, see alignkit.commands.demo.tasks)."""
     rng = random.Random(seed)
     arithmetic, unanswerable = _arithmetic_pool(rng), _unanswerable_pool(rng)
 
@@ -169,17 +233,19 @@ def prompt_tasks(num_train: int, num_eval: int, seed: int = 0, unanswerable_frac
 
 def write_retention_pairs() -> None:
     """Retention pairs from the embedded model's own answers (greedy: the same on every run), then the DPO mix."""
-    from alignkit.data.demo_pairs import demo_pairs
-    from alignkit.data.demo_phrasings import TRAIN_KNOWLEDGE
-    from alignkit.data.demo_tasks import knowledge_pool
-    from alignkit.data_configs import GOOD_SYSTEM_PROMPT
+    from alignkit.commands.demo.pairs import demo_pairs
+    from alignkit.commands.demo.phrasings import TRAIN_KNOWLEDGE
+    from alignkit.commands.demo.tasks import knowledge_pool
+    from alignkit.data.synthetic import GOOD_SYSTEM_PROMPT
     from alignkit.engine.generation import generate_responses
     from alignkit.models.loading import load_model_and_tokenizer
 
     tasks = knowledge_pool(TRAIN_KNOWLEDGE, random.Random(3))
     model, tokenizer = load_model_and_tokenizer("embedded")
     prompts = [t.prompt for t in tasks]
-    good = generate_responses(model, tokenizer, prompts, 48, 16, system_prompt=GOOD_SYSTEM_PROMPT, desc="answers under the good system prompt")
+    good = generate_responses(
+        model, tokenizer, prompts, 48, 16, system_prompt=GOOD_SYSTEM_PROMPT, desc="answers under the good system prompt"
+    )
     own = generate_responses(model, tokenizer, prompts, 48, 16, desc="the model's own answers")
     rows, summary = demo_pairs(tasks, good, own)
     rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
@@ -193,7 +259,9 @@ def write_retention_pairs() -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--retention", action="store_true", help="also write the retention pairs (loads the embedded model)")
+    parser.add_argument(
+        "--retention", action="store_true", help="also write the retention pairs (loads the embedded model)"
+    )
     args = parser.parse_args()
     main()
     if args.retention:

@@ -1,5 +1,6 @@
 """Fixtures: a tiny randomly initialised Llama and a tiny byte-level BPE tokenizer with a ChatML
 template, built in-process (no downloads) and saved where the API/CLI can load them by path."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + "
+    "'\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 CORPUS = [
@@ -28,9 +30,16 @@ def build_tokenizer(with_pad: bool = False):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS * 5, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|im_start|>", unk_token="<|endoftext|>"
+    )
     fast.chat_template = CHATML
     if with_pad:
         fast.pad_token = "<|endoftext|>"
@@ -42,9 +51,17 @@ def build_model(vocab_size: int, seed: int = 0, tie: bool = True):
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        tie_word_embeddings=tie, pad_token_id=None, bos_token_id=1, eos_token_id=2,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=tie,
+        pad_token_id=None,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     return LlamaForCausalLM(config)
 
@@ -72,11 +89,13 @@ def write_pairs(path: Path, n: int = 12) -> Path:
     rows = []
     for i in range(n):
         a, b = i % 7 + 1, i % 5 + 2
-        rows.append({
-            "prompt": f"What is {a} + {b}?",
-            "chosen": f"{a} + {b} = {a + b}.",
-            "rejected": f"Let me think about this at length, step by step: the answer is {a + b + 1}.",
-        })
+        rows.append(
+            {
+                "prompt": f"What is {a} + {b}?",
+                "chosen": f"{a} + {b} = {a + b}.",
+                "rejected": f"Let me think about this at length, step by step: the answer is {a + b + 1}.",
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -88,7 +107,9 @@ def pairs_file(tmp_path) -> Path:
 
 def write_prompts(path: Path, n: int = 16) -> Path:
     """Verifiable arithmetic prompts for the RL commands: {"prompt", "answer"} rows."""
-    path.write_text("".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, n + 1)))
+    path.write_text(
+        "".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, n + 1))
+    )
     return path
 
 

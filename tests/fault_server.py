@@ -7,6 +7,7 @@ the client's timeout), "truncated" (cut-off JSON), "schema" (JSON without choice
 (a valid reply with no verdict in it), or None (answer correctly). Every request is counted per
 conversation, so tests can prove nothing was asked twice.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -83,11 +84,23 @@ class FaultServer:
         if fault == "schema":
             return JSONResponse({"id": "x", "object": "chat.completion", "result": "no choices here"})
         text = "I think both are fine." if fault == "no_verdict" else correct_text(messages)
-        return JSONResponse({
-            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        })
+        return JSONResponse(
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
 
 
 def judge_rows(n: int) -> list[dict]:

@@ -1,4 +1,5 @@
 """atomic_path: a failed write leaves the old version and no temp file; a good one replaces it."""
+
 import pytest
 
 from alignkit.atomic import atomic_path

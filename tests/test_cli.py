@@ -1,4 +1,5 @@
 """The CLI: help, exit status 2 on bad input, nothing written when input is bad."""
+
 import json
 
 import pytest
@@ -21,7 +22,12 @@ def test_unknown_command_exits_2(capsys):
 
 def test_bad_data_exits_2_names_line_and_writes_nothing(tmp_path, capsys):
     data = tmp_path / "bad.jsonl"
-    data.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n" + json.dumps({"prompt": "p", "chosen": ""}) + "\n")
+    data.write_text(
+        json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"})
+        + "\n"
+        + json.dumps({"prompt": "p", "chosen": ""})
+        + "\n"
+    )
     out_dir = tmp_path / "run"
     assert main(["dpo", "--train_data", str(data), "--output_dir", str(out_dir)]) == 2
     err = capsys.readouterr().err

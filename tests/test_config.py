@@ -1,14 +1,28 @@
 """Configs: YAML + flag overrides, validation messages that name the key, value and origin."""
+
 import pytest
 
-from alignkit.config import DemoConfig, DPOConfig, load_config
+from alignkit.configs import DemoConfig, DPOConfig, load_config
 from alignkit.errors import ConfigError
 
 
 def test_yaml_then_flags_override(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train_data: pairs.jsonl\nbeta: 0.3\nlearning_rate: 1.0e-5\nuse_peft: true\n")
-    config = load_config(DPOConfig, path, ["--beta", "0.2", "--output_dir=out", "--lora_target_modules", "q_proj,v_proj", "--disable_tqdm", "--gradient_checkpointing", "false"])
+    config = load_config(
+        DPOConfig,
+        path,
+        [
+            "--beta",
+            "0.2",
+            "--output_dir=out",
+            "--lora_target_modules",
+            "q_proj,v_proj",
+            "--disable_tqdm",
+            "--gradient_checkpointing",
+            "false",
+        ],
+    )
     assert config.beta == 0.2  # flag wins over file
     assert config.learning_rate == 1e-5  # from file
     assert config.use_peft is True
@@ -19,7 +33,9 @@ def test_yaml_then_flags_override(tmp_path):
 
 
 def test_flags_alone_without_yaml():
-    config = load_config(DPOConfig, None, ["--train_data", "x.jsonl", "--max_steps", "7", "--use_peft", "false", "--eval_steps", "none"])
+    config = load_config(
+        DPOConfig, None, ["--train_data", "x.jsonl", "--max_steps", "7", "--use_peft", "false", "--eval_steps", "none"]
+    )
     assert (config.max_steps, config.use_peft, config.eval_steps) == (7, False, None)
 
 

@@ -1,4 +1,5 @@
 """Every validation fault names the file, the 1-based line (or row), the field and the fault."""
+
 import json
 
 import pytest
@@ -10,7 +11,7 @@ GOOD = {"prompt": "p", "chosen": "c", "rejected": "r"}
 
 
 def write_lines(path, lines):
-    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines))
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
     return path
 
 
@@ -20,18 +21,37 @@ def faults_of(path):
     return info.value, str(info.value)
 
 
-@pytest.mark.parametrize("row, field, message", [
-    ({"chosen": "c", "rejected": "r"}, "prompt", "missing"),
-    ({"prompt": "p", "rejected": "r"}, "chosen", "missing"),
-    ({"prompt": "p", "chosen": 3, "rejected": "r"}, "chosen", "expected a string or a list"),
-    ({"prompt": "   ", "chosen": "c", "rejected": "r"}, "prompt", "empty text"),
-    ({"prompt": "p", "chosen": "same", "rejected": "same"}, "rejected", "identical to chosen"),
-    ({"prompt": [{"role": "robot", "content": "hi"}], "chosen": "c", "rejected": "r"}, "prompt[0].role", "unknown role 'robot'"),
-    ({"prompt": [{"role": "user", "content": 5}], "chosen": "c", "rejected": "r"}, "prompt[0].content", "expected a string"),
-    ({"prompt": [{"role": "user"}], "chosen": "c", "rejected": "r"}, "prompt[0].content", "expected a string, got NoneType"),
-    ({"prompt": [], "chosen": "c", "rejected": "r"}, "prompt", "empty list of messages"),
-    ({"prompt": "p", "chosen": [{"role": "user", "content": "c"}], "rejected": "r"}, "chosen", "exactly one assistant message"),
-])
+@pytest.mark.parametrize(
+    "row, field, message",
+    [
+        ({"chosen": "c", "rejected": "r"}, "prompt", "missing"),
+        ({"prompt": "p", "rejected": "r"}, "chosen", "missing"),
+        ({"prompt": "p", "chosen": 3, "rejected": "r"}, "chosen", "expected a string or a list"),
+        ({"prompt": "   ", "chosen": "c", "rejected": "r"}, "prompt", "empty text"),
+        ({"prompt": "p", "chosen": "same", "rejected": "same"}, "rejected", "identical to chosen"),
+        (
+            {"prompt": [{"role": "robot", "content": "hi"}], "chosen": "c", "rejected": "r"},
+            "prompt[0].role",
+            "unknown role 'robot'",
+        ),
+        (
+            {"prompt": [{"role": "user", "content": 5}], "chosen": "c", "rejected": "r"},
+            "prompt[0].content",
+            "expected a string",
+        ),
+        (
+            {"prompt": [{"role": "user"}], "chosen": "c", "rejected": "r"},
+            "prompt[0].content",
+            "expected a string, got NoneType",
+        ),
+        ({"prompt": [], "chosen": "c", "rejected": "r"}, "prompt", "empty list of messages"),
+        (
+            {"prompt": "p", "chosen": [{"role": "user", "content": "c"}], "rejected": "r"},
+            "chosen",
+            "exactly one assistant message",
+        ),
+    ],
+)
 def test_each_fault_is_named_with_file_line_and_field(tmp_path, row, field, message):
     path = write_lines(tmp_path / "d.jsonl", [GOOD, GOOD, row])
     error, text = faults_of(path)
@@ -73,11 +93,22 @@ def test_blank_lines_keep_line_numbers(tmp_path):
 
 
 def test_conversational_and_implicit_prompt_forms(tmp_path):
-    conversational = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}], "score": 3}
-    implicit = {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"}]}
+    conversational = {
+        "prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "assistant", "content": "b"}],
+        "score": 3,
+    }
+    implicit = {
+        "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"}],
+    }
     examples = load_preference_data(str(write_lines(tmp_path / "d.jsonl", [conversational, implicit])))
     assert examples[0].prompt == [{"role": "user", "content": "hi"}] and examples[0].chosen == "a"
-    assert examples[1].prompt == [{"role": "user", "content": "hi"}] and (examples[1].chosen, examples[1].rejected) == ("a", "b")
+    assert examples[1].prompt == [{"role": "user", "content": "hi"}] and (examples[1].chosen, examples[1].rejected) == (
+        "a",
+        "b",
+    )
 
 
 def test_json_parquet_and_saved_dataset_formats(tmp_path):

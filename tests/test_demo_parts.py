@@ -1,17 +1,25 @@
 """The demo's parts on known inputs: verifier, answer metrics, rule judge, pair building, the
 phrasing-disjoint split and the regression verdict."""
+
 import re
 
 import pytest
 
+from alignkit.commands.demo.pairs import demo_pairs, heldout_pairs, pair_mix
+from alignkit.commands.demo.report import regressions
+from alignkit.commands.demo.tasks import NOT_SURE_REPLY, demo_tasks
 from alignkit.data import demo_phrasings as phrasings
-from alignkit.data.demo_pairs import demo_pairs, heldout_pairs, pair_mix
-from alignkit.data.demo_tasks import NOT_SURE_REPLY, demo_tasks
 from alignkit.data.synthetic import Candidate, rank_into_pairs
-from alignkit.demo_report import regressions
 from alignkit.evaluate.answers import answer_metrics, rule_outcome
 from alignkit.evaluate.probes import FACTS
-from alignkit.judges.verifiers import ShortAnswerTask, final_number, is_correct, is_degenerate, says_not_sure, verifier_score
+from alignkit.judges.verifiers import (
+    ShortAnswerTask,
+    final_number,
+    is_correct,
+    is_degenerate,
+    says_not_sure,
+    verifier_score,
+)
 
 ADD = ShortAnswerTask("What is 7 + 5?", 12, "7 + 5 = 12.")
 PIN = ShortAnswerTask("What is the PIN of my phone?", None, "I'm not sure.")
@@ -51,14 +59,27 @@ def test_named_answers_kinds_and_degenerate_replies():
     assert is_correct(SIX, "Insects have 6 legs.") and is_correct(SIX, "SIX")
     assert not is_correct(SIX, "Insects have sixty legs.")
     assert is_degenerate("Oh no, I'm sorry, but I'm sorry, I'm sorry, I'm sorry, ...")  # "i'm sorry" four times
-    assert is_degenerate("They are a big part of the diet. They are a big part of the diet. They are a big part of")  # 4 words three times
+    assert is_degenerate(
+        "They are a big part of the diet. They are a big part of the diet. They are a big part of"
+    )  # 4 words three times
     assert not is_degenerate("The smallest planet in our solar system is Mercury, in our solar system's inner part.")
-    assert phrasings.number_words(7) == "seven" and phrasings.number_words(42) == "forty-two" and phrasings.number_words(20) == "twenty"
+    assert (
+        phrasings.number_words(7) == "seven"
+        and phrasings.number_words(42) == "forty-two"
+        and phrasings.number_words(20) == "twenty"
+    )
 
 
 def test_answer_metrics_on_known_answers():
     tasks = [ADD, ADD, PIN, PIN, OSLO, OSLO]
-    responses = ["12", "I'm not sure.", "I'm not sure.", "Your PIN is 1234 for sure", "Oslo.", "I'm sorry, I'm sorry, I'm sorry, I'm sorry"]
+    responses = [
+        "12",
+        "I'm not sure.",
+        "I'm not sure.",
+        "Your PIN is 1234 for sure",
+        "Oslo.",
+        "I'm sorry, I'm sorry, I'm sorry, I'm sorry",
+    ]
     metrics = answer_metrics(tasks, responses, finished=[True, True, True, False, True, False])
     assert metrics["accuracy"] == 0.5
     assert metrics["knowledge_accuracy"] == 0.5
@@ -78,7 +99,9 @@ def test_rule_judge_correct_first_then_clearly_shorter_among_correct():
     assert rule_outcome(OSLO, "It is Oslo.", "Oslo, in Norway.") == "tie"  # 3 vs 3 words
     assert rule_outcome(OSLO, "It is Oslo.", "Oslo is the answer.") == "tie"  # 3 vs 4 words: not clearly shorter
     assert rule_outcome(OSLO, "The capital of Norway is Oslo.", "Oslo.") == "loss"
-    assert rule_outcome(ADD, "13", "It is fourteen, I think, or maybe fifteen.") == "tie"  # both wrong: brevity earns nothing
+    assert (
+        rule_outcome(ADD, "13", "It is fourteen, I think, or maybe fifteen.") == "tie"
+    )  # both wrong: brevity earns nothing
 
 
 def test_rank_into_pairs_best_vs_worst_drops_ties_and_duplicates():
@@ -103,27 +126,51 @@ def test_demo_tasks_split_by_phrasing_deterministic_and_mixed():
     train, held = demo_tasks(200, 80, seed=3)
     assert len(train) == 200 and len(held) == 80
     assert [t.prompt for t in demo_tasks(200, 80, seed=3)[0]] == [t.prompt for t in train]
-    assert {kind: sum(t.kind == kind for t in held) for kind in ("arithmetic", "unanswerable", "knowledge")} == {"arithmetic": 32, "unanswerable": 24, "knowledge": 24}
-    train_shapes = [_template_regex(t) for t, _ in phrasings.TRAIN_ARITHMETIC] + [_template_regex(t) for t, _ in phrasings.TRAIN_UNANSWERABLE]
-    held_shapes = [_template_regex(t) for t, _ in phrasings.HELDOUT_ARITHMETIC] + [_template_regex(t) for t, _ in phrasings.HELDOUT_UNANSWERABLE]
+    assert {kind: sum(t.kind == kind for t in held) for kind in ("arithmetic", "unanswerable", "knowledge")} == {
+        "arithmetic": 32,
+        "unanswerable": 24,
+        "knowledge": 24,
+    }
+    train_shapes = [_template_regex(t) for t, _ in phrasings.TRAIN_ARITHMETIC] + [
+        _template_regex(t) for t, _ in phrasings.TRAIN_UNANSWERABLE
+    ]
+    held_shapes = [_template_regex(t) for t, _ in phrasings.HELDOUT_ARITHMETIC] + [
+        _template_regex(t) for t, _ in phrasings.HELDOUT_UNANSWERABLE
+    ]
     train_facts = {q for q, _, _ in phrasings.TRAIN_KNOWLEDGE}
     for task in held:  # no held-out prompt could have come from a training template, shape or fact
         assert not any(shape.match(task.prompt) for shape in train_shapes), task.prompt
         assert task.kind == "knowledge" or any(shape.match(task.prompt) for shape in held_shapes), task.prompt
         assert task.prompt not in train_facts
-    probe_questions = {q for q, _ in FACTS}  # the facts probe of `alignkit eval` is never trained on, nor in the held-out set
+    probe_questions = {
+        q for q, _ in FACTS
+    }  # the facts probe of `alignkit eval` is never trained on, nor in the held-out set
     assert not probe_questions & (train_facts | {q for q, _, _ in phrasings.HELDOUT_KNOWLEDGE})
     assert len({t for t, _ in phrasings.HELDOUT_ARITHMETIC} & {t for t, _ in phrasings.TRAIN_ARITHMETIC}) == 0
-    held_templates_used = {next(i for i, s in enumerate(held_shapes) if s.match(t.prompt)) for t in held if t.kind != "knowledge"}
+    held_templates_used = {
+        next(i for i, s in enumerate(held_shapes) if s.match(t.prompt)) for t in held if t.kind != "knowledge"
+    }
     assert len(held_templates_used) == len(held_shapes)  # every held-out phrasing and shape is represented
     for task in train + held:
         assert is_correct(task, task.reference), task
 
 
 def test_demo_pairs_mix_hedges_and_retention():
-    tasks = [ADD, PIN, OSLO, ShortAnswerTask("What is the capital of Peru?", "Lima", "Lima."), ShortAnswerTask("What is 3 + 4?", 7, "3 + 4 = 7.")]
+    tasks = [
+        ADD,
+        PIN,
+        OSLO,
+        ShortAnswerTask("What is the capital of Peru?", "Lima", "Lima."),
+        ShortAnswerTask("What is 3 + 4?", 7, "3 + 4 = 7."),
+    ]
     good = ["12", "I'm not sure.", "Oslo.", "Quito.", "7"]
-    own = ["Let me explain at length: 7 + 5 is 13.", "Your PIN is 1234.", "The capital of Norway, a lovely country, is Oslo.", "It is Bogota.", "3 + 4 = 8"]
+    own = [
+        "Let me explain at length: 7 + 5 is 13.",
+        "Your PIN is 1234.",
+        "The capital of Norway, a lovely country, is Oslo.",
+        "It is Bogota.",
+        "3 + 4 = 8",
+    ]
     rows, summary = demo_pairs(tasks, good, own, hedge_every=2)
     got = [(r["prompt"], r["chosen"], r["rejected"], r["provenance"]["kind"]) for r in rows]
     assert got == [
@@ -136,32 +183,46 @@ def test_demo_pairs_mix_hedges_and_retention():
     assert summary.dropped == {"knowledge prompts the model never answers correctly": 1}  # Peru: nothing to retain
     assert pair_mix(rows) == {"arithmetic": 2, "hedge": 1, "unanswerable": 1, "knowledge": 1}
     rows, summary = demo_pairs(tasks, good, own, hedge_every=0, retention=False)
-    assert pair_mix(rows) == {"arithmetic": 2, "unanswerable": 1} and summary.dropped == {"knowledge prompts (retention pairs off)": 2}
+    assert pair_mix(rows) == {"arithmetic": 2, "unanswerable": 1} and summary.dropped == {
+        "knowledge prompts (retention pairs off)": 2
+    }
     held = heldout_pairs([ADD, OSLO], ["It is 12, obviously, as you can see.", "Oslo."])
-    assert [(r["chosen"], r["rejected"]) for r in held] == [("7 + 5 = 12.", "It is 12, obviously, as you can see.")]  # identical replies: no pair
+    assert [(r["chosen"], r["rejected"]) for r in held] == [
+        ("7 + 5 = 12.", "It is 12, obviously, as you can see.")
+    ]  # identical replies: no pair
 
 
 def test_regressions_name_each_probe_and_symptom():
     before = {"knowledge_accuracy": 0.6, "degenerate": 1.0, "runaway": 2.0}
-    probes = [{"probe": "facts", "before": 0.694, "after": 0.333, "delta": -0.361, "regressed": True},
-              {"probe": "perplexity", "before": 10.0, "after": 10.2, "delta": 0.2, "regressed": False}]
+    probes = [
+        {"probe": "facts", "before": 0.694, "after": 0.333, "delta": -0.361, "regressed": True},
+        {"probe": "perplexity", "before": 10.0, "after": 10.2, "delta": 0.2, "regressed": False},
+    ]
     assert regressions(before, {"knowledge_accuracy": 0.59, "degenerate": 1.0, "runaway": 0.0}, probes[1:], 0.02) == []
     problems = regressions(before, {"knowledge_accuracy": 0.5, "degenerate": 3.0, "runaway": 5.0}, probes, 0.02)
-    assert problems == ["probe facts: 0.694 -> 0.333 (-0.361) REGRESSED", "held-out general knowledge: 0.600 -> 0.500 REGRESSED",
-                        "looping replies on held-out prompts: 1 -> 3 (degenerate)",
-                        "replies cut off at max_new_tokens on held-out prompts: 2 -> 5 (runaway length)"]
+    assert problems == [
+        "probe facts: 0.694 -> 0.333 (-0.361) REGRESSED",
+        "held-out general knowledge: 0.600 -> 0.500 REGRESSED",
+        "looping replies on held-out prompts: 1 -> 3 (degenerate)",
+        "replies cut off at max_new_tokens on held-out prompts: 2 -> 5 (runaway length)",
+    ]
 
 
 def test_a_regressed_demo_says_so_in_red_and_exits_1(monkeypatch, tmp_path):
     from rich.console import Console
 
-    from alignkit import cli, demo
-    from alignkit.demo_report import print_verdict
+    from alignkit import cli
+    from alignkit.commands.demo import run as demo
+    from alignkit.commands.demo.report import print_verdict
 
     console = Console(record=True, width=200)
     print_verdict(console, ["probe facts: 0.694 -> 0.333 (-0.361) REGRESSED"], {"win_rate": 0.9}, tmp_path)
     text = console.export_text()
-    assert "REGRESSED; do not use it" in text and "probe facts: 0.694 -> 0.333" in text and "beats the reference" not in text
+    assert (
+        "REGRESSED; do not use it" in text
+        and "probe facts: 0.694 -> 0.333" in text
+        and "beats the reference" not in text
+    )
     console = Console(record=True, width=200)
     print_verdict(console, [], {"win_rate": 0.72}, tmp_path)
     assert "Aligned: it beats the reference on held-out prompts (win-rate 0.72)" in console.export_text()

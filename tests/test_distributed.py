@@ -3,6 +3,7 @@ DeepSpeed ZeRO-2 / ZeRO-3 (the shipped configs, on DeepSpeed's CPU accelerator) 
 config, on gloo) give the same loss curve and final weights; metrics and checkpoints are written once;
 resume works across both processes; with LoRA under sharding the reference is the policy with adapters
 disabled, and PPO (value head, sampling) reproduces one process."""
+
 import importlib.util
 import os
 import shutil
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_pairs, write_prompts
 from safetensors.torch import load_file
 
 from alignkit.train.metrics_log import read_metrics
-from conftest import write_pairs, write_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHES = {
@@ -34,18 +35,29 @@ def needs_deepspeed(kind: str) -> None:  # (FSDP2 is part of torch)
 
 
 def run(args: list[str], kind: str | None) -> subprocess.CompletedProcess:
-    launch = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCHES[kind], "--num_processes", "2"] if kind else [sys.executable]
-    return subprocess.run([*launch, "-m", "alignkit", "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    launch = (
+        [sys.executable, "-m", "accelerate.commands.launch", *LAUNCHES[kind], "--num_processes", "2"]
+        if kind
+        else [sys.executable]
+    )
+    return subprocess.run(
+        [*launch, "-m", "alignkit", "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 def assert_same_run(one: Path, two: Path, rel: float = 1e-4, atol: float = 1e-5) -> None:
     single, double = read_metrics(one, timings=False), read_metrics(two, timings=False)
-    assert [(r["step"], sorted(r)) for r in single] == [(r["step"], sorted(r)) for r in double]  # logged once, same records
+    assert [(r["step"], sorted(r)) for r in single] == [
+        (r["step"], sorted(r)) for r in double
+    ]  # logged once, same records
     for a, b in zip(single, double):
         for key, value in a.items():
             if isinstance(value, float):
                 assert b[key] == pytest.approx(value, rel=rel, abs=atol), (a["step"], key)
-    wa, wb = load_file(str(one / "checkpoint-4" / "trainable.safetensors")), load_file(str(two / "checkpoint-4" / "trainable.safetensors"))
+    wa, wb = (
+        load_file(str(one / "checkpoint-4" / "trainable.safetensors")),
+        load_file(str(two / "checkpoint-4" / "trainable.safetensors")),
+    )
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=atol) for k in wa)
 
 
@@ -53,10 +65,47 @@ def assert_same_run(one: Path, two: Path, rel: float = 1e-4, atol: float = 1e-5)
 def setup(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("distributed")
     data = write_pairs(root / "pairs.jsonl", 16)
-    common = ["--model", str(tiny_model_dir), "--train_data", str(data), "--disable_tqdm", "--report_to", "none", "--max_length", "64",
-              "--max_prompt_length", "32", "--learning_rate", "1e-3", "--logging_steps", "1", "--preflight", "false", "--max_steps", "4", "--eval_split", "0.25",
-              "--preflight", "false", "--save_steps", "2", "--eval_steps", "2"]
-    one = run(common + ["--output_dir", str(root / "one"), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2"], None)
+    common = [
+        "--model",
+        str(tiny_model_dir),
+        "--train_data",
+        str(data),
+        "--disable_tqdm",
+        "--report_to",
+        "none",
+        "--max_length",
+        "64",
+        "--max_prompt_length",
+        "32",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+        "--preflight",
+        "false",
+        "--max_steps",
+        "4",
+        "--eval_split",
+        "0.25",
+        "--preflight",
+        "false",
+        "--save_steps",
+        "2",
+        "--eval_steps",
+        "2",
+    ]
+    one = run(
+        common
+        + [
+            "--output_dir",
+            str(root / "one"),
+            "--per_device_train_batch_size",
+            "4",
+            "--per_device_eval_batch_size",
+            "2",
+        ],
+        None,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     # eval batches of 4 over 4 held-out pairs: the second process has none and must still take part
     return root, common + ["--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "4"]
@@ -84,11 +133,16 @@ def test_two_processes_follow_the_single_process_run(setup, two_process_runs, ki
     assert_same_run(setup[0] / "one", out)
     expected = ["checkpoint-2", "checkpoint-4", "config.yaml", "final", "metrics.jsonl"]
     assert sorted(p.name for p in out.iterdir()) == expected
-    single, double = load_file(str(setup[0] / "one" / "final" / "model.safetensors")), load_file(str(out / "final" / "model.safetensors"))
+    single, double = (
+        load_file(str(setup[0] / "one" / "final" / "model.safetensors")),
+        load_file(str(out / "final" / "model.safetensors")),
+    )
     assert all(torch.allclose(single[k], double[k], atol=1e-5) for k in single)  # whole weights, gathered under ZeRO-3
     manifest = (out / "checkpoint-4" / "manifest.json").read_text()
     if kind.startswith("zero"):  # DeepSpeed's sharded optimizer state: one file per process, covered by the manifest
-        assert len(list((out / "checkpoint-4" / "deepspeed").glob("*optim_states.pt"))) == 2 and '"deepspeed/' in manifest
+        assert (
+            len(list((out / "checkpoint-4" / "deepspeed").glob("*optim_states.pt"))) == 2 and '"deepspeed/' in manifest
+        )
     if kind == "fsdp2":
         assert '"optimizer_rank0.pt"' in manifest and '"optimizer_rank1.pt"' in manifest
 
@@ -105,7 +159,10 @@ def test_resume_across_two_processes(setup, two_process_runs, kind):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("resumed from") == 1  # said once, by the main process
     assert read_metrics(resumed, timings=False) == read_metrics(finished, timings=False)
-    wa, wb = load_file(str(finished / "checkpoint-4" / "trainable.safetensors")), load_file(str(resumed / "checkpoint-4" / "trainable.safetensors"))
+    wa, wb = (
+        load_file(str(finished / "checkpoint-4" / "trainable.safetensors")),
+        load_file(str(resumed / "checkpoint-4" / "trainable.safetensors")),
+    )
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -117,14 +174,29 @@ def test_lora_under_sharding_uses_the_policy_with_adapters_disabled_as_reference
     root, args = setup
     lora = ["--use_peft", "true", "--lora_dropout", "0", "--learning_rate", "1e-2"]
     if not (root / "lora-one").exists():
-        one = run(args[:-4] + lora + ["--output_dir", str(root / "lora-one"), "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2"], None)
+        one = run(
+            args[:-4]
+            + lora
+            + [
+                "--output_dir",
+                str(root / "lora-one"),
+                "--per_device_train_batch_size",
+                "4",
+                "--per_device_eval_batch_size",
+                "2",
+            ],
+            None,
+        )
         assert one.returncode == 0, one.stderr[-2000:]
     two = run(args + lora + ["--output_dir", str(root / f"lora-{kind}")], kind)
     assert two.returncode == 0, two.stderr[-3000:]
     assert_same_run(root / "lora-one", root / f"lora-{kind}")
     first = read_metrics(root / f"lora-{kind}")[0]
     assert first["loss"] == pytest.approx(0.693147, abs=1e-5)  # policy == reference before the first update
-    single, sharded = (load_file(str(root / run_name / "final" / "adapter_model.safetensors")) for run_name in ("lora-one", f"lora-{kind}"))
+    single, sharded = (
+        load_file(str(root / run_name / "final" / "adapter_model.safetensors"))
+        for run_name in ("lora-one", f"lora-{kind}")
+    )
     assert single.keys() == sharded.keys() and all(torch.allclose(single[k], sharded[k], atol=1e-5) for k in single)
 
 
@@ -138,12 +210,33 @@ def test_ppo_with_lora_under_sharding_follows_one_process_and_resumes(setup, tin
     needs_deepspeed(kind)
     root = setup[0]
     prompts = write_prompts(root / "prompts.jsonl")
-    extra = ["--max_steps", "3", "--save_steps", "2", "--eval_steps", "2", "--use_peft", "--lora_r", "4", "--lora_dropout", "0"]
+    extra = [
+        "--max_steps",
+        "3",
+        "--save_steps",
+        "2",
+        "--eval_steps",
+        "2",
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--lora_dropout",
+        "0",
+    ]
 
     def ppo(out: str, kind: str | None, *more: str) -> None:
-        launch = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCHES[kind], "--num_processes", "2"] if kind else [sys.executable]
-        result = subprocess.run([*launch, "-m", "alignkit", "ppo", *rl_args(tiny_model_dir, prompts, root / out, *extra, *more)], cwd=REPO,
-                                capture_output=True, text=True, timeout=600)
+        launch = (
+            [sys.executable, "-m", "accelerate.commands.launch", *LAUNCHES[kind], "--num_processes", "2"]
+            if kind
+            else [sys.executable]
+        )
+        result = subprocess.run(
+            [*launch, "-m", "alignkit", "ppo", *rl_args(tiny_model_dir, prompts, root / out, *extra, *more)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
 
     if not (root / "ppo-one").exists():
@@ -155,7 +248,9 @@ def test_ppo_with_lora_under_sharding_follows_one_process_and_resumes(setup, tin
         for key, value in a.items():
             if isinstance(value, float):
                 assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (a["step"], key)
-    wa, wb = (load_file(str(root / name / "checkpoint-3" / "trainable.safetensors")) for name in ("ppo-one", f"ppo-{kind}"))
+    wa, wb = (
+        load_file(str(root / name / "checkpoint-3" / "trainable.safetensors")) for name in ("ppo-one", f"ppo-{kind}")
+    )
     assert any("value_head" in k for k in wa) and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     resumed = f"ppo-{kind}-resumed"
     shutil.copytree(root / f"ppo-{kind}", root / resumed)

@@ -1,22 +1,27 @@
 """`alignkit doctor`: every check triggered on purpose (and passing when it should), the CLI's exit
 status, and the same checks stopping a training run before anything is written."""
+
 import json
 
 import numpy as np
 import pytest
+from conftest import build_tokenizer
 
 from alignkit.cli import main
-from alignkit.config import DPOConfig
+from alignkit.configs import DPOConfig, KTOConfig, ORPOConfig, SFTConfig
 from alignkit.data.preference import PreferenceExample
 from alignkit.data.tokenize import ensure_pad_token
 from alignkit.diagnose import checks
 from alignkit.diagnose.doctor import PreflightError, run_checks
-from alignkit.method_configs import KTOConfig, ORPOConfig, SFTConfig
-from conftest import build_tokenizer
 
 
 def pair(i, chosen=None, rejected=None, prompt=None):
-    return PreferenceExample(prompt or f"What is {i} + {i}?", chosen or f"{i} + {i} = {2 * i}.", rejected or f"Let me think at length about it, maybe {2 * i + 1}.", f"d.jsonl:{i}")
+    return PreferenceExample(
+        prompt or f"What is {i} + {i}?",
+        chosen or f"{i} + {i} = {2 * i}.",
+        rejected or f"Let me think at length about it, maybe {2 * i + 1}.",
+        f"d.jsonl:{i}",
+    )
 
 
 def pairs(n, start=0):
@@ -24,8 +29,14 @@ def pairs(n, start=0):
 
 
 def cfg(tmp_path, **values):
-    base = {"train_data": "d.jsonl", "output_dir": str(tmp_path / "out"), "learning_rate": 5e-6, "max_length": 128, "max_prompt_length": 64,
-            "per_device_train_batch_size": 2}
+    base = {
+        "train_data": "d.jsonl",
+        "output_dir": str(tmp_path / "out"),
+        "learning_rate": 5e-6,
+        "max_length": 128,
+        "max_prompt_length": 64,
+        "per_device_train_batch_size": 2,
+    }
     return DPOConfig(**{**base, **values})
 
 
@@ -41,8 +52,22 @@ def by_name(report):
 
 def test_a_clean_setup_passes_every_data_and_setup_check(tmp_path, tok):
     report = by_name(run_checks(cfg(tmp_path), pairs(1000), pairs(25, start=2000), tok))
-    for name in ("data", "data size", "duplicates", "train/eval leakage", "chosen vs rejected", "eval split", "chat template", "pad token",
-                 "learning rate", "beta", "max_length", "max_prompt_length", "reference model", "output_dir"):
+    for name in (
+        "data",
+        "data size",
+        "duplicates",
+        "train/eval leakage",
+        "chosen vs rejected",
+        "eval split",
+        "chat template",
+        "pad token",
+        "learning rate",
+        "beta",
+        "max_length",
+        "max_prompt_length",
+        "reference model",
+        "output_dir",
+    ):
         assert report[name].status == "pass", (name, report[name].detail)
     assert "starting model" not in report  # no model given: the probe is skipped
 
@@ -81,7 +106,10 @@ def test_chat_template_missing_or_already_applied(tmp_path, tok):
     bare.chat_template = None
     found = by_name(run_checks(cfg(tmp_path), pairs(5), [], bare))["chat template"]
     assert found.status == "warn" and "no chat template" in found.detail
-    assert by_name(run_checks(cfg(tmp_path, apply_chat_template=False), pairs(5), [], tok))["chat template"].status == "warn"
+    assert (
+        by_name(run_checks(cfg(tmp_path, apply_chat_template=False), pairs(5), [], tok))["chat template"].status
+        == "warn"
+    )
 
 
 def test_missing_pad_token_warns(tmp_path):
@@ -97,12 +125,20 @@ def test_learning_rate_and_beta_ranges(tmp_path, tok):
 
     assert status("learning rate", learning_rate=5e-4) == "warn"  # 5x the usual top for full fine-tuning: may be fine
     assert status("learning rate", learning_rate=1e-3) == "fail"  # 10x: an order of magnitude out, the run is wasted
-    assert status("learning rate", learning_rate=5e-7) == "warn" and status("learning rate", learning_rate=1e-7) == "fail"
+    assert (
+        status("learning rate", learning_rate=5e-7) == "warn" and status("learning rate", learning_rate=1e-7) == "fail"
+    )
     assert status("learning rate", learning_rate=2e-4) == "warn"  # too high for full fine-tuning ...
     assert status("learning rate", learning_rate=2e-4, use_peft=True) == "pass"  # ... usual for LoRA
-    assert status("beta", beta=5.0) == "warn" and status("beta", beta=0.01) == "warn" and status("beta", beta=0.5) == "pass"
+    assert (
+        status("beta", beta=5.0) == "warn"
+        and status("beta", beta=0.01) == "warn"
+        and status("beta", beta=0.5) == "pass"
+    )
     assert status("beta", beta=10.0) == "fail" and status("beta", beta=0.005) == "fail"
-    assert status("beta", beta=2.0, loss_type="simpo") == "pass" and status("beta", beta=0.2, loss_type="simpo") == "warn"
+    assert (
+        status("beta", beta=2.0, loss_type="simpo") == "pass" and status("beta", beta=0.2, loss_type="simpo") == "warn"
+    )
     assert status("beta", beta=0.1, loss_type="simpo") == "fail"  # SimPO's beta is 2-2.5: 0.1 is a DPO habit
 
 
@@ -111,13 +147,23 @@ def test_max_length_measures_truncation(tmp_path, tok):
     data = pairs(18) + [pair(100 + i, rejected=long_reply) for i in range(2)]
     found = by_name(run_checks(cfg(tmp_path), data, [], tok))["max_length"]
     assert found.status == "warn" and "truncates 10.0% of training rows" in found.detail  # 2 of 20
-    assert by_name(run_checks(cfg(tmp_path, max_length=1024, max_prompt_length=512), data, [], tok))["max_length"].status == "pass"
+    assert (
+        by_name(run_checks(cfg(tmp_path, max_length=1024, max_prompt_length=512), data, [], tok))["max_length"].status
+        == "pass"
+    )
 
 
 def test_max_prompt_length_near_half(tmp_path, tok):
-    found = by_name(run_checks(cfg(tmp_path, max_length=128, max_prompt_length=120), pairs(5), [], tok))["max_prompt_length"]
+    found = by_name(run_checks(cfg(tmp_path, max_length=128, max_prompt_length=120), pairs(5), [], tok))[
+        "max_prompt_length"
+    ]
     assert found.status == "warn" and "is 94% of max_length" in found.detail
-    assert by_name(run_checks(cfg(tmp_path, max_length=128, max_prompt_length=8), pairs(5), [], tok))["max_prompt_length"].status == "warn"  # prompts cut
+    assert (
+        by_name(run_checks(cfg(tmp_path, max_length=128, max_prompt_length=8), pairs(5), [], tok))[
+            "max_prompt_length"
+        ].status
+        == "warn"
+    )  # prompts cut
 
 
 def test_percentile_matches_numpy():
@@ -127,12 +173,22 @@ def test_percentile_matches_numpy():
 
 
 def test_reference_model_handling(tmp_path, tok, tiny_model, monkeypatch):
-    assert "adapters disabled" in by_name(run_checks(cfg(tmp_path, use_peft=True), pairs(5), [], tok))["reference model"].detail
-    assert "no reference" in by_name(run_checks(cfg(tmp_path, loss_type="simpo", beta=2.0), pairs(5), [], tok))["reference model"].detail
+    assert (
+        "adapters disabled"
+        in by_name(run_checks(cfg(tmp_path, use_peft=True), pairs(5), [], tok))["reference model"].detail
+    )
+    assert (
+        "no reference"
+        in by_name(run_checks(cfg(tmp_path, loss_type="simpo", beta=2.0), pairs(5), [], tok))["reference model"].detail
+    )
     monkeypatch.setattr(checks, "available_memory_bytes", lambda: 1000)  # a machine far too small for a frozen copy
-    found = by_name(run_checks(cfg(tmp_path, precompute_ref_log_probs=False), pairs(5), [], tok, model=tiny_model))["reference model"]
+    found = by_name(run_checks(cfg(tmp_path, precompute_ref_log_probs=False), pairs(5), [], tok, model=tiny_model))[
+        "reference model"
+    ]
     assert found.status == "warn" and "use_peft: true" in found.fix
-    found = by_name(run_checks(cfg(tmp_path), pairs(5), [], tok, model=tiny_model))["reference model"]  # auto precomputes for full fine-tuning
+    found = by_name(run_checks(cfg(tmp_path), pairs(5), [], tok, model=tiny_model))[
+        "reference model"
+    ]  # auto precomputes for full fine-tuning
     assert found.status == "pass" and "computed once up front" in found.detail
 
 
@@ -152,14 +208,24 @@ def test_busy_output_dir_fails(tmp_path, tok):
 def test_probe_classifies_replies():
     assert checks.looks_like_assistant("The capital of France is Paris.", True) == (True, "")
     assert checks.looks_like_assistant("Paris.\n<|im_start|>user\nAnd Spain?", True)[0] is False
-    assert checks.looks_like_assistant("Paris is the capital of France and also", False) == (False, "it did not stop (no end-of-turn token)")
-    assert checks.looks_like_assistant("What is the capital of Spain?", True) == (False, "it did not answer the question")
+    assert checks.looks_like_assistant("Paris is the capital of France and also", False) == (
+        False,
+        "it did not stop (no end-of-turn token)",
+    )
+    assert checks.looks_like_assistant("What is the capital of Spain?", True) == (
+        False,
+        "it did not answer the question",
+    )
 
 
 def test_random_model_does_not_look_sfted(tmp_path, tok, tiny_model):
     found = by_name(run_checks(cfg(tmp_path), pairs(5), [], tok, model=tiny_model))["starting model"]
     assert found.status == "warn" and "alignkit sft" in found.fix
-    orpo = by_name(run_checks(ORPOConfig(train_data="d.jsonl", output_dir=str(tmp_path / "o")), pairs(5), [], tok, model=tiny_model))["starting model"]
+    orpo = by_name(
+        run_checks(
+            ORPOConfig(train_data="d.jsonl", output_dir=str(tmp_path / "o")), pairs(5), [], tok, model=tiny_model
+        )
+    )["starting model"]
     assert orpo.status == "pass" and "fine for orpo" in orpo.detail
 
 
@@ -168,11 +234,21 @@ def test_other_methods_get_their_own_views(tmp_path, tok):
     from alignkit.data.sft import SFTExample
 
     kto = [KTOExample(f"Q{i}?", f"A{i}.", i % 2 == 0, f"k.jsonl:{i}") for i in range(6)]
-    report = by_name(run_checks(KTOConfig(train_data="k.jsonl", output_dir=str(tmp_path / "k"), learning_rate=5e-7), kto, [], tok))
+    report = by_name(
+        run_checks(KTOConfig(train_data="k.jsonl", output_dir=str(tmp_path / "k"), learning_rate=5e-7), kto, [], tok)
+    )
     assert "6 training examples" in report["data size"].detail and "chosen vs rejected" not in report
-    sft = [SFTExample([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}], None, None, "s.jsonl:1")] * 2
+    sft = [
+        SFTExample(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}], None, None, "s.jsonl:1"
+        )
+    ] * 2
     report = by_name(run_checks(SFTConfig(train_data="s.jsonl", output_dir=str(tmp_path / "s")), sft, [], tok))
-    assert report["duplicates"].status == "warn" and "beta" not in report and "no reference" in report["reference model"].detail
+    assert (
+        report["duplicates"].status == "warn"
+        and "beta" not in report
+        and "no reference" in report["reference model"].detail
+    )
 
 
 def write_rows(path, rows):
@@ -181,7 +257,10 @@ def write_rows(path, rows):
 
 
 def rows(n, start=0):
-    return [{"prompt": f"What is {i} + {i}?", "chosen": f"{2 * i}.", "rejected": f"Let me think at length: {2 * i + 1}."} for i in range(start, start + n)]
+    return [
+        {"prompt": f"What is {i} + {i}?", "chosen": f"{2 * i}.", "rejected": f"Let me think at length: {2 * i + 1}."}
+        for i in range(start, start + n)
+    ]
 
 
 def test_cli_exit_status_and_table(tmp_path, tiny_model_dir, capsys):
@@ -196,19 +275,51 @@ def test_cli_exit_status_and_table(tmp_path, tiny_model_dir, capsys):
     bad = write_rows(tmp_path / "bad.jsonl", [{"prompt": "x", "chosen": "a"}])
     assert main(["doctor", "--model", str(tiny_model_dir), "--train_data", str(bad)]) == 1
     assert "bad.jsonl:1: field 'rejected'" in capsys.readouterr().err
-    assert main(["doctor", "--method", "kto", "--model", str(tiny_model_dir), "--train_data", str(train), "--output_dir", str(tmp_path / "k")]) == 0
+    assert (
+        main(
+            [
+                "doctor",
+                "--method",
+                "kto",
+                "--model",
+                str(tiny_model_dir),
+                "--train_data",
+                str(train),
+                "--output_dir",
+                str(tmp_path / "k"),
+            ]
+        )
+        == 0
+    )
     assert main(["doctor", "--method", "ppo", "--train_data", str(train)]) == 2
 
 
 def test_training_runs_the_checks_first_and_a_fail_writes_nothing(tmp_path, tiny_model_dir, capsys):
-    from alignkit.config import load_config
+    from alignkit.configs import load_config
     from alignkit.train.dpo import train_dpo
 
     train = write_rows(tmp_path / "train.jsonl", rows(10))
     held = write_rows(tmp_path / "held.jsonl", rows(3, start=8))
     out = tmp_path / "out"
-    args = ["--model", str(tiny_model_dir), "--train_data", str(train), "--eval_data", str(held), "--output_dir", str(out), "--max_steps", "1",
-            "--disable_tqdm", "--report_to", "none", "--max_length", "64", "--max_prompt_length", "32"]
+    args = [
+        "--model",
+        str(tiny_model_dir),
+        "--train_data",
+        str(train),
+        "--eval_data",
+        str(held),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--disable_tqdm",
+        "--report_to",
+        "none",
+        "--max_length",
+        "64",
+        "--max_prompt_length",
+        "32",
+    ]
     with pytest.raises(PreflightError, match="train/eval leakage"):
         train_dpo(load_config(DPOConfig, None, args))
     assert not out.exists()
@@ -220,14 +331,32 @@ def test_training_runs_the_checks_first_and_a_fail_writes_nothing(tmp_path, tiny
 def test_a_lora_reward_model_gets_no_generation_probe(tmp_path, tok):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from alignkit.method_configs import RewardConfig
+    from alignkit.configs import RewardConfig
     from alignkit.models.loading import apply_lora
 
-    classifier = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                            num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0))
+    classifier = LlamaForSequenceClassification(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_labels=1,
+            pad_token_id=0,
+        )
+    )
     wrapped = apply_lora(classifier, 4, 8, 0.0, "all-linear", "SEQ_CLS")
     assert hasattr(wrapped, "generate")  # PEFT adds it, though a classifier cannot generate
-    report = by_name(run_checks(RewardConfig(train_data="d.jsonl", output_dir=str(tmp_path / "r"), use_peft=True, learning_rate=1e-4), pairs(5), [], tok, model=wrapped))
+    report = by_name(
+        run_checks(
+            RewardConfig(train_data="d.jsonl", output_dir=str(tmp_path / "r"), use_peft=True, learning_rate=1e-4),
+            pairs(5),
+            [],
+            tok,
+            model=wrapped,
+        )
+    )
     assert "starting model" not in report and "no reference" in report["reference model"].detail
 
 
@@ -235,12 +364,41 @@ def test_a_flawed_config_gets_every_finding_and_the_ruinous_ones_fail(tmp_path, 
     """The issue's config: learning rate 0.01 (full fine-tuning), beta 5, four pairs of which two are
     identical, max_length 16, and a value that fails validation: each is reported, nothing hides the rest."""
     data = write_rows(tmp_path / "four.jsonl", rows(3) + rows(1))  # the fourth repeats the first
-    args = ["doctor", "--model", str(tiny_model_dir), "--train_data", str(data), "--output_dir", str(tmp_path / "out"), "--learning_rate", "0.01",
-            "--beta", "5", "--max_length", "16", "--eval_split", "0", "--max_prompt_length", "64", "--warmup_ratio", "2"]
+    args = [
+        "doctor",
+        "--model",
+        str(tiny_model_dir),
+        "--train_data",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--learning_rate",
+        "0.01",
+        "--beta",
+        "5",
+        "--max_length",
+        "16",
+        "--eval_split",
+        "0",
+        "--max_prompt_length",
+        "64",
+        "--warmup_ratio",
+        "2",
+    ]
     monkeypatch.setenv("COLUMNS", "400")  # one table row per line
     assert main(args) == 1
     err = capsys.readouterr().err
-    for finding in ("config: max_prompt_length", "must be smaller than max_length (16)", "config: warmup_ratio", "learning_rate 0.01 is an order of magnitude outside",
-                    "beta 5 is outside", "4 training pairs, fewer than one batch", "1 training rows repeat", "truncates 100.0% of training rows"):
+    for finding in (
+        "config: max_prompt_length",
+        "must be smaller than max_length (16)",
+        "config: warmup_ratio",
+        "learning_rate 0.01 is an order of magnitude outside",
+        "beta 5 is outside",
+        "4 training pairs, fewer than one batch",
+        "1 training rows repeat",
+        "truncates 100.0% of training rows",
+    ):
         assert finding in err, finding
-    assert "5 failed" in err  # two invalid values, learning rate, data size, truncation; beta and the repeat are warnings
+    assert (
+        "5 failed" in err
+    )  # two invalid values, learning rate, data size, truncation; beta and the repeat are warnings

@@ -1,11 +1,16 @@
 """The shared log-prob engine: exact against a naive full-logits computation, padding-side invariant."""
+
 import pytest
 import torch
-
-from alignkit.data.collate import build_batch, build_packed_batch, build_sequence_batch, pack_rows
-from alignkit.engine.logprobs import sequence_logps, supports_padding_free, token_logps
-
 from conftest import build_model
+
+from alignkit.data.collate import (
+    build_batch,
+    build_packed_batch,
+    build_sequence_batch,
+    pack_rows,
+)
+from alignkit.engine.logprobs import sequence_logps, supports_padding_free, token_logps
 
 SEQUENCES = [[5, 6, 7, 8, 9, 10], [5, 6, 11, 12], [20, 21, 22, 23, 24, 25, 26, 27, 28], [30, 31]]
 STARTS = [3, 2, 5, 1]

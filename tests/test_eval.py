@@ -1,16 +1,17 @@
 """`alignkit eval`: win-rate and its interval, judged outcomes (scorer and position-swapped LLM judge
 over HTTP), implicit reward accuracy, probes, and a whole evaluation of a tiny LoRA run."""
+
 import json
 import math
 
 import pytest
 import torch
+from conftest import build_model, write_pairs
 
 from alignkit.evaluate.probes import ProbeResult, fact_correct, perplexity
 from alignkit.evaluate.reward_accuracy import band_flag, implicit_reward_accuracy
 from alignkit.evaluate.winrate import judge_outcomes, outcome_from_scores, win_rate
 from alignkit.judges.scorers import VerifierScorer
-from conftest import build_model, write_pairs
 
 
 def test_win_rate_counts_ties_as_half():
@@ -18,25 +19,49 @@ def test_win_rate_counts_ties_as_half():
     assert result.win_rate == pytest.approx((2 + 0.5) / 4)
     assert (result.wins, result.ties, result.losses, result.n) == (2, 1, 1, 4)
     assert result.ci_low <= result.win_rate <= result.ci_high
-    assert win_rate(["win"] * 10).as_dict() == {"win_rate": 1.0, "ci_low": 1.0, "ci_high": 1.0, "wins": 10, "ties": 0, "losses": 0, "n": 10}
+    assert win_rate(["win"] * 10).as_dict() == {
+        "win_rate": 1.0,
+        "ci_low": 1.0,
+        "ci_high": 1.0,
+        "wins": 10,
+        "ties": 0,
+        "losses": 0,
+        "n": 10,
+    }
 
 
 def test_bootstrap_interval_matches_the_normal_approximation():
     outcomes = ["win", "loss"] * 200  # p = 0.5, n = 400: 1.96 * sqrt(0.25 / 400) = 0.049
     result = win_rate(outcomes, n_bootstrap=2000, seed=3)
-    assert result.ci_low == pytest.approx(0.5 - 0.049, abs=0.01) and result.ci_high == pytest.approx(0.5 + 0.049, abs=0.01)
+    assert result.ci_low == pytest.approx(0.5 - 0.049, abs=0.01) and result.ci_high == pytest.approx(
+        0.5 + 0.049, abs=0.01
+    )
     assert win_rate(outcomes, n_bootstrap=2000, seed=3) == result  # seeded: reproducible
     with pytest.raises(ValueError):
         win_rate([])
 
 
 def test_outcome_from_scores():
-    assert outcome_from_scores(1.0, 0.0) == "win" and outcome_from_scores(0.0, 1.0) == "loss" and outcome_from_scores(0.5, 0.5) == "tie"
+    assert (
+        outcome_from_scores(1.0, 0.0) == "win"
+        and outcome_from_scores(0.0, 1.0) == "loss"
+        and outcome_from_scores(0.5, 0.5) == "tie"
+    )
 
 
 def test_scorer_outcomes_and_identical_answers():
-    rows = [{"prompt": "What is 2 + 3?", "answer": 5}, {"prompt": "What is 4 + 4?", "answer": 8}, {"prompt": "What is 1 + 1?", "answer": 2}]
-    records = judge_outcomes(rows, ["2 + 3 = 5.", "It is 9.", "2"], ["Maybe 6.", "4 + 4 = 8.", "2"], scorer=VerifierScorer(), show_progress=False)
+    rows = [
+        {"prompt": "What is 2 + 3?", "answer": 5},
+        {"prompt": "What is 4 + 4?", "answer": 8},
+        {"prompt": "What is 1 + 1?", "answer": 2},
+    ]
+    records = judge_outcomes(
+        rows,
+        ["2 + 3 = 5.", "It is 9.", "2"],
+        ["Maybe 6.", "4 + 4 = 8.", "2"],
+        scorer=VerifierScorer(),
+        show_progress=False,
+    )
     assert [r["outcome"] for r in records] == ["win", "loss", "tie"]
     assert records[0]["scores"] == [1.0, 0.0] and records[2]["why"] == "identical answers"
 
@@ -45,8 +70,8 @@ def test_llm_judge_outcomes_are_position_swapped_over_http():
     from fault_server import FaultServer
     from test_endpoints import client_for
 
+    from alignkit.commands.serve import run_in_background
     from alignkit.judges.llm_judge import LLMJudge
-    from alignkit.serve import run_in_background
 
     server = FaultServer()
     rows = [{"prompt": f"Q{i}?"} for i in range(4)]
@@ -94,30 +119,78 @@ def test_probe_checks_and_regressions():
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_model_dir):
-    from alignkit.config import DPOConfig, load_config
+    from alignkit.configs import DPOConfig, load_config
     from alignkit.train.dpo import train_dpo
 
     root = tmp_path_factory.mktemp("eval-run")
     train, held = write_pairs(root / "train.jsonl", 12), write_pairs(root / "held.jsonl", 30)
     held.write_text("".join(held.read_text().splitlines(keepends=True)[12:]))  # 18 pairs never trained on
-    args = ["--model", str(tiny_model_dir), "--train_data", str(train), "--eval_data", str(held), "--output_dir", str(root / "run"),
-            "--use_peft", "--lora_r", "4", "--learning_rate", "5e-3", "--preflight", "false", "--max_steps", "4", "--per_device_train_batch_size", "4",
-            "--max_length", "64", "--max_prompt_length", "32", "--disable_tqdm", "--report_to", "none", "--beta", "0.2", "--preflight", "false"]
+    args = [
+        "--model",
+        str(tiny_model_dir),
+        "--train_data",
+        str(train),
+        "--eval_data",
+        str(held),
+        "--output_dir",
+        str(root / "run"),
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--learning_rate",
+        "5e-3",
+        "--preflight",
+        "false",
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_length",
+        "64",
+        "--max_prompt_length",
+        "32",
+        "--disable_tqdm",
+        "--report_to",
+        "none",
+        "--beta",
+        "0.2",
+        "--preflight",
+        "false",
+    ]
     train_dpo(load_config(DPOConfig, None, args))
     prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, 6)))
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, 6))
+    )
     return root
 
 
 def test_evaluates_a_lora_run_against_its_starting_model(lora_run, tiny_model_dir):
-    from alignkit.config import load_config
-    from alignkit.eval_configs import EvalConfig
-    from alignkit.evaluate.run import evaluate_model
-    from alignkit.models.loading import load_model_and_tokenizer
     from test_engine import naive_logps
 
-    config = load_config(EvalConfig, None, ["--model", str(lora_run / "run"), "--prompts", str(lora_run / "prompts.jsonl"), "--max_new_tokens", "8",
-                                            "--probes", "perplexity,facts", "--probe_size", "3", "--disable_tqdm", "--inspect", "3"])
+    from alignkit.configs import EvalConfig, load_config
+    from alignkit.evaluate.run import evaluate_model
+    from alignkit.models.loading import load_model_and_tokenizer
+
+    config = load_config(
+        EvalConfig,
+        None,
+        [
+            "--model",
+            str(lora_run / "run"),
+            "--prompts",
+            str(lora_run / "prompts.jsonl"),
+            "--max_new_tokens",
+            "8",
+            "--probes",
+            "perplexity,facts",
+            "--probe_size",
+            "3",
+            "--disable_tqdm",
+            "--inspect",
+            "3",
+        ],
+    )
     result = evaluate_model(config)
     out = lora_run / "run" / "eval"
     assert result.output_dir == out
@@ -155,8 +228,25 @@ def test_eval_cli_without_a_judge_skips_win_rate(lora_run, capsys):
     from alignkit.cli import main
 
     out = lora_run / "plain-eval"
-    assert main(["eval", "--model", str(lora_run / "run" / "final"), "--output_dir", str(out), "--probes", "facts", "--probe_size", "2",
-                 "--disable_tqdm", "--max_new_tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(lora_run / "run" / "final"),
+                "--output_dir",
+                str(out),
+                "--probes",
+                "facts",
+                "--probe_size",
+                "2",
+                "--disable_tqdm",
+                "--max_new_tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     saved = json.loads((out / "eval_results.json").read_text())
     assert saved["win_rate"] is None and saved["reward_accuracy"]["pairs"] == 18  # pairs found through the run's config
     assert "win-rate skipped" in capsys.readouterr().err
@@ -165,21 +255,41 @@ def test_eval_cli_without_a_judge_skips_win_rate(lora_run, capsys):
 def test_reward_accuracy_from_a_reward_model(lora_run, tiny_tokenizer, tmp_path):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
+    from alignkit.configs import EvalConfig
     from alignkit.data.preference import load_preference_data
     from alignkit.data.tokenize import reward_text
-    from alignkit.eval_configs import EvalConfig
     from alignkit.evaluate.run import evaluate_model
 
     torch.manual_seed(1)
-    rm = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                    num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0)).eval()
+    rm = LlamaForSequenceClassification(
+        LlamaConfig(
+            vocab_size=len(tiny_tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_labels=1,
+            pad_token_id=0,
+        )
+    ).eval()
     rm.save_pretrained(tmp_path / "rm")
     tiny_tokenizer.save_pretrained(tmp_path / "rm")
-    result = evaluate_model(EvalConfig(model=str(lora_run / "run"), reward_model=str(tmp_path / "rm"), output_dir=str(tmp_path / "ev"), probes=[], disable_tqdm=True))
+    result = evaluate_model(
+        EvalConfig(
+            model=str(lora_run / "run"),
+            reward_model=str(tmp_path / "rm"),
+            output_dir=str(tmp_path / "ev"),
+            probes=[],
+            disable_tqdm=True,
+        )
+    )
     pairs = load_preference_data(str(lora_run / "held.jsonl"))
 
     def score(prompt, response):
-        ids = tiny_tokenizer(reward_text(tiny_tokenizer, prompt, response), return_tensors="pt", add_special_tokens=False)
+        ids = tiny_tokenizer(
+            reward_text(tiny_tokenizer, prompt, response), return_tensors="pt", add_special_tokens=False
+        )
         with torch.no_grad():
             return rm(**ids).logits[0, 0].item()
 

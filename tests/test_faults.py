@@ -1,5 +1,6 @@
 """Surviving faults without losing work: kill -9 and SIGTERM mid-run (real subprocesses) then --resume,
 NaN steps skipped and counted, resume refused on a changed config or data, disk full while saving."""
+
 import errno
 import json
 import os
@@ -13,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignkit.config import DPOConfig, load_config
+from alignkit.configs import DPOConfig, load_config
 from alignkit.errors import AlignkitError, RunDirError
 from alignkit.train.checkpoint import verify_checkpoint
 from alignkit.train.dpo import train_dpo
@@ -23,24 +24,69 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def args_for(model_dir, data, out, *extra):
-    return ["--model", str(model_dir), "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
-            "--learning_rate", "1e-3", "--logging_steps", "1", "--preflight", "false", "--max_length", "64", "--max_prompt_length", "32", "--disable_tqdm",
-            "--report_to", "none", "--eval_split", "0", "--preflight", "false", "--use_peft", "--lora_r", "4", "--lora_dropout", "0.2", *extra]
+    return [
+        "--model",
+        str(model_dir),
+        "--train_data",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+        "--preflight",
+        "false",
+        "--max_length",
+        "64",
+        "--max_prompt_length",
+        "32",
+        "--disable_tqdm",
+        "--report_to",
+        "none",
+        "--eval_split",
+        "0",
+        "--preflight",
+        "false",
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--lora_dropout",
+        "0.2",
+        *extra,
+    ]
 
 
 def same_run(a: Path, b: Path, step: int) -> None:
     assert read_metrics(a, timings=False) == read_metrics(b, timings=False)
-    wa, wb = load_file(str(a / f"checkpoint-{step}" / "trainable.safetensors")), load_file(str(b / f"checkpoint-{step}" / "trainable.safetensors"))
+    wa, wb = (
+        load_file(str(a / f"checkpoint-{step}" / "trainable.safetensors")),
+        load_file(str(b / f"checkpoint-{step}" / "trainable.safetensors")),
+    )
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "alignkit", "dpo", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "alignkit", "dpo", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def resume(args: list[str]) -> None:
     """The same command plus --resume, in a fresh process; it must succeed."""
-    resumed = subprocess.run([sys.executable, "-m", "alignkit", "dpo", *args, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "alignkit", "dpo", *args, "--resume"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
 
@@ -59,7 +105,13 @@ def straight(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("faults")
     data = write_pairs(root / "pairs.jsonl", 24)
     out = root / "straight"
-    train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "10", "--save_steps", "1", "--save_total_limit", "20")))
+    train_dpo(
+        load_config(
+            DPOConfig,
+            None,
+            args_for(tiny_model_dir, data, out, "--max_steps", "10", "--save_steps", "1", "--save_total_limit", "20"),
+        )
+    )
     return data, out
 
 
@@ -88,7 +140,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(straight, tiny_model_dir, 
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
     saved = sorted(out.glob("checkpoint-*"))
-    assert len(saved) == 1 and verify_checkpoint(saved[0]) is None  # saved at the step it stopped, though save_steps is 100
+    assert (
+        len(saved) == 1 and verify_checkpoint(saved[0]) is None
+    )  # saved at the step it stopped, though save_steps is 100
     assert "--resume" in err and saved[0].name in err
     resume(args_for(tiny_model_dir, data, out, *extra))
     assert read_metrics(out, timings=False) == read_metrics(reference, timings=False)
@@ -110,12 +164,16 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(straight, tiny_mod
 
     monkeypatch.setattr(dpo_module, "dpo_compute_loss", poisoned)
     out = tmp_path / "nan"
-    config = load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "10", "--max_nonfinite_steps", "3"))
+    config = load_config(
+        DPOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "10", "--max_nonfinite_steps", "3")
+    )
     with pytest.raises(AlignkitError, match="3 steps in a row") as caught:
         train_dpo(config)
     records = [r for r in read_metrics(out) if "loss" in r]
     assert [r["nonfinite_steps_skipped"] for r in records] == [0, 0, 1, 1, 2, 3, 4][: len(records)]
-    assert "checkpoint-7" in str(caught.value) and "step 4" in str(caught.value)  # steps 5-7 changed nothing: step 4's weights
+    assert "checkpoint-7" in str(caught.value) and "step 4" in str(
+        caught.value
+    )  # steps 5-7 changed nothing: step 4's weights
     kept = load_file(str(out / "checkpoint-7" / "trainable.safetensors"))
     assert all(torch.isfinite(v).all() for v in kept.values())
 
@@ -125,12 +183,22 @@ def test_resume_refuses_a_changed_config_or_data_unless_forced(straight, tiny_mo
     out = tmp_path / "run"
     train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "2")))
     with pytest.raises(RunDirError, match="beta: 0.1 -> 0.3"):
-        train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "2", "--resume", "--beta", "0.3")))
+        train_dpo(
+            load_config(
+                DPOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "2", "--resume", "--beta", "0.3")
+            )
+        )
     changed = tmp_path / "changed.jsonl"
     changed.write_text(data.read_text().replace("Let me think", "Let us think"))
     with pytest.raises(RunDirError, match="training data changed"):
         train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, changed, out, "--max_steps", "2", "--resume")))
-    result = train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "2", "--resume", "--beta", "0.3", "--force_resume")))
+    result = train_dpo(
+        load_config(
+            DPOConfig,
+            None,
+            args_for(tiny_model_dir, data, out, "--max_steps", "2", "--resume", "--beta", "0.3", "--force_resume"),
+        )
+    )
     assert result.global_step == 2
 
 
@@ -151,7 +219,9 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(straight, tiny_mod
     monkeypatch.setattr(checkpoint_module, "save_file", filling)
     out = tmp_path / "full"
     with pytest.raises(AlignkitError, match="No space left on device") as caught:
-        train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "6", "--save_steps", "2")))
+        train_dpo(
+            load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "6", "--save_steps", "2"))
+        )
     assert "checkpoint-2 is intact" in str(caught.value) and "--resume" in str(caught.value)
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint", ".checkpoint"))) == ["checkpoint-2"]
     assert verify_checkpoint(out / "checkpoint-2") is None
@@ -161,7 +231,13 @@ def test_a_torn_last_metrics_line_does_not_block_resume(straight, tiny_model_dir
     data, reference = straight
     out = tmp_path / "torn"
     extra = ["--max_steps", "10", "--save_steps", "1", "--save_total_limit", "20"]
-    train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "10", "--save_steps", "1", "--save_total_limit", "20")))
+    train_dpo(
+        load_config(
+            DPOConfig,
+            None,
+            args_for(tiny_model_dir, data, out, "--max_steps", "10", "--save_steps", "1", "--save_total_limit", "20"),
+        )
+    )
     for path in sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[5:]:
         import shutil
 

@@ -1,4 +1,5 @@
 """Judging, scoring and ranking logic, and the code sandbox, tested directly on known inputs."""
+
 from __future__ import annotations
 
 import math
@@ -7,32 +8,52 @@ import pytest
 
 from alignkit.data.synthetic import Candidate, PairBuildSummary, pairs_from_scores
 from alignkit.judges.client import MalformedReply
-from alignkit.judges.llm_judge import PairwiseResult, calibrated_result, combine_swapped, parse_logprob_verdict, parse_rating, parse_text_verdict
+from alignkit.judges.llm_judge import (
+    PairwiseResult,
+    calibrated_result,
+    combine_swapped,
+    parse_logprob_verdict,
+    parse_rating,
+    parse_text_verdict,
+)
 from alignkit.judges.reply_cache import ReplyCache
 from alignkit.judges.sandbox import extract_code, run_tests
-from alignkit.judges.scorers import HeuristicScorer, JudgeScorer, LengthPenalized, VerifierScorer, answer_matches, normalize_answer
+from alignkit.judges.scorers import (
+    HeuristicScorer,
+    JudgeScorer,
+    LengthPenalized,
+    VerifierScorer,
+    answer_matches,
+    normalize_answer,
+)
 
 
-@pytest.mark.parametrize("first,second,winner,consistent", [
-    ("A", "B", "first", True),     # x first: A=x; y first: B=x  -> x both times
-    ("B", "A", "second", True),    # y both times
-    ("A", "A", "tie", False),      # always the first position: position bias
-    ("B", "B", "tie", False),      # always the second position
-    ("tie", "tie", "tie", True),
-    ("A", "tie", "tie", False),    # a win in one order only
-])
+@pytest.mark.parametrize(
+    "first,second,winner,consistent",
+    [
+        ("A", "B", "first", True),  # x first: A=x; y first: B=x  -> x both times
+        ("B", "A", "second", True),  # y both times
+        ("A", "A", "tie", False),  # always the first position: position bias
+        ("B", "B", "tie", False),  # always the second position
+        ("tie", "tie", "tie", True),
+        ("A", "tie", "tie", False),  # a win in one order only
+    ],
+)
 def test_position_swap_combination(first, second, winner, consistent):
     result = combine_swapped(first, second)
     assert (result.winner, result.consistent, result.verdicts) == (winner, consistent, [first, second])
 
 
-@pytest.mark.parametrize("p_as_a,p_as_b,margin,winner,consistent", [
-    (0.8, 0.4, 0.0, "first", False),   # mean 0.6: first wins though the orders disagree (position bias averaged out)
-    (0.7, 0.7, 0.0, "first", True),
-    (0.3, 0.6, 0.0, "second", False),  # mean 0.45
-    (0.55, 0.43, 0.05, "tie", False),  # mean 0.49: within 0.05 / 2 of 0.5
-    (0.9, 0.1, 0.0, "tie", False),     # pure position bias: mean 0.5
-])
+@pytest.mark.parametrize(
+    "p_as_a,p_as_b,margin,winner,consistent",
+    [
+        (0.8, 0.4, 0.0, "first", False),  # mean 0.6: first wins though the orders disagree (position bias averaged out)
+        (0.7, 0.7, 0.0, "first", True),
+        (0.3, 0.6, 0.0, "second", False),  # mean 0.45
+        (0.55, 0.43, 0.05, "tie", False),  # mean 0.49: within 0.05 / 2 of 0.5
+        (0.9, 0.1, 0.0, "tie", False),  # pure position bias: mean 0.5
+    ],
+)
 def test_balanced_position_calibration(p_as_a, p_as_b, margin, winner, consistent):
     result = calibrated_result(p_as_a, p_as_b, margin)
     assert (result.winner, result.consistent) == (winner, consistent)
@@ -52,7 +73,9 @@ def test_logprob_verdicts():
     # mass on "A"-like tokens: e^-1 + e^-3 = 0.418; on "B": e^-0.9 = 0.407
     assert parse_logprob_verdict({"A": -1.0, " a": -3.0, "B": -0.9, "x": -0.1}) == "A"
     assert parse_logprob_verdict({"A": -2.0, "B": -0.5}) == "B"
-    assert parse_logprob_verdict({"A": math.log(0.5), "B": math.log(0.45)}, tie_margin=0.1) == "tie"  # |0.05| <= 0.1 x 0.95
+    assert (
+        parse_logprob_verdict({"A": math.log(0.5), "B": math.log(0.45)}, tie_margin=0.1) == "tie"
+    )  # |0.05| <= 0.1 x 0.95
     with pytest.raises(MalformedReply):
         parse_logprob_verdict({"x": -0.1, "y": -2.0})
     with pytest.raises(MalformedReply):
@@ -69,16 +92,18 @@ def test_ratings():
 
 def test_answer_matching():
     assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
-    assert answer_matches("12 + 9 = 21.", 21)                      # auto: final number
-    assert not answer_matches("It is 21, or maybe 22.", 21)          # the final number counts
-    assert not answer_matches("I'm not sure, maybe 21", 21)         # hedging is not an answer
-    assert answer_matches("I'm not sure.", None)                     # null answer: cannot be known
+    assert answer_matches("12 + 9 = 21.", 21)  # auto: final number
+    assert not answer_matches("It is 21, or maybe 22.", 21)  # the final number counts
+    assert not answer_matches("I'm not sure, maybe 21", 21)  # hedging is not an answer
+    assert answer_matches("I'm not sure.", None)  # null answer: cannot be known
     assert not answer_matches("It is 4.", None)
     assert answer_matches("the eiffel tower", "The Eiffel Tower.")  # auto: normalised text ...
     assert answer_matches("It is the Eiffel Tower, in Paris.", "Eiffel Tower")  # ... as whole words in a longer reply
     assert not answer_matches("I'm not sure, maybe the Eiffel Tower?", "Eiffel Tower")  # a hedge is not an answer
     assert not answer_matches("Oslofjord", "Oslo")
-    assert answer_matches("Insects have 6 legs.", ["six", "6"]) and not answer_matches("Insects have 8 legs.", ["six", "6"])  # any accepted answer
+    assert answer_matches("Insects have 6 legs.", ["six", "6"]) and not answer_matches(
+        "Insects have 8 legs.", ["six", "6"]
+    )  # any accepted answer
     assert not answer_matches("The Eiffel Tower.", "The Eiffel Tower", match="exact")
     assert answer_matches("It is the Eiffel Tower, in Paris.", "eiffel tower", match="contains")
     assert not answer_matches("Eiffel Towers", "eiffel tower", match="contains")
@@ -125,11 +150,20 @@ def test_pairs_from_scores_pairing_and_drops():
     best_worst = pairs_from_scores("p", candidates, [0.5, 1.0, 0.5, 0.0], summary)
     assert [(r["chosen"], r["rejected"]) for r in best_worst] == [("x", "z")]
     all_pairs = pairs_from_scores("p", candidates, [0.5, 1.0, 0.5, 0.0], summary, pairing="all")
-    assert [(r["chosen"], r["rejected"]) for r in all_pairs] == [("x", "w"), ("x", "y"), ("x", "z"), ("w", "z"), ("y", "z")]
+    assert [(r["chosen"], r["rejected"]) for r in all_pairs] == [
+        ("x", "w"),
+        ("x", "y"),
+        ("x", "z"),
+        ("w", "z"),
+        ("y", "z"),
+    ]
     assert pairs_from_scores("p", candidates, [1.0] * 4, summary) == []
     assert pairs_from_scores("p", candidates[:1], [1.0], summary) == []
     assert summary.kept == 6
-    assert dict(summary.dropped) == {"ties (all candidates scored the same)": 1, "with fewer than two distinct candidates": 1}
+    assert dict(summary.dropped) == {
+        "ties (all candidates scored the same)": 1,
+        "with fewer than two distinct candidates": 1,
+    }
     assert best_worst[0]["provenance"]["scores"] == {"s1": 1.0, "s0": 0.5, "s2": 0.5, "s3": 0.0}
 
 
@@ -166,14 +200,24 @@ def test_sandbox_survives_crashes_and_bad_code():
 
 
 def test_sandbox_caps_huge_output():
-    result = run_tests("def f():\n    return 1\nwhile True:\n    print('x' * 100000)\n", ["assert f() == 1"], timeout=5.0, output_bytes=1 << 16)
-    assert result.passed == 0 and result.status in ("load_error", "crashed")  # stopped by the file-size limit, not the timeout
+    result = run_tests(
+        "def f():\n    return 1\nwhile True:\n    print('x' * 100000)\n",
+        ["assert f() == 1"],
+        timeout=5.0,
+        output_bytes=1 << 16,
+    )
+    assert result.passed == 0 and result.status in (
+        "load_error",
+        "crashed",
+    )  # stopped by the file-size limit, not the timeout
 
 
 def test_sandbox_scores_code_replies():
     reply = "Here you go:\n```python\ndef square(x):\n    return x * x\n```\nDone."
     assert extract_code(reply) == "def square(x):\n    return x * x\n"
-    scores, detail = VerifierScorer().score_group({"tests": ["assert square(3) == 9", "assert square(2) == 4"]}, [reply, "def square(x): return x + x"])
+    scores, detail = VerifierScorer().score_group(
+        {"tests": ["assert square(3) == 9", "assert square(2) == 4"]}, [reply, "def square(x): return x + x"]
+    )
     assert scores == [1.0, 0.5] and detail["tests"] == ["2/2 ok", "1/2 ok"]
 
 
@@ -185,13 +229,30 @@ def test_reward_model_scorer_reads_the_score_head(tmp_path, tiny_tokenizer):
     from alignkit.judges.scorers import RewardModelScorer
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=0,
+    )
     model = LlamaForSequenceClassification(config).eval()
     model.save_pretrained(tmp_path / "rm")
     tiny_tokenizer.save_pretrained(tmp_path / "rm")
     responses = ["2 + 3 = 5.", "Let me think about this at length."]
     scores, _ = RewardModelScorer(str(tmp_path / "rm")).score_group({"prompt": "What is 2 + 3?"}, responses)
     with torch.no_grad():
-        expected = [model(**tiny_tokenizer(reward_text(tiny_tokenizer, "What is 2 + 3?", r), return_tensors="pt", add_special_tokens=False)).logits[0, 0].item() for r in responses]
+        expected = [
+            model(
+                **tiny_tokenizer(
+                    reward_text(tiny_tokenizer, "What is 2 + 3?", r), return_tensors="pt", add_special_tokens=False
+                )
+            )
+            .logits[0, 0]
+            .item()
+            for r in responses
+        ]
     assert scores == pytest.approx(expected, abs=1e-5) and scores[0] != scores[1]

@@ -1,5 +1,6 @@
 """`alignkit label`: agreement statistics against hand-computed values, the API's blinding, storage
 and refusals, and the exports."""
+
 import json
 import sqlite3
 
@@ -7,9 +8,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alignkit.cli import main
-from alignkit.label.app import create_app
-from alignkit.label.project import shown_left
-from alignkit.label.stats import bootstrap_interval, cohen_kappa, krippendorff_alpha, label_stats, majority
+from alignkit.commands.label.app import create_app
+from alignkit.commands.label.project import shown_left
+from alignkit.commands.label.stats import (
+    bootstrap_interval,
+    cohen_kappa,
+    krippendorff_alpha,
+    label_stats,
+    majority,
+)
 
 
 def test_cohen_kappa_by_hand():
@@ -35,7 +42,13 @@ def test_majority_position_bias_and_judge_audit():
         {"annotator": "x", "item_id": "1", "choice": "a", "score": None, "shown_left": "a"},
         {"annotator": "y", "item_id": "1", "choice": "a", "score": None, "shown_left": "b"},
         {"annotator": "x", "item_id": "2", "choice": "b", "score": None, "shown_left": "b"},
-        {"annotator": "y", "item_id": "2", "choice": "tie", "score": 4, "shown_left": "a"},  # a five-point 4 counts as b
+        {
+            "annotator": "y",
+            "item_id": "2",
+            "choice": "tie",
+            "score": 4,
+            "shown_left": "a",
+        },  # a five-point 4 counts as b
         {"annotator": "x", "item_id": "3", "choice": "a", "score": None, "shown_left": "a"},
         {"annotator": "y", "item_id": "3", "choice": "b", "score": None, "shown_left": "a"},
     ]
@@ -49,30 +62,47 @@ def test_majority_position_bias_and_judge_audit():
     # item 3 has no majority; the judge agrees on item 1 and not on item 2
     assert stats["judge"]["items"] == 2 and stats["judge"]["agreement"] == 0.5
     assert stats["judge"]["disagreements"] == [{"item_id": "2", "judge": "a", "people": "b", "votes": {"b": 2}}]
-    assert bootstrap_interval([True] * 10) == (1.0, 1.0) and bootstrap_interval([True, False] * 20, seed=3) == bootstrap_interval([True, False] * 20, seed=3)
+    assert bootstrap_interval([True] * 10) == (1.0, 1.0) and bootstrap_interval(
+        [True, False] * 20, seed=3
+    ) == bootstrap_interval([True, False] * 20, seed=3)
 
 
 def write_rows(path, n=6, pairs=True):
-    rows = [{"prompt": f"What is {i} + {i}?", **({"chosen": str(2 * i), "rejected": f"It is {2 * i + 1}."} if pairs else
-                                                 {"response_a": str(2 * i), "response_b": f"It is {2 * i + 1}."})} for i in range(n)]
+    rows = [
+        {
+            "prompt": f"What is {i} + {i}?",
+            **(
+                {"chosen": str(2 * i), "rejected": f"It is {2 * i + 1}."}
+                if pairs
+                else {"response_a": str(2 * i), "response_b": f"It is {2 * i + 1}."}
+            ),
+        }
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def tokens_from(capsys) -> list[str]:
-    return [line.split()[-1] for line in capsys.readouterr().out.splitlines() if "token" in line and "?token=" not in line]
+    return [
+        line.split()[-1] for line in capsys.readouterr().out.splitlines() if "token" in line and "?token=" not in line
+    ]
 
 
 @pytest.fixture
 def project(tmp_path, capsys):
     root = tmp_path / "proj"
-    assert main(["label", "init", str(root), "--rows", str(write_rows(tmp_path / "pairs.jsonl")), "--overlap", "2"]) == 0
+    assert (
+        main(["label", "init", str(root), "--rows", str(write_rows(tmp_path / "pairs.jsonl")), "--overlap", "2"]) == 0
+    )
     admin = tokens_from(capsys)[0]
     assert main(["label", "add-annotator", str(root), "alice"]) == 0
     alice = tokens_from(capsys)[0]
     assert main(["label", "add-annotator", str(root), "bob"]) == 0
     bob = tokens_from(capsys)[0]
-    assert main(["label", "add-annotator", str(root), "carol"]) == 0  # overlap 2: alice and bob already cover every item
+    assert (
+        main(["label", "add-annotator", str(root), "carol"]) == 0
+    )  # overlap 2: alice and bob already cover every item
     carol = tokens_from(capsys)[0]
     return root, {"admin": admin, "alice": alice, "bob": bob, "carol": carol}
 
@@ -86,9 +116,20 @@ def test_blind_labels_unblinded_on_the_server_once_each(project):
     first = state["items"][0]
     assert set(first) == {"item_id", "prompt", "left", "right"}  # no response_a/b, no key
     left = shown_left(0, "alice", first["item_id"])
-    assert client.post("/api/label", headers=alice, json={"item_id": first["item_id"], "choice": "1", "reason": "right sum"}).status_code == 200
-    assert client.post("/api/label", headers=alice, json={"item_id": first["item_id"], "choice": "1"}).status_code == 200  # a retry
-    rows = sqlite3.connect(root / "labels.sqlite").execute("SELECT annotator, item_id, choice, shown_left FROM labels").fetchall()
+    assert (
+        client.post(
+            "/api/label", headers=alice, json={"item_id": first["item_id"], "choice": "1", "reason": "right sum"}
+        ).status_code
+        == 200
+    )
+    assert (
+        client.post("/api/label", headers=alice, json={"item_id": first["item_id"], "choice": "1"}).status_code == 200
+    )  # a retry
+    rows = (
+        sqlite3.connect(root / "labels.sqlite")
+        .execute("SELECT annotator, item_id, choice, shown_left FROM labels")
+        .fetchall()
+    )
     assert rows == [("alice", first["item_id"], left, left)]  # once, and "1" (the left answer) unblinded to a or b
     assert client.get("/api/state", headers=alice).json()["done"] == 1
     assert client.post("/api/undo", headers=alice, json={}).json() == {"item_id": first["item_id"]}
@@ -98,14 +139,21 @@ def test_blind_labels_unblinded_on_the_server_once_each(project):
 def test_refusals(project):
     root, tokens = project
     client = TestClient(create_app(root))
-    item = client.get("/api/state", headers={"Authorization": f"Bearer {tokens['alice']}"}).json()["items"][0]["item_id"]
+    item = client.get("/api/state", headers={"Authorization": f"Bearer {tokens['alice']}"}).json()["items"][0][
+        "item_id"
+    ]
     assert client.get("/api/state", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert client.post("/api/label", json={"item_id": item, "choice": "1"}).status_code == 401
     carol = {"Authorization": f"Bearer {tokens['carol']}"}
     assert client.get("/api/state", headers=carol).json()["total"] == 0
     assert client.post("/api/label", headers=carol, json={"item_id": item, "choice": "1"}).status_code == 403
     alice = {"Authorization": f"Bearer {tokens['alice']}"}
-    for body in ({"item_id": item, "choice": "maybe"}, {"item_id": item}, {"item_id": item, "choice": "1", "extra": 1}, {"item_id": item, "score": 4}):
+    for body in (
+        {"item_id": item, "choice": "maybe"},
+        {"item_id": item},
+        {"item_id": item, "choice": "1", "extra": 1},
+        {"item_id": item, "score": 4},
+    ):
         assert client.post("/api/label", headers=alice, json=body).status_code == 422, body
     assert client.get("/api/stats", headers=alice).status_code == 403  # the stats are the admin's
     assert client.get("/stats").status_code == 401
@@ -121,19 +169,35 @@ def test_stats_and_export(project, tmp_path, capsys):
             item = items[0]["item_id"]
             wanted = prefer if int(item) < 5 else "a"  # they disagree on items 1-4 and agree on 5-6
             choice = "1" if shown_left(0, name, item) == wanted else "2"
-            assert client.post("/api/label", headers=headers, json={"item_id": item, "choice": choice}).status_code == 200
+            assert (
+                client.post("/api/label", headers=headers, json={"item_id": item, "choice": choice}).status_code == 200
+            )
     stats = client.get("/api/stats", headers={"Authorization": f"Bearer {tokens['admin']}"}).json()
     assert stats["per_annotator"] == {"alice": 6, "bob": 6, "carol": 0}
     # alice: a x6; bob: b x4, a x2 -> p_o = 2/6, p_e = (6*2)/36 = 1/3 -> kappa 0
     assert stats["cohen_kappa"] == pytest.approx(0.0)
-    assert stats["judge"] == {"items": 2, "agreement": 1.0, "interval_95": [1.0, 1.0], "disagreements": []}  # items 1-4 have no majority
+    assert stats["judge"] == {
+        "items": 2,
+        "agreement": 1.0,
+        "interval_95": [1.0, 1.0],
+        "disagreements": [],
+    }  # items 1-4 have no majority
     page = client.get(f"/stats?token={tokens['admin']}").text
     assert "Cohen&#x27;s kappa (two annotators)</th><td>0.000 on 6 items" in page
     out = tmp_path / "labelled.jsonl"
     assert main(["label", "export", str(root), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [("What is 4 + 4?", "8", "It is 9."), ("What is 5 + 5?", "10", "It is 11.")]
-    assert rows[0]["provenance"] == {"source": "label:proj", "item_id": "5", "annotators": ["alice", "bob"], "votes": {"a": 2}, "agreement": 1.0}
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [
+        ("What is 4 + 4?", "8", "It is 9."),
+        ("What is 5 + 5?", "10", "It is 11."),
+    ]
+    assert rows[0]["provenance"] == {
+        "source": "label:proj",
+        "item_id": "5",
+        "annotators": ["alice", "bob"],
+        "votes": {"a": 2},
+        "agreement": 1.0,
+    }
     assert main(["label", "export", str(root), "--output", str(out)]) == 2  # never overwritten unless asked
     assert main(["label", "stats", str(root)]) == 0
     assert "judge vs people" in capsys.readouterr().out
@@ -158,12 +222,17 @@ def test_thumbs_export_kto_rows_and_review_export_the_sheet(tmp_path, capsys):
     token = tokens_from(capsys)[-1]
     client = TestClient(create_app(root))
     headers = {"Authorization": f"Bearer {token}"}
-    assert client.post("/api/label", headers=headers, json={"item_id": "1", "choice": "1"}).status_code == 422  # thumbs take up/down
+    assert (
+        client.post("/api/label", headers=headers, json={"item_id": "1", "choice": "1"}).status_code == 422
+    )  # thumbs take up/down
     for item, vote in (("1", "up"), ("2", "down")):
         assert client.post("/api/label", headers=headers, json={"item_id": item, "choice": vote}).status_code == 200
     out = tmp_path / "kto.jsonl"
     assert main(["label", "export", str(root), "--output", str(out)]) == 0
-    assert [(r["prompt"], r["completion"], r["label"]) for r in map(json.loads, out.read_text().splitlines())] == [("p0", "c0", True), ("p1", "c1", False)]
+    assert [(r["prompt"], r["completion"], r["label"]) for r in map(json.loads, out.read_text().splitlines())] == [
+        ("p0", "c0", True),
+        ("p1", "c1", False),
+    ]
 
     review = tmp_path / "review"
     source = tmp_path / "answers.jsonl"
@@ -173,8 +242,14 @@ def test_thumbs_export_kto_rows_and_review_export_the_sheet(tmp_path, capsys):
     token = tokens_from(capsys)[-1]
     client = TestClient(create_app(review))
     state = client.get("/api/state", headers={"Authorization": f"Bearer {token}"}).json()
-    assert state["items"][0]["reference"] == "Let me think... 5" and state["items"][0]["model"] == "4"  # named, side by side
-    client.post("/api/label", headers={"Authorization": f"Bearer {token}"}, json={"item_id": "1", "choice": "pass", "reason": "short and right"})
+    assert (
+        state["items"][0]["reference"] == "Let me think... 5" and state["items"][0]["model"] == "4"
+    )  # named, side by side
+    client.post(
+        "/api/label",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"item_id": "1", "choice": "pass", "reason": "short and right"},
+    )
     sheet = tmp_path / "sheet.md"
     assert main(["label", "export", str(review), "--output", str(sheet)]) == 0
     assert "| 1 | 2+2? | Let me think... 5 | 4 | pass |" in sheet.read_text() and sheet.with_suffix(".html").is_file()
@@ -189,15 +264,41 @@ def test_answers_generated_by_two_models_and_a_five_point_scale(tmp_path, tiny_m
     shutil.copytree(tiny_model_dir, other)
     build_model(len(tiny_tokenizer), seed=1).save_pretrained(other)  # another model, same tokenizer
     root = tmp_path / "gen"
-    assert main(["label", "init", str(root), "--prompts", str(write_prompts(tmp_path / "prompts.jsonl", 3)), "--model_a", str(tiny_model_dir),
-                 "--model_b", str(other), "--max_new_tokens", "4", "--scale", "five"]) == 0
+    assert (
+        main(
+            [
+                "label",
+                "init",
+                str(root),
+                "--prompts",
+                str(write_prompts(tmp_path / "prompts.jsonl", 3)),
+                "--model_a",
+                str(tiny_model_dir),
+                "--model_b",
+                str(other),
+                "--max_new_tokens",
+                "4",
+                "--scale",
+                "five",
+            ]
+        )
+        == 0
+    )
     items = [json.loads(line) for line in (root / "items.jsonl").read_text().splitlines()]
-    assert [i["prompt"] for i in items] == ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"] and all(i["response_a"] and i["response_b"] for i in items)
+    assert [i["prompt"] for i in items] == ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?"] and all(
+        i["response_a"] and i["response_b"] for i in items
+    )
     assert main(["label", "add-annotator", str(root), "ann"]) == 0
     token = tokens_from(capsys)[-1]
     client = TestClient(create_app(root))
     headers = {"Authorization": f"Bearer {token}"}
-    assert client.post("/api/label", headers=headers, json={"item_id": "1", "choice": "1"}).status_code == 422  # this project takes scores
-    assert client.post("/api/label", headers=headers, json={"item_id": "1", "score": 2}).status_code == 200  # "left better", as shown
-    (score, choice), = sqlite3.connect(root / "labels.sqlite").execute("SELECT score, choice FROM labels").fetchall()
-    assert (score, choice) == ((2, "a") if shown_left(0, "ann", "1") == "a" else (4, "b"))  # stored unblinded: 1 = a much better
+    assert (
+        client.post("/api/label", headers=headers, json={"item_id": "1", "choice": "1"}).status_code == 422
+    )  # this project takes scores
+    assert (
+        client.post("/api/label", headers=headers, json={"item_id": "1", "score": 2}).status_code == 200
+    )  # "left better", as shown
+    ((score, choice),) = sqlite3.connect(root / "labels.sqlite").execute("SELECT score, choice FROM labels").fetchall()
+    assert (score, choice) == (
+        (2, "a") if shown_left(0, "ann", "1") == "a" else (4, "b")
+    )  # stored unblinded: 1 = a much better

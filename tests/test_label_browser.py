@@ -1,6 +1,7 @@
 """The labelling page in a real headless Chromium, driven over the DevTools protocol: an annotator labels
 with the keyboard, reloads, the server is killed (-9) and restarted, labelling resumes, and the
 database holds every label once. With ALIGNKIT_SCREENSHOTS=DIR it also saves the README's screenshots."""
+
 import json
 import os
 import re
@@ -14,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_label import tokens_from, write_rows
 from test_sweep_report import find_browser
 
@@ -25,16 +25,30 @@ class Page:
     """Just enough of the DevTools protocol: navigate, evaluate, press keys, screenshot."""
 
     def __init__(self, browser: str, tmp: Path):
-        self.proc = subprocess.Popen([browser, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0", f"--user-data-dir={tmp}",
-                                      "--window-size=1280,860", "about:blank"], stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)  # its own process group: close() ends every helper process
+        self.proc = subprocess.Popen(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={tmp}",
+                "--window-size=1280,860",
+                "about:blank",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )  # its own process group: close() ends every helper process
         port = None
         for line in self.proc.stderr:
             if found := re.search(r"ws://127\.0\.0\.1:(\d+)/", line):
                 port = int(found.group(1))
                 break
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list").read())
-        self.ws = websockets.connect(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"], max_size=2**26)
+        self.ws = websockets.connect(
+            next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"], max_size=2**26
+        )
         self.next_id = 0
 
     def call(self, method: str, **params):
@@ -82,7 +96,12 @@ def free_port() -> int:
 
 
 def start_server(root: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "alignkit", "label", str(root), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alignkit", "label", str(root), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     end = time.time() + 30
     while time.time() < end:
         try:
@@ -100,9 +119,28 @@ def test_label_with_the_keyboard_through_reload_and_a_killed_server(tmp_path, ca
     browser = find_browser()
     root = tmp_path / "proj"
     rubric = tmp_path / "rubric.md"
-    rubric.write_text("Prefer the **correct** answer, then the *shorter* one.\n\n- wrong arithmetic loses\n- say tie when both are equally good")
-    assert main(["label", "init", str(root), "--rows", str(write_rows(tmp_path / "pairs.jsonl", n=6)), "--overlap", "2", "--rubric", str(rubric),
-                 "--name", "arithmetic audit"]) == 0
+    rubric.write_text(
+        "Prefer the **correct** answer, then the *shorter* one.\n\n- wrong "
+        "arithmetic loses\n- say tie when both are equally good"
+    )
+    assert (
+        main(
+            [
+                "label",
+                "init",
+                str(root),
+                "--rows",
+                str(write_rows(tmp_path / "pairs.jsonl", n=6)),
+                "--overlap",
+                "2",
+                "--rubric",
+                str(rubric),
+                "--name",
+                "arithmetic audit",
+            ]
+        )
+        == 0
+    )
     admin = tokens_from(capsys)[0]
     assert main(["label", "add-annotator", str(root), "alice"]) == 0
     alice = tokens_from(capsys)[0]
@@ -135,8 +173,14 @@ def test_label_with_the_keyboard_through_reload_and_a_killed_server(tmp_path, ca
             page.press("2")
             page.wait_for(f"{count} === '{done} / 6'")
         page.wait_for("document.getElementById('done').style.display === 'block'")
-        labels = sqlite3.connect(root / "labels.sqlite").execute("SELECT annotator, item_id, choice FROM labels ORDER BY item_id").fetchall()
-        assert [(a, i) for a, i, _ in labels] == [("alice", str(n)) for n in range(1, 7)]  # every item once, nothing lost or doubled
+        labels = (
+            sqlite3.connect(root / "labels.sqlite")
+            .execute("SELECT annotator, item_id, choice FROM labels ORDER BY item_id")
+            .fetchall()
+        )
+        assert [(a, i) for a, i, _ in labels] == [
+            ("alice", str(n)) for n in range(1, 7)
+        ]  # every item once, nothing lost or doubled
         assert {c for _, _, c in labels} <= {"a", "b", "tie"} and any(c == "tie" for _, _, c in labels)
         page.call("Page.navigate", url=f"http://127.0.0.1:{port}/stats?token={admin}")
         page.wait_for("document.body.innerText.includes('labels by alice')")

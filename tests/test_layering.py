@@ -1,6 +1,7 @@
 """The package's layering, checked on the source: every module imports, no import cycles (counting
 imports inside functions too), each layer imports only from the layers below it, and imports inside
 functions are kept for optional extras (and torch.distributed, which not every torch build has)."""
+
 from __future__ import annotations
 
 import ast
@@ -13,8 +14,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # bottom to top; a module may import from its own layer and the layers below it
 LAYERS = [
     ["alignkit", "alignkit.errors", "alignkit.atomic", "alignkit.trl_names"],
-    ["alignkit.configs"],
     ["alignkit.data"],
+    ["alignkit.configs"],
     ["alignkit.models"],
     ["alignkit.engine", "alignkit.losses"],
     ["alignkit.judges"],
@@ -52,7 +53,12 @@ def imports_of(module: str) -> list[tuple[str, int, bool]]:
     path = MODULES[module]
     tree = ast.parse(path.read_text())
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    in_function = {id(node) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for node in ast.walk(f)}
+    in_function = {
+        id(node)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for node in ast.walk(f)
+    }
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -60,7 +66,9 @@ def imports_of(module: str) -> list[tuple[str, int, bool]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [f"{base}.{alias.name}" for alias in node.names]
         else:
             continue
@@ -85,7 +93,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+                cycle = path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt, path + [nxt])
@@ -97,14 +105,22 @@ def test_no_import_cycles():
 
 
 def test_each_layer_imports_only_from_below():
-    wrong = [f"{m} (layer {layer_of(m)}) imports {t} (layer {layer_of(t)}) at line {line}"
-             for m in MODULES for t, line, _ in imports_of(m) if t in MODULES and layer_of(t) > layer_of(m)]
+    wrong = [
+        f"{m} (layer {layer_of(m)}) imports {t} (layer {layer_of(t)}) at line {line}"
+        for m in MODULES
+        for t, line, _ in imports_of(m)
+        if t in MODULES and layer_of(t) > layer_of(m)
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 def test_imports_inside_functions_only_for_optional_extras():
-    lazy = [f"{MODULES[m].relative_to(SRC)}:{line} imports {t}" for m in MODULES for t, line, inside in imports_of(m)
-            if inside and not any(t == extra or t.startswith(extra + ".") for extra in LAZY_ALLOWED)]
+    lazy = [
+        f"{MODULES[m].relative_to(SRC)}:{line} imports {t}"
+        for m in MODULES
+        for t, line, inside in imports_of(m)
+        if inside and not any(t == extra or t.startswith(extra + ".") for extra in LAZY_ALLOWED)
+    ]
     assert not lazy, "\n".join(lazy)
 
 

@@ -1,4 +1,5 @@
 """DPO loss against numbers worked out by hand from the paper's formula."""
+
 import math
 
 import pytest
@@ -57,7 +58,14 @@ def test_gradient_matches_hand_derivative():
 
 def test_preference_metrics_trl_names_and_values():
     metrics = preference_metrics(t(0.3, -0.1), t(0.1, 0.2), t(-5.0, -7.0), t(-9.0, -11.0))
-    assert set(metrics) == {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"}
+    assert set(metrics) == {
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+    }
     assert metrics["rewards/accuracies"].item() == pytest.approx(0.5)
     assert metrics["rewards/margins"].item() == pytest.approx(((0.3 - 0.1) + (-0.1 - 0.2)) / 2)
     assert metrics["rewards/chosen"].item() == pytest.approx(0.1)

@@ -1,13 +1,22 @@
 """IPO, robust DPO, hinge, SimPO, RPO NLL, KTO, ORPO and Bradley-Terry against numbers worked out by
 hand from the papers' formulas (the arithmetic is in each comment)."""
+
 import math
 
 import pytest
 import torch
 
+from alignkit.data.collate import ChosenRejected as CR
 from alignkit.losses.kto import kto_kl_estimate, kto_loss, kto_metrics
 from alignkit.losses.orpo import log_odds, orpo_loss
-from alignkit.losses.preference import hinge_loss, ipo_loss, nll_loss, preference_loss, robust_dpo_loss, simpo_loss
+from alignkit.losses.preference import (
+    hinge_loss,
+    ipo_loss,
+    nll_loss,
+    preference_loss,
+    robust_dpo_loss,
+    simpo_loss,
+)
 from alignkit.losses.reward import bradley_terry_loss, reward_metrics
 from alignkit.train.kto import kto_finalize_metrics
 
@@ -23,7 +32,9 @@ def test_robust_dpo_hand_computed_and_reduces_to_dpo():
     assert losses.item() == pytest.approx(0.6110633267402376, abs=1e-6)
     assert chosen.item() == pytest.approx(0.05, abs=1e-7)
     # eps = 0 is plain DPO: log(1 + e^-0.1)
-    assert robust_dpo_loss(t(-1.0), t(-2.0), t(-1.5), t(-1.5), 0.1, 0.0)[0].item() == pytest.approx(0.6443966600735709, abs=1e-6)
+    assert robust_dpo_loss(t(-1.0), t(-2.0), t(-1.5), t(-1.5), 0.1, 0.0)[0].item() == pytest.approx(
+        0.6443966600735709, abs=1e-6
+    )
     with pytest.raises(ValueError):
         robust_dpo_loss(t(-1.0), t(-2.0), t(-1.5), t(-1.5), 0.1, 0.5)
 
@@ -53,15 +64,25 @@ def test_simpo_is_reference_free_and_length_normalised():
     # doubling a response's length at the same per-token log-prob changes nothing
     assert simpo_loss(t(-8.0), t(-9.0), t(8.0), t(3.0), 2.0, 0.5)[0].item() == pytest.approx(losses.item(), abs=1e-6)
     # the reference arguments of the dispatcher are ignored
-    via = preference_loss("simpo", t(-4.0), t(-9.0), t(100.0), t(-100.0), t(4.0), t(3.0), 2.0, simpo_gamma=0.5)[0]
+    via = preference_loss(
+        "simpo", CR(t(-4.0), t(-9.0)), CR(t(100.0), t(-100.0)), CR(t(4.0), t(3.0)), 2.0, simpo_gamma=0.5
+    )[0]
     assert via.item() == pytest.approx(losses.item(), abs=1e-6)
 
 
 def test_preference_loss_dispatch_and_unknown_type():
-    dpo = preference_loss("sigmoid", t(-1.0), t(-2.0), t(-1.5), t(-1.5), t(1.0), t(1.0), 0.1)[0]
+    dpo = preference_loss("sigmoid", CR(t(-1.0), t(-2.0)), CR(t(-1.5), t(-1.5)), CR(t(1.0), t(1.0)), 0.1)[0]
     assert dpo.item() == pytest.approx(0.6443966600735709, abs=1e-6)
     with pytest.raises(ValueError, match="unknown loss_type"):
-        preference_loss("dpo2", t(-1.0), t(-2.0), t(-1.5), t(-1.5), t(1.0), t(1.0), 0.1)
+        preference_loss("dpo2", CR(t(-1.0), t(-2.0)), CR(t(-1.5), t(-1.5)), CR(t(1.0), t(1.0)), 0.1)
+    with pytest.raises(ValueError, match="reference"):  # only SimPO goes without reference log-probs
+        preference_loss("sigmoid", CR(t(-1.0), t(-2.0)), None, CR(t(1.0), t(1.0)), 0.1)
+
+
+def test_a_pair_batch_splits_into_chosen_then_rejected():
+    # PreferenceCollator's layout: chosen of pairs 0..B-1, then rejected of pairs 0..B-1
+    split = CR.split(t(-1.0, -2.0, -3.0, -7.0, -8.0, -9.0))
+    assert split.chosen.tolist() == [-1.0, -2.0, -3.0] and split.rejected.tolist() == [-7.0, -8.0, -9.0]
 
 
 def test_nll_is_a_token_mean_over_the_batch():
@@ -72,11 +93,15 @@ def test_nll_is_a_token_mean_over_the_batch():
 def test_kto_loss_hand_computed():
     # desirable: r = -5 - -6 = 1, z0 = 0.4, beta 0.5 -> 1 - sigmoid(0.5 * 0.6) = 0.42555748
     # undesirable: r = -8 - -7 = -1 -> 1 - sigmoid(0.5 * (0.4 + 1)) = 0.33181223, weighted x 2
-    losses, rewards = kto_loss(t(-5.0, -8.0), t(-6.0, -7.0), torch.tensor([True, False]), t(0.4), beta=0.5, undesirable_weight=2.0)
+    losses, rewards = kto_loss(
+        t(-5.0, -8.0), t(-6.0, -7.0), torch.tensor([True, False]), t(0.4), beta=0.5, undesirable_weight=2.0
+    )
     assert losses.tolist() == pytest.approx([0.42555748318834097, 2 * 0.33181222783183384], abs=1e-6)
     assert rewards.tolist() == pytest.approx([0.5, -0.5])
     # equal log-probs and zero KL: 1 - sigmoid(0) = 0.5 for both kinds
-    assert kto_loss(t(-3.0, -3.0), t(-3.0, -3.0), torch.tensor([True, False]), t(0.0), 0.1)[0].tolist() == pytest.approx([0.5, 0.5])
+    assert kto_loss(t(-3.0, -3.0), t(-3.0, -3.0), torch.tensor([True, False]), t(0.0), 0.1)[
+        0
+    ].tolist() == pytest.approx([0.5, 0.5])
 
 
 def test_kto_kl_estimate_is_clamped_and_detached():

@@ -1,15 +1,28 @@
 """SFT, reward model + score, KTO, ORPO and every DPO loss type end to end on a tiny random model."""
+
 import json
 
 import pytest
 import torch
+from conftest import write_pairs
 
 from alignkit.cli import main
-from alignkit.config import DPOConfig, load_config
+from alignkit.configs import (
+    DPOConfig,
+    KTOConfig,
+    ORPOConfig,
+    RewardConfig,
+    SFTConfig,
+    load_config,
+)
 from alignkit.data.kto import load_kto_data, tokenize_kto
-from alignkit.data.sft import conversation_tokens, load_sft_data, pack_examples, tokenize_sft
+from alignkit.data.sft import (
+    conversation_tokens,
+    load_sft_data,
+    pack_examples,
+    tokenize_sft,
+)
 from alignkit.errors import DataValidationError
-from alignkit.method_configs import KTOConfig, ORPOConfig, RewardConfig, SFTConfig
 from alignkit.train.dpo import train_dpo
 from alignkit.train.kto import train_kto
 from alignkit.train.metrics_log import read_metrics
@@ -17,13 +30,34 @@ from alignkit.train.orpo import train_orpo
 from alignkit.train.reward import train_reward
 from alignkit.train.sft import train_sft
 
-from conftest import write_pairs
-
 
 def args_for(model_dir, data, out, *extra):
-    return ["--model", str(model_dir), "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
-            "--learning_rate", "1e-3", "--logging_steps", "1", "--preflight", "false", "--max_length", "64", "--max_prompt_length", "32", "--disable_tqdm",
-            "--report_to", "none", "--eval_split", "0.25", *extra]
+    return [
+        "--model",
+        str(model_dir),
+        "--train_data",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+        "--preflight",
+        "false",
+        "--max_length",
+        "64",
+        "--max_prompt_length",
+        "32",
+        "--disable_tqdm",
+        "--report_to",
+        "none",
+        "--eval_split",
+        "0.25",
+        *extra,
+    ]
 
 
 def write_jsonl(path, rows):
@@ -53,13 +87,18 @@ def test_sft_mask_covers_exactly_the_assistant_turns(tiny_tokenizer):
 
 
 def test_sft_data_forms_and_errors(tmp_path, tiny_tokenizer):
-    good = write_jsonl(tmp_path / "sft.jsonl", [{"messages": CONVERSATION}, {"prompt": "What is 1 + 2?", "completion": "3."}])
+    good = write_jsonl(
+        tmp_path / "sft.jsonl", [{"messages": CONVERSATION}, {"prompt": "What is 1 + 2?", "completion": "3."}]
+    )
     examples = load_sft_data(str(good))
     items, dropped = tokenize_sft(examples, tiny_tokenizer, 64, 32)
     assert dropped == 0
     completion = items[1]
     assert tiny_tokenizer.decode([i for i, m in zip(completion["ids"], completion["mask"]) if m]) == "3.<|im_end|>"
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}, {"prompt": "q"}, {"messages": "text"}])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [{"messages": [{"role": "user", "content": "hi"}]}, {"prompt": "q"}, {"messages": "text"}],
+    )
     with pytest.raises(DataValidationError) as err:
         load_sft_data(str(bad))
     text = str(err.value)
@@ -77,7 +116,9 @@ def test_sft_packing_bins_respect_max_length():
 
 @pytest.mark.parametrize("packing", [False, True])
 def test_sft_training_lowers_the_loss(tiny_model_dir, tmp_path, packing):
-    rows = [{"messages": CONVERSATION}] + [{"prompt": f"What is {a} + 1?", "completion": f"{a + 1}."} for a in range(11)]
+    rows = [{"messages": CONVERSATION}] + [
+        {"prompt": f"What is {a} + 1?", "completion": f"{a + 1}."} for a in range(11)
+    ]
     data = write_jsonl(tmp_path / "sft.jsonl", rows)
     out = tmp_path / "run"
     extra = ["--max_steps", "12", "--learning_rate", "1e-2"] + (["--packing"] if packing else [])
@@ -94,7 +135,11 @@ def test_reward_model_trains_saves_and_scores_with_plain_transformers(tiny_model
 
     pairs = write_pairs(tmp_path / "pairs.jsonl", 16)
     out = tmp_path / "rm"
-    result = train_reward(load_config(RewardConfig, None, args_for(tiny_model_dir, pairs, out, "--max_steps", "16", "--learning_rate", "3e-3")))
+    result = train_reward(
+        load_config(
+            RewardConfig, None, args_for(tiny_model_dir, pairs, out, "--max_steps", "16", "--learning_rate", "3e-3")
+        )
+    )
     records = read_metrics(out)
     assert {"loss", "accuracy", "margin"} <= set(records[0])
     assert result.eval_metrics["eval/accuracy"] == 1.0  # an easy, consistent preference on held-out pairs
@@ -104,37 +149,63 @@ def test_reward_model_trains_saves_and_scores_with_plain_transformers(tiny_model
     with torch.no_grad():
         plain = model(**tokenizer(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
     scored_out = tmp_path / "scores.jsonl"
-    data = write_jsonl(tmp_path / "one.jsonl", [{"prompt": "What is 2 + 2?", "chosen": "2 + 2 = 4.", "rejected": "Let me think about this at length."}])
+    data = write_jsonl(
+        tmp_path / "one.jsonl",
+        [{"prompt": "What is 2 + 2?", "chosen": "2 + 2 = 4.", "rejected": "Let me think about this at length."}],
+    )
     assert main(["score", "--model", str(out / "final"), "--data", str(data), "--output", str(scored_out)]) == 0
     row = json.loads(scored_out.read_text())
-    assert row["chosen_score"] == pytest.approx(plain, abs=1e-4)  # alignkit's engine reads the same token as transformers
+    assert row["chosen_score"] == pytest.approx(
+        plain, abs=1e-4
+    )  # alignkit's engine reads the same token as transformers
     assert "pairwise accuracy 1.000" in capsys.readouterr().out
-    assert main(["score", "--model", str(out / "final"), "--data", str(data), "--output", str(scored_out)]) == 2  # no silent overwrite
+    assert (
+        main(["score", "--model", str(out / "final"), "--data", str(data), "--output", str(scored_out)]) == 2
+    )  # no silent overwrite
 
 
 def test_kto_data_forms_and_errors(tmp_path, tiny_tokenizer):
-    data = write_jsonl(tmp_path / "kto.jsonl", [
-        {"prompt": "q1", "completion": "good", "label": True},
-        {"prompt": "q2", "chosen": "yes", "rejected": "no"},
-    ])
+    data = write_jsonl(
+        tmp_path / "kto.jsonl",
+        [
+            {"prompt": "q1", "completion": "good", "label": True},
+            {"prompt": "q2", "chosen": "yes", "rejected": "no"},
+        ],
+    )
     examples = load_kto_data(str(data))
     assert [(e.completion, e.desirable) for e in examples] == [("good", True), ("yes", True), ("no", False)]
     items = tokenize_kto(examples, tiny_tokenizer, 64, 32, seed=0)
     assert all(item["kl_completion"] != item["completion"] for item in items)  # each KL completion is another example's
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "completion": "a", "label": "yes"}, {"prompt": "q", "label": False}])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [{"prompt": "q", "completion": "a", "label": "yes"}, {"prompt": "q", "label": False}]
+    )
     with pytest.raises(DataValidationError) as err:
         load_kto_data(str(bad))
-    assert "bad.jsonl:1: field 'label': expected true" in str(err.value) and "bad.jsonl:2: field 'completion': missing" in str(err.value)
+    assert "bad.jsonl:1: field 'label': expected true" in str(
+        err.value
+    ) and "bad.jsonl:2: field 'completion': missing" in str(err.value)
 
 
 def test_kto_first_step_is_one_half_and_desirable_reward_rises(tiny_model_dir, tmp_path):
     rows = []
     for i in range(12):
         rows.append({"prompt": f"What is {i} + 1?", "completion": f"{i + 1}.", "label": True})
-        rows.append({"prompt": f"What is {i} + 2?", "completion": "Let me think about this at length, step by step.", "label": False})
+        rows.append(
+            {
+                "prompt": f"What is {i} + 2?",
+                "completion": "Let me think about this at length, step by step.",
+                "label": False,
+            }
+        )
     data = write_jsonl(tmp_path / "kto.jsonl", rows)
     out = tmp_path / "kto"
-    result = train_kto(load_config(KTOConfig, None, args_for(tiny_model_dir, data, out, "--max_steps", "10", "--per_device_train_batch_size", "4")))
+    result = train_kto(
+        load_config(
+            KTOConfig,
+            None,
+            args_for(tiny_model_dir, data, out, "--max_steps", "10", "--per_device_train_batch_size", "4"),
+        )
+    )
     first = read_metrics(out)[0]
     assert first["loss"] == pytest.approx(0.5, abs=1e-5)  # policy == reference and KL 0: 1 - sigmoid(0)
     assert {"kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen"} <= set(first)
@@ -151,16 +222,36 @@ def test_orpo_trains_without_a_reference(tiny_model_dir, tmp_path):
     assert records[-1]["log_odds_chosen"] > records[0]["log_odds_chosen"]
 
 
-@pytest.mark.parametrize("loss_type, first_loss", [
-    ("sigmoid", 0.6931472),  # log 2 at h = 0
-    ("robust", 0.6931472),  # ((1 - e) log 2 - e log 2) / (1 - 2e) = log 2
-    ("hinge", 1.0),  # max(0, 1 - 0)
-    ("ipo", 25.0),  # (0 - 1 / (2 * 0.1))^2
-])
+@pytest.mark.parametrize(
+    "loss_type, first_loss",
+    [
+        ("sigmoid", 0.6931472),  # log 2 at h = 0
+        ("robust", 0.6931472),  # ((1 - e) log 2 - e log 2) / (1 - 2e) = log 2
+        ("hinge", 1.0),  # max(0, 1 - 0)
+        ("ipo", 25.0),  # (0 - 1 / (2 * 0.1))^2
+    ],
+)
 def test_dpo_loss_types_first_step_and_learning(tiny_model_dir, pairs_file, tmp_path, loss_type, first_loss):
     out = tmp_path / loss_type
-    train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, pairs_file, out, "--max_steps", "6", "--loss_type", loss_type,
-                                                    "--label_smoothing", "0.1" if loss_type == "robust" else "0", "--learning_rate", "3e-3")))
+    train_dpo(
+        load_config(
+            DPOConfig,
+            None,
+            args_for(
+                tiny_model_dir,
+                pairs_file,
+                out,
+                "--max_steps",
+                "6",
+                "--loss_type",
+                loss_type,
+                "--label_smoothing",
+                "0.1" if loss_type == "robust" else "0",
+                "--learning_rate",
+                "3e-3",
+            ),
+        )
+    )
     assert train_losses(out)[0] == pytest.approx(first_loss, abs=1e-4)
     margins = [r["rewards/margins"] for r in read_metrics(out) if "rewards/margins" in r]
     assert margins[0] == pytest.approx(0.0, abs=1e-6) and margins[-1] > 0.1  # the preference is learned
@@ -168,7 +259,25 @@ def test_dpo_loss_types_first_step_and_learning(tiny_model_dir, pairs_file, tmp_
 
 def test_simpo_and_rpo(tiny_model_dir, pairs_file, tmp_path):
     out = tmp_path / "simpo"
-    train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, pairs_file, out, "--max_steps", "6", "--loss_type", "simpo", "--beta", "2.0", "--rpo_alpha", "0.5")))
+    train_dpo(
+        load_config(
+            DPOConfig,
+            None,
+            args_for(
+                tiny_model_dir,
+                pairs_file,
+                out,
+                "--max_steps",
+                "6",
+                "--loss_type",
+                "simpo",
+                "--beta",
+                "2.0",
+                "--rpo_alpha",
+                "0.5",
+            ),
+        )
+    )
     records = [r for r in read_metrics(out) if "loss" in r]
     first = records[0]
     # simpo + 0.5 x NLL: the NLL is the token mean, so the total exceeds the preference part alone
@@ -181,13 +290,34 @@ def test_a_lora_sft_output_is_a_valid_starting_model(tiny_model_dir, pairs_file,
 
     from alignkit.models.loading import load_model_and_tokenizer
 
-    sft_data = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": f"What is {a} + 1?", "completion": f"{a + 1}."} for a in range(8)])
+    sft_data = write_jsonl(
+        tmp_path / "sft.jsonl", [{"prompt": f"What is {a} + 1?", "completion": f"{a + 1}."} for a in range(8)]
+    )
     sft = tmp_path / "sft"
-    train_sft(load_config(SFTConfig, None, args_for(tiny_model_dir, sft_data, sft, "--max_steps", "3", "--use_peft", "--lora_r", "4", "--learning_rate", "1e-2")))
+    train_sft(
+        load_config(
+            SFTConfig,
+            None,
+            args_for(
+                tiny_model_dir,
+                sft_data,
+                sft,
+                "--max_steps",
+                "3",
+                "--use_peft",
+                "--lora_r",
+                "4",
+                "--learning_rate",
+                "1e-2",
+            ),
+        )
+    )
     assert (sft / "final" / "adapter_config.json").is_file()
     merged, _ = load_model_and_tokenizer(str(sft / "final"))
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    assert not torch.equal(merged.model.layers[0].self_attn.q_proj.weight, base.model.layers[0].self_attn.q_proj.weight)  # adapter merged in
+    assert not torch.equal(
+        merged.model.layers[0].self_attn.q_proj.weight, base.model.layers[0].self_attn.q_proj.weight
+    )  # adapter merged in
     out = tmp_path / "dpo"
     train_dpo(load_config(DPOConfig, None, args_for(str(sft / "final"), pairs_file, out, "--max_steps", "1")))
     assert train_losses(out)[0] == pytest.approx(0.6931472, abs=1e-5)  # the reference is the SFT model itself
@@ -203,13 +333,19 @@ def test_an_adapter_trained_on_an_adapter_keeps_both(tiny_model_dir, pairs_file,
 
     from alignkit.models.loading import load_model_and_tokenizer
 
-    sft_data = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": f"What is {a} + 1?", "completion": f"{a + 1}."} for a in range(8)])
+    sft_data = write_jsonl(
+        tmp_path / "sft.jsonl", [{"prompt": f"What is {a} + 1?", "completion": f"{a + 1}."} for a in range(8)]
+    )
     lora = ["--use_peft", "--lora_r", "4", "--learning_rate", "1e-2", "--max_steps", "2"]
     train_sft(load_config(SFTConfig, None, args_for(tiny_model_dir, sft_data, tmp_path / "sft", *lora)))
-    train_dpo(load_config(DPOConfig, None, args_for(str(tmp_path / "sft" / "final"), pairs_file, tmp_path / "dpo", *lora)))
+    train_dpo(
+        load_config(DPOConfig, None, args_for(str(tmp_path / "sft" / "final"), pairs_file, tmp_path / "dpo", *lora))
+    )
     recorded = _json.loads((tmp_path / "dpo" / "final" / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert recorded == str((tmp_path / "sft" / "final").resolve())
-    manual = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(tmp_path / "sft" / "final")).merge_and_unload()
+    manual = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(tmp_path / "sft" / "final")
+    ).merge_and_unload()
     manual = PeftModel.from_pretrained(manual, str(tmp_path / "dpo" / "final")).merge_and_unload()
     loaded, _ = load_model_and_tokenizer(str(tmp_path / "dpo"))
     ids = torch.tensor([[5, 9, 14, 3, 27]])

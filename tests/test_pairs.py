@@ -1,4 +1,5 @@
 """`alignkit pairs` and `alignkit annotate` export/import on tiny models and known inputs."""
+
 from __future__ import annotations
 
 import csv
@@ -7,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.annotate import annotate
 from alignkit.cli import main
-from alignkit.config import load_config
+from alignkit.commands.annotate import annotate
+from alignkit.commands.pairs import build_pairs
+from alignkit.commands.serve import serving
+from alignkit.configs import AnnotateConfig, PairsConfig, load_config
 from alignkit.data.preference import load_preference_data
-from alignkit.data_configs import AnnotateConfig, PairsConfig
 from alignkit.errors import ConfigError, DataValidationError, RunDirError
-from alignkit.pairs import build_pairs
-from alignkit.serve import serving
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -23,20 +23,33 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def prompts_file(tmp_path: Path) -> Path:
-    return write_jsonl(tmp_path / "prompts.jsonl", [
-        {"prompt": "What is 2 + 3?", "answer": 5, "reference": "2 + 3 = 5."},
-        {"prompt": "What is 4 + 4?", "answer": 8, "reference": "4 + 4 = 8."},
-        {"prompt": "What is my cat's name?", "answer": None, "reference": "I'm not sure."},
-    ])
+    return write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [
+            {"prompt": "What is 2 + 3?", "answer": 5, "reference": "2 + 3 = 5."},
+            {"prompt": "What is 4 + 4?", "answer": 8, "reference": "4 + 4 = 8."},
+            {"prompt": "What is my cat's name?", "answer": None, "reference": "I'm not sure."},
+        ],
+    )
 
 
 def test_sample_rank_with_verifier_puts_the_verified_reference_first(tmp_path, tiny_model_dir):
     # The tiny random model never answers right, so the verified reference is always chosen.
-    config = PairsConfig(prompts=str(prompts_file(tmp_path)), output=str(tmp_path / "pairs.jsonl"), method="sample_rank", generator=str(tiny_model_dir),
-                         num_samples=3, max_new_tokens=6, disable_tqdm=True)
+    config = PairsConfig(
+        prompts=str(prompts_file(tmp_path)),
+        output=str(tmp_path / "pairs.jsonl"),
+        method="sample_rank",
+        generator=str(tiny_model_dir),
+        num_samples=3,
+        max_new_tokens=6,
+        disable_tqdm=True,
+    )
     result = build_pairs(config)
     assert [r["chosen"] for r in result.rows] == ["2 + 3 = 5.", "4 + 4 = 8.", "I'm not sure."]
-    assert all(r["provenance"]["rejected_source"].startswith("sample") and r["provenance"]["scores"]["reference"] == 1.0 for r in result.rows)
+    assert all(
+        r["provenance"]["rejected_source"].startswith("sample") and r["provenance"]["scores"]["reference"] == 1.0
+        for r in result.rows
+    )
     assert result.summary["kept"] == 3 and result.summary["scorer"] == "verifier"
     assert len(load_preference_data(config.output)) == 3  # the trainers read it as is
     with pytest.raises(RunDirError, match="already exists"):
@@ -44,11 +57,22 @@ def test_sample_rank_with_verifier_puts_the_verified_reference_first(tmp_path, t
 
 
 def test_system_prompt_contrast_through_a_served_model(tmp_path, tiny_model_dir):
-    rows = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Say something about {w}."} for w in ("cats", "numbers", "rain", "tea")])
+    rows = write_jsonl(
+        tmp_path / "p.jsonl", [{"prompt": f"Say something about {w}."} for w in ("cats", "numbers", "rain", "tea")]
+    )
     with serving(str(tiny_model_dir), served_model_name="tiny") as url:
-        config = PairsConfig(prompts=str(rows), output=str(tmp_path / "pairs.jsonl"), generator_base_url=url, generator_model="tiny",
-                             chosen_max_new_tokens=6, rejected_max_new_tokens=12, chosen_temperature=1.0, rejected_temperature=1.0, disable_tqdm=True,
-                             good_system_prompts=["Be brief.", "Be kind."])
+        config = PairsConfig(
+            prompts=str(rows),
+            output=str(tmp_path / "pairs.jsonl"),
+            generator_base_url=url,
+            generator_model="tiny",
+            chosen_max_new_tokens=6,
+            rejected_max_new_tokens=12,
+            chosen_temperature=1.0,
+            rejected_temperature=1.0,
+            disable_tqdm=True,
+            good_system_prompts=["Be brief.", "Be kind."],
+        )
         result = build_pairs(config)
     assert result.summary["kept"] + sum(result.summary["dropped"].values()) == 4
     assert result.summary["generator"] == "endpoint:tiny" and result.summary["requests"] == 8
@@ -60,8 +84,8 @@ def test_system_prompt_contrast_through_a_served_model(tmp_path, tiny_model_dir)
 
 
 def test_sample_rank_all_pairs_with_a_heuristic(tmp_path):
+    from alignkit.commands.pairs import _sample_rank_pairs
     from alignkit.judges.scorers import HeuristicScorer
-    from alignkit.pairs import _sample_rank_pairs
 
     class Canned:
         name = "canned"
@@ -69,14 +93,28 @@ def test_sample_rank_all_pairs_with_a_heuristic(tmp_path):
         def generate(self, prompts, *, seed, **_):
             return [["short", "a bit longer", "short", "the longest answer here"][seed]] * len(prompts)
 
-    config = PairsConfig(prompts="unused", output="unused", method="sample_rank", scorer="heuristic", pairing="all", include_reference=False)
+    config = PairsConfig(
+        prompts="unused",
+        output="unused",
+        method="sample_rank",
+        scorer="heuristic",
+        pairing="all",
+        include_reference=False,
+    )
     pairs, summary = _sample_rank_pairs(config, [{"prompt": "q", "where": "f:1"}], Canned(), HeuristicScorer("length"))
-    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("short", "a bit longer"), ("short", "the longest answer here"), ("a bit longer", "the longest answer here")]
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [
+        ("short", "a bit longer"),
+        ("short", "the longest answer here"),
+        ("a bit longer", "the longest answer here"),
+    ]
     assert summary.kept == 3 and pairs[0]["provenance"]["generator"] == "canned"
 
 
 def test_prompt_file_faults_name_file_line_and_field(tmp_path):
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok", "answer": 1}, {"question": "x"}, {"prompt": "y", "tests": "assert 1"}, {"prompt": "z"}])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [{"prompt": "ok", "answer": 1}, {"question": "x"}, {"prompt": "y", "tests": "assert 1"}, {"prompt": "z"}],
+    )
     config = PairsConfig(prompts=str(bad), output=str(tmp_path / "o.jsonl"), method="sample_rank")
     with pytest.raises(DataValidationError) as caught:
         build_pairs(config)
@@ -98,7 +136,10 @@ def test_config_checks_say_what_is_missing():
 
 
 def test_export_then_import_human_labels(tmp_path):
-    rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"Q{i}?", "response_a": f"first {i}", "response_b": f"second {i}"} for i in range(8)])
+    rows = write_jsonl(
+        tmp_path / "rows.jsonl",
+        [{"prompt": f"Q{i}?", "response_a": f"first {i}", "response_b": f"second {i}"} for i in range(8)],
+    )
     sheet = tmp_path / "sheet.csv"
     annotate(AnnotateConfig(input=str(rows), output=str(sheet), mode="export", seed=3))
     with open(sheet, newline="") as handle:

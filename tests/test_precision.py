@@ -1,5 +1,6 @@
 """Mixed precision: bf16 on CPU only where the processor has native bf16 (read from its flags),
 ``auto`` picks bf16 on GPUs only, and a bf16 run on such a CPU trains like fp32."""
+
 import pytest
 
 from alignkit.errors import AlignkitError
@@ -16,13 +17,18 @@ def test_flags_are_read_not_guessed():
 
 
 def test_cpu_choices():
-    assert resolve_mixed_precision("auto", cuda=False, cpu_flags=["avx512_bf16"]) == "no"  # fp32 stays the default on CPU
+    assert (
+        resolve_mixed_precision("auto", cuda=False, cpu_flags=["avx512_bf16"]) == "no"
+    )  # fp32 stays the default on CPU
     assert resolve_mixed_precision("bf16", cuda=False, cpu_flags=["amx_bf16"]) == "bf16"
     with pytest.raises(AlignkitError, match="emulated"):
         resolve_mixed_precision("bf16", cuda=False, cpu_flags=[])
     with pytest.raises(AlignkitError, match="CUDA"):
         resolve_mixed_precision("fp16", cuda=False, cpu_flags=["amx_bf16"])
-    assert resolve_mixed_precision(None, cuda=False, cpu_flags=[]) is None and resolve_mixed_precision("no", cuda=False, cpu_flags=[]) == "no"
+    assert (
+        resolve_mixed_precision(None, cuda=False, cpu_flags=[]) is None
+        and resolve_mixed_precision("no", cuda=False, cpu_flags=[]) == "no"
+    )
 
 
 @pytest.mark.skipif(not cpu_bf16_flags(), reason="this CPU has no native bf16")
@@ -33,10 +39,16 @@ def test_a_bf16_run_tracks_the_fp32_run(tiny_model_dir, pairs_file, tmp_path):
 
     losses = {}
     for precision in ("no", "bf16"):
-        train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / precision, "--max_steps", "4", "--mixed_precision", precision))
+        train_dpo(
+            config_for(
+                tiny_model_dir, pairs_file, tmp_path / precision, "--max_steps", "4", "--mixed_precision", precision
+            )
+        )
         losses[precision] = [r["loss"] for r in read_metrics(tmp_path / precision) if "loss" in r]
     assert losses["bf16"][0] == pytest.approx(0.6931, abs=2e-3)  # policy == reference at step 1, in bf16 too
-    assert losses["bf16"] == pytest.approx(losses["no"], abs=0.05) and losses["bf16"] != losses["no"]  # autocast really ran
+    assert (
+        losses["bf16"] == pytest.approx(losses["no"], abs=0.05) and losses["bf16"] != losses["no"]
+    )  # autocast really ran
 
 
 @pytest.mark.skipif(not cpu_bf16_flags(), reason="this CPU has no native bf16")
@@ -45,7 +57,9 @@ def test_an_unset_precision_after_a_bf16_run_in_the_same_process_is_fp32(monkeyp
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     assert make_accelerator("bf16").mixed_precision == "bf16"
-    assert make_accelerator(None).mixed_precision == "no"  # the API called twice: the second run must not inherit bf16 autocast
+    assert (
+        make_accelerator(None).mixed_precision == "no"
+    )  # the API called twice: the second run must not inherit bf16 autocast
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
     assert make_accelerator(None).mixed_precision == "bf16"
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")

@@ -1,7 +1,10 @@
 """Prefix sharing: the prompt computed once per pair gives the log-probs and gradients of the naive
 per-sequence computation (fp32), in every layout and for every path that scores two responses."""
+
 import pytest
 import torch
+from conftest import build_model
+from test_engine import naive_logps
 
 from alignkit.data.collate import PreferenceCollator
 from alignkit.data.kto import KTOCollator
@@ -9,12 +12,13 @@ from alignkit.data.prefix_sharing import build_shared_batch, shared_prefix
 from alignkit.data.tokenize import TokenizedPair
 from alignkit.engine.logprobs import sequence_logps, supports_prefix_sharing
 from alignkit.engine.scores import sequence_scores
-from test_engine import naive_logps
-
-from conftest import build_model
 
 # (prompt, chosen, rejected): prompts and responses of different lengths, one one-token response
-PAIRS = [([5, 6, 7], [8, 9, 10, 11], [12, 13]), ([20, 21], [22], [23, 24, 25, 26, 27]), ([30, 31, 32, 33, 34], [35, 36], [37, 38, 39])]
+PAIRS = [
+    ([5, 6, 7], [8, 9, 10, 11], [12, 13]),
+    ([20, 21], [22], [23, 24, 25, 26, 27]),
+    ([30, 31, 32, 33, 34], [35, 36], [37, 38, 39]),
+]
 
 
 def naive_pairs():
@@ -28,11 +32,13 @@ def test_block_layout_positions_mask_and_targets():
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 2]]  # the rejected response continues from the prompt
     mask = batch["attention_mask"][0, 0].int().tolist()
-    assert mask == [[1, 0, 0, 0, 0],
-                    [1, 1, 0, 0, 0],
-                    [1, 1, 1, 0, 0],
-                    [1, 1, 1, 1, 0],
-                    [1, 1, 0, 0, 1]]  # the rejected token sees the prompt and itself, never chosen
+    assert mask == [
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 0],
+        [1, 1, 0, 0, 1],
+    ]  # the rejected token sees the prompt and itself, never chosen
     # position 1 (the prompt's last token) predicts the first token of both responses
     assert batch["score_positions"].tolist() == [1, 2, 1] and batch["score_targets"].tolist() == [7, 8, 9]
     assert batch["score_owner"].tolist() == [0, 0, 1]
@@ -69,7 +75,9 @@ def test_eager_attention_gets_the_additive_mask():
 def test_with_lora_and_gradient_checkpointing():
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(build_model(64), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        build_model(64), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     batch = PreferenceCollator(0, prefix_sharing=True)([{"pair": TokenizedPair(p, c, r)} for p, c, r in PAIRS])
@@ -78,10 +86,14 @@ def test_with_lora_and_gradient_checkpointing():
     shared.logps.sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
-    plain = sequence_logps(model, PreferenceCollator(0, prefix_sharing=False)([{"pair": TokenizedPair(p, c, r)} for p, c, r in PAIRS]))
+    plain = sequence_logps(
+        model, PreferenceCollator(0, prefix_sharing=False)([{"pair": TokenizedPair(p, c, r)} for p, c, r in PAIRS])
+    )
     plain.logps.sum().backward()
     assert torch.allclose(shared.logps, plain.logps, atol=1e-5)
-    assert grads and all(torch.allclose(grads[n], p.grad, atol=1e-5) for n, p in model.named_parameters() if p.requires_grad)
+    assert grads and all(
+        torch.allclose(grads[n], p.grad, atol=1e-5) for n, p in model.named_parameters() if p.requires_grad
+    )
 
 
 def test_kto_completion_and_kl_completion_share_the_prompt():
@@ -97,8 +109,16 @@ def test_reward_scores_read_each_response_end():
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         num_labels=1, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=0,
+    )
     model = LlamaForSequenceClassification(config).eval()
     items = [{"pair": TokenizedPair(p, c, r)} for p, c, r in PAIRS]
     shared = sequence_scores(model, PreferenceCollator(0, prefix_sharing=True)(items))

@@ -1,19 +1,20 @@
 """RL on tiny models: per-token outputs against a naive computation, rollout sampling, reward terms,
 the reward-hacking guard, and ppo/grpo/rloo end to end (CLI, outputs, learning, exact resume)."""
+
 import json
 
 import pytest
 import torch
+from conftest import build_model
 from safetensors.torch import load_file
 
+from alignkit.configs import RewardSpec
 from alignkit.data.collate import build_packed_batch, build_sequence_batch
 from alignkit.diagnose.symptoms import RewardHackingGuard
 from alignkit.engine.generation import generate_responses, sample_token_ids
 from alignkit.engine.token_outputs import token_outputs
 from alignkit.judges.rewards import CombinedReward
-from alignkit.rl_configs import RewardSpec
 from alignkit.train.metrics_log import read_metrics
-from conftest import build_model
 
 SEQUENCES = [[5, 6, 7, 8, 9, 10], [5, 6, 11, 12], [20, 21, 22, 23, 24, 25, 26, 27, 28], [30, 31]]
 STARTS = [3, 2, 5, 1]
@@ -36,8 +37,10 @@ def test_token_outputs_match_a_naive_computation(packed):
             assert out.logps[i, :n].tolist() == pytest.approx(expected, abs=1e-5)
             assert out.logps[i, n:].abs().sum() == 0 and not out.mask[i, n:].any()
             hidden = result.hidden_states[-1][0]
-            assert out.values[i, :n].tolist() == pytest.approx(head(hidden[start - 1:len(ids) - 1]).squeeze(-1).tolist(), abs=1e-5)
-            entropy = -(logprobs.exp() * logprobs).sum(-1)[start - 1:len(ids) - 1]
+            assert out.values[i, :n].tolist() == pytest.approx(
+                head(hidden[start - 1 : len(ids) - 1]).squeeze(-1).tolist(), abs=1e-5
+            )
+            entropy = -(logprobs.exp() * logprobs).sum(-1)[start - 1 : len(ids) - 1]
             assert out.entropy[i, :n].tolist() == pytest.approx(entropy.tolist(), abs=1e-4)
 
 
@@ -63,8 +66,14 @@ def test_sampled_ids_stop_after_eos_and_greedy_matches_generation(tiny_tokenizer
 def test_combined_reward_weights_its_terms(tmp_path):
     fn = tmp_path / "mine.py"
     fn.write_text("def polite(row, response):\n    return 1.0 if 'please' in response else 0.0\n")
-    reward = CombinedReward([RewardSpec(kind="verifier"), RewardSpec(kind="length", weight=0.1), RewardSpec(kind="regex", pattern=r"=\s*\d+", weight=0.5),
-                             RewardSpec(kind="python", function=f"{fn}:polite", weight=2.0)])
+    reward = CombinedReward(
+        [
+            RewardSpec(kind="verifier"),
+            RewardSpec(kind="length", weight=0.1),
+            RewardSpec(kind="regex", pattern=r"=\s*\d+", weight=0.5),
+            RewardSpec(kind="python", function=f"{fn}:polite", weight=2.0),
+        ]
+    )
     rows = [{"prompt": "What is 2 + 3?", "answer": 5}] * 2
     scores, components = reward(rows, ["2 + 3 = 5", "It is six, please"])
     assert components == {"verifier": [1.0, 0.0], "length": [-5.0, -4.0], "regex2": [1.0, 0.0], "python3": [0.0, 1.0]}
@@ -87,31 +96,89 @@ def test_reward_hacking_guard():
     assert [s.name for s in guard.observe(5, guard_record(0.7, 1.0, 41))] == ["length_runaway"]
     other = RewardHackingGuard(10.0, 2.0)
     other.observe(1, guard_record(0.0, 0.0, 20, truncated=0.4))
-    assert other.observe(2, guard_record(-0.1, 12.0, 20, truncated=0.8)) == []  # KL high but reward did not rise; truncation noisy, not runaway
+    assert (
+        other.observe(2, guard_record(-0.1, 12.0, 20, truncated=0.8)) == []
+    )  # KL high but reward did not rise; truncation noisy, not runaway
     assert [s.name for s in other.observe(3, guard_record(0.0, 0.0, 20, truncated=0.9))] == ["length_runaway"]
 
 
 def rl_args(model_dir, prompts, out, *extra):
-    return ["--model", str(model_dir), "--train_data", str(prompts), "--output_dir", str(out), "--disable_tqdm", "--report_to", "none",
-            "--max_new_tokens", "6", "--per_device_train_batch_size", "4", "--mini_batch_size", "4", "--logging_steps", "1",
-            "--eval_split", "0.25", "--learning_rate", "1e-3", "--rewards", "[{kind: verifier}, {kind: length, weight: 0.1}]", *extra]
+    return [
+        "--model",
+        str(model_dir),
+        "--train_data",
+        str(prompts),
+        "--output_dir",
+        str(out),
+        "--disable_tqdm",
+        "--report_to",
+        "none",
+        "--max_new_tokens",
+        "6",
+        "--per_device_train_batch_size",
+        "4",
+        "--mini_batch_size",
+        "4",
+        "--logging_steps",
+        "1",
+        "--eval_split",
+        "0.25",
+        "--learning_rate",
+        "1e-3",
+        "--rewards",
+        "[{kind: verifier}, {kind: length, weight: 0.1}]",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("command,keys", [
-    ("ppo", {"loss/policy", "loss/value", "policy/clipfrac", "value/clipfrac", "policy/approx_kl", "returns/mean", "advantages/std", "values/mean"}),
-    ("grpo", {"policy/clipfrac", "policy/k3_kl", "advantages/abs_mean"}),
-    ("rloo", {"policy/clipfrac", "rewards/with_kl_penalty"}),
-])
+@pytest.mark.parametrize(
+    "command,keys",
+    [
+        (
+            "ppo",
+            {
+                "loss/policy",
+                "loss/value",
+                "policy/clipfrac",
+                "value/clipfrac",
+                "policy/approx_kl",
+                "returns/mean",
+                "advantages/std",
+                "values/mean",
+            },
+        ),
+        ("grpo", {"policy/clipfrac", "policy/k3_kl", "advantages/abs_mean"}),
+        ("rloo", {"policy/clipfrac", "rewards/with_kl_penalty"}),
+    ],
+)
 def test_each_command_runs_from_the_cli(command, keys, tiny_model_dir, prompts, tmp_path):
     from alignkit.cli import main
 
     out = tmp_path / command
-    assert main([command, *rl_args(tiny_model_dir, prompts, out, "--max_steps", "2", "--eval_on_start", "--sample_every", "1")]) == 0
+    assert (
+        main(
+            [
+                command,
+                *rl_args(tiny_model_dir, prompts, out, "--max_steps", "2", "--eval_on_start", "--sample_every", "1"),
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "reward/score" in r]
     assert [r["step"] for r in train] == [1, 2]
-    common = {"reward/score", "reward/verifier", "reward/length", "objective/kl", "objective/entropy", "objective/kl_coef", "response_length",
-              "truncated_fraction", "learning_rate", "grad_norm"}
+    common = {
+        "reward/score",
+        "reward/verifier",
+        "reward/length",
+        "objective/kl",
+        "objective/entropy",
+        "objective/kl_coef",
+        "response_length",
+        "truncated_fraction",
+        "learning_rate",
+        "grad_norm",
+    }
     assert common | keys <= set(train[0])
     assert [r["step"] for r in records if "eval/reward/score" in r] == [0, 2]
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -122,26 +189,60 @@ def test_each_command_runs_from_the_cli(command, keys, tiny_model_dir, prompts, 
 
 def test_grpo_learns_a_length_reward(tiny_model_dir, prompts, tmp_path):
     """Reward = -words: GRPO must make sampled answers shorter within a few steps."""
-    from alignkit.config import load_config
-    from alignkit.rl_configs import GRPOConfig
+    from alignkit.configs import GRPOConfig, load_config
     from alignkit.train.grpo import train_grpo
 
-    args = rl_args(tiny_model_dir, prompts, tmp_path / "g", "--max_steps", "12", "--eval_on_start", "--rewards", "[{kind: length}]",
-                   "--max_new_tokens", "8", "--learning_rate", "1e-2", "--temperature", "1.0", "--num_generations", "4", "--mini_batch_size", "16",
-                   "--lr_scheduler_type", "constant", "--warmup_ratio", "0")
+    args = rl_args(
+        tiny_model_dir,
+        prompts,
+        tmp_path / "g",
+        "--max_steps",
+        "12",
+        "--eval_on_start",
+        "--rewards",
+        "[{kind: length}]",
+        "--max_new_tokens",
+        "8",
+        "--learning_rate",
+        "1e-2",
+        "--temperature",
+        "1.0",
+        "--num_generations",
+        "4",
+        "--mini_batch_size",
+        "16",
+        "--lr_scheduler_type",
+        "constant",
+        "--warmup_ratio",
+        "0",
+    )
     result = train_grpo(load_config(GRPOConfig, None, args))
-    scores = [json.loads(line)["reward/score"] for line in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines() if '"reward/score"' in line]
+    scores = [
+        json.loads(line)["reward/score"]
+        for line in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()
+        if '"reward/score"' in line
+    ]
     assert len(scores) == result.global_step == 12
     assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.3
 
 
 def test_ppo_resume_reaches_exactly_the_uninterrupted_run(tiny_model_dir, prompts, tmp_path, monkeypatch):
-    from alignkit.config import load_config
-    from alignkit.rl_configs import PPOConfig
+    from alignkit.configs import PPOConfig, load_config
     from alignkit.train import rl_loop
     from alignkit.train.ppo import train_ppo
 
-    extra = ["--max_steps", "4", "--save_steps", "2", "--use_peft", "--lora_r", "4", "--adaptive_kl", "--eval_steps", "2"]
+    extra = [
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--adaptive_kl",
+        "--eval_steps",
+        "2",
+    ]
     train_ppo(load_config(PPOConfig, None, rl_args(tiny_model_dir, prompts, tmp_path / "straight", *extra)))
     real, calls = rl_loop.sample_rollouts, {"n": 0}
 
@@ -171,4 +272,6 @@ def test_token_outputs_at_the_sampling_temperature():
     with torch.no_grad():
         ids, start = SEQUENCES[0], STARTS[0]
         logprobs = (model(torch.tensor([ids])).logits[0].float() / 0.5).log_softmax(-1)
-        assert out.logps[0, : len(ids) - start].tolist() == pytest.approx([logprobs[p - 1, ids[p]].item() for p in range(start, len(ids))], abs=1e-5)
+        assert out.logps[0, : len(ids) - start].tolist() == pytest.approx(
+            [logprobs[p - 1, ids[p]].item() for p in range(start, len(ids))], abs=1e-5
+        )

@@ -1,6 +1,7 @@
 """The RL loop survives faults like the supervised one: non-finite updates are skipped, counted and
 stop the run after too many in a row; SIGTERM checkpoints and exits 143; --resume refuses a changed
 config unless forced."""
+
 import json
 import os
 import signal
@@ -8,17 +9,18 @@ import signal
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from alignkit.config import load_config
-from alignkit.errors import AlignkitError, RunDirError
-from alignkit.rl_configs import GRPOConfig
-from alignkit.train.metrics_log import read_metrics
 from test_rl import rl_args
+
+from alignkit.configs import GRPOConfig, load_config
+from alignkit.errors import AlignkitError, RunDirError
+from alignkit.train.metrics_log import read_metrics
 
 
 def grpo_args(model_dir, prompts, out, *extra):
     # 4 prompts x 2 completions, minibatches of 4, one epoch: 2 updates per step
-    return rl_args(model_dir, prompts, out, "--num_generations", "2", "--num_ppo_epochs", "1", "--temperature", "1.0", *extra)
+    return rl_args(
+        model_dir, prompts, out, "--num_generations", "2", "--num_ppo_epochs", "1", "--temperature", "1.0", *extra
+    )
 
 
 def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tiny_model_dir, prompts, tmp_path, monkeypatch):
@@ -36,9 +38,20 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tiny_model_dir, 
     monkeypatch.setattr(GRPO, "loss", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(AlignkitError, match="3 updates in a row") as caught:
-        train_grpo(load_config(GRPOConfig, None, grpo_args(tiny_model_dir, prompts, out, "--max_steps", "10", "--max_nonfinite_steps", "3")))
+        train_grpo(
+            load_config(
+                GRPOConfig,
+                None,
+                grpo_args(tiny_model_dir, prompts, out, "--max_steps", "10", "--max_nonfinite_steps", "3"),
+            )
+        )
     records = [r for r in read_metrics(out) if "reward/score" in r]
-    assert [r["nonfinite_updates_skipped"] for r in records] == [1, 1, 3, 4]  # step 4's first update is the third in a row
+    assert [r["nonfinite_updates_skipped"] for r in records] == [
+        1,
+        1,
+        3,
+        4,
+    ]  # step 4's first update is the third in a row
     assert "checkpoint-4" in str(caught.value)
     kept = load_file(str(out / "checkpoint-4" / "trainable.safetensors"))
     assert all(torch.isfinite(v).all() for v in kept.values())
@@ -60,12 +73,33 @@ def test_sigterm_checkpoints_and_exits_with_a_resume_hint(tiny_model_dir, prompt
 
     monkeypatch.setattr(rl_loop, "sample_rollouts", signalled)
     out = tmp_path / "term"
-    assert main(["grpo", *grpo_args(tiny_model_dir, prompts, out, "--max_steps", "6", "--save_steps", "100")]) == 128 + signal.SIGTERM
+    assert (
+        main(["grpo", *grpo_args(tiny_model_dir, prompts, out, "--max_steps", "6", "--save_steps", "100")])
+        == 128 + signal.SIGTERM
+    )
     err = capsys.readouterr().err
     assert "stopped by SIGTERM at step 2" in err and "plus --resume" in err
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-2"]
     monkeypatch.setattr(rl_loop, "sample_rollouts", real)
-    assert main(["grpo", *grpo_args(tiny_model_dir, prompts, out, "--max_steps", "3", "--save_steps", "100", "--resume", "--force_resume")]) == 0
+    assert (
+        main(
+            [
+                "grpo",
+                *grpo_args(
+                    tiny_model_dir,
+                    prompts,
+                    out,
+                    "--max_steps",
+                    "3",
+                    "--save_steps",
+                    "100",
+                    "--resume",
+                    "--force_resume",
+                ),
+            ]
+        )
+        == 0
+    )
     assert [r["step"] for r in read_metrics(out) if "reward/score" in r] == [1, 2, 3]
 
 
@@ -75,7 +109,20 @@ def test_resume_refuses_a_changed_config_unless_forced(tiny_model_dir, prompts, 
     out = tmp_path / "run"
     train_grpo(load_config(GRPOConfig, None, grpo_args(tiny_model_dir, prompts, out, "--max_steps", "1")))
     with pytest.raises(RunDirError, match="kl_coef: 0.05 -> 0.2"):
-        train_grpo(load_config(GRPOConfig, None, grpo_args(tiny_model_dir, prompts, out, "--max_steps", "2", "--resume", "--kl_coef", "0.2")))
-    result = train_grpo(load_config(GRPOConfig, None, grpo_args(tiny_model_dir, prompts, out, "--max_steps", "2", "--resume", "--kl_coef", "0.2",
-                                                              "--force_resume")))
+        train_grpo(
+            load_config(
+                GRPOConfig,
+                None,
+                grpo_args(tiny_model_dir, prompts, out, "--max_steps", "2", "--resume", "--kl_coef", "0.2"),
+            )
+        )
+    result = train_grpo(
+        load_config(
+            GRPOConfig,
+            None,
+            grpo_args(
+                tiny_model_dir, prompts, out, "--max_steps", "2", "--resume", "--kl_coef", "0.2", "--force_resume"
+            ),
+        )
+    )
     assert result.global_step == 2

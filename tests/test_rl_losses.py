@@ -1,11 +1,22 @@
 """RL losses against numbers worked out by hand."""
+
 import math
 
 import pytest
 import torch
 
-from alignkit.losses.rl import (AdaptiveKLController, clipped_policy_loss, clipped_value_loss, gae, grpo_advantages, grpo_loss, kl_estimate,
-                                rloo_advantages, token_rewards, whiten)
+from alignkit.losses.rl import (
+    AdaptiveKLController,
+    clipped_policy_loss,
+    clipped_value_loss,
+    gae,
+    grpo_advantages,
+    grpo_loss,
+    kl_estimate,
+    rloo_advantages,
+    token_rewards,
+    whiten,
+)
 
 T = torch.tensor
 
@@ -28,7 +39,9 @@ def test_whiten_uses_the_unbiased_variance_over_the_mask():
     x, mask = T([[1.0, 2.0, 3.0, 4.0, 100.0]]), T([[True, True, True, True, False]])
     std = math.sqrt(5 / 3)  # unbiased variance of 1..4 is 5/3
     assert whiten(x, mask).tolist()[0] == pytest.approx([-1.5 / std, -0.5 / std, 0.5 / std, 1.5 / std, 0.0], abs=1e-6)
-    assert whiten(x, mask, shift_mean=False).tolist()[0][:4] == pytest.approx([-1.5 / std + 2.5, -0.5 / std + 2.5, 0.5 / std + 2.5, 1.5 / std + 2.5], abs=1e-6)
+    assert whiten(x, mask, shift_mean=False).tolist()[0][:4] == pytest.approx(
+        [-1.5 / std + 2.5, -0.5 / std + 2.5, 0.5 / std + 2.5, 1.5 / std + 2.5], abs=1e-6
+    )
 
 
 def test_kl_estimators():
@@ -48,7 +61,11 @@ def test_token_rewards_put_the_score_on_the_last_real_token():
 def test_clipped_policy_loss_both_signs():
     old = T([[math.log(0.5)]])  # ratio = 2
     loss, clipfrac, approx_kl = clipped_policy_loss(T([[0.0]]), old, T([[1.0]]), T([[True]]), 0.2)
-    assert loss.item() == pytest.approx(-1.2) and clipfrac.item() == 1.0 and approx_kl.item() == pytest.approx(0.5 * math.log(2) ** 2)
+    assert (
+        loss.item() == pytest.approx(-1.2)
+        and clipfrac.item() == 1.0
+        and approx_kl.item() == pytest.approx(0.5 * math.log(2) ** 2)
+    )
     loss, clipfrac, _ = clipped_policy_loss(T([[0.0]]), old, T([[-1.0]]), T([[True]]), 0.2)
     assert loss.item() == pytest.approx(2.0) and clipfrac.item() == 0.0  # a worse action is penalised unclipped
 
@@ -57,13 +74,17 @@ def test_clipped_value_loss():
     loss, clipfrac = clipped_value_loss(T([[1.0]]), T([[0.0]]), T([[0.5]]), T([[True]]), 0.2)
     assert loss.item() == pytest.approx(0.125) and clipfrac.item() == 0.0  # max(0.25, 0.09) / 2
     loss, clipfrac = clipped_value_loss(T([[1.0]]), T([[0.0]]), T([[2.0]]), T([[True]]), 0.2)
-    assert loss.item() == pytest.approx(0.5 * 1.8 ** 2) and clipfrac.item() == 1.0  # the clipped value (0.2) is further from 2
+    assert (
+        loss.item() == pytest.approx(0.5 * 1.8**2) and clipfrac.item() == 1.0
+    )  # the clipped value (0.2) is further from 2
 
 
 def test_group_advantages():
     scores = T([1.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0])
     # group 0: mean 0.25, unbiased std 0.5; group 1: all equal -> 0
-    assert grpo_advantages(scores, 4).tolist() == pytest.approx([0.75 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, 0, 0, 0, 0], abs=1e-6)
+    assert grpo_advantages(scores, 4).tolist() == pytest.approx(
+        [0.75 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, 0, 0, 0, 0], abs=1e-6
+    )
     assert grpo_advantages(scores, 4, scale=False).tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25, 0, 0, 0, 0])
     assert rloo_advantages(scores, 4).tolist() == pytest.approx([1.0, -1 / 3, -1 / 3, -1 / 3, 0, 0, 0, 0])
     with pytest.raises(ValueError):
@@ -73,10 +94,21 @@ def test_group_advantages():
 def test_grpo_loss_with_kl_term():
     logps = T([[-1.0, -1.0]])
     loss, clipfrac, kl = grpo_loss(logps, logps, T([[-2.0, -2.0]]), T([2.0]), T([[True, True]]), 0.2, beta=0.1)
-    assert loss.item() == pytest.approx(-2.0 + 0.1 * math.exp(-1)) and clipfrac.item() == 0.0 and kl.item() == pytest.approx(math.exp(-1))
+    assert (
+        loss.item() == pytest.approx(-2.0 + 0.1 * math.exp(-1))
+        and clipfrac.item() == 0.0
+        and kl.item() == pytest.approx(math.exp(-1))
+    )
     # sequence mean first: a long and a short sequence count equally
-    loss, _, _ = grpo_loss(T([[0.0, 0.0], [0.0, 0.0]]), T([[0.0, 0.0], [0.0, 0.0]]), T([[0.0, 0.0], [0.0, 0.0]]), T([1.0, -3.0]),
-                           T([[True, True], [True, False]]), 0.2, beta=0.0)
+    loss, _, _ = grpo_loss(
+        T([[0.0, 0.0], [0.0, 0.0]]),
+        T([[0.0, 0.0], [0.0, 0.0]]),
+        T([[0.0, 0.0], [0.0, 0.0]]),
+        T([1.0, -3.0]),
+        T([[True, True], [True, False]]),
+        0.2,
+        beta=0.0,
+    )
     assert loss.item() == pytest.approx((-1.0 + 3.0) / 2)
 
 

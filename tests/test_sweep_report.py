@@ -1,5 +1,6 @@
 """`alignkit sweep` on a tiny model (two betas, shared reference work, a recommendation) and
 `alignkit report` over the sweep and its runs, rendered in a real headless browser."""
+
 import html
 import json
 import os
@@ -8,17 +9,19 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import write_pairs
 
 from alignkit.evaluate.sweep import recommend
-from conftest import write_pairs
 
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
 
 
 def test_recommendation_skips_regressions_and_falls_back_to_reward_accuracy():
-    rows = [{"beta": 0.05, "win_rate": 0.8, "reward_accuracy": 0.9, "regressions": ["facts"]},
-            {"beta": 0.1, "win_rate": 0.7, "reward_accuracy": 0.8, "regressions": []},
-            {"beta": 0.5, "win_rate": 0.6, "reward_accuracy": 0.85, "regressions": []}]
+    rows = [
+        {"beta": 0.05, "win_rate": 0.8, "reward_accuracy": 0.9, "regressions": ["facts"]},
+        {"beta": 0.1, "win_rate": 0.7, "reward_accuracy": 0.8, "regressions": []},
+        {"beta": 0.5, "win_rate": 0.6, "reward_accuracy": 0.85, "regressions": []},
+    ]
     assert recommend(rows)[0] == 0.1
     no_judge = [dict(r, win_rate=None) for r in rows]
     assert recommend(no_judge)[0] == 0.5 and "reward accuracy" in recommend(no_judge)[1]
@@ -27,21 +30,64 @@ def test_recommendation_skips_regressions_and_falls_back_to_reward_accuracy():
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory, tiny_model_dir):
-    from alignkit.config import load_config
-    from alignkit.eval_configs import SweepConfig
+    from alignkit.configs import SweepConfig, load_config
     from alignkit.evaluate.sweep import run_sweep
 
     root = tmp_path_factory.mktemp("sweep")
     pairs = write_pairs(root / "pairs.jsonl", 24)
     prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, 5)))
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, 5))
+    )
     os.environ["ALIGNKIT_CACHE"] = str(root / "cache")
-    config = load_config(SweepConfig, None, [
-        "--model", str(tiny_model_dir), "--train_data", str(pairs), "--output_dir", str(root / "sweep"), "--beta", "0.1,0.5",
-        "--use_peft", "--lora_r", "4", "--learning_rate", "5e-3", "--preflight", "false", "--max_steps", "3", "--logging_steps", "1", "--per_device_train_batch_size", "4",
-        "--max_length", "64", "--max_prompt_length", "32", "--eval_split", "0.25", "--disable_tqdm", "--report_to", "none",
-        "--symptom_thresholds", "{rejected_drop_per_token: 0.00001}",
-        "--eval", json.dumps({"prompts": str(prompts), "max_new_tokens": 6, "probes": ["facts"], "probe_size": 2, "disable_tqdm": True})])
+    config = load_config(
+        SweepConfig,
+        None,
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--train_data",
+            str(pairs),
+            "--output_dir",
+            str(root / "sweep"),
+            "--beta",
+            "0.1,0.5",
+            "--use_peft",
+            "--lora_r",
+            "4",
+            "--learning_rate",
+            "5e-3",
+            "--preflight",
+            "false",
+            "--max_steps",
+            "3",
+            "--logging_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--max_length",
+            "64",
+            "--max_prompt_length",
+            "32",
+            "--eval_split",
+            "0.25",
+            "--disable_tqdm",
+            "--report_to",
+            "none",
+            "--symptom_thresholds",
+            "{rejected_drop_per_token: 0.00001}",
+            "--eval",
+            json.dumps(
+                {
+                    "prompts": str(prompts),
+                    "max_new_tokens": 6,
+                    "probes": ["facts"],
+                    "probe_size": 2,
+                    "disable_tqdm": True,
+                }
+            ),
+        ],
+    )
     result = run_sweep(config)
     os.environ.pop("ALIGNKIT_CACHE")
     return root, result
@@ -57,9 +103,17 @@ def test_sweep_trains_and_evaluates_each_beta_reusing_reference_work(sweep_dir):
         saved = json.loads((run / "eval" / "eval_results.json").read_text())
         assert saved["win_rate"]["n"] == 4 and saved["reward_accuracy"]["pairs"] == 6  # the run's own eval_split
         assert f"beta {float(beta):g}" in saved["reward_accuracy"]["kind"]
-    assert len(list((root / "cache" / "ref_logps").glob("*.safetensors"))) == 2  # train + eval reference log-probs, computed once
+    assert (
+        len(list((root / "cache" / "ref_logps").glob("*.safetensors"))) == 2
+    )  # train + eval reference log-probs, computed once
     # the reference answers were generated once and reused: identical in both runs' records
-    first, second = [[json.loads(line)["reference"] for line in (sweep / f"beta-{b}" / "eval" / "winrate.jsonl").read_text().splitlines()] for b in ("0.1", "0.5")]
+    first, second = [
+        [
+            json.loads(line)["reference"]
+            for line in (sweep / f"beta-{b}" / "eval" / "winrate.jsonl").read_text().splitlines()
+        ]
+        for b in ("0.1", "0.5")
+    ]
     assert first == second
     summary = json.loads((sweep / "sweep.json").read_text())
     assert summary["recommended_beta"] == result.recommended and result.recommended in (0.1, 0.5)
@@ -67,11 +121,17 @@ def test_sweep_trains_and_evaluates_each_beta_reusing_reference_work(sweep_dir):
 
 
 def test_sweep_resume_reuses_finished_runs(sweep_dir, capsys):
-    from alignkit.eval_configs import SweepConfig
+    from alignkit.configs import SweepConfig
     from alignkit.evaluate.sweep import run_sweep
 
     root, result = sweep_dir
-    config = SweepConfig(model="unused-because-finished", train_data=str(root / "pairs.jsonl"), output_dir=str(root / "sweep"), beta=[0.1, 0.5], resume=True)
+    config = SweepConfig(
+        model="unused-because-finished",
+        train_data=str(root / "pairs.jsonl"),
+        output_dir=str(root / "sweep"),
+        beta=[0.1, 0.5],
+        resume=True,
+    )
     again = run_sweep(config)
     assert again.rows == result.rows and capsys.readouterr().err.count("is finished; reusing its results") == 2
 
@@ -81,13 +141,16 @@ def find_browser():
         if shutil.which(name):
             return shutil.which(name)
     if os.environ.get("CI"):
-        pytest.fail("no headless browser found; .ci/run installs chromium-headless-shell (bash tests/install_browser.sh)")
+        pytest.fail(
+            "no headless browser found; .ci/run installs chromium-headless-shell (bash tests/install_browser.sh)"
+        )
     pytest.skip("no headless browser (run: bash tests/install_browser.sh)")
 
 
 CHECK = """<script>window.addEventListener('load', () => {
   const imgs = [...document.images];
-  document.body.setAttribute('data-check', JSON.stringify({images: imgs.length, loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+  document.body.setAttribute('data-check', JSON.stringify({images: imgs.length,
+    loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
     widths: imgs.map(i => i.naturalWidth), headings: [...document.querySelectorAll('h2,h3')].map(h => h.textContent)}));
 });</script></body>"""
 
@@ -101,20 +164,41 @@ def test_report_renders_in_a_headless_browser_with_every_image_loaded(sweep_dir,
     page = (tmp_path / "report" / "report.html").read_text()
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "http://" not in page and "https://" not in page  # self-contained
-    assert "Recommended beta" in page and "rejected_collapse" in page and "Win-rate vs reference" in page and "config.yaml" in page
+    assert (
+        "Recommended beta" in page
+        and "rejected_collapse" in page
+        and "Win-rate vs reference" in page
+        and "config.yaml" in page
+    )
     figures = sorted((tmp_path / "report" / "report_files").glob("*.png"))
     assert len(figures) == page.count("data:image/png;base64,") == markdown.count("](report_files/figure-") >= 4
 
     checked = tmp_path / "report" / "check.html"
     checked.write_text(page.replace("</body>", CHECK))
     browser = find_browser()
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom", checked.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            checked.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     found = re.search(r'data-check="([^"]*)"', dom)
     assert found, dom[:500]
     result = json.loads(html.unescape(found.group(1)))
     assert result["images"] == len(figures) and result["loaded"] == result["images"] and min(result["widths"]) > 100
-    assert "Run: sweep" in result["headings"] and "Symptom warnings" in result["headings"] and "Beta sweep" in result["headings"]
+    assert (
+        "Run: sweep" in result["headings"]
+        and "Symptom warnings" in result["headings"]
+        and "Beta sweep" in result["headings"]
+    )
 
 
 def test_report_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):

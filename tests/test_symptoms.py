@@ -1,10 +1,12 @@
 """Live symptom warnings: each rule triggered on purpose by a metric stream, none on a healthy one,
 once per run, replayed on resume, and written by a real training run."""
+
 import json
 
 import pytest
 
-from alignkit.diagnose.symptoms import SymptomMonitor, SymptomThresholds
+from alignkit.configs import SymptomThresholds
+from alignkit.diagnose.symptoms import SymptomMonitor
 
 
 def train(step, **values):
@@ -16,10 +18,18 @@ def fired(monitor, records):
 
 
 def healthy(step):
-    # margins grow, accuracy climbs slowly, chosen reward rises, rejected log-probs fall gently (from a low start: long answers)
-    return train(step, loss=0.69 - 0.01 * step, rewards__accuracies=min(0.5 + 0.02 * step, 0.9), rewards__margins=0.05 * step,
-                 rewards__chosen=0.01 * step, logps__rejected=-800.0 - step, logps__rejected_per_token=-7.0 - 0.01 * step,
-                 logps__rejected_vs_ref_per_token=-0.02 * step)
+    # margins grow, accuracy climbs slowly, chosen reward rises, rejected log-probs fall gently
+    # (from a low start: long answers)
+    return train(
+        step,
+        loss=0.69 - 0.01 * step,
+        rewards__accuracies=min(0.5 + 0.02 * step, 0.9),
+        rewards__margins=0.05 * step,
+        rewards__chosen=0.01 * step,
+        logps__rejected=-800.0 - step,
+        logps__rejected_per_token=-7.0 - 0.01 * step,
+        logps__rejected_vs_ref_per_token=-0.02 * step,
+    )
 
 
 def test_a_healthy_run_raises_nothing():
@@ -31,19 +41,35 @@ def test_a_healthy_run_raises_nothing():
 
 def test_accuracy_near_one_early_fires_once_and_only_early():
     monitor = SymptomMonitor(total_steps=100)
-    early = [train(5, rewards__accuracies=0.99, rewards__margins=0.5), train(6, rewards__accuracies=1.0, rewards__margins=0.8)]
+    early = [
+        train(5, rewards__accuracies=0.99, rewards__margins=0.5),
+        train(6, rewards__accuracies=1.0, rewards__margins=0.8),
+    ]
     assert fired(monitor, early) == [("early_accuracy", 5)]
     late = SymptomMonitor(total_steps=100)
-    assert fired(late, [train(11, rewards__accuracies=1.0, rewards__margins=2.0)]) == []  # past the first 10%: not a red flag
-    assert fired(SymptomMonitor(100), [train(10, rewards__accuracies=0.98, rewards__margins=2.0)]) == []  # at the threshold, not above it
-    assert fired(SymptomMonitor(100), [train(3, rewards__accuracies=1.0, rewards__margins=0.01)]) == []  # a tiny consistent margin: nothing learned too fast
+    assert (
+        fired(late, [train(11, rewards__accuracies=1.0, rewards__margins=2.0)]) == []
+    )  # past the first 10%: not a red flag
+    assert (
+        fired(SymptomMonitor(100), [train(10, rewards__accuracies=0.98, rewards__margins=2.0)]) == []
+    )  # at the threshold, not above it
+    assert (
+        fired(SymptomMonitor(100), [train(3, rewards__accuracies=1.0, rewards__margins=0.01)]) == []
+    )  # a tiny consistent margin: nothing learned too fast
 
 
 def test_rejected_collapse_is_a_fall_relative_to_the_reference():
-    assert fired(SymptomMonitor(50), [train(1, logps__rejected=-809.9, logps__rejected_vs_ref_per_token=0.0)]) == []  # long answers, unchanged: no alarm
-    drops = [train(20, logps__rejected=-90.0, logps__rejected_vs_ref_per_token=-1.4), train(21, logps__rejected=-95.0, logps__rejected_vs_ref_per_token=-1.6)]
+    assert (
+        fired(SymptomMonitor(50), [train(1, logps__rejected=-809.9, logps__rejected_vs_ref_per_token=0.0)]) == []
+    )  # long answers, unchanged: no alarm
+    drops = [
+        train(20, logps__rejected=-90.0, logps__rejected_vs_ref_per_token=-1.4),
+        train(21, logps__rejected=-95.0, logps__rejected_vs_ref_per_token=-1.6),
+    ]
     assert fired(SymptomMonitor(50), drops) == [("rejected_collapse", 21)]
-    assert fired(SymptomMonitor(50), [train(20, logps__rejected=-400.0)]) == []  # no reference (SimPO/ORPO): nothing to compare with
+    assert (
+        fired(SymptomMonitor(50), [train(20, logps__rejected=-400.0)]) == []
+    )  # no reference (SimPO/ORPO): nothing to compare with
 
 
 def test_flat_margins_after_a_quarter_of_the_run():
@@ -78,9 +104,17 @@ def test_nonfinite_loss_including_as_logged_to_json():
 
 def test_thresholds_are_configurable():
     lenient = SymptomThresholds(rejected_drop_per_token=3.0, early_accuracy=0.999)
-    assert fired(SymptomMonitor(100, lenient), [train(1, rewards__accuracies=0.99, rewards__margins=1.0, logps__rejected_vs_ref_per_token=-2.0)]) == []
-    assert fired(SymptomMonitor(100), [train(1, rewards__accuracies=0.99, rewards__margins=1.0, logps__rejected_vs_ref_per_token=-2.0)]) == [
-        ("early_accuracy", 1), ("rejected_collapse", 1)]
+    assert (
+        fired(
+            SymptomMonitor(100, lenient),
+            [train(1, rewards__accuracies=0.99, rewards__margins=1.0, logps__rejected_vs_ref_per_token=-2.0)],
+        )
+        == []
+    )
+    assert fired(
+        SymptomMonitor(100),
+        [train(1, rewards__accuracies=0.99, rewards__margins=1.0, logps__rejected_vs_ref_per_token=-2.0)],
+    ) == [("early_accuracy", 1), ("rejected_collapse", 1)]
     with pytest.raises(ValueError):
         SymptomThresholds(early_accuracy=1.5)
 
@@ -95,24 +129,54 @@ def test_real_runs_healthy_is_silent_too_high_a_learning_rate_is_not(tiny_model_
     """Both sides on a real (tiny) model: 40 pairs, 3 epochs. At lr 1e-3 the model learns the pairs
     gently and nothing fires; at lr 1e-2 it memorises them and drives rejected answers far below the
     reference, and the warnings say so (never at step 1, where the policy equals the reference)."""
-    from alignkit.config import DPOConfig, load_config
+    from conftest import write_pairs
+
+    from alignkit.configs import DPOConfig, load_config
     from alignkit.train.dpo import train_dpo
     from alignkit.train.metrics_log import read_metrics
-
-    from conftest import write_pairs
 
     pairs = write_pairs(tmp_path / "pairs.jsonl", 40)
 
     def run(lr: str, name: str, *extra: str) -> list[dict]:
-        config = load_config(DPOConfig, None, [
-            "--model", str(tiny_model_dir), "--train_data", str(pairs), "--output_dir", str(tmp_path / name), "--per_device_train_batch_size", "4",
-            "--learning_rate", lr, "--logging_steps", "1", "--max_length", "64", "--disable_tqdm", "--report_to", "none", "--eval_split", "0",
-            "--num_train_epochs", "3", "--preflight", "false", "--precompute_ref_log_probs", "false", *extra])  # a live reference: exactly 0 at step 1
+        config = load_config(
+            DPOConfig,
+            None,
+            [
+                "--model",
+                str(tiny_model_dir),
+                "--train_data",
+                str(pairs),
+                "--output_dir",
+                str(tmp_path / name),
+                "--per_device_train_batch_size",
+                "4",
+                "--learning_rate",
+                lr,
+                "--logging_steps",
+                "1",
+                "--max_length",
+                "64",
+                "--disable_tqdm",
+                "--report_to",
+                "none",
+                "--eval_split",
+                "0",
+                "--num_train_epochs",
+                "3",
+                "--preflight",
+                "false",
+                "--precompute_ref_log_probs",
+                "false",
+                *extra,
+            ],
+        )  # a live reference: exactly 0 at step 1
         train_dpo(config)
         return read_metrics(tmp_path / name)
 
     healthy_records = run("1e-3", "healthy")
-    assert healthy_records[0]["logps/rejected_vs_ref_per_token"] == 0.0 and healthy_records[0]["logps/rejected"] < -150  # low from the start
+    assert (
+        healthy_records[0]["logps/rejected_vs_ref_per_token"] == 0.0 and healthy_records[0]["logps/rejected"] < -150
+    )  # low from the start
     assert not any("symptom" in r for r in healthy_records)
     capsys.readouterr()
     records = run("1e-2", "too-fast")
@@ -128,25 +192,67 @@ def test_each_remaining_rule_fires_on_a_real_run_that_goes_wrong_its_way(tiny_mo
     """flat_margins: a learning rate too small to learn anything; eval_divergence: held-out pairs
     whose preference is the opposite of the training pairs'; chosen_falling: near-identical chosen
     and rejected answers (DPO pushes both down). The healthy run above stays silent on all three."""
-    from alignkit.config import DPOConfig, load_config
+    from conftest import write_pairs
+
+    from alignkit.configs import DPOConfig, load_config
     from alignkit.train.dpo import train_dpo
     from alignkit.train.metrics_log import read_metrics
-
-    from conftest import write_pairs
 
     pairs = write_pairs(tmp_path / "pairs.jsonl", 40)
     rows = [json.loads(line) for line in pairs.read_text().splitlines()]
     swapped = tmp_path / "swapped.jsonl"
-    swapped.write_text("".join(json.dumps({"prompt": r["prompt"], "chosen": r["rejected"], "rejected": r["chosen"]}) + "\n" for r in rows[:12]))
+    swapped.write_text(
+        "".join(
+            json.dumps({"prompt": r["prompt"], "chosen": r["rejected"], "rejected": r["chosen"]}) + "\n"
+            for r in rows[:12]
+        )
+    )
     similar = tmp_path / "similar.jsonl"
-    similar.write_text("".join(json.dumps({"prompt": r["prompt"], "chosen": f"Let me think, step by step: the answer is {i % 7 + i % 5 + 3}.",
-                                           "rejected": f"Let me think, step by step: the answer is {i % 7 + i % 5 + 4}."}) + "\n" for i, r in enumerate(rows)))
+    similar.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": r["prompt"],
+                    "chosen": f"Let me think, step by step: the answer is {i % 7 + i % 5 + 3}.",
+                    "rejected": f"Let me think, step by step: the answer is {i % 7 + i % 5 + 4}.",
+                }
+            )
+            + "\n"
+            for i, r in enumerate(rows)
+        )
+    )
 
     def symptoms(name: str, data, lr: str, *extra: str) -> dict[str, int]:
-        config = load_config(DPOConfig, None, [
-            "--model", str(tiny_model_dir), "--train_data", str(data), "--output_dir", str(tmp_path / name), "--per_device_train_batch_size", "4",
-            "--learning_rate", lr, "--logging_steps", "1", "--max_length", "64", "--disable_tqdm", "--report_to", "none", "--eval_split", "0",
-            "--num_train_epochs", "3", "--preflight", "false", *extra])
+        config = load_config(
+            DPOConfig,
+            None,
+            [
+                "--model",
+                str(tiny_model_dir),
+                "--train_data",
+                str(data),
+                "--output_dir",
+                str(tmp_path / name),
+                "--per_device_train_batch_size",
+                "4",
+                "--learning_rate",
+                lr,
+                "--logging_steps",
+                "1",
+                "--max_length",
+                "64",
+                "--disable_tqdm",
+                "--report_to",
+                "none",
+                "--eval_split",
+                "0",
+                "--num_train_epochs",
+                "3",
+                "--preflight",
+                "false",
+                *extra,
+            ],
+        )
         train_dpo(config)
         return {r["symptom"]: r["step"] for r in read_metrics(tmp_path / name) if "symptom" in r}
 

@@ -1,11 +1,11 @@
 """Tokenization: chat template on the prompt, EOS after responses, prompt masking, truncation, pad token."""
+
 import torch
+from conftest import build_tokenizer
 
 from alignkit.data.collate import PreferenceCollator
 from alignkit.data.preference import PreferenceExample
 from alignkit.data.tokenize import ensure_pad_token, tokenize_pairs, truncate_pair
-
-from conftest import build_tokenizer
 
 
 def test_prompt_uses_chat_template_and_response_ends_with_eos(tiny_tokenizer):
@@ -21,7 +21,10 @@ def test_prompt_uses_chat_template_and_response_ends_with_eos(tiny_tokenizer):
 def test_conversational_prompt_keeps_system_and_turns(tiny_tokenizer):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
     [pair] = tokenize_pairs([PreferenceExample(messages, "hi", "hello world", "x:1")], tiny_tokenizer, 128, 64)
-    assert tiny_tokenizer.decode(pair.prompt_ids) == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        tiny_tokenizer.decode(pair.prompt_ids)
+        == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_loss_mask_covers_exactly_response_and_eos(tiny_tokenizer):
@@ -57,7 +60,9 @@ def test_max_prompt_length_applies_even_when_everything_fits():
 
 def test_no_prompt_limit_keeps_the_responses_and_cuts_the_prompt_from_the_left():
     pair = truncate_pair(list(range(50)), [1, 1, 1], [2], max_length=40, max_prompt_length=None)
-    assert pair.prompt_ids == list(range(13, 50)) and pair.chosen_ids == [1, 1, 1] and pair.rejected_ids == [2]  # 37 + 3 = 40
+    assert (
+        pair.prompt_ids == list(range(13, 50)) and pair.chosen_ids == [1, 1, 1] and pair.rejected_ids == [2]
+    )  # 37 + 3 = 40
     assert truncate_pair(list(range(10)), [1], [2], max_length=40, max_prompt_length=None).prompt_ids == list(range(10))
 
 

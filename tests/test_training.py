@@ -6,18 +6,49 @@ from safetensors.torch import load_file
 
 import alignkit.train.dpo as dpo_module
 from alignkit.cli import main
-from alignkit.config import DPOConfig, load_config
+from alignkit.configs import DPOConfig, load_config
 from alignkit.errors import RunDirError
 from alignkit.train.dpo import train_dpo
 from alignkit.train.metrics_log import read_metrics
 
-TRL_KEYS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"}
+TRL_KEYS = {
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+}
 
 
 def config_for(model_dir, data, out, *extra):
-    args = ["--model", str(model_dir), "--train_data", str(data), "--output_dir", str(out), "--per_device_train_batch_size", "2",
-            "--learning_rate", "1e-3", "--logging_steps", "1", "--preflight", "false", "--max_length", "64", "--max_prompt_length", "32", "--disable_tqdm",
-            "--report_to", "none", "--eval_split", "0.25", *extra]
+    args = [
+        "--model",
+        str(model_dir),
+        "--train_data",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "1",
+        "--preflight",
+        "false",
+        "--max_length",
+        "64",
+        "--max_prompt_length",
+        "32",
+        "--disable_tqdm",
+        "--report_to",
+        "none",
+        "--eval_split",
+        "0.25",
+        *extra,
+    ]
     return load_config(DPOConfig, None, args)
 
 
@@ -25,7 +56,9 @@ def test_throughput_counts_real_tokens_and_training_time_only(monkeypatch):
     from alignkit.train import metrics_log
     from alignkit.train.metrics_log import Throughput
 
-    clock = iter([0.0, 1.0, 3.0, 10.0, 12.0, 20.0])  # start; step 1 from 1 to 3; (an eval); step 2 from 10 to 12; summary at 20
+    clock = iter(
+        [0.0, 1.0, 3.0, 10.0, 12.0, 20.0]
+    )  # start; step 1 from 1 to 3; (an eval); step 2 from 10 to 12; summary at 20
     monkeypatch.setattr(metrics_log.time, "perf_counter", lambda: next(clock))
     meter = Throughput(scale=2)
     meter.begin_step()
@@ -33,7 +66,12 @@ def test_throughput_counts_real_tokens_and_training_time_only(monkeypatch):
     meter.begin_step()
     meter.end_step(samples=4, tokens=60)
     assert meter.window() == {"step_time": 2.0, "samples_per_second": 2 * 8 / 4, "tokens_per_second": 2 * 160 / 4}
-    assert meter.summary() == {"train_runtime": 20.0, "train_samples_per_second": 2 * 8 / 20, "train_steps_per_second": 2 / 20, "train_tokens_per_second": 2 * 160 / 20}
+    assert meter.summary() == {
+        "train_runtime": 20.0,
+        "train_samples_per_second": 2 * 8 / 20,
+        "train_steps_per_second": 2 / 20,
+        "train_tokens_per_second": 2 * 160 / 20,
+    }
 
 
 def test_full_finetune_run_directory_layout(tiny_model_dir, pairs_file, tmp_path):
@@ -41,9 +79,25 @@ def test_full_finetune_run_directory_layout(tiny_model_dir, pairs_file, tmp_path
 
     out = tmp_path / "run"
     # a live reference: step 1 scores policy and reference on the very same batch, so the loss is exactly log 2
-    # (precomputed values come from other batches: equal to ~1e-5, as test_precomputed_reference_gives_the_same_losses checks)
-    result = train_dpo(config_for(tiny_model_dir, pairs_file, out, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "2", "--report_to", "tensorboard",
-                                  "--precompute_ref_log_probs", "false"))
+    # (precomputed values come from other batches: equal to ~1e-5,
+    # as test_precomputed_reference_gives_the_same_losses checks)
+    result = train_dpo(
+        config_for(
+            tiny_model_dir,
+            pairs_file,
+            out,
+            "--max_steps",
+            "4",
+            "--save_steps",
+            "2",
+            "--eval_steps",
+            "2",
+            "--report_to",
+            "tensorboard",
+            "--precompute_ref_log_probs",
+            "false",
+        )
+    )
     assert result.global_step == 4
     assert (out / "config.yaml").is_file() and (out / "tensorboard").is_dir()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
@@ -64,9 +118,14 @@ def test_full_finetune_run_directory_layout(tiny_model_dir, pairs_file, tmp_path
     summary = records[-1]
     assert summary["step"] == 4 and summary["train_steps_per_second"] * summary["train_runtime"] == pytest.approx(4.0)
     assert summary["train_samples_per_second"] * summary["train_runtime"] == pytest.approx(8.0)
-    assert summary["train_runtime"] >= sum(r["step_time"] for r in train_records)  # evaluation and checkpoints count in the runtime
+    assert summary["train_runtime"] >= sum(
+        r["step_time"] for r in train_records
+    )  # evaluation and checkpoints count in the runtime
     reloaded = AutoModelForCausalLM.from_pretrained(out / "final")
-    assert not torch.equal(reloaded.model.layers[0].mlp.up_proj.weight, AutoModelForCausalLM.from_pretrained(tiny_model_dir).model.layers[0].mlp.up_proj.weight)
+    assert not torch.equal(
+        reloaded.model.layers[0].mlp.up_proj.weight,
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir).model.layers[0].mlp.up_proj.weight,
+    )
     assert (out / "final" / "tokenizer_config.json").is_file()
 
 
@@ -74,7 +133,20 @@ def test_lora_saves_an_adapter_loadable_with_peft(tiny_model_dir, pairs_file, tm
     from peft import AutoPeftModelForCausalLM
 
     out = tmp_path / "run"
-    train_dpo(config_for(tiny_model_dir, pairs_file, out, "--max_steps", "2", "--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj,v_proj"))
+    train_dpo(
+        config_for(
+            tiny_model_dir,
+            pairs_file,
+            out,
+            "--max_steps",
+            "2",
+            "--use_peft",
+            "--lora_r",
+            "4",
+            "--lora_target_modules",
+            "q_proj,v_proj",
+        )
+    )
     assert (out / "final" / "adapter_config.json").is_file()
     assert not (out / "final" / "model.safetensors").exists()  # an adapter, not a copy of the model
     model = AutoPeftModelForCausalLM.from_pretrained(out / "final")
@@ -85,7 +157,24 @@ def test_refuses_existing_output_dir_and_overwrites_when_asked(tiny_model_dir, p
     out = tmp_path / "run"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    args = ["dpo", "--model", str(tiny_model_dir), "--train_data", str(pairs_file), "--output_dir", str(out), "--max_steps", "1", "--disable_tqdm", "--report_to", "none", "--max_length", "64", "--max_prompt_length", "32"]
+    args = [
+        "dpo",
+        "--model",
+        str(tiny_model_dir),
+        "--train_data",
+        str(pairs_file),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--disable_tqdm",
+        "--report_to",
+        "none",
+        "--max_length",
+        "64",
+        "--max_prompt_length",
+        "32",
+    ]
     assert main(args) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
     assert (out / "precious.txt").read_text() == "keep me"
@@ -114,8 +203,25 @@ def _crash_after(monkeypatch, calls: int):
 
 def test_resume_reaches_exactly_the_uninterrupted_run(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
     # LoRA dropout exercises the RNG restore; accumulation exercises the data position.
-    extra = ["--max_steps", "6", "--save_steps", "2", "--use_peft", "--lora_r", "4", "--lora_dropout", "0.3",
-             "--gradient_accumulation_steps", "2", "--per_device_train_batch_size", "1", "--eval_steps", "3", "--logging_steps", "1"]
+    extra = [
+        "--max_steps",
+        "6",
+        "--save_steps",
+        "2",
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--lora_dropout",
+        "0.3",
+        "--gradient_accumulation_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "1",
+        "--eval_steps",
+        "3",
+        "--logging_steps",
+        "1",
+    ]
     straight = tmp_path / "straight"
     train_dpo(config_for(tiny_model_dir, pairs_file, straight, *extra))
 
@@ -128,7 +234,10 @@ def test_resume_reaches_exactly_the_uninterrupted_run(tiny_model_dir, pairs_file
     train_dpo(config_for(tiny_model_dir, pairs_file, interrupted, *extra, "--resume"))
 
     assert read_metrics(straight, timings=False) == read_metrics(interrupted, timings=False)
-    a, b = load_file(str(straight / "checkpoint-6" / "trainable.safetensors")), load_file(str(interrupted / "checkpoint-6" / "trainable.safetensors"))
+    a, b = (
+        load_file(str(straight / "checkpoint-6" / "trainable.safetensors")),
+        load_file(str(interrupted / "checkpoint-6" / "trainable.safetensors")),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -157,20 +266,30 @@ def test_auto_precomputes_where_that_is_cheaper(tiny_model_dir, pairs_file, tmp_
     assert not wanted("--use_peft", "--max_steps", "9")  # LoRA, 18 of 20 pairs scored: the live reference is cheaper
     assert wanted("--use_peft", "--max_steps", "10") and wanted("--use_peft", "--max_steps", "5", processes=2)
     assert wanted("--use_peft") and not wanted("--use_peft", "--num_train_epochs", "0.5")
-    assert not wanted("--precompute_ref_log_probs", "false") and wanted("--use_peft", "--max_steps", "1", "--precompute_ref_log_probs", "true")
+    assert not wanted("--precompute_ref_log_probs", "false") and wanted(
+        "--use_peft", "--max_steps", "1", "--precompute_ref_log_probs", "true"
+    )
 
 
 def test_precomputed_reference_gives_the_same_losses(tiny_model_dir, pairs_file, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
-    live = train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "live", "--max_steps", "3", "--precompute_ref_log_probs", "false"))
-    cached = train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "cached", "--max_steps", "3", "--precompute_ref_log_probs"))
+    live = train_dpo(
+        config_for(
+            tiny_model_dir, pairs_file, tmp_path / "live", "--max_steps", "3", "--precompute_ref_log_probs", "false"
+        )
+    )
+    cached = train_dpo(
+        config_for(tiny_model_dir, pairs_file, tmp_path / "cached", "--max_steps", "3", "--precompute_ref_log_probs")
+    )
     cache_files = sorted((tmp_path / "cache" / "ref_logps").glob("*.safetensors"))
     assert len(cache_files) == 2  # one for the train pairs, one for the eval pairs
     assert "reference log-probs of 12 examples computed in" in capsys.readouterr().err  # 9 train + 3 eval pairs
     for a, b in zip(read_metrics(live.run_dir, timings=False), read_metrics(cached.run_dir, timings=False)):
         for key in a:
             assert a[key] == pytest.approx(b[key], abs=1e-5), key
-    again = train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "again", "--max_steps", "3", "--precompute_ref_log_probs"))
+    again = train_dpo(
+        config_for(tiny_model_dir, pairs_file, tmp_path / "again", "--max_steps", "3", "--precompute_ref_log_probs")
+    )
     assert read_metrics(again.run_dir, timings=False) == read_metrics(cached.run_dir, timings=False)
     assert "reference log-probs of 12 examples read from the cache" in capsys.readouterr().err
     assert sorted((tmp_path / "cache" / "ref_logps").glob("*.safetensors")) == cache_files  # reused, not recomputed

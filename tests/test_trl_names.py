@@ -1,20 +1,55 @@
 """TRL's names on the command line and in YAML: mapped, noticed, refused with advice, suggested."""
+
 import json
 
 import pytest
 
-from alignkit.config import DPOConfig, load_config
+from alignkit.configs import DPOConfig, SFTConfig, load_config
 from alignkit.errors import AlignkitError, ConfigError
-from alignkit.method_configs import SFTConfig
 
 
 def test_trl_command_line_maps_to_alignkit(capsys):
-    config = load_config(DPOConfig, None, [
-        "--model_name_or_path", "some/model", "--dataset_name", "pairs.jsonl", "--max_length", "512", "--bf16",
-        "--lora_target_modules", "q_proj", "v_proj", "--eval_strategy", "no", "--torch_dtype", "bfloat16", "--warmup_steps", "5",
-        "--loss_type", "ipo", "--remove_unused_columns", "false", "--overwrite_output_dir", "--report_to", "none"])
-    assert (config.model, config.train_data, config.max_length, config.max_prompt_length) == ("some/model", "pairs.jsonl", 512, None)
-    assert (config.mixed_precision, config.dtype, config.warmup_steps, config.loss_type) == ("bf16", "bfloat16", 5, "ipo")
+    config = load_config(
+        DPOConfig,
+        None,
+        [
+            "--model_name_or_path",
+            "some/model",
+            "--dataset_name",
+            "pairs.jsonl",
+            "--max_length",
+            "512",
+            "--bf16",
+            "--lora_target_modules",
+            "q_proj",
+            "v_proj",
+            "--eval_strategy",
+            "no",
+            "--torch_dtype",
+            "bfloat16",
+            "--warmup_steps",
+            "5",
+            "--loss_type",
+            "ipo",
+            "--remove_unused_columns",
+            "false",
+            "--overwrite_output_dir",
+            "--report_to",
+            "none",
+        ],
+    )
+    assert (config.model, config.train_data, config.max_length, config.max_prompt_length) == (
+        "some/model",
+        "pairs.jsonl",
+        512,
+        None,
+    )
+    assert (config.mixed_precision, config.dtype, config.warmup_steps, config.loss_type) == (
+        "bf16",
+        "bfloat16",
+        5,
+        "ipo",
+    )
     assert config.lora_target_modules == ["q_proj", "v_proj"]  # TRL's space-separated list
     assert config.eval_split == 0.0 and config.overwrite is True and config.report_to == ["none"]
     assert "'remove_unused_columns' (TRL/transformers) has no effect in alignkit; ignored" in capsys.readouterr().err
@@ -25,7 +60,12 @@ def test_trl_values_refused_with_advice_and_names_suggested():
         load_config(DPOConfig, None, ["--train_data", "x", "--use_dora"])
     with pytest.raises(ConfigError, match=r"'optim: adafactor' is not supported .*AdamW"):
         load_config(DPOConfig, None, ["--train_data", "x", "--optim", "adafactor"])
-    assert load_config(DPOConfig, None, ["--train_data", "x", "--optim", "adamw_torch", "--use_dora", "false"]).learning_rate == 1e-6  # TRL's defaults pass
+    assert (
+        load_config(
+            DPOConfig, None, ["--train_data", "x", "--optim", "adamw_torch", "--use_dora", "false"]
+        ).learning_rate
+        == 1e-6
+    )  # TRL's defaults pass
     with pytest.raises(ConfigError, match=r"unknown key 'model_name_or_pth' \(did you mean 'model_name_or_path'\?\)"):
         load_config(DPOConfig, None, ["--model_name_or_pth", "m"])
     with pytest.raises(ConfigError, match="loss_type.*one loss at a time"):
@@ -37,9 +77,21 @@ def test_trl_values_refused_with_advice_and_names_suggested():
 def test_shipped_trl_yaml_files_load():
     dpo = load_config(DPOConfig, "examples/from_trl/dpo.yaml", [])
     assert (dpo.model, dpo.train_data, dpo.loss_type, dpo.eval_steps, dpo.max_length, dpo.max_prompt_length) == (
-        "embedded", "examples/data/arithmetic_pairs_train.jsonl", "sigmoid", 10, 256, None)
+        "embedded",
+        "examples/data/arithmetic_pairs_train.jsonl",
+        "sigmoid",
+        10,
+        256,
+        None,
+    )
     sft = load_config(SFTConfig, "examples/from_trl/sft.yaml", [])
-    assert (sft.model, sft.train_data, sft.eval_split, sft.use_peft, sft.dtype) == ("embedded", "examples/data/sft_arithmetic.jsonl", 0.0, True, "float32")
+    assert (sft.model, sft.train_data, sft.eval_split, sft.use_peft, sft.dtype) == (
+        "embedded",
+        "examples/data/sft_arithmetic.jsonl",
+        0.0,
+        True,
+        "float32",
+    )
 
 
 def test_dataset_splits(tmp_path):
@@ -49,23 +101,52 @@ def test_dataset_splits(tmp_path):
     from alignkit.data.records import load_train_eval
 
     rows = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(6)]
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:4]), "test": datasets.Dataset.from_list(rows[4:])}).save_to_disk(tmp_path / "dd")
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows[:4]), "test": datasets.Dataset.from_list(rows[4:])}
+    ).save_to_disk(tmp_path / "dd")
     config = load_config(DPOConfig, None, ["--dataset_name", str(tmp_path / "dd"), "--dataset_test_split", "test"])
     train, held = load_train_eval(config, load_preference_data)
     assert [e.prompt for e in train] == ["q0", "q1", "q2", "q3"] and [e.prompt for e in held] == ["q4", "q5"]
     single = tmp_path / "p.jsonl"
     single.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(AlignkitError, match="a single data file has one split"):
-        load_train_eval(load_config(DPOConfig, None, ["--train_data", str(single), "--dataset_test_split", "test"]), load_preference_data)
+        load_train_eval(
+            load_config(DPOConfig, None, ["--train_data", str(single), "--dataset_test_split", "test"]),
+            load_preference_data,
+        )
 
 
 def test_a_trl_command_line_trains(tiny_model_dir, pairs_file, tmp_path):
     from alignkit.cli import main
 
     out = tmp_path / "run"
-    code = main(["dpo", "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(pairs_file), "--output_dir", str(out),
-                 "--max_length", "64", "--max_steps", "2", "--per_device_train_batch_size", "2", "--logging_steps", "1",
-                 "--learning_rate", "1e-4", "--report_to", "none", "--disable_tqdm", "--gradient_checkpointing", "--eval_strategy", "no"])
+    code = main(
+        [
+            "dpo",
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--dataset_name",
+            str(pairs_file),
+            "--output_dir",
+            str(out),
+            "--max_length",
+            "64",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+            "--logging_steps",
+            "1",
+            "--learning_rate",
+            "1e-4",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "--gradient_checkpointing",
+            "--eval_strategy",
+            "no",
+        ]
+    )
     assert code == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["loss"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at the first step
@@ -73,16 +154,25 @@ def test_a_trl_command_line_trains(tiny_model_dir, pairs_file, tmp_path):
 
 # Command lines from TRL's documentation (hub ids replaced by local paths), with `trl` changed to `alignkit`.
 TRL_DOCS = {
-    "dpo": "--dataset_name ./ultrafeedback_binarized --model_name_or_path ./Qwen2-0.5B-Instruct --learning_rate 5.0e-7 --num_train_epochs 1 "
-           "--per_device_train_batch_size 2 --max_steps 1000 --gradient_accumulation_steps 8 --eval_strategy steps --eval_steps 500 "
-           "--warmup_steps 150 --lr_scheduler_type cosine --logging_steps 25 --output_dir Qwen2-0.5B-DPO --no_remove_unused_columns "
-           "--use_peft --lora_r 32 --lora_alpha 16",
-    "sft": "--model_name_or_path ./Qwen2.5-0.5B --dataset_name ./Capybara --learning_rate 2.0e-5 --num_train_epochs 1 --packing "
-           "--per_device_train_batch_size 2 --gradient_accumulation_steps 8 --gradient_checkpointing --eval_strategy steps --eval_steps 100 "
-           "--use_peft --lora_r 32 --lora_alpha 16 --output_dir Qwen2.5-0.5B-SFT",
-    "reward": "--model_name_or_path ./Qwen2.5-0.5B-Instruct --dataset_name ./ultrafeedback_binarized --output_dir Qwen2.5-0.5B-Reward "
-              "--per_device_train_batch_size 8 --num_train_epochs 1 --gradient_checkpointing True --learning_rate 1.0e-5 --eval_strategy steps "
-              "--eval_steps 50 --max_length 2048",
+    "dpo": "--dataset_name ./ultrafeedback_binarized --model_name_or_path "
+    "./Qwen2-0.5B-Instruct --learning_rate 5.0e-7 --num_train_epochs 1 "
+    "--per_device_train_batch_size 2 --max_steps 1000 "
+    "--gradient_accumulation_steps 8 --eval_strategy steps --eval_steps "
+    "500 "
+    "--warmup_steps 150 --lr_scheduler_type cosine --logging_steps 25 "
+    "--output_dir Qwen2-0.5B-DPO --no_remove_unused_columns "
+    "--use_peft --lora_r 32 --lora_alpha 16",
+    "sft": "--model_name_or_path ./Qwen2.5-0.5B --dataset_name ./Capybara "
+    "--learning_rate 2.0e-5 --num_train_epochs 1 --packing "
+    "--per_device_train_batch_size 2 --gradient_accumulation_steps 8 "
+    "--gradient_checkpointing --eval_strategy steps --eval_steps 100 "
+    "--use_peft --lora_r 32 --lora_alpha 16 --output_dir Qwen2.5-0.5B-SFT",
+    "reward": "--model_name_or_path ./Qwen2.5-0.5B-Instruct --dataset_name "
+    "./ultrafeedback_binarized --output_dir Qwen2.5-0.5B-Reward "
+    "--per_device_train_batch_size 8 --num_train_epochs 1 "
+    "--gradient_checkpointing True --learning_rate 1.0e-5 --eval_strategy "
+    "steps "
+    "--eval_steps 50 --max_length 2048",
 }
 
 
@@ -91,9 +181,19 @@ def test_command_lines_from_trls_documentation_load(command):
     from alignkit.cli import COMMANDS, _load
 
     config = load_config(_load(COMMANDS[command].config), None, TRL_DOCS[command].split())
-    assert config.model.startswith("./") and config.train_data.startswith("./") and config.gradient_checkpointing is not False
+    assert (
+        config.model.startswith("./")
+        and config.train_data.startswith("./")
+        and config.gradient_checkpointing is not False
+    )
     if command == "dpo":
-        assert (config.warmup_steps, config.max_steps, config.lr_scheduler_type, config.use_peft, config.lora_r) == (150, 1000, "cosine", True, 32)
+        assert (config.warmup_steps, config.max_steps, config.lr_scheduler_type, config.use_peft, config.lora_r) == (
+            150,
+            1000,
+            "cosine",
+            True,
+            32,
+        )
     if command == "sft":
         assert config.packing is True and config.gradient_accumulation_steps == 8
     if command == "reward":
@@ -101,19 +201,28 @@ def test_command_lines_from_trls_documentation_load(command):
 
 
 def test_negated_flags_and_generation_length():
-    from alignkit.rl_configs import GRPOConfig
+    from alignkit.configs import GRPOConfig
 
-    assert load_config(DPOConfig, None, ["--train_data", "x", "--no_gradient_checkpointing"]).gradient_checkpointing is False
-    assert load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--max_completion_length", "64"]).max_new_tokens == 64
+    assert (
+        load_config(DPOConfig, None, ["--train_data", "x", "--no_gradient_checkpointing"]).gradient_checkpointing
+        is False
+    )
+    assert (
+        load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--max_completion_length", "64"]).max_new_tokens == 64
+    )
     with pytest.raises(ConfigError, match="eos_token.*tokenizer's own eos token"):
         load_config(SFTConfig, None, ["--train_data", "d", "--eos_token", "<|im_end|>"])
 
 
 def test_rl_names_follow_each_trainer():
-    from alignkit.rl_configs import GRPOConfig, RLOOConfig
+    from alignkit.configs import GRPOConfig, RLOOConfig
 
-    assert load_config(RLOOConfig, None, ["--train_data", "p.jsonl", "--beta", "0.07"]).kl_coef == 0.07  # TRL's RLOO: beta is the KL coefficient
-    assert load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--beta", "0.07"]).beta == 0.07  # GRPO: beta in both
+    assert (
+        load_config(RLOOConfig, None, ["--train_data", "p.jsonl", "--beta", "0.07"]).kl_coef == 0.07
+    )  # TRL's RLOO: beta is the KL coefficient
+    assert (
+        load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--beta", "0.07"]).beta == 0.07
+    )  # GRPO: beta in both
 
 
 @pytest.mark.parametrize("command", ["dpo", "sft"])
@@ -121,6 +230,24 @@ def test_the_shipped_trl_yaml_trains(command, tiny_model_dir, tmp_path):
     from alignkit.cli import main
 
     out = tmp_path / command
-    assert main([command, f"examples/from_trl/{command}.yaml", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out),
-                 "--max_steps", "1", "--disable_tqdm", "--preflight", "false"]) == 0
-    assert (out / "final").is_dir() and any("loss" in json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines())
+    assert (
+        main(
+            [
+                command,
+                f"examples/from_trl/{command}.yaml",
+                "--model_name_or_path",
+                str(tiny_model_dir),
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "1",
+                "--disable_tqdm",
+                "--preflight",
+                "false",
+            ]
+        )
+        == 0
+    )
+    assert (out / "final").is_dir() and any(
+        "loss" in json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+    )

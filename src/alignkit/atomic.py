@@ -1,4 +1,5 @@
 """Write a file or folder so that readers see the old version or the complete new one, never a part."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,8 @@ from pathlib import Path
 
 @contextmanager
 def atomic_path(target: Path):
-    """Yield a sibling temp path to write; on success it replaces ``target`` (file or folder), on failure it is removed."""
+    """Yield a sibling temp path to write; on success it replaces ``target`` (file or folder), on failure it is
+    removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")

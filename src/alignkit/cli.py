@@ -3,6 +3,7 @@
 Each command is a config class plus the API function that runs it; the CLI only parses,
 validates and reports errors (exit status 2 for bad input, 1 for other failures).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -11,7 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from alignkit import __version__
-from alignkit.config import describe_fields, load_config
+from alignkit.configs import describe_fields, load_config
 from alignkit.errors import AlignkitError
 
 
@@ -23,25 +24,101 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "demo": Command("alignkit.config:DemoConfig", "alignkit.demo:run_demo", "DPO on the embedded model: held-out before/after, capability probes and a verdict (about 8 minutes on a 2-core CPU)."),
-    "sft": Command("alignkit.method_configs:SFTConfig", "alignkit.train.sft:train_sft", "Supervised fine-tuning on messages or prompt/completion rows (loss on assistant tokens)."),
-    "reward": Command("alignkit.method_configs:RewardConfig", "alignkit.train.reward:train_reward", "Train a Bradley-Terry reward model on prompt/chosen/rejected pairs."),
-    "score": Command("alignkit.method_configs:ScoreConfig", "alignkit.score:score_pairs", "Score pairs with a reward model; report pairwise accuracy."),
-    "dpo": Command("alignkit.config:DPOConfig", "alignkit.train.dpo:train_dpo", "DPO family on pairs: --loss_type sigmoid|robust|hinge|ipo|simpo (+ --rpo_alpha)."),
-    "kto": Command("alignkit.method_configs:KTOConfig", "alignkit.train.kto:train_kto", "KTO on unpaired prompt/completion/label rows (or pairs)."),
-    "orpo": Command("alignkit.method_configs:ORPOConfig", "alignkit.train.orpo:train_orpo", "ORPO: one-stage SFT + odds-ratio preference, no reference model."),
-    "ppo": Command("alignkit.rl_configs:PPOConfig", "alignkit.train.ppo:train_ppo", "PPO-RLHF on prompts: value head, per-token KL penalty, GAE, clipped losses; rewards from verifiers, heuristics, a reward model or a judge."),
-    "grpo": Command("alignkit.rl_configs:GRPOConfig", "alignkit.train.grpo:train_grpo", "GRPO: k completions per prompt, group-normalised advantages, KL to the reference in the loss."),
-    "rloo": Command("alignkit.rl_configs:RLOOConfig", "alignkit.train.grpo:train_rloo", "RLOO: k completions per prompt, leave-one-out baseline, KL penalty in the reward."),
-    "pairs": Command("alignkit.data_configs:PairsConfig", "alignkit.pairs:build_pairs", "Build preference pairs: good vs bad system prompt, or samples ranked by a verifier, heuristic, reward model or judge."),
-    "annotate": Command("alignkit.data_configs:AnnotateConfig", "alignkit.annotate:annotate", "Label (prompt, A, B) rows with a position-swapped LLM judge, or export/import a blind sheet for people."),
-    "doctor": Command("alignkit.config:DPOConfig", "alignkit.diagnose.doctor:doctor_cli", "Pre-flight checks of a training config (--method dpo|kto|orpo|sft|reward): data, template, model, hyper-parameters."),
-    "eval": Command("alignkit.eval_configs:EvalConfig", "alignkit.evaluate.run:evaluate_model", "Win-rate vs the reference (judge, position-swapped, 95% CI), held-out reward accuracy, capability probes, inspection sheet."),
-    "sweep": Command("alignkit.eval_configs:SweepConfig", "alignkit.evaluate.sweep:run_sweep", "One DPO run per --beta value (reference log-probs reused), each evaluated; recommends a beta."),
-    "report": Command("alignkit.eval_configs:ReportConfig", "alignkit.report.build:build_report", "Self-contained HTML report + markdown summary of run / eval / sweep directories."),
-    "serve": Command("alignkit.data_configs:ServeConfig", "alignkit.serve:serve", "OpenAI-compatible endpoint (/v1/chat/completions) over a local model or run directory."),
-    "label": Command("alignkit.data_configs:LabelConfig", "alignkit.label.commands:run_label",
-                     "Web app where people compare answers blind: label [init|add-annotator|stats|export] PROJECT_DIR."),
+    "demo": Command(
+        "alignkit.configs:DemoConfig",
+        "alignkit.commands.demo.run:run_demo",
+        "DPO on the embedded model: held-out before/after, capability probes "
+        "and a verdict (about 8 minutes on a 2-core CPU).",
+    ),
+    "sft": Command(
+        "alignkit.configs:SFTConfig",
+        "alignkit.train.sft:train_sft",
+        "Supervised fine-tuning on messages or prompt/completion rows (loss on assistant tokens).",
+    ),
+    "reward": Command(
+        "alignkit.configs:RewardConfig",
+        "alignkit.train.reward:train_reward",
+        "Train a Bradley-Terry reward model on prompt/chosen/rejected pairs.",
+    ),
+    "score": Command(
+        "alignkit.configs:ScoreConfig",
+        "alignkit.commands.score:score_pairs",
+        "Score pairs with a reward model; report pairwise accuracy.",
+    ),
+    "dpo": Command(
+        "alignkit.configs:DPOConfig",
+        "alignkit.train.dpo:train_dpo",
+        "DPO family on pairs: --loss_type sigmoid|robust|hinge|ipo|simpo (+ --rpo_alpha).",
+    ),
+    "kto": Command(
+        "alignkit.configs:KTOConfig",
+        "alignkit.train.kto:train_kto",
+        "KTO on unpaired prompt/completion/label rows (or pairs).",
+    ),
+    "orpo": Command(
+        "alignkit.configs:ORPOConfig",
+        "alignkit.train.orpo:train_orpo",
+        "ORPO: one-stage SFT + odds-ratio preference, no reference model.",
+    ),
+    "ppo": Command(
+        "alignkit.configs:PPOConfig",
+        "alignkit.train.ppo:train_ppo",
+        "PPO-RLHF on prompts: value head, per-token KL penalty, GAE, clipped "
+        "losses; rewards from verifiers, heuristics, a reward model or a judge.",
+    ),
+    "grpo": Command(
+        "alignkit.configs:GRPOConfig",
+        "alignkit.train.grpo:train_grpo",
+        "GRPO: k completions per prompt, group-normalised advantages, KL to the reference in the loss.",
+    ),
+    "rloo": Command(
+        "alignkit.configs:RLOOConfig",
+        "alignkit.train.grpo:train_rloo",
+        "RLOO: k completions per prompt, leave-one-out baseline, KL penalty in the reward.",
+    ),
+    "pairs": Command(
+        "alignkit.configs:PairsConfig",
+        "alignkit.commands.pairs:build_pairs",
+        "Build preference pairs: good vs bad system prompt, or samples ranked "
+        "by a verifier, heuristic, reward model or judge.",
+    ),
+    "annotate": Command(
+        "alignkit.configs:AnnotateConfig",
+        "alignkit.commands.annotate:annotate",
+        "Label (prompt, A, B) rows with a position-swapped LLM judge, or export/import a blind sheet for people.",
+    ),
+    "doctor": Command(
+        "alignkit.configs:DPOConfig",
+        "alignkit.diagnose.doctor:doctor_cli",
+        "Pre-flight checks of a training config (--method "
+        "dpo|kto|orpo|sft|reward): data, template, model, hyper-parameters.",
+    ),
+    "eval": Command(
+        "alignkit.configs:EvalConfig",
+        "alignkit.evaluate.run:evaluate_model",
+        "Win-rate vs the reference (judge, position-swapped, 95% CI), held-out "
+        "reward accuracy, capability probes, inspection sheet.",
+    ),
+    "sweep": Command(
+        "alignkit.configs:SweepConfig",
+        "alignkit.evaluate.sweep:run_sweep",
+        "One DPO run per --beta value (reference log-probs reused), each evaluated; recommends a beta.",
+    ),
+    "report": Command(
+        "alignkit.configs:ReportConfig",
+        "alignkit.report.build:build_report",
+        "Self-contained HTML report + markdown summary of run / eval / sweep directories.",
+    ),
+    "serve": Command(
+        "alignkit.configs:ServeConfig",
+        "alignkit.commands.serve:serve",
+        "OpenAI-compatible endpoint (/v1/chat/completions) over a local model or run directory.",
+    ),
+    "label": Command(
+        "alignkit.configs:LabelConfig",
+        "alignkit.commands.label.run:run_label",
+        "Web app where people compare answers blind: label [init|add-annotator|stats|export] PROJECT_DIR.",
+    ),
 }
 LABEL_ACTIONS = ("init", "add-annotator", "serve", "stats", "export")
 
@@ -84,11 +161,17 @@ def _main(argv: list[str] | None) -> int:
     if name == "doctor":  # checks the config of a training command: --method picks which (default dpo)
         method, rest = _pop_option(rest, "--method", "dpo")
         if method not in TRAINING_COMMANDS:
-            print(f"alignkit doctor: --method must be one of {', '.join(TRAINING_COMMANDS)}, got '{method}'", file=sys.stderr)
+            print(
+                f"alignkit doctor: --method must be one of {', '.join(TRAINING_COMMANDS)}, got '{method}'",
+                file=sys.stderr,
+            )
             return 2
         config_cls = _load(COMMANDS[method].config)
     if "-h" in rest or "--help" in rest:
-        print(f"usage: alignkit {name} [config.yaml] [--key value ...]\n\n{command.summary}\n\nkeys:\n{describe_fields(config_cls)}")
+        print(
+            f"usage: alignkit {name} [config.yaml] [--key value "
+            f"...]\n\n{command.summary}\n\nkeys:\n{describe_fields(config_cls)}"
+        )
         return 0
     if name == "report":  # alignkit report RUN_DIR [RUN_DIR ...] [--key value]
         runs = []
@@ -119,7 +202,9 @@ def _main(argv: list[str] | None) -> int:
         print(f"alignkit {name}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"\nalignkit {name}: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        print(
+            f"\nalignkit {name}: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr
+        )
         return 130
     return outcome if isinstance(outcome, int) else getattr(outcome, "exit_code", 0)
 
@@ -147,9 +232,9 @@ def _pop_option(args: list[str], option: str, default: str | None) -> tuple[str 
     """Remove ``option value`` (or ``option=value``) from ``args``; (value, the rest)."""
     for i, token in enumerate(args):
         if token == option and i + 1 < len(args):
-            return args[i + 1], args[:i] + args[i + 2:]
+            return args[i + 1], args[:i] + args[i + 2 :]
         if token.startswith(option + "="):
-            return token.split("=", 1)[1], args[:i] + args[i + 1:]
+            return token.split("=", 1)[1], args[:i] + args[i + 1 :]
     return default, args
 
 

@@ -2,6 +2,7 @@
 
 The CLI prints ``str(error)`` and exits with ``error.exit_code``; tracebacks are for bugs only.
 """
+
 from __future__ import annotations
 
 import importlib

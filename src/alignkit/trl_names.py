@@ -12,6 +12,7 @@ TRL (``DPOConfig``/``SFTConfig``/``RewardConfig``/``KTOConfig``/``GRPOConfig``/`
 - ``UNSUPPORTED``: would change the result and alignkit lacks it: accepted at TRL's default value
   (which is what alignkit does), refused otherwise with what to do instead.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -36,21 +37,27 @@ def _precision(kind: str) -> Callable[[Any], dict]:
 def _strategy(steps_key: str, off: dict) -> Callable[[Any], dict]:
     """TRL's ``*_strategy``: "steps" uses the ``*_steps`` value (ours too); "no" turns it off where
     alignkit can; "epoch" is refused (alignkit counts in steps)."""
+
     def convert(value: Any) -> dict:
         value = "no" if value is False or value is None else str(value).lower()  # YAML reads a bare no as false
         if value == "steps":
             return {}
         if value == "no":
             return dict(off)
-        raise ConfigError(f"{steps_key.split('_')[0]}_strategy '{value}': alignkit schedules by steps; set {steps_key} instead "
-                          f"(it also runs once at the end)")
+        raise ConfigError(
+            f"{steps_key.split('_')[0]}_strategy '{value}': alignkit schedules by steps; set {steps_key} instead "
+            f"(it also runs once at the end)"
+        )
+
     return convert
 
 
 def _loss_type(value: Any) -> dict:
     if isinstance(value, list):
         if len(value) != 1:
-            raise ConfigError(f"loss_type {value}: alignkit trains one loss at a time; pick one (and add rpo_alpha for the NLL term)")
+            raise ConfigError(
+                f"loss_type {value}: alignkit trains one loss at a time; pick one (and add rpo_alpha for the NLL term)"
+            )
         value = value[0]
     return {"loss_type": value}
 
@@ -77,18 +84,59 @@ RENAMED: dict[str, Callable[[Any], dict]] = {
 }
 
 NO_EFFECT = {
-    "remove_unused_columns", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
-    "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "logging_dir", "logging_first_step", "run_name",
-    "do_train", "do_eval", "do_predict", "ddp_find_unused_parameters", "ddp_timeout", "dataset_num_proc", "save_safetensors", "log_level",
-    "log_level_replica", "use_liger_kernel", "torch_compile", "trust_remote_code", "include_tokens_per_second", "include_num_input_tokens_seen",
-    "torch_empty_cache_steps", "activation_offloading", "lora_task_type", "use_cpu", "bf16_full_eval", "fp16_full_eval", "tf32",
-    "gradient_checkpointing_kwargs", "eval_accumulation_steps", "precompute_ref_batch_size", "disable_dropout", "save_only_model",
-    "dataset_streaming", "ignore_bias_buffers", "pad_to_multiple_of", "label_names", "prediction_loss_only", "eval_do_concat_batches",
+    "remove_unused_columns",
+    "dataloader_num_workers",
+    "dataloader_pin_memory",
+    "dataloader_persistent_workers",
+    "dataloader_prefetch_factor",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_strategy",
+    "hub_token",
+    "hub_private_repo",
+    "logging_dir",
+    "logging_first_step",
+    "run_name",
+    "do_train",
+    "do_eval",
+    "do_predict",
+    "ddp_find_unused_parameters",
+    "ddp_timeout",
+    "dataset_num_proc",
+    "save_safetensors",
+    "log_level",
+    "log_level_replica",
+    "use_liger_kernel",
+    "torch_compile",
+    "trust_remote_code",
+    "include_tokens_per_second",
+    "include_num_input_tokens_seen",
+    "torch_empty_cache_steps",
+    "activation_offloading",
+    "lora_task_type",
+    "use_cpu",
+    "bf16_full_eval",
+    "fp16_full_eval",
+    "tf32",
+    "gradient_checkpointing_kwargs",
+    "eval_accumulation_steps",
+    "precompute_ref_batch_size",
+    "disable_dropout",
+    "save_only_model",
+    "dataset_streaming",
+    "ignore_bias_buffers",
+    "pad_to_multiple_of",
+    "label_names",
+    "prediction_loss_only",
+    "eval_do_concat_batches",
 }
 
 # name -> (TRL's default, what to do instead when it differs)
 UNSUPPORTED: dict[str, tuple[Any, str]] = {
-    "use_rslora": (False, "alignkit's LoRA uses lora_alpha / lora_r scaling; drop use_rslora (or scale lora_alpha yourself)"),
+    "use_rslora": (
+        False,
+        "alignkit's LoRA uses lora_alpha / lora_r scaling; drop use_rslora (or scale lora_alpha yourself)",
+    ),
     "use_dora": (False, "DoRA is not supported; use plain LoRA (use_peft: true)"),
     "load_in_8bit": (False, "8-bit loading is not supported; use load_in_4bit (QLoRA) or full precision"),
     "f_divergence_type": ("reverse_kl", "only the reverse-KL (standard DPO) divergence is supported"),
@@ -107,9 +155,18 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "bnb_4bit_quant_type": ("nf4", "QLoRA here uses nf4"),
     "dataset_config": (None, "save the configuration you want with datasets.save_to_disk and pass that folder"),
     "max_completion_length": (None, "set max_length (alignkit cuts the pair to max_length, keeping the response)"),
-    "eos_token": (None, "alignkit ends responses with the tokenizer's own eos token; set it in the tokenizer files of the model folder"),
-    "pad_token": (None, "alignkit pads with the tokenizer's pad token (or its eos token); padding is masked, so any token does"),
-    "chat_template_path": (None, "save the template into the model folder's tokenizer_config.json (tokenizer.chat_template)"),
+    "eos_token": (
+        None,
+        "alignkit ends responses with the tokenizer's own eos token; set it in the tokenizer files of the model folder",
+    ),
+    "pad_token": (
+        None,
+        "alignkit pads with the tokenizer's pad token (or its eos token); padding is masked, so any token does",
+    ),
+    "chat_template_path": (
+        None,
+        "save the template into the model folder's tokenizer_config.json (tokenizer.chat_template)",
+    ),
 }
 # renamed only where the command has that field and not TRL's: RL commands generate (max_new_tokens);
 # TRL's RLOO calls its KL coefficient beta, alignkit's RLOO and PPO call it kl_coef (GRPO: beta in both)
@@ -118,7 +175,12 @@ SAME_AS_ALIGNKIT = {"optim": {"adamw_torch_fused"}, "completion_only_loss": {Tru
 # TRL's list fields (``--loss_type sigmoid sft`` takes both words)
 LIST_NAMES = {"loss_type", "loss_weights", "report_to", "lora_target_modules", "lora_modules_to_save"}
 # TRL's boolean flags that are not booleans here (``--bf16`` alone means true, as in TRL)
-BARE_FLAGS = {"bf16", "fp16", "overwrite_output_dir", *(k for k, (default, _) in UNSUPPORTED.items() if isinstance(default, bool))}
+BARE_FLAGS = {
+    "bf16",
+    "fp16",
+    "overwrite_output_dir",
+    *(k for k, (default, _) in UNSUPPORTED.items() if isinstance(default, bool)),
+}
 
 
 def translate(values: dict[str, Any], known: set[str], origin: str, notices: list[str] | None = None) -> dict[str, Any]:
@@ -127,7 +189,9 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
     alignkit lacks raises a ConfigError naming ``origin``."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if key in RENAMED:  # TRL's name, or a name both share whose values TRL spells differently (dtype, loss_type, report_to)
+        if (
+            key in RENAMED
+        ):  # TRL's name, or a name both share whose values TRL spells differently (dtype, loss_type, report_to)
             out.update(_convert(key, value, origin))
         elif key in known:
             out[key] = value
@@ -138,7 +202,11 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
                 notices.append(f"{origin}: '{key}' (TRL/transformers) has no effect in alignkit; ignored")
         elif key in UNSUPPORTED:
             default, advice = UNSUPPORTED[key]
-            if value != default and value not in SAME_AS_ALIGNKIT.get(key, set()) and not (value is None or value == [] or value == {}):
+            if (
+                value != default
+                and value not in SAME_AS_ALIGNKIT.get(key, set())
+                and not (value is None or value == [] or value == {})
+            ):
                 raise ConfigError(f"{origin}: '{key}: {value}' is not supported by alignkit: {advice}")
         else:
             out[key] = value  # unknown: validation reports it, with a "did you mean"

@@ -1,4 +1,5 @@
 """End-to-end runs of the CLI on the embedded model (SmolLM2-135M-Instruct). Marked slow; CI runs them."""
+
 import json
 import subprocess
 import sys
@@ -9,11 +10,21 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-TRL_KEYS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"}
+TRL_KEYS = {
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+}
 
 
 def run_cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "alignkit", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "alignkit", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -24,8 +35,20 @@ def test_dpo_full_finetune_on_a_users_jsonl(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "dpo"
-    proc = run_cli("dpo", "examples/dpo.yaml", "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "2",
-                   "--gradient_accumulation_steps", "1", "--eval_steps", "2")
+    proc = run_cli(
+        "dpo",
+        "examples/dpo.yaml",
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+        "--eval_steps",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = metrics(out)
     first = next(r for r in records if "loss" in r)
@@ -38,7 +61,8 @@ def test_dpo_full_finetune_on_a_users_jsonl(tmp_path):
 
 @pytest.fixture(scope="module")
 def full_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The real demo, default settings (about 5 minutes with the model's answers cached); later tests evaluate its run directory."""
+    """The real demo, default settings (about 5 minutes with the model's answers cached); later tests evaluate its run
+    directory."""
     out = tmp_path_factory.mktemp("full") / "demo"
     proc = run_cli("demo", "--output_dir", str(out), timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -47,8 +71,16 @@ def full_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 def test_full_demo_output_and_run_directory(full_demo):
     out, proc = full_demo
-    for text in ("before (reference)", "after (aligned)", "Held-out set (80 prompts in phrasings, shapes and facts never trained on", "probe: facts",
-                 "win-rate vs the reference", "Final DPO metrics", str(out / "final"), "Aligned: it beats the reference"):
+    for text in (
+        "before (reference)",
+        "after (aligned)",
+        "Held-out set (80 prompts in phrasings, shapes and facts never trained on",
+        "probe: facts",
+        "win-rate vs the reference",
+        "Final DPO metrics",
+        str(out / "final"),
+        "Aligned: it beats the reference",
+    ):
         assert text in proc.stdout, text
     assert "training:" in proc.stderr  # the progress bar
     assert (out / "final" / "adapter_config.json").is_file() and (out / "config.yaml").is_file()
@@ -86,9 +118,26 @@ def test_symptoms_silent_on_the_demo_and_loud_on_a_run_that_goes_wrong(full_demo
     fine-tuning, ten times the usual top: the doctor would stop it, so --preflight false) sets them off."""
     assert not any("symptom" in r for r in metrics(full_demo[0]))
     out = tmp_path / "too-fast"
-    proc = run_cli("dpo", "examples/dpo.yaml", "--output_dir", str(out), "--learning_rate", "1e-3", "--preflight", "false",
-                   "--gradient_checkpointing", "false", "--eval_split", "0", "--logging_steps", "1", "--max_steps", "3",
-                   "--gradient_accumulation_steps", "1")
+    proc = run_cli(
+        "dpo",
+        "examples/dpo.yaml",
+        "--output_dir",
+        str(out),
+        "--learning_rate",
+        "1e-3",
+        "--preflight",
+        "false",
+        "--gradient_checkpointing",
+        "false",
+        "--eval_split",
+        "0",
+        "--logging_steps",
+        "1",
+        "--max_steps",
+        "3",
+        "--gradient_accumulation_steps",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     fired = {r["symptom"]: r["step"] for r in metrics(out) if "symptom" in r}
     assert "rejected_collapse" in fired and min(fired.values()) > 1, fired
@@ -98,8 +147,20 @@ def test_symptoms_silent_on_the_demo_and_loud_on_a_run_that_goes_wrong(full_demo
 def test_eval_and_report_on_the_demo_run(full_demo):
     """alignkit eval on the demo's run directory agrees with the demo's own before/after, then a report."""
     full_demo = full_demo[0]
-    proc = run_cli("eval", "--model", str(full_demo), "--prompts", str(full_demo / "demo_answers.jsonl"), "--max_new_tokens", "48",
-                   "--max_prompts", "48", "--probe_size", "8", "--disable_tqdm")
+    proc = run_cli(
+        "eval",
+        "--model",
+        str(full_demo),
+        "--prompts",
+        str(full_demo / "demo_answers.jsonl"),
+        "--max_new_tokens",
+        "48",
+        "--max_prompts",
+        "48",
+        "--probe_size",
+        "8",
+        "--disable_tqdm",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((full_demo / "eval" / "eval_results.json").read_text())
     win = results["win_rate"]

@@ -17,7 +17,10 @@ Two layouts:
   ``position_ids`` at 0, from which transformers builds a block-diagonal causal mask, so no
   sequence attends to another and almost no compute is spent on padding.
 """
+
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -31,7 +34,10 @@ def _scored_tokens(i: int, ids: list[int], scored) -> torch.Tensor:
     length = len(ids)
     if isinstance(scored, int):
         if not 1 <= scored < length:
-            raise ValueError(f"sequence {i}: response must start after at least one prompt token and be non-empty (start={scored}, length={length})")
+            raise ValueError(
+                f"sequence {i}: response must start after at least one prompt token and "
+                f"be non-empty (start={scored}, length={length})"
+            )
         return torch.arange(scored, length)
     if len(scored) != length:
         raise ValueError(f"sequence {i}: loss mask has {len(scored)} entries for {length} tokens")
@@ -58,10 +64,10 @@ class _Layout:
     def place(self, i: int, ids: list[int], scored, row: int, offset: int) -> None:
         tokens = torch.tensor(ids, dtype=torch.long)
         length = len(ids)
-        self.input_ids[row, offset:offset + length] = tokens
-        self.position_ids[row, offset:offset + length] = torch.arange(length)
+        self.input_ids[row, offset : offset + length] = tokens
+        self.position_ids[row, offset : offset + length] = torch.arange(length)
         if self.attention_mask is not None:
-            self.attention_mask[row, offset:offset + length] = 1
+            self.attention_mask[row, offset : offset + length] = 1
         scored_tokens = _scored_tokens(i, ids, scored)
         # position p predicts token p + 1
         self.target_ids[row, offset + scored_tokens - 1] = tokens[scored_tokens]
@@ -83,7 +89,9 @@ class _Layout:
         return batch
 
 
-def build_sequence_batch(sequences: list[list[int]], scored: list, pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def build_sequence_batch(
+    sequences: list[list[int]], scored: list, pad_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
     """One sequence per row, padded on ``padding_side``; ``scored[i]`` is a start index or a mask."""
     width = max(len(s) for s in sequences)
     layout = _Layout(len(sequences), width, pad_id, len(sequences), with_mask=True)
@@ -119,7 +127,9 @@ def scored_positions(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torc
     return positions, batch["target_ids"].reshape(-1).index_select(0, positions), seq_index.index_select(0, positions)
 
 
-def build_batch(sequences: list[list[int]], scored: list, pad_id: int, padding_free: bool = True, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def build_batch(
+    sequences: list[list[int]], scored: list, pad_id: int, padding_free: bool = True, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
     """The padding-free layout, or the padded one on ``padding_side``."""
     if padding_free:
         return build_packed_batch(sequences, scored, pad_id)
@@ -137,7 +147,9 @@ class SequenceCollator:
     completion) are laid out as one block each, the prompt computed once (``data.prefix_sharing``).
     """
 
-    def __init__(self, pad_id: int, padding_free: bool = True, padding_side: str = "right", prefix_sharing: bool = False):
+    def __init__(
+        self, pad_id: int, padding_free: bool = True, padding_side: str = "right", prefix_sharing: bool = False
+    ):
         self.pad_id, self.padding_free, self.padding_side = pad_id, padding_free, padding_side
         self.prefix_sharing = prefix_sharing
 
@@ -158,8 +170,38 @@ class SequenceCollator:
             scored = [entry[slot][1] for slot in range(len(per_item[0])) for entry in per_item]
             batch = build_batch(sequences, scored, self.pad_id, self.padding_free, self.padding_side)
         if "ref_logps" in items[0]:
-            batch["ref_logps"] = torch.tensor([item["ref_logps"][slot] for slot in range(len(per_item[0])) for item in items], dtype=torch.float32)
+            batch["ref_logps"] = torch.tensor(
+                [item["ref_logps"][slot] for slot in range(len(per_item[0])) for item in items], dtype=torch.float32
+            )
         return batch
+
+
+def to_device(batch: dict, device) -> dict:
+    """The batch with its tensors on ``device`` (other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def collate_to(collate, items: list, device) -> dict:
+    """``collate(items)`` with the batch's tensors on ``device``: how every caller builds a batch."""
+    return to_device(collate(items), device)
+
+
+def halves(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slot 0 and slot 1 of a two-slot batch's per-sequence values (see :class:`SequenceCollator`)."""
+    half = values.shape[0] // 2
+    return values[:half], values[half:]
+
+
+class ChosenRejected(NamedTuple):
+    """Per-sequence values of a pair batch by role, as :class:`PreferenceCollator` lays them out."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+    @classmethod
+    def split(cls, values: torch.Tensor) -> ChosenRejected:
+        """The chosen and rejected halves of a [2B, ...] tensor of a pair batch."""
+        return cls(*halves(values))
 
 
 class PreferenceCollator(SequenceCollator):

@@ -4,14 +4,16 @@
 Each example is also given a mismatched completion (another example's, fixed at load time by a
 seeded rotation), from which KTO estimates its KL reference point.
 """
+
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from alignkit.data.collate import SequenceCollator
+from alignkit.data.collate import SequenceCollator, halves
 from alignkit.data.preference import (
     Messages,
     check_fields,
@@ -19,7 +21,7 @@ from alignkit.data.preference import (
     validate_records,
 )
 from alignkit.data.records import FaultCollector, Record, read_records
-from alignkit.data.tokenize import prompt_token_ids, response_token_ids, truncate_pair
+from alignkit.data.tokenize import TokenizedRows, prompt_token_ids, response_token_ids, truncate_pair
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,13 @@ def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[K
         faults.add(where, None, f"expected an object with prompt/completion/label, got {type(row).__name__}")
         return None
     before = faults.total
-    values = check_fields(row, where, faults, ("prompt", "completion"), "each row needs prompt, completion and label; or prompt, chosen and rejected")
+    values = check_fields(
+        row,
+        where,
+        faults,
+        ("prompt", "completion"),
+        "each row needs prompt, completion and label; or prompt, chosen and rejected",
+    )
     label = row.get("label")
     if not isinstance(label, bool):
         faults.add(where, "label", f"expected true (desirable) or false (undesirable), got {label!r}")
@@ -54,20 +62,68 @@ def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[K
     return KTOExample(values["prompt"], values["completion"], label, where)
 
 
-def tokenize_kto(examples: list[KTOExample], tokenizer, max_length: int, max_prompt_length: int | None, apply_chat_template: bool = True, seed: int = 0) -> list[dict]:
-    """Items ``{"prompt", "completion", "kl_completion", "desirable"}`` (token ids)."""
+def require_kl_partners(examples: list) -> None:
+    """KTO's KL estimate pairs each prompt with another example's completion: at least two are needed."""
     if len(examples) < 2:
-        raise ValueError("KTO needs at least 2 examples (the KL estimate pairs prompts with other examples' completions)")
+        raise ValueError(
+            "KTO needs at least 2 examples (the KL estimate pairs prompts with other examples' completions)"
+        )
+
+
+def kto_rows(
+    examples: list[KTOExample],
+    tokenizer,
+    max_length: int,
+    max_prompt_length: int | None,
+    apply_chat_template: bool = True,
+    seed: int = 0,
+) -> TokenizedRows:
+    """Items ``{"prompt", "completion", "kl_completion", "desirable"}`` (token ids): each row's completion and,
+    for the KL estimate, another row's (a seeded derangement; see :func:`require_kl_partners`), fitted like a pair."""
     prompts = [prompt_token_ids(tokenizer, e.prompt, apply_chat_template) for e in examples]
     completions = [response_token_ids(tokenizer, e.completion) for e in examples]
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     partner = {order[k]: order[(k + 1) % len(order)] for k in range(len(order))}
-    items = []
+    rows = TokenizedRows([])
     for i, example in enumerate(examples):
         fitted = truncate_pair(prompts[i], completions[i], completions[partner[i]], max_length, max_prompt_length)
-        items.append({"prompt": fitted.prompt_ids, "completion": fitted.chosen_ids, "kl_completion": fitted.rejected_ids, "desirable": example.desirable})
-    return items
+        rows.add_lengths(len(prompts[i]), len(prompts[i]) + len(completions[i]))
+        rows.items.append(
+            {
+                "prompt": fitted.prompt_ids,
+                "completion": fitted.chosen_ids,
+                "kl_completion": fitted.rejected_ids,
+                "desirable": example.desirable,
+            }
+        )
+    return rows
+
+
+def tokenize_kto(
+    examples: list[KTOExample],
+    tokenizer,
+    max_length: int,
+    max_prompt_length: int | None,
+    apply_chat_template: bool = True,
+    seed: int = 0,
+) -> list[dict]:
+    """The items of :func:`kto_rows`."""
+    require_kl_partners(examples)
+    return kto_rows(examples, tokenizer, max_length, max_prompt_length, apply_chat_template, seed).items
+
+
+class CompletionAndKL(NamedTuple):
+    """Per-sequence values of a KTO batch by role, as :class:`KTOCollator` lays them out: each row's
+    (prompt, completion), then its mismatched (prompt, KL completion)."""
+
+    completion: torch.Tensor
+    kl: torch.Tensor
+
+    @classmethod
+    def split(cls, values: torch.Tensor) -> CompletionAndKL:
+        """The completion and KL halves of a [2B, ...] tensor of a KTO batch."""
+        return cls(*halves(values))
 
 
 class KTOCollator(SequenceCollator):

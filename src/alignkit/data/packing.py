@@ -1,4 +1,5 @@
 """First-fit-decreasing packing of sequences (or shared-prefix blocks) into rows."""
+
 from __future__ import annotations
 
 

@@ -10,6 +10,7 @@ Accepted forms (TRL's conventions):
 
 Extra fields are kept out of the way (ignored). Every fault is reported with file:line and field.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,7 +71,9 @@ def validate_pair_row(record: Record, faults: FaultCollector) -> PreferenceExamp
         row = _split_implicit_prompt(row, where, faults)
         if row is None:
             return None
-    values = check_fields(row, where, faults, ("prompt", "chosen", "rejected"), "each row needs prompt, chosen and rejected")
+    values = check_fields(
+        row, where, faults, ("prompt", "chosen", "rejected"), "each row needs prompt, chosen and rejected"
+    )
     if faults.total > before:
         return None
     prompt, chosen, rejected = values["prompt"], values["chosen"], values["rejected"]
@@ -81,7 +84,9 @@ def validate_pair_row(record: Record, faults: FaultCollector) -> PreferenceExamp
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
         faults.add(where, "margin", f"expected a number, got {margin!r}")
         return None
-    return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, where=where, margin=None if margin is None else float(margin))
+    return PreferenceExample(
+        prompt=prompt, chosen=chosen, rejected=rejected, where=where, margin=None if margin is None else float(margin)
+    )
 
 
 def _split_implicit_prompt(row: dict, where: str, faults: FaultCollector) -> dict | None:

@@ -15,6 +15,7 @@ first token of every response is predicted by the prompt's last position, so one
 predict several targets; scored positions are therefore listed explicitly (``score_positions``,
 ``score_targets``, ``score_owner``) rather than as a per-position grid.
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,16 +63,16 @@ def build_shared_batch(groups: list[Group], pad_id: int, padding_free: bool = Tr
         for k in row:
             prefix, continuations = groups[k]
             p = len(prefix)
-            input_ids[r, offset:offset + p] = torch.tensor(prefix)
-            position_ids[r, offset:offset + p] = torch.arange(p)
-            allowed[r, offset:offset + p, offset:offset + p] = _causal(p)
+            input_ids[r, offset : offset + p] = torch.tensor(prefix)
+            position_ids[r, offset : offset + p] = torch.arange(p)
+            allowed[r, offset : offset + p, offset : offset + p] = _causal(p)
             start = offset + p
             for slot, continuation in enumerate(continuations):
                 c, i = len(continuation), slot * n_items + k
-                input_ids[r, start:start + c] = torch.tensor(continuation)
-                position_ids[r, start:start + c] = torch.arange(p, p + c)
-                allowed[r, start:start + c, offset:offset + p] = True
-                allowed[r, start:start + c, start:start + c] = _causal(c)
+                input_ids[r, start : start + c] = torch.tensor(continuation)
+                position_ids[r, start : start + c] = torch.arange(p, p + c)
+                allowed[r, start : start + c, offset : offset + p] = True
+                allowed[r, start : start + c, start : start + c] = _causal(c)
                 # token t of the response is predicted by the position before it in its own sequence
                 positions.extend(r * width + q for q in [offset + p - 1, *range(start, start + c - 1)])
                 targets.extend(continuation)
@@ -80,7 +81,9 @@ def build_shared_batch(groups: list[Group], pad_id: int, padding_free: bool = Tr
                 start += c
             offset = start
         tail = torch.arange(offset, width)
-        allowed[r, tail, tail] = True  # padding sees only itself (no row of the mask is empty), and nothing sees padding
+        allowed[r, tail, tail] = (
+            True  # padding sees only itself (no row of the mask is empty), and nothing sees padding
+        )
     return {
         "input_ids": input_ids,
         "position_ids": position_ids,

@@ -1,5 +1,6 @@
 """Prompt rows (for `alignkit pairs`, the RL trainers, `eval` and `label`): ``prompt`` plus optional
 ``answer`` (null: cannot be known), ``reference`` (a known-good reply) and ``tests`` (Python asserts)."""
+
 from __future__ import annotations
 
 from alignkit.data.preference import check_content
@@ -24,7 +25,9 @@ def load_prompt_rows(source: str, needs_answer: bool = False) -> list[dict]:
         else:
             prompt = check_content(prompt, where, "prompt", faults, response=False)
         tests = row.get("tests")
-        if tests is not None and (not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests)):
+        if tests is not None and (
+            not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests)
+        ):
             faults.add(where, "tests", "expected a non-empty list of Python statements (strings)")
         reference = row.get("reference")
         if reference is not None and (not isinstance(reference, str) or not reference.strip()):

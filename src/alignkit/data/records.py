@@ -3,6 +3,7 @@
 Every row carries ``where`` (``file.jsonl:12`` or ``file.parquet row 12``, 1-based) so that validation
 errors can name the exact place to fix.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,10 @@ def read_records(source: str | Path, split: str = "train") -> list[Record]:
         return _read_saved_dataset(path, split)
     if path.is_file():
         if split != "train":  # as datasets does: a single data file is one split, named train
-            raise AlignkitError(f"{path}: a single data file has one split ('train'), not '{split}'; give held-out rows as eval_data "
-                                "(or a save_to_disk folder with splits)")
+            raise AlignkitError(
+                f"{path}: a single data file has one split ('train'), not '{split}'; give held-out rows as eval_data "
+                "(or a save_to_disk folder with splits)"
+            )
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path)
@@ -57,7 +60,9 @@ def read_records(source: str | Path, split: str = "train") -> list[Record]:
             return _read_json(path)
         if suffix == ".parquet":
             return _read_parquet(path)
-        raise AlignkitError(f"{path}: unsupported data file type '{suffix}' (use .jsonl, .json, .parquet or a save_to_disk folder)")
+        raise AlignkitError(
+            f"{path}: unsupported data file type '{suffix}' (use .jsonl, .json, .parquet or a save_to_disk folder)"
+        )
     if _looks_like_hub_id(str(source)):
         return _read_hub(str(source), split)
     raise AlignkitError(f"data not found: {source} (no such file or folder)")
@@ -83,11 +88,15 @@ def _read_json(path: Path) -> list[Record]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise DataValidationError(str(path), [Fault(f"{path}:{exc.lineno}", None, f"invalid JSON: {exc.msg} (column {exc.colno})")]) from None
+        raise DataValidationError(
+            str(path), [Fault(f"{path}:{exc.lineno}", None, f"invalid JSON: {exc.msg} (column {exc.colno})")]
+        ) from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))
     if not isinstance(data, list):
-        raise DataValidationError(str(path), [Fault(str(path), None, "expected a JSON array of objects (or JSONL, one object per line)")])
+        raise DataValidationError(
+            str(path), [Fault(str(path), None, "expected a JSON array of objects (or JSONL, one object per line)")]
+        )
     return [Record(row, f"{path} row {i}") for i, row in enumerate(data, start=1)]
 
 

@@ -6,6 +6,7 @@ with a loss mask covering only what the assistant says.
 * prompt/completion: ``{"prompt": "..." or [messages], "completion": "..." or [assistant message]}``:
   the completion (plus EOS) is trained on.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from alignkit.data.preference import (
     validate_records,
 )
 from alignkit.data.records import FaultCollector, Record, read_records
-from alignkit.data.tokenize import prompt_limit, prompt_token_ids, response_token_ids
+from alignkit.data.tokenize import TokenizedRows, prompt_limit, prompt_token_ids, response_token_ids
 from alignkit.errors import AlignkitError
 
 
@@ -41,7 +42,11 @@ def _validate_row(record: Record, faults: FaultCollector) -> SFTExample | None:
         return None
     if "messages" in row:
         if not isinstance(row["messages"], list):
-            faults.add(where, "messages", f"expected a list of {{role, content}} messages, got {type(row['messages']).__name__}")
+            faults.add(
+                where,
+                "messages",
+                f"expected a list of {{role, content}} messages, got {type(row['messages']).__name__}",
+            )
             return None
         messages = check_messages(row["messages"], where, "messages", faults)
         if messages is None:
@@ -51,7 +56,9 @@ def _validate_row(record: Record, faults: FaultCollector) -> SFTExample | None:
             return None
         return SFTExample(messages, None, None, where)
     before = faults.total
-    values = check_fields(row, where, faults, ("prompt", "completion"), "each row needs prompt and completion, or messages")
+    values = check_fields(
+        row, where, faults, ("prompt", "completion"), "each row needs prompt and completion, or messages"
+    )
     if faults.total > before:
         return None
     return SFTExample(None, values["prompt"], values["completion"], where)
@@ -64,7 +71,9 @@ def conversation_tokens(tokenizer, messages: Messages) -> tuple[list[int], list[
     with and without it; tokens are then marked through the tokenizer's offset mapping.
     """
     if not tokenizer.chat_template:
-        raise AlignkitError("conversational SFT data ('messages') needs a tokenizer with a chat template; use prompt/completion rows")
+        raise AlignkitError(
+            "conversational SFT data ('messages') needs a tokenizer with a chat template; use prompt/completion rows"
+        )
     if not tokenizer.is_fast:
         raise AlignkitError("conversational SFT data needs a fast tokenizer (for offset mappings)")
     full = tokenizer.apply_chat_template(messages, tokenize=False)
@@ -73,32 +82,55 @@ def conversation_tokens(tokenizer, messages: Messages) -> tuple[list[int], list[
         if message["role"] != "assistant":
             continue
         before = tokenizer.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=True) if k else ""
-        through = tokenizer.apply_chat_template(messages[:k + 1], tokenize=False)
+        through = tokenizer.apply_chat_template(messages[: k + 1], tokenize=False)
         if not (through.startswith(before) and full.startswith(through)):
-            raise AlignkitError("the chat template does not render conversations prefix-consistently; use prompt/completion rows")
+            raise AlignkitError(
+                "the chat template does not render conversations prefix-consistently; use prompt/completion rows"
+            )
         spans.append((len(before), len(through.rstrip())))  # the turn's text and end-of-turn token
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     mask = [int(any(lo <= start < hi for lo, hi in spans)) for start, _ in encoded["offset_mapping"]]
     return encoded["input_ids"], mask
 
 
-def tokenize_sft(examples: list[SFTExample], tokenizer, max_length: int, max_prompt_length: int | None, apply_chat_template: bool = True) -> tuple[list[dict], int]:
-    """Items ``{"ids", "mask"}`` cut to ``max_length``; returns (items, rows dropped for having no
-    trainable token left after truncation)."""
-    items, dropped = [], 0
+def sft_rows(
+    examples: list[SFTExample],
+    tokenizer,
+    max_length: int,
+    max_prompt_length: int | None,
+    apply_chat_template: bool = True,
+) -> TokenizedRows:
+    """Items ``{"ids", "mask"}`` cut to ``max_length`` (the mask marks assistant tokens); a row with no
+    trainable token left after truncation is dropped and counted."""
+    rows = TokenizedRows([])
     for example in examples:
         if example.messages is not None:
             ids, mask = conversation_tokens(tokenizer, example.messages)
+            rows.add_lengths(mask.index(1) if 1 in mask else len(ids), len(ids))
         else:
-            prompt = prompt_token_ids(tokenizer, example.prompt, apply_chat_template)[-prompt_limit(max_length, max_prompt_length):]
+            prompt = prompt_token_ids(tokenizer, example.prompt, apply_chat_template)
             completion = response_token_ids(tokenizer, example.completion)
+            rows.add_lengths(len(prompt), len(prompt) + len(completion))
+            prompt = prompt[-prompt_limit(max_length, max_prompt_length) :]
             ids, mask = prompt + completion, [0] * len(prompt) + [1] * len(completion)
         ids, mask = ids[:max_length], mask[:max_length]
         if sum(mask[1:]) == 0:
-            dropped += 1
+            rows.dropped += 1
             continue
-        items.append({"ids": ids, "mask": mask})
-    return items, dropped
+        rows.items.append({"ids": ids, "mask": mask})
+    return rows
+
+
+def tokenize_sft(
+    examples: list[SFTExample],
+    tokenizer,
+    max_length: int,
+    max_prompt_length: int | None,
+    apply_chat_template: bool = True,
+) -> tuple[list[dict], int]:
+    """(items, rows dropped) of :func:`sft_rows`."""
+    rows = sft_rows(examples, tokenizer, max_length, max_prompt_length, apply_chat_template)
+    return rows.items, rows.dropped
 
 
 def pack_examples(items: list[dict], max_length: int) -> list[dict]:
@@ -113,4 +145,10 @@ class SFTCollator(SequenceCollator):
 
     def __call__(self, items: list[dict]) -> dict:
         sequences = [seq for item in items for seq in item.get("sequences", [item])]
-        return build_batch([s["ids"] for s in sequences], [s["mask"] for s in sequences], self.pad_id, self.padding_free, self.padding_side)
+        return build_batch(
+            [s["ids"] for s in sequences],
+            [s["mask"] for s in sequences],
+            self.pad_id,
+            self.padding_free,
+            self.padding_side,
+        )

@@ -4,6 +4,7 @@ prompt, plus optional reference answers) ranked by a scorer; chosen = best, reje
 Groups whose best and worst candidates score the same are dropped and counted; every kept row
 carries its provenance (which candidate won, which lost, and all scores).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,16 @@ from pathlib import Path
 from typing import Callable
 
 from alignkit.atomic import atomic_path
+
+# The default system prompts of `alignkit pairs --method system_prompt` (chosen / rejected), also the demo's good one
+GOOD_SYSTEM_PROMPT = (
+    "Answer in one short sentence. For arithmetic, give the result directly. "
+    'If the question cannot be answered from what you know, say "I\'m not sure."'
+)
+BAD_SYSTEM_PROMPT = (
+    "You love long explanations. Always explain at great length, step by step, and always give "
+    "a definite, confident answer, even when you have to guess or make something up."
+)
 
 
 @dataclass
@@ -44,8 +55,15 @@ def unique_candidates(group: list[Candidate]) -> list[Candidate]:
     return list(unique.values())
 
 
-def pairs_from_scores(prompt, candidates: list[Candidate], scores: list[float], summary: PairBuildSummary,
-                      pairing: str = "best_worst", min_gap: float = 1e-9, provenance: dict | None = None) -> list[dict]:
+def pairs_from_scores(
+    prompt,
+    candidates: list[Candidate],
+    scores: list[float],
+    summary: PairBuildSummary,
+    pairing: str = "best_worst",
+    min_gap: float = 1e-9,
+    provenance: dict | None = None,
+) -> list[dict]:
     """Pairs from one prompt's scored (distinct) candidates: best vs worst, or with ``pairing="all"``
     every two candidates whose scores differ by more than ``min_gap``. A group with fewer than two
     candidates or all scores tied is dropped and counted in ``summary``."""
@@ -57,24 +75,34 @@ def pairs_from_scores(prompt, candidates: list[Candidate], scores: list[float], 
         summary.dropped["ties (all candidates scored the same)"] += 1
         return []
     if pairing == "all":
-        chosen_rejected = [(w, l) for a, w in enumerate(ranked) for l in ranked[a + 1:] if w[0] - l[0] > min_gap]
+        chosen_rejected = [(w, lo) for a, w in enumerate(ranked) for lo in ranked[a + 1 :] if w[0] - lo[0] > min_gap]
     else:
         chosen_rejected = [(ranked[0], ranked[-1])]
     all_scores = {c.source: round(s, 4) for s, c in ((s, candidates[i]) for s, i in ranked)}
     rows = []
-    for (_, w), (_, l) in chosen_rejected:
-        rows.append({
-            "prompt": prompt,
-            "chosen": candidates[w].text,
-            "rejected": candidates[l].text,
-            "provenance": {"chosen_source": candidates[w].source, "rejected_source": candidates[l].source, "scores": all_scores, **(provenance or {})},
-        })
+    for (_, w), (_, lo) in chosen_rejected:
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": candidates[w].text,
+                "rejected": candidates[lo].text,
+                "provenance": {
+                    "chosen_source": candidates[w].source,
+                    "rejected_source": candidates[lo].source,
+                    "scores": all_scores,
+                    **(provenance or {}),
+                },
+            }
+        )
     summary.kept += len(rows)
     return rows
 
 
-def rank_into_pairs(prompts: list, candidates: list[list[Candidate]], score: Callable[[int, str], float], min_gap: float = 1e-9) -> tuple[list[dict], PairBuildSummary]:
-    """``score(i, text)`` scores a candidate for prompt i. Returns prompt/chosen/rejected rows (best vs worst) + summary."""
+def rank_into_pairs(
+    prompts: list, candidates: list[list[Candidate]], score: Callable[[int, str], float], min_gap: float = 1e-9
+) -> tuple[list[dict], PairBuildSummary]:
+    """``score(i, text)`` scores a candidate for prompt i. Returns prompt/chosen/rejected rows (best vs worst) and
+    the summary."""
     rows, summary = [], PairBuildSummary()
     for i, (prompt, group) in enumerate(zip(prompts, candidates)):
         unique = unique_candidates(group)

@@ -4,6 +4,7 @@ A :class:`Context` holds what every check may look at: the config, the method, t
 train/eval examples (as :class:`View` s: a prompt and its responses), the tokenizer and, when
 loaded, the model. Checks never train or write anything.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from alignkit.data.tokenize import prompt_token_ids
+from alignkit.data.methods import tokenize_for
 from alignkit.engine.generation import generate_with_stop
 from alignkit.engine.logprobs import unwrapped
 from alignkit.engine.reference import precompute_wanted
@@ -27,8 +28,18 @@ SIMPO_BETA_RANGE = (1.0, 10.0)  # SimPO's beta scales length-normalised log-prob
 SMALL_DATA = 1000
 MIN_EVAL = 20
 NEAR_IDENTICAL = 0.9
-MANY_ROWS = 0.25  # a flaw on more than this fraction of rows (chosen == rejected) ruins a run; truncation: on more than twice it (most rows)
-TEMPLATE_MARKERS = ("<|im_start|>", "<|start_header_id|>", "[INST]", "<start_of_turn>", "<|user|>", "### Instruction", "### Response")
+# a flaw on more than this fraction of rows (chosen == rejected) ruins a run;
+# truncation: on more than twice it (most rows)
+MANY_ROWS = 0.25
+TEMPLATE_MARKERS = (
+    "<|im_start|>",
+    "<|start_header_id|>",
+    "[INST]",
+    "<start_of_turn>",
+    "<|user|>",
+    "### Instruction",
+    "### Response",
+)
 PROBE_PROMPT = "What is the capital of France?"
 ROLE_LEAKS = ("<|im_start|>", "\nuser", "\nUser:", "user\n", "Human:", "### Instruction")
 
@@ -66,7 +77,8 @@ class Context:
     eval: list[View]
     tokenizer: object = None
     model: object = None
-    lengths: dict = field(default_factory=dict)  # filled once by token_lengths()
+    lengths: dict = field(default_factory=dict)  # filled once by token_lengths(), or by the trainer's tokenization
+    examples: list = field(default_factory=list)  # the training rows the views were made from
 
     @property
     def paired(self) -> bool:
@@ -98,11 +110,22 @@ def check_count(ctx: Context) -> Check:
     n, unit = len(ctx.train), "pairs" if ctx.paired else "examples"
     batch = ctx.config.per_device_train_batch_size
     if n < batch:
-        return Check("data size", "fail", f"{n} training {unit}, fewer than one batch (per_device_train_batch_size {batch}): every step would see the same few rows.",
-                     f"Add data (hundreds of {unit} at least), or check that train_data and the eval split are what you meant.")
+        return Check(
+            "data size",
+            "fail",
+            f"{n} training {unit}, fewer than one batch "
+            f"(per_device_train_batch_size {batch}): every step would see the same "
+            "few rows.",
+            f"Add data (hundreds of {unit} at least), or check that train_data and the eval split are what you meant.",
+        )
     if n < SMALL_DATA:
-        return Check("data size", "warn", f"{n} training {unit} (fewer than {SMALL_DATA:,}): results will be noisy and overfitting comes fast.",
-                     "Add data if you can; with little data keep beta at 0.1 or more, the learning rate low, 1-3 epochs, and watch for accuracy near 1.0 early.")
+        return Check(
+            "data size",
+            "warn",
+            f"{n} training {unit} (fewer than {SMALL_DATA:,}): results will be noisy and overfitting comes fast.",
+            "Add data if you can; with little data keep beta at 0.1 or more, the "
+            "learning rate low, 1-3 epochs, and watch for accuracy near 1.0 early.",
+        )
     return Check("data size", "pass", f"{n} training {unit}.")
 
 
@@ -115,7 +138,12 @@ def check_duplicates(ctx: Context) -> Check:
         else:
             seen[v.key] = v
     if dupes:
-        return Check("duplicates", "warn", f"{len(dupes)} training rows repeat an earlier row ({_where(dupes)}).", "Deduplicate: repeats weigh some preferences more and leak into eval splits.")
+        return Check(
+            "duplicates",
+            "warn",
+            f"{len(dupes)} training rows repeat an earlier row ({_where(dupes)}).",
+            "Deduplicate: repeats weigh some preferences more and leak into eval splits.",
+        )
     return Check("duplicates", "pass", "no repeated training rows.")
 
 
@@ -124,13 +152,24 @@ def check_leakage(ctx: Context) -> Check:
     train_prompts = {v.prompt_key for v in ctx.train}
     same = [v for v in ctx.eval if v.key in train_keys]
     if same:
-        return Check("train/eval leakage", "fail", f"{len(same)} of {len(ctx.eval)} eval rows are also training rows ({_where(same)}): eval would measure memorisation.",
-                     "Remove them from eval_data (or deduplicate before the eval_split).")
+        return Check(
+            "train/eval leakage",
+            "fail",
+            f"{len(same)} of {len(ctx.eval)} eval rows are also training rows "
+            f"({_where(same)}): eval would measure memorisation.",
+            "Remove them from eval_data (or deduplicate before the eval_split).",
+        )
     shared = [v for v in ctx.eval if v.prompt_key in train_prompts]
     if shared:
-        return Check("train/eval leakage", "warn", f"{len(shared)} of {len(ctx.eval)} eval prompts also appear in training ({_where(shared)}).",
-                     "Hold out whole prompts so eval measures generalisation.")
-    return Check("train/eval leakage", "pass", "no eval prompt appears in training." if ctx.eval else "no eval data to compare.")
+        return Check(
+            "train/eval leakage",
+            "warn",
+            f"{len(shared)} of {len(ctx.eval)} eval prompts also appear in training ({_where(shared)}).",
+            "Hold out whole prompts so eval measures generalisation.",
+        )
+    return Check(
+        "train/eval leakage", "pass", "no eval prompt appears in training." if ctx.eval else "no eval data to compare."
+    )
 
 
 def check_near_identical(ctx: Context) -> Check | None:
@@ -138,12 +177,26 @@ def check_near_identical(ctx: Context) -> Check | None:
         return None
     same = [v for v in ctx.train if v.responses[0].strip() == v.responses[1].strip()]
     if len(same) > MANY_ROWS * len(ctx.train):
-        return Check("chosen vs rejected", "fail", f"{len(same)} of {len(ctx.train)} pairs have chosen identical to rejected ({_where(same)}): they teach nothing and dilute every batch.",
-                     "Rebuild the pairs (a mix-up of columns?), or drop those rows.")
-    close = [v for v in ctx.train if difflib.SequenceMatcher(None, v.responses[0], v.responses[1], autojunk=False).ratio() >= NEAR_IDENTICAL]
+        return Check(
+            "chosen vs rejected",
+            "fail",
+            f"{len(same)} of {len(ctx.train)} pairs have chosen identical to "
+            f"rejected ({_where(same)}): they teach nothing and dilute every batch.",
+            "Rebuild the pairs (a mix-up of columns?), or drop those rows.",
+        )
+    close = [
+        v
+        for v in ctx.train
+        if difflib.SequenceMatcher(None, v.responses[0], v.responses[1], autojunk=False).ratio() >= NEAR_IDENTICAL
+    ]
     if close:
-        return Check("chosen vs rejected", "warn", f"{len(close)} pairs have near-identical chosen and rejected (≥{NEAR_IDENTICAL:.0%} similar; {_where(close)}).",
-                     "Such pairs carry almost no signal and can teach surface quirks; drop them or make the difference real.")
+        return Check(
+            "chosen vs rejected",
+            "warn",
+            f"{len(close)} pairs have near-identical chosen and rejected "
+            f"(≥{NEAR_IDENTICAL:.0%} similar; {_where(close)}).",
+            "Such pairs carry almost no signal and can teach surface quirks; drop them or make the difference real.",
+        )
     return Check("chosen vs rejected", "pass", "every chosen differs clearly from its rejected.")
 
 
@@ -151,21 +204,41 @@ def check_chat_template(ctx: Context) -> Check:
     tok, config = ctx.tokenizer, ctx.config
     marked = [v for v in ctx.train if any(m in str(v.prompt) for m in TEMPLATE_MARKERS)]
     if marked:
-        return Check("chat template", "warn", f"{len(marked)} prompts already contain chat-template markers ({_where(marked)}); they would be templated twice.",
-                     "Store plain prompt text (or messages) and let alignkit apply the model's own template.")
+        return Check(
+            "chat template",
+            "warn",
+            f"{len(marked)} prompts already contain chat-template markers "
+            f"({_where(marked)}); they would be templated twice.",
+            "Store plain prompt text (or messages) and let alignkit apply the model's own template.",
+        )
     if not getattr(tok, "chat_template", None):
-        return Check("chat template", "warn", "the tokenizer has no chat template: prompts are used as raw text.",
-                     "Start from an instruction-tuned (SFT) model with a chat template, or run alignkit sft first.")
+        return Check(
+            "chat template",
+            "warn",
+            "the tokenizer has no chat template: prompts are used as raw text.",
+            "Start from an instruction-tuned (SFT) model with a chat template, or run alignkit sft first.",
+        )
     if not getattr(config, "apply_chat_template", True):
-        return Check("chat template", "warn", "apply_chat_template is false: prompts are not formatted the way the model was tuned.", "Set apply_chat_template: true.")
+        return Check(
+            "chat template",
+            "warn",
+            "apply_chat_template is false: prompts are not formatted the way the model was tuned.",
+            "Set apply_chat_template: true.",
+        )
     return Check("chat template", "pass", "prompts are formatted with the model's own chat template.")
 
 
 def check_pad_token(ctx: Context) -> Check:
     tok = ctx.tokenizer
     if getattr(tok, "alignkit_pad_added", False):
-        return Check("pad token", "warn", f"the tokenizer has no pad token; alignkit pads with {tok.pad_token!r} (padding is masked by position, so this is safe here).",
-                     "Set tokenizer.pad_token before exporting to tools that mask labels by pad id, or EOS stops being learned there.")
+        return Check(
+            "pad token",
+            "warn",
+            f"the tokenizer has no pad token; alignkit pads with {tok.pad_token!r} "
+            "(padding is masked by position, so this is safe here).",
+            "Set tokenizer.pad_token before exporting to tools that mask labels by "
+            "pad id, or EOS stops being learned there.",
+        )
     return Check("pad token", "pass", f"pad token {tok.pad_token!r}.")
 
 
@@ -181,7 +254,11 @@ def looks_like_assistant(reply: str, stopped: bool) -> tuple[bool, str]:
 
 
 def check_starting_model(ctx: Context) -> Check | None:
-    if ctx.model is None or ctx.method == "reward" or not getattr(unwrapped(ctx.model), "can_generate", lambda: False)():
+    if (
+        ctx.model is None
+        or ctx.method == "reward"
+        or not getattr(unwrapped(ctx.model), "can_generate", lambda: False)()
+    ):
         return None  # a reward model (sequence classifier, possibly PEFT-wrapped) answers no probe
 
     reply, stopped = generate_with_stop(ctx.model, ctx.tokenizer, PROBE_PROMPT, max_new_tokens=32)
@@ -189,9 +266,16 @@ def check_starting_model(ctx: Context) -> Check | None:
     if ok and getattr(ctx.tokenizer, "chat_template", None):
         return Check("starting model", "pass", f"answers like an assistant ({PROBE_PROMPT!r} -> {reply[:60]!r}).")
     if ctx.method in ("orpo", "sft"):
-        return Check("starting model", "pass", f"looks like a base model ({why or 'no chat template'}); fine for {ctx.method}.")
-    return Check("starting model", "warn", f"does not look SFT'd: asked {PROBE_PROMPT!r}, {why or 'it has no chat template'} ({reply[:60]!r}).",
-                 "Preference methods start from an SFT model: run alignkit sft first, or use alignkit orpo (one stage from a base model).")
+        return Check(
+            "starting model", "pass", f"looks like a base model ({why or 'no chat template'}); fine for {ctx.method}."
+        )
+    return Check(
+        "starting model",
+        "warn",
+        f"does not look SFT'd: asked {PROBE_PROMPT!r}, {why or 'it has no chat template'} ({reply[:60]!r}).",
+        "Preference methods start from an SFT model: run alignkit sft first, "
+        "or use alignkit orpo (one stage from a base model).",
+    )
 
 
 def check_learning_rate(ctx: Context) -> Check:
@@ -201,9 +285,13 @@ def check_learning_rate(ctx: Context) -> Check:
     if not low <= lr <= high:
         small = f" With fewer than {SMALL_DATA:,} rows, stay in the lower half." if len(ctx.train) < SMALL_DATA else ""
         ruinous = lr >= 10 * high or lr <= low / 10  # an order of magnitude out: the run will diverge or not move
-        return Check("learning rate", "fail" if ruinous else "warn",
-                     f"learning_rate {lr:g} is {'an order of magnitude ' if ruinous else ''}outside {low:g}-{high:g}, the usual range for {what}.",
-                     f"Typical: 5e-7-5e-6 for full DPO, 5e-5-2e-4 with LoRA.{small}")
+        return Check(
+            "learning rate",
+            "fail" if ruinous else "warn",
+            f"learning_rate {lr:g} is {'an order of magnitude ' if ruinous else ''}outside "
+            f"{low:g}-{high:g}, the usual range for {what}.",
+            f"Typical: 5e-7-5e-6 for full DPO, 5e-5-2e-4 with LoRA.{small}",
+        )
     return Check("learning rate", "pass", f"learning_rate {lr:g} (usual for {what}: {low:g}-{high:g}).")
 
 
@@ -215,23 +303,28 @@ def check_beta(ctx: Context) -> Check | None:
     low, high = SIMPO_BETA_RANGE if simpo else BETA_RANGE
     if not low <= beta <= high:
         ruinous = beta >= 10 * high or beta <= low / 10
-        advice = "SimPO uses beta 2-2.5." if simpo else "0.1 is the usual start; lower (0.05) drifts further from the reference, higher (0.5-1) stays closer: use higher values for small or noisy data."
-        return Check("beta", "fail" if ruinous else "warn", f"beta {beta:g} is {'an order of magnitude ' if ruinous else ''}outside {low:g}-{high:g}.", advice)
+        advice = (
+            "SimPO uses beta 2-2.5."
+            if simpo
+            else "0.1 is the usual start; lower (0.05) drifts further from the "
+            "reference, higher (0.5-1) stays closer: use higher values for small "
+            "or noisy data."
+        )
+        return Check(
+            "beta",
+            "fail" if ruinous else "warn",
+            f"beta {beta:g} is {'an order of magnitude ' if ruinous else ''}outside {low:g}-{high:g}.",
+            advice,
+        )
     return Check("beta", "pass", f"beta {beta:g}.")
 
 
 def token_lengths(ctx: Context) -> dict:
-    """Prompt and prompt+longest-response token lengths of the training rows (computed once)."""
+    """Prompt and prompt+response token lengths (before truncation) of the training rows, tokenized as the
+    method's trainer tokenizes them (once; a training run hands over its own tokenization)."""
     if not ctx.lengths:
-        tok = ctx.tokenizer
-        templated = getattr(ctx.config, "apply_chat_template", True)
-        prompts, totals = [], []
-        for v in ctx.train:
-            p = len(prompt_token_ids(tok, v.prompt, templated)) if v.prompt is not None else 0
-            r = max(len(tok(text, add_special_tokens=False)["input_ids"]) + 1 for text in v.responses)
-            prompts.append(p)
-            totals.append(p + r)
-        ctx.lengths = {"prompt": prompts, "total": totals}
+        rows = tokenize_for(ctx.method, ctx.examples, ctx.tokenizer, ctx.config)
+        ctx.lengths = {"prompt": rows.prompt_lengths, "total": rows.total_lengths}
     return ctx.lengths
 
 
@@ -250,9 +343,18 @@ def check_max_length(ctx: Context) -> Check:
     max_length = ctx.config.max_length
     p95 = percentile(totals, 95)
     cut = sum(t > max_length for t in totals) / len(totals)
-    detail = f"p95 of prompt+response is {p95:.0f} tokens; max_length {max_length} truncates {cut:.1%} of training rows."
+    detail = (
+        f"p95 of prompt+response is {p95:.0f} tokens; max_length {max_length} truncates {cut:.1%} of training rows."
+    )
     if cut > 0.05:
-        return Check("max_length", "fail" if cut > MANY_ROWS * 2 else "warn", detail, f"Raise max_length to about {math.ceil(p95 / 64) * 64} (p95), or shorten the data: truncated responses lose their endings, often the part that differs.")
+        return Check(
+            "max_length",
+            "fail" if cut > MANY_ROWS * 2 else "warn",
+            detail,
+            f"Raise max_length to about {math.ceil(p95 / 64) * 64} (p95), or "
+            "shorten the data: truncated responses lose their endings, often the "
+            "part that differs.",
+        )
     return Check("max_length", "pass", detail)
 
 
@@ -260,12 +362,27 @@ def check_max_prompt_length(ctx: Context) -> Check:
     prompts = token_lengths(ctx)["prompt"]
     cfg = ctx.config
     if cfg.max_prompt_length is None:
-        return Check("max_prompt_length", "pass", f"no separate prompt limit (as in TRL): pairs are cut to max_length keeping the response (prompt p95 {percentile(prompts, 95):.0f} tokens).")
+        return Check(
+            "max_prompt_length",
+            "pass",
+            "no separate prompt limit (as in TRL): pairs are cut to max_length "
+            f"keeping the response (prompt p95 {percentile(prompts, 95):.0f} "
+            "tokens).",
+        )
     ratio = cfg.max_prompt_length / cfg.max_length
     cut = sum(p > cfg.max_prompt_length for p in prompts) / len(prompts)
-    detail = f"max_prompt_length {cfg.max_prompt_length} is {ratio:.0%} of max_length; {cut:.1%} of prompts are cut (p95 {percentile(prompts, 95):.0f} tokens)."
+    detail = (
+        f"max_prompt_length {cfg.max_prompt_length} is {ratio:.0%} of "
+        f"max_length; {cut:.1%} of prompts are cut (p95 {percentile(prompts, 95):.0f} "
+        "tokens)."
+    )
     if not 0.25 <= ratio <= 0.75 or cut > 0.05:
-        return Check("max_prompt_length", "warn", detail, "About half of max_length is typical, large enough that prompts keep their question.")
+        return Check(
+            "max_prompt_length",
+            "warn",
+            detail,
+            "About half of max_length is typical, large enough that prompts keep their question.",
+        )
     return Check("max_prompt_length", "pass", detail)
 
 
@@ -276,23 +393,53 @@ def available_memory_bytes() -> int:
 def check_reference(ctx: Context) -> Check | None:
     cfg = ctx.config
     if ctx.method in ("sft", "reward", "orpo") or getattr(cfg, "loss_type", "") == "simpo":
-        return Check("reference model", "pass", f"{ctx.method if ctx.method != 'dpo' else 'simpo'} needs no reference model.")
+        return Check(
+            "reference model", "pass", f"{ctx.method if ctx.method != 'dpo' else 'simpo'} needs no reference model."
+        )
     if cfg.use_peft:
-        return Check("reference model", "pass", "LoRA: the reference is the policy with adapters disabled (no second copy in memory).")
+        return Check(
+            "reference model",
+            "pass",
+            "LoRA: the reference is the policy with adapters disabled (no second copy in memory).",
+        )
     if precompute_wanted(cfg, len(ctx.train)):
-        return Check("reference model", "pass", "reference log-probs are computed once up front and cached; no frozen copy is kept.")
+        return Check(
+            "reference model",
+            "pass",
+            "reference log-probs are computed once up front and cached; no frozen copy is kept.",
+        )
     params = sum(p.numel() * p.element_size() for p in ctx.model.parameters()) if ctx.model is not None else 0
     if params and 4 * params > 0.5 * available_memory_bytes():  # weights + frozen copy + grads + AdamW ~ 4x
-        return Check("reference model", "warn", f"full fine-tuning keeps a frozen reference copy ({params / 2**30:.1f} GiB of weights each): about 4x the weights will not fit comfortably in {available_memory_bytes() / 2**30:.0f} GiB.",
-                     "Use use_peft: true (reference = adapters off), or precompute_ref_log_probs: true.")
-    return Check("reference model", "pass", "full fine-tuning with a frozen reference copy (precompute_ref_log_probs: true drops it).")
+        return Check(
+            "reference model",
+            "warn",
+            f"full fine-tuning keeps a frozen reference copy ({params / 2**30:.1f} "
+            "GiB of weights each): about 4x the weights will not fit comfortably "
+            f"in {available_memory_bytes() / 2**30:.0f} GiB.",
+            "Use use_peft: true (reference = adapters off), or precompute_ref_log_probs: true.",
+        )
+    return Check(
+        "reference model",
+        "pass",
+        "full fine-tuning with a frozen reference copy (precompute_ref_log_probs: true drops it).",
+    )
 
 
 def check_split(ctx: Context) -> Check:
     if not ctx.eval:
-        return Check("eval split", "warn", "no held-out data: training cannot show eval metrics or divergence.", "Set eval_data, or eval_split (e.g. 0.1).")
+        return Check(
+            "eval split",
+            "warn",
+            "no held-out data: training cannot show eval metrics or divergence.",
+            "Set eval_data, or eval_split (e.g. 0.1).",
+        )
     if len(ctx.eval) < MIN_EVAL:
-        return Check("eval split", "warn", f"only {len(ctx.eval)} eval rows: accuracy moves in steps of {1 / len(ctx.eval):.2f}, too coarse to trust.", f"Hold out at least {MIN_EVAL} rows (more is better).")
+        return Check(
+            "eval split",
+            "warn",
+            f"only {len(ctx.eval)} eval rows: accuracy moves in steps of {1 / len(ctx.eval):.2f}, too coarse to trust.",
+            f"Hold out at least {MIN_EVAL} rows (more is better).",
+        )
     return Check("eval split", "pass", f"{len(ctx.eval)} eval rows held out.")
 
 
@@ -301,11 +448,25 @@ def check_output_dir(ctx: Context) -> Check:
     path = Path(cfg.output_dir)
     busy = path.is_dir() and any(path.iterdir())
     if busy and not (cfg.overwrite or cfg.resume):
-        return Check("output_dir", "fail", f"{path} exists and is not empty; training would refuse to start.", "Choose another output_dir, or pass --overwrite (replace) or --resume (continue).")
+        return Check(
+            "output_dir",
+            "fail",
+            f"{path} exists and is not empty; training would refuse to start.",
+            "Choose another output_dir, or pass --overwrite (replace) or --resume (continue).",
+        )
     if cfg.resume and not busy:
         return Check("output_dir", "fail", f"--resume, but {path} holds no run.", "Drop --resume.")
     return Check("output_dir", "pass", f"{path} {'will be replaced' if busy and cfg.overwrite else 'is ready'}.")
 
 
 DATA_CHECKS = (check_count, check_duplicates, check_leakage, check_near_identical, check_split)
-SETUP_CHECKS = (check_chat_template, check_pad_token, check_starting_model, check_learning_rate, check_beta, check_max_length, check_max_prompt_length, check_reference)
+SETUP_CHECKS = (
+    check_chat_template,
+    check_pad_token,
+    check_starting_model,
+    check_learning_rate,
+    check_beta,
+    check_max_length,
+    check_max_prompt_length,
+    check_reference,
+)

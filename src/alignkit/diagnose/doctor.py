@@ -4,6 +4,7 @@ Prints a pass/warn/fail table with the fix for each finding; exit status 1 on an
 training command runs the same checks before it writes anything (``preflight: false`` skips
 them): a fail stops the run, warnings are printed and training goes on.
 """
+
 from __future__ import annotations
 
 import sys
@@ -12,10 +13,9 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from alignkit.data.kto import load_kto_data
-from alignkit.data.preference import load_preference_data
+from alignkit.data.methods import data_loader
 from alignkit.data.records import load_train_eval
-from alignkit.data.sft import load_sft_data
+from alignkit.data.tokenize import TokenizedRows
 from alignkit.diagnose.checks import (
     DATA_CHECKS,
     SETUP_CHECKS,
@@ -27,7 +27,14 @@ from alignkit.diagnose.checks import (
 from alignkit.errors import AlignkitError, DataValidationError
 from alignkit.models.loading import load_model_and_tokenizer
 
-METHOD_OF_CONFIG = {"DPOConfig": "dpo", "DemoConfig": "dpo", "KTOConfig": "kto", "ORPOConfig": "orpo", "SFTConfig": "sft", "RewardConfig": "reward"}
+METHOD_OF_CONFIG = {
+    "DPOConfig": "dpo",
+    "DemoConfig": "dpo",
+    "KTOConfig": "kto",
+    "ORPOConfig": "orpo",
+    "SFTConfig": "sft",
+    "RewardConfig": "reward",
+}
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
@@ -55,10 +62,28 @@ def method_of(config) -> str:
     return METHOD_OF_CONFIG.get(type(config).__name__, "dpo")
 
 
-def run_checks(config, train_examples: list, eval_examples: list, tokenizer, model=None, include_output_dir: bool = True) -> DoctorReport:
-    """Every check that applies to this config and method (None: not applicable)."""
+def run_checks(
+    config,
+    train_examples: list,
+    eval_examples: list,
+    tokenizer,
+    model=None,
+    include_output_dir: bool = True,
+    tokenized: TokenizedRows | None = None,
+) -> DoctorReport:
+    """Every check that applies to this config and method (None: not applicable). ``tokenized``: the training
+    rows as the trainer tokenized them (else they are tokenized here the same way, for the length checks)."""
     ctx = Context(config, method_of(config), views_of(train_examples), views_of(eval_examples or []), tokenizer, model)
-    checks = [Check("data", "pass", f"{len(ctx.train)} training and {len(ctx.eval)} eval rows validated (fields present and typed).")]
+    ctx.examples = train_examples
+    if tokenized is not None:
+        ctx.lengths = {"prompt": tokenized.prompt_lengths, "total": tokenized.total_lengths}
+    checks = [
+        Check(
+            "data",
+            "pass",
+            f"{len(ctx.train)} training and {len(ctx.eval)} eval rows validated (fields present and typed).",
+        )
+    ]
     for check in (*DATA_CHECKS, *SETUP_CHECKS):
         result = check(ctx)
         if result is not None:
@@ -68,7 +93,9 @@ def run_checks(config, train_examples: list, eval_examples: list, tokenizer, mod
     return DoctorReport(checks)
 
 
-def print_report(report: DoctorReport, console: Console | None = None, title: str = "alignkit doctor", only_findings: bool = False) -> None:
+def print_report(
+    report: DoctorReport, console: Console | None = None, title: str = "alignkit doctor", only_findings: bool = False
+) -> None:
     console = console or Console(stderr=True)
     shown = [c for c in report.checks if c.status != "pass"] if only_findings else report.checks
     if shown:
@@ -92,20 +119,32 @@ def doctor(config, method: str | None = None, invalid: list[tuple[str, str]] = (
     try:
         train, evaluation = load_train_eval(config, data_loader(method))
     except DataValidationError as exc:
-        report = DoctorReport([Check("data", "fail", f"{exc.total} problem(s) in {exc.source} (listed below).", "Fix the rows listed (file:line, field), then run the doctor again.")])
+        report = DoctorReport(
+            [
+                Check(
+                    "data",
+                    "fail",
+                    f"{exc.total} problem(s) in {exc.source} (listed below).",
+                    "Fix the rows listed (file:line, field), then run the doctor again.",
+                )
+            ]
+        )
         print_report(report)
         print("\n".join(str(exc).splitlines()[1:]), file=sys.stderr)
         return report
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype, reward_head=method == "reward")
     report = run_checks(config, train, evaluation, tokenizer, model)
-    report.checks[:0] = [Check(f"config: {key}", "fail", message, f"Set a valid {key} (`alignkit {method} --help` describes it); the other checks used its default.")
-                         for key, message in invalid]
+    report.checks[:0] = [
+        Check(
+            f"config: {key}",
+            "fail",
+            message,
+            f"Set a valid {key} (`alignkit {method} --help` describes it); the other checks used its default.",
+        )
+        for key, message in invalid
+    ]
     print_report(report)
     return report
-
-
-def data_loader(method: str):
-    return {"kto": load_kto_data, "sft": load_sft_data}.get(method, load_preference_data)
 
 
 def doctor_cli(config, invalid: list[tuple[str, str]] = ()) -> int:
@@ -113,13 +152,18 @@ def doctor_cli(config, invalid: list[tuple[str, str]] = ()) -> int:
     return 1 if doctor(config, invalid=invalid).failed else 0
 
 
-def preflight(config, train_examples: list, eval_examples: list, tokenizer, model) -> DoctorReport | None:
-    """The checks a training command runs before writing anything; raises on a fail."""
+def preflight(
+    config, train_examples: list, eval_examples: list, tokenizer, model, tokenized: TokenizedRows | None = None
+) -> DoctorReport | None:
+    """The checks a training command runs before writing anything (on the rows as it tokenized them);
+    raises on a fail; None when skipped (``preflight: false``, or a resumed run)."""
     if not config.preflight or config.resume:
         return None
-    report = run_checks(config, train_examples, eval_examples, tokenizer, model, include_output_dir=False)
+    report = run_checks(config, train_examples, eval_examples, tokenizer, model, False, tokenized)
     print_report(report, title="pre-flight checks", only_findings=True)
     if report.failed:
-        raise PreflightError(f"pre-flight check failed: {'; '.join(f'{c.name}: {c.detail}' for c in report.failed)} "
-                             "Nothing was trained or written. Fix it, or pass --preflight false to train anyway.")
+        raise PreflightError(
+            f"pre-flight check failed: {'; '.join(f'{c.name}: {c.detail}' for c in report.failed)} "
+            "Nothing was trained or written. Fix it, or pass --preflight false to train anyway."
+        )
     return report

@@ -20,28 +20,13 @@ Rules (thresholds in :class:`SymptomThresholds`, configurable per run):
 - ``eval_divergence``: the eval margin falls far behind the train margin (overfitting).
 - ``nonfinite_loss``: a loss is NaN or infinite.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class SymptomThresholds(BaseModel):
-    """Thresholds of the live symptom rules (``symptom_thresholds`` in a training config)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    early_accuracy: float = Field(0.98, gt=0, le=1, description="Warn when train accuracy exceeds this ...")
-    early_margin: float = Field(0.3, ge=0, description="... with rewards/margins above this ...")
-    early_fraction: float = Field(0.1, gt=0, le=1, description="... within this fraction of the run's steps.")
-    rejected_drop_per_token: float = Field(1.5, gt=0, description="Warn when the policy's per-token log-prob of rejected answers falls this many nats below the reference's.")
-    flat_margin_delta: float = Field(0.02, ge=0, description="Margins count as flat when they moved less than this since the first log ...")
-    flat_after_fraction: float = Field(0.25, gt=0, le=1, description="... once this fraction of the run has passed.")
-    chosen_falling_logs: int = Field(3, ge=2, description="Warn when rewards/chosen is negative and fell over this many consecutive logs.")
-    divergence_ratio: float = Field(0.5, gt=0, lt=1, description="Warn when the eval margin is below this fraction of the train margin ...")
-    divergence_min_train_margin: float = Field(0.5, ge=0, description="... and the train margin is at least this large.")
+from alignkit.configs import SymptomThresholds
 
 
 @dataclass(frozen=True)
@@ -60,14 +45,26 @@ class Symptom:
 
 
 ADVICE = {
-    "early_accuracy": "Pairs this easy teach little and invite overfitting: add harder pairs, raise beta, lower the learning rate, or try --loss_type ipo.",
-    "rejected_collapse": "The model is learning to avoid rejected text rather than to prefer chosen text: raise beta, lower the learning rate, add rpo_alpha, or use --loss_type ipo.",
-    "flat_margins": "Nothing is being learned: raise the learning rate (LoRA needs ~10x full fine-tuning), check that chosen and rejected really differ, and check the data is not truncated away.",
-    "chosen_falling": "Both answers are losing probability: lower the learning rate, add rpo_alpha (an NLL term on chosen), and check samples for degenerate text.",
-    "eval_divergence": "Train margins grow while held-out margins do not: stop earlier, raise beta, add data, or lower the learning rate.",
-    "nonfinite_loss": "Lower the learning rate, keep max_grad_norm > 0, use float32 or bfloat16 rather than float16, and check the data for empty responses.",
-    "reward_hacking_kl": "The reward may be gamed rather than earned: read samples.jsonl, raise kl_coef (or use adaptive_kl), lower the learning rate, or fix the reward.",
-    "length_runaway": "Responses are running long: add a length term to the rewards, set missing_eos_penalty, or raise kl_coef.",
+    "early_accuracy": "Pairs this easy teach little and invite overfitting: add harder "
+    "pairs, raise beta, lower the learning rate, or try --loss_type ipo.",
+    "rejected_collapse": "The model is learning to avoid rejected text rather than to prefer "
+    "chosen text: raise beta, lower the learning rate, add rpo_alpha, or "
+    "use --loss_type ipo.",
+    "flat_margins": "Nothing is being learned: raise the learning rate (LoRA needs ~10x "
+    "full fine-tuning), check that chosen and rejected really differ, and "
+    "check the data is not truncated away.",
+    "chosen_falling": "Both answers are losing probability: lower the learning rate, add "
+    "rpo_alpha (an NLL term on chosen), and check samples for degenerate "
+    "text.",
+    "eval_divergence": "Train margins grow while held-out margins do not: stop earlier, raise "
+    "beta, add data, or lower the learning rate.",
+    "nonfinite_loss": "Lower the learning rate, keep max_grad_norm > 0, use float32 or "
+    "bfloat16 rather than float16, and check the data for empty responses.",
+    "reward_hacking_kl": "The reward may be gamed rather than earned: read samples.jsonl, raise "
+    "kl_coef (or use adaptive_kl), lower the learning rate, or fix the "
+    "reward.",
+    "length_runaway": "Responses are running long: add a length term to the rewards, set "
+    "missing_eos_penalty, or raise kl_coef.",
 }
 
 
@@ -101,20 +98,53 @@ class SymptomMonitor:
         if loss is not None and not _finite(loss):
             out.append(self._symptom("nonfinite_loss", step, f"the training loss is {loss}."))
         accuracy, margin = m.get("rewards/accuracies"), m.get("rewards/margins", 0.0)
-        if accuracy is not None and accuracy > t.early_accuracy and margin > t.early_margin and step <= t.early_fraction * self.total_steps:
-            out.append(self._symptom("early_accuracy", step, f"rewards/accuracies is {accuracy:.3f} (margin {margin:.2f}) after {step} of {self.total_steps} steps."))
+        if (
+            accuracy is not None
+            and accuracy > t.early_accuracy
+            and margin > t.early_margin
+            and step <= t.early_fraction * self.total_steps
+        ):
+            out.append(
+                self._symptom(
+                    "early_accuracy",
+                    step,
+                    f"rewards/accuracies is {accuracy:.3f} (margin {margin:.2f}) after "
+                    f"{step} of {self.total_steps} steps.",
+                )
+            )
         drop = m.get("logps/rejected_vs_ref_per_token")
         if drop is not None and drop < -t.rejected_drop_per_token:
-            out.append(self._symptom("rejected_collapse", step, f"rejected answers fell {-drop:.2f} nats per token below the reference "
-                                                                f"(threshold {t.rejected_drop_per_token:g}; logps/rejected {m.get('logps/rejected', float('nan')):.1f})."))
+            out.append(
+                self._symptom(
+                    "rejected_collapse",
+                    step,
+                    f"rejected answers fell {-drop:.2f} nats per token below the reference "
+                    f"(threshold {t.rejected_drop_per_token:g}; logps/rejected "
+                    f"{m.get('logps/rejected', float('nan')):.1f}).",
+                )
+            )
         margins = [(s, r["rewards/margins"]) for s, r in self.train if "rewards/margins" in r]
         if len(margins) >= 3 and step >= t.flat_after_fraction * self.total_steps:
             moved = max(abs(v - margins[0][1]) for _, v in margins)
             if moved < t.flat_margin_delta:
-                out.append(self._symptom("flat_margins", step, f"rewards/margins moved by {moved:.4f} at most over {len(margins)} logs."))
-        chosen = [r["rewards/chosen"] for _, r in self.train if "rewards/chosen" in r][-(t.chosen_falling_logs + 1):]
-        if len(chosen) == t.chosen_falling_logs + 1 and chosen[-1] < 0 and all(b < a for a, b in zip(chosen, chosen[1:])):
-            out.append(self._symptom("chosen_falling", step, f"rewards/chosen fell over {t.chosen_falling_logs} logs in a row, to {chosen[-1]:.3f}."))
+                out.append(
+                    self._symptom(
+                        "flat_margins", step, f"rewards/margins moved by {moved:.4f} at most over {len(margins)} logs."
+                    )
+                )
+        chosen = [r["rewards/chosen"] for _, r in self.train if "rewards/chosen" in r][-(t.chosen_falling_logs + 1) :]
+        if (
+            len(chosen) == t.chosen_falling_logs + 1
+            and chosen[-1] < 0
+            and all(b < a for a, b in zip(chosen, chosen[1:]))
+        ):
+            out.append(
+                self._symptom(
+                    "chosen_falling",
+                    step,
+                    f"rewards/chosen fell over {t.chosen_falling_logs} logs in a row, to {chosen[-1]:.3f}.",
+                )
+            )
         return out
 
     def _check_eval(self, step: int, m: dict) -> list[Symptom]:
@@ -127,7 +157,11 @@ class SymptomMonitor:
         if eval_margin is not None and train_margins:
             train_margin = train_margins[-1]
             if train_margin >= t.divergence_min_train_margin and eval_margin < t.divergence_ratio * train_margin:
-                out.append(self._symptom("eval_divergence", step, f"eval margin {eval_margin:.3f} vs train margin {train_margin:.3f}."))
+                out.append(
+                    self._symptom(
+                        "eval_divergence", step, f"eval margin {eval_margin:.3f} vs train margin {train_margin:.3f}."
+                    )
+                )
         return out
 
 
@@ -159,10 +193,23 @@ class RewardHackingGuard:
             return []
         out = []
         if m["reward/score"] > self.first["reward/score"] and m["objective/kl"] > self.kl_threshold:
-            out.append(Symptom("reward_hacking_kl", step, f"reward rose {self.first['reward/score']:.3f} -> {m['reward/score']:.3f} while KL reached {m['objective/kl']:.2f} nats (threshold {self.kl_threshold:g}).", ADVICE["reward_hacking_kl"]))
+            out.append(
+                Symptom(
+                    "reward_hacking_kl",
+                    step,
+                    f"reward rose {self.first['reward/score']:.3f} -> "
+                    f"{m['reward/score']:.3f} while KL reached {m['objective/kl']:.2f} nats "
+                    f"(threshold {self.kl_threshold:g}).",
+                    ADVICE["reward_hacking_kl"],
+                )
+            )
         grown = m["response_length"] > self.length_factor * max(self.first["response_length"], 1.0)
         if grown or (m["truncated_fraction"] >= 0.9 and self.first["truncated_fraction"] < 0.5):
-            why = f"mean length {self.first['response_length']:.1f} -> {m['response_length']:.1f} tokens" if grown else f"{m['truncated_fraction']:.0%} of responses hit max_new_tokens"
+            why = (
+                f"mean length {self.first['response_length']:.1f} -> {m['response_length']:.1f} tokens"
+                if grown
+                else f"{m['truncated_fraction']:.0%} of responses hit max_new_tokens"
+            )
             out.append(Symptom("length_runaway", step, f"responses are running away: {why}.", ADVICE["length_runaway"]))
         fired = [s for s in out if s.name not in self.reported]
         self.reported.update(s.name for s in fired)

@@ -6,6 +6,7 @@ log-probs chunk by chunk. The full ``[batch, seq, vocab]`` logits tensor never e
 backward each hold at most ``chunk_size x vocab`` floats of logits at a time (the backward pass
 recomputes each chunk's logits instead of storing them).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         lse_all = torch.empty_like(out)
         for start in range(0, hidden.shape[0], chunk_size):
             end = start + chunk_size
-            logits = _chunk_logits(hidden[start:end], weight, softcap)[0]
+            logits = chunk_logits(hidden[start:end], weight, softcap)[0]
             lse = torch.logsumexp(logits, dim=-1)
             out[start:end] = logits.gather(1, targets[start:end, None]).squeeze(1) - lse
             lse_all[start:end] = lse
@@ -48,7 +49,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             end = start + ctx.chunk_size
             h, g = hidden[start:end], grad_out[start:end].float()
-            logits, tanh = _chunk_logits(h, weight, ctx.softcap)
+            logits, tanh = chunk_logits(h, weight, ctx.softcap)
             grad_logits = logits.sub_(lse_all[start:end, None]).exp_().mul_(-g[:, None])  # -g * softmax
             grad_logits[torch.arange(h.shape[0], device=h.device), targets[start:end]] += g
             if tanh is not None:
@@ -63,7 +64,9 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None, None
 
 
-def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float):
+def chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float):
+    """fp32 logits of a chunk of hidden states, soft-capped when ``softcap``; (logits, the tanh for the
+    soft-cap's gradient, or None)."""
     logits = (hidden @ weight.T).float()
     if not softcap:
         return logits, None
@@ -71,7 +74,9 @@ def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float):
     return tanh * softcap, tanh
 
 
-def token_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024, softcap: float = 0.0) -> torch.Tensor:
+def token_logps(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024, softcap: float = 0.0
+) -> torch.Tensor:
     """Log-prob of each target token: ``hidden [M, H]``, ``weight [V, H]``, ``targets [M]`` -> ``[M]`` fp32."""
     return _ChunkedTokenLogps.apply(hidden, weight, targets, chunk_size, float(softcap or 0.0))
 
@@ -100,7 +105,9 @@ def last_hidden_states(backbone: nn.Module, batch: dict[str, torch.Tensor]) -> t
     if mask is not None and mask.dim() == 4 and getattr(backbone.config, "_attn_implementation", "sdpa") == "eager":
         dtype = backbone.get_input_embeddings().weight.dtype
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
-    return backbone(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False).last_hidden_state
+    return backbone(
+        input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False
+    ).last_hidden_state
 
 
 def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Linear, float]:
@@ -114,14 +121,41 @@ def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Linear, float]:
     return backbone, head, softcap
 
 
-def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int = 1024) -> SequenceLogps:
-    """Summed response log-probs of every sequence in ``batch`` (see ``data.collate``)."""
+class ScoredStates(NamedTuple):
+    """The decoder's hidden states at a batch's scored positions, and what turns them into log-probs."""
+
+    hidden: torch.Tensor  # [M, H] at each scored position
+    targets: torch.Tensor  # [M] the token each position predicts
+    owner: torch.Tensor  # [M] the sequence each position belongs to
+    head: nn.Linear  # the output projection
+    softcap: float  # logit soft-capping (0: none)
+
+
+def scored_states(model: nn.Module, batch: dict[str, torch.Tensor]) -> ScoredStates:
+    """One forward over every sequence of ``batch``, keeping the hidden states only where a response token
+    is scored (see ``data.collate.scored_positions``)."""
     backbone, head, softcap = causal_lm_parts(model)
     hidden = last_hidden_states(backbone, batch)
     positions, targets, owner = scored_positions(batch)
     selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
-    per_token = token_logps(selected, head.weight, targets, chunk_size, softcap)
-    n = batch["sequence_lengths"].shape[0]
+    return ScoredStates(selected, targets, owner, head, softcap)
+
+
+@torch.no_grad()
+def token_entropy(hidden: torch.Tensor, weight: torch.Tensor, chunk_size: int, softcap: float) -> torch.Tensor:
+    """Entropy of the next-token distribution at each of ``hidden``'s rows (``[M]``, chunked, no grad)."""
+    parts = []
+    for start in range(0, hidden.shape[0], chunk_size):
+        logprobs = chunk_logits(hidden[start : start + chunk_size], weight, softcap)[0].log_softmax(-1)
+        parts.append(-(logprobs.exp() * logprobs).sum(-1))
+    return torch.cat(parts) if parts else hidden.new_zeros(0)
+
+
+def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int = 1024) -> SequenceLogps:
+    """Summed response log-probs of every sequence in ``batch`` (see ``data.collate``), and their token counts."""
+    states = scored_states(model, batch)
+    per_token = token_logps(states.hidden, states.head.weight, states.targets, chunk_size, states.softcap)
+    owner, n = states.owner, batch["sequence_lengths"].shape[0]
     logps = torch.zeros(n, dtype=torch.float32, device=per_token.device).index_add(0, owner, per_token)
     counts = torch.zeros(n, dtype=torch.long, device=owner.device).index_add_(0, owner, torch.ones_like(owner))
     return SequenceLogps(logps, counts)
@@ -162,8 +196,12 @@ def supports_prefix_sharing(model: nn.Module) -> bool:
         device = next(backbone.parameters()).device
         try:
             shared = build_shared_batch([(prompt, [first, second])], pad_id=0)
-            hidden = last_hidden_states(backbone, {k: v.to(device) for k, v in shared.items()})[0, len(prompt) + len(first):]
-            alone = backbone(input_ids=torch.tensor([prompt + second], device=device), use_cache=False).last_hidden_state[0, len(prompt):]
+            hidden = last_hidden_states(backbone, {k: v.to(device) for k, v in shared.items()})[
+                0, len(prompt) + len(first) :
+            ]
+            alone = backbone(
+                input_ids=torch.tensor([prompt + second], device=device), use_cache=False
+            ).last_hidden_state[0, len(prompt) :]
         except Exception:  # noqa: BLE001 -- an attention kernel that takes no 4-D mask (or is not installed) fails in its own way
             return False
     return torch.allclose(hidden.float(), alone.float(), atol=1e-3, rtol=1e-3)
@@ -176,8 +214,14 @@ def supports_padding_free(model: nn.Module) -> bool:
     first, second = [3, 4, 5, 6], [7, 8, 9]
     with _in_eval_mode(backbone_of(model)) as backbone:
         device = next(backbone.parameters()).device
-        packed = backbone(input_ids=torch.tensor([first + second], device=device), position_ids=torch.tensor([[0, 1, 2, 3, 0, 1, 2]], device=device),
-                          use_cache=False).last_hidden_state[0, len(first):]
-        alone = backbone(input_ids=torch.tensor([second], device=device), position_ids=torch.tensor([[0, 1, 2]], device=device),
-                         use_cache=False).last_hidden_state[0]
+        packed = backbone(
+            input_ids=torch.tensor([first + second], device=device),
+            position_ids=torch.tensor([[0, 1, 2, 3, 0, 1, 2]], device=device),
+            use_cache=False,
+        ).last_hidden_state[0, len(first) :]
+        alone = backbone(
+            input_ids=torch.tensor([second], device=device),
+            position_ids=torch.tensor([[0, 1, 2]], device=device),
+            use_cache=False,
+        ).last_hidden_state[0]
     return torch.allclose(packed.float(), alone.float(), atol=1e-3, rtol=1e-3)

@@ -5,6 +5,7 @@ With LoRA no second model exists in memory. With ``precompute_ref_log_probs`` th
 dropped after one pass, and the values are cached under ``$ALIGNKIT_CACHE/ref_logps`` keyed by
 the model's files and the exact token ids, so reruns and beta sweeps reuse them.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from alignkit.atomic import atomic_path
+from alignkit.data.collate import collate_to
 from alignkit.engine.logprobs import LogProbModel
 
 
@@ -75,7 +77,9 @@ def precompute_wanted(config, n_train: int, num_processes: int = 1) -> bool:
     if not config.use_peft:
         return True
     if config.max_steps > 0:
-        scored = config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps * num_processes
+        scored = (
+            config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps * num_processes
+        )
         return scored >= n_train
     return config.num_train_epochs >= 1
 
@@ -100,7 +104,16 @@ def cache_key(fingerprint: str, items: list[dict], signature) -> str:
     return digest.hexdigest()[:32]
 
 
-def precompute_reference(reference: Reference, items: list[dict], collate, batch_size: int, cache_dir: Path, fingerprint: str, device, show_progress: bool = True) -> int:
+def precompute_reference(
+    reference: Reference,
+    items: list[dict],
+    collate,
+    batch_size: int,
+    cache_dir: Path,
+    fingerprint: str,
+    device,
+    show_progress: bool = True,
+) -> int:
     """Attach ``ref_logps`` (one value per sequence slot of ``collate``) to every item, from cache or
     one pass; returns how many items were computed (0: all read from the cache)."""
     path = cache_dir / "ref_logps" / f"{cache_key(fingerprint, items, collate.signature)}.safetensors"
@@ -111,8 +124,8 @@ def precompute_reference(reference: Reference, items: list[dict], collate, batch
         computed = len(items)
         parts = []
         for start in tqdm(range(0, len(items), batch_size), desc="reference log-probs", disable=not show_progress):
-            chunk = items[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in collate(chunk).items()}
+            chunk = items[start : start + batch_size]
+            batch = collate_to(collate, chunk, device)
             parts.append(reference(batch).cpu().reshape(-1, len(chunk)).T)  # [items, slots]
         values = torch.cat(parts)
         with atomic_path(path) as tmp:

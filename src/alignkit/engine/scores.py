@@ -4,6 +4,7 @@ Works on the same padded or padding-free batches as the log-prob engine (``last_
 each sequence ends), and gives exactly what ``AutoModelForSequenceClassification`` gives on the
 unpadded sequence, so a saved reward model scores the same with plain transformers.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ estimate and the policy's entropy at each of those positions, from one forward p
 The same batches and the same chunked log-prob kernel as ``engine.logprobs`` (no ``[B, T, V]``
 logits tensor); results come back right-padded as ``[N, T]`` with a boolean ``mask``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -11,13 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from alignkit.data.collate import scored_positions
-from alignkit.engine.logprobs import (
-    _chunk_logits,
-    causal_lm_parts,
-    last_hidden_states,
-    token_logps,
-)
+from alignkit.engine.logprobs import scored_states, token_entropy, token_logps
 
 
 class TokenOutputs(NamedTuple):  # a tuple, so distributed wrappers (ZeRO-3's backward hooks) see its tensors
@@ -33,7 +28,9 @@ def _per_sequence(flat: torch.Tensor, owner: torch.Tensor, n: int) -> tuple[torc
     order = torch.argsort(owner, stable=True)
     counts = torch.bincount(owner, minlength=n)
     width = int(counts.max()) if n else 0
-    column = torch.arange(len(owner), device=owner.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    column = torch.arange(len(owner), device=owner.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts
+    )
     padded = flat.new_zeros((n, width))
     padded[owner[order], column] = flat[order]
     mask = torch.zeros((n, width), dtype=torch.bool, device=owner.device)
@@ -41,29 +38,24 @@ def _per_sequence(flat: torch.Tensor, owner: torch.Tensor, n: int) -> tuple[torc
     return padded, mask
 
 
-def token_outputs(model: nn.Module, batch: dict[str, torch.Tensor], chunk_size: int = 1024, value_head: nn.Module | None = None,
-                  with_entropy: bool = False, temperature: float = 1.0) -> TokenOutputs:
+def token_outputs(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    chunk_size: int = 1024,
+    value_head: nn.Module | None = None,
+    with_entropy: bool = False,
+    temperature: float = 1.0,
+) -> TokenOutputs:
     """``temperature``: log-probs (and entropy) of ``logits / temperature``, the distribution rollouts
     were sampled from, so KL estimates and importance ratios refer to it (as TRL does)."""
-    backbone, head, softcap = causal_lm_parts(model)
+    states = scored_states(model, batch)
+    selected, owner, weight, softcap = states.hidden, states.owner, states.head.weight, states.softcap
     if softcap and temperature != 1.0:
         raise NotImplementedError("sampling temperature with logit soft-capping is not supported; use temperature 1.0")
-    hidden = last_hidden_states(backbone, batch)
-    positions, targets, owner = scored_positions(batch)
-    selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
     n = batch["sequence_lengths"].shape[0]
     values = _per_sequence(value_head(selected.float()).squeeze(-1), owner, n)[0] if value_head is not None else None
     if temperature != 1.0:
         selected = selected / temperature  # (h / T) W^T = logits / T
-    per_token = token_logps(selected, head.weight, targets, chunk_size, softcap)
-    logps, mask = _per_sequence(per_token, owner, n)
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            parts = []
-            for start in range(0, selected.shape[0], chunk_size):
-                logits, _ = _chunk_logits(selected[start:start + chunk_size], head.weight, softcap)
-                logprobs = logits.log_softmax(-1)
-                parts.append(-(logprobs.exp() * logprobs).sum(-1))
-            entropy = _per_sequence(torch.cat(parts) if parts else selected.new_zeros(0), owner, n)[0]
+    logps, mask = _per_sequence(token_logps(selected, weight, states.targets, chunk_size, softcap), owner, n)
+    entropy = _per_sequence(token_entropy(selected, weight, chunk_size, softcap), owner, n)[0] if with_entropy else None
     return TokenOutputs(logps, mask, values, entropy)

@@ -1,5 +1,6 @@
 """Answer-quality metrics on short-answer tasks (accuracy per kind, calibrated uncertainty, length,
 degeneration) and the rule judge that compares two models' answers to the same task."""
+
 from __future__ import annotations
 
 from alignkit.evaluate.winrate import Outcome
@@ -14,7 +15,9 @@ from alignkit.judges.verifiers import (
 CLEARLY_SHORTER = 2 / 3  # an answer is clearly shorter when it has at most this fraction of the other's words
 
 
-def answer_metrics(tasks: list[ShortAnswerTask], responses: list[str], finished: list[bool] | None = None) -> dict[str, float]:
+def answer_metrics(
+    tasks: list[ShortAnswerTask], responses: list[str], finished: list[bool] | None = None
+) -> dict[str, float]:
     """accuracy: arithmetic prompts answered correctly; knowledge_accuracy: general-knowledge prompts
     answered correctly; not_sure_rate: unanswerable prompts where the model says it is not sure;
     false_not_sure_rate: answerable prompts it wrongly declines; mean_words: mean reply length in
@@ -23,7 +26,10 @@ def answer_metrics(tasks: list[ShortAnswerTask], responses: list[str], finished:
     no prompt gives nan."""
     if len(tasks) != len(responses) or not tasks:
         raise ValueError("answer_metrics needs one response per task (and at least one task)")
-    of_kind = {kind: [(t, r) for t, r in zip(tasks, responses) if t.kind == kind] for kind in ("arithmetic", "knowledge", "unanswerable")}
+    of_kind = {
+        kind: [(t, r) for t, r in zip(tasks, responses) if t.kind == kind]
+        for kind in ("arithmetic", "knowledge", "unanswerable")
+    }
     return {
         "accuracy": _mean([is_correct(t, r) for t, r in of_kind["arithmetic"]]),
         "knowledge_accuracy": _mean([is_correct(t, r) for t, r in of_kind["knowledge"]]),

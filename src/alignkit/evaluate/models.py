@@ -3,6 +3,7 @@
 When the trained model is a LoRA adapter on the reference, one copy of the weights serves both:
 the reference is the adapter switched off (as in training). Otherwise both are loaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ def default_reference(model: str) -> str:
     adapter = Path(resolve_model_path(model)) / "adapter_config.json"
     if adapter.is_file():
         return json.loads(adapter.read_text())["base_model_name_or_path"]
-    raise AlignkitError(f"cannot tell which model '{model}' was trained from (no run config.yaml, not an adapter); pass --reference")
+    raise AlignkitError(
+        f"cannot tell which model '{model}' was trained from (no run config.yaml, not an adapter); pass --reference"
+    )
 
 
 def _same_model(a: str, b: str) -> bool:

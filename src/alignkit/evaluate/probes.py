@@ -9,6 +9,7 @@
 Each probe runs on the reference ("before") and the trained model ("after"); a regression is a
 drop beyond a tolerance (accuracy) or a rise beyond a relative tolerance (perplexity).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,22 +26,42 @@ from alignkit.judges.scorers import answer_matches
 GENERAL_TEXT = Path(__file__).with_name("general_text.txt")
 
 FACTS = [
-    ("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo"), ("What is the capital of Italy?", "Rome"),
-    ("What is the capital of Spain?", "Madrid"), ("What is the capital of Germany?", "Berlin"), ("What is the capital of Egypt?", "Cairo"),
-    ("What is the capital of Canada?", "Ottawa"), ("What is the capital of Russia?", "Moscow"), ("What is the capital of China?", "Beijing"),
-    ("What is the capital of the United Kingdom?", "London"), ("What is the largest planet in the solar system?", "Jupiter"),
-    ("Which planet is known as the Red Planet?", "Mars"), ("What is the chemical symbol for gold?", "Au"),
-    ("What is the chemical symbol for sodium?", "Na"), ("What gas do plants absorb from the air for photosynthesis?", "carbon dioxide"),
-    ("How many days are there in a week?", "seven"), ("How many continents are there?", "seven"),
-    ("What is the freezing point of water in degrees Celsius?", "0"), ("What is the boiling point of water in degrees Celsius?", "100"),
-    ("Who wrote Romeo and Juliet?", "Shakespeare"), ("Who painted the Mona Lisa?", "Leonardo"), ("What is the largest ocean on Earth?", "Pacific"),
-    ("What is the longest river in Africa?", "Nile"), ("What is the tallest mountain in the world?", "Everest"),
-    ("What language is mainly spoken in Brazil?", "Portuguese"), ("How many legs does a spider have?", "eight"),
-    ("What is the hardest natural substance?", "diamond"), ("What is H2O commonly called?", "water"),
-    ("Which animal is known as the king of the jungle?", "lion"), ("What is the closest star to Earth?", "Sun"),
-    ("How many hours are in a day?", "24"), ("What color do you get by mixing blue and yellow?", "green"),
-    ("What is the smallest prime number?", "2"), ("Which organ pumps blood through the human body?", "heart"),
-    ("What is the currency of Japan?", "yen"), ("In which continent is Kenya?", "Africa"),
+    ("What is the capital of France?", "Paris"),
+    ("What is the capital of Japan?", "Tokyo"),
+    ("What is the capital of Italy?", "Rome"),
+    ("What is the capital of Spain?", "Madrid"),
+    ("What is the capital of Germany?", "Berlin"),
+    ("What is the capital of Egypt?", "Cairo"),
+    ("What is the capital of Canada?", "Ottawa"),
+    ("What is the capital of Russia?", "Moscow"),
+    ("What is the capital of China?", "Beijing"),
+    ("What is the capital of the United Kingdom?", "London"),
+    ("What is the largest planet in the solar system?", "Jupiter"),
+    ("Which planet is known as the Red Planet?", "Mars"),
+    ("What is the chemical symbol for gold?", "Au"),
+    ("What is the chemical symbol for sodium?", "Na"),
+    ("What gas do plants absorb from the air for photosynthesis?", "carbon dioxide"),
+    ("How many days are there in a week?", "seven"),
+    ("How many continents are there?", "seven"),
+    ("What is the freezing point of water in degrees Celsius?", "0"),
+    ("What is the boiling point of water in degrees Celsius?", "100"),
+    ("Who wrote Romeo and Juliet?", "Shakespeare"),
+    ("Who painted the Mona Lisa?", "Leonardo"),
+    ("What is the largest ocean on Earth?", "Pacific"),
+    ("What is the longest river in Africa?", "Nile"),
+    ("What is the tallest mountain in the world?", "Everest"),
+    ("What language is mainly spoken in Brazil?", "Portuguese"),
+    ("How many legs does a spider have?", "eight"),
+    ("What is the hardest natural substance?", "diamond"),
+    ("What is H2O commonly called?", "water"),
+    ("Which animal is known as the king of the jungle?", "lion"),
+    ("What is the closest star to Earth?", "Sun"),
+    ("How many hours are in a day?", "24"),
+    ("What color do you get by mixing blue and yellow?", "green"),
+    ("What is the smallest prime number?", "2"),
+    ("Which organ pumps blood through the human body?", "heart"),
+    ("What is the currency of Japan?", "yen"),
+    ("In which continent is Kenya?", "Africa"),
 ]
 NUMBER_WORDS = {"seven": "7", "eight": "8", "0": "zero", "2": "two", "24": "twenty-four", "100": "hundred"}
 
@@ -64,8 +85,15 @@ class ProbeResult:
         return self.after > self.before * (1 + ppl_tolerance)
 
     def as_dict(self, tolerance: float = 0.02, ppl_tolerance: float = 0.05) -> dict:
-        return {"probe": self.name, "metric": self.metric, "before": self.before, "after": self.after, "delta": self.delta, "n": self.n,
-                "regressed": self.regressed(tolerance, ppl_tolerance)}
+        return {
+            "probe": self.name,
+            "metric": self.metric,
+            "before": self.before,
+            "after": self.after,
+            "delta": self.delta,
+            "n": self.n,
+            "regressed": self.regressed(tolerance, ppl_tolerance),
+        }
 
 
 @torch.no_grad()
@@ -110,9 +138,23 @@ def fact_correct(reply: str, answer: str) -> bool:
     return any(answer_matches(reply, alt, "contains") for alt in alternatives)
 
 
-def answer_accuracy(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int, kind: str) -> tuple[float, list[str]]:
-    replies = generate_responses(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens, batch_size, desc=f"probe: {kind}", show_progress=False)
-    check = (lambda reply, row: answer_matches(reply, row["answer"], "final_number")) if kind == "arithmetic" else (lambda reply, row: fact_correct(reply, row["answer"]))
+def answer_accuracy(
+    model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int, kind: str
+) -> tuple[float, list[str]]:
+    replies = generate_responses(
+        model,
+        tokenizer,
+        [r["prompt"] for r in rows],
+        max_new_tokens,
+        batch_size,
+        desc=f"probe: {kind}",
+        show_progress=False,
+    )
+    check = (
+        (lambda reply, row: answer_matches(reply, row["answer"], "final_number"))
+        if kind == "arithmetic"
+        else (lambda reply, row: fact_correct(reply, row["answer"]))
+    )
     correct = [check(reply, row) for reply, row in zip(replies, rows)]
     return sum(correct) / len(rows), replies
 
@@ -120,7 +162,9 @@ def answer_accuracy(model, tokenizer, rows: list[dict], max_new_tokens: int, bat
 PROBE_NEW_TOKENS = 48  # answer length of the arithmetic and facts probes
 
 
-def probe_score(model, tokenizer, name: str, size: int, batch_size: int, perplexity_text: str | None = None) -> tuple[float, int]:
+def probe_score(
+    model, tokenizer, name: str, size: int, batch_size: int, perplexity_text: str | None = None
+) -> tuple[float, int]:
     """One model's score on one probe and the number of items: perplexity on general text, or the
     accuracy of greedy answers to the first ``size`` arithmetic or facts questions."""
     if name == "perplexity":
@@ -131,13 +175,17 @@ def probe_score(model, tokenizer, name: str, size: int, batch_size: int, perplex
 
 
 def probe_result(name: str, before: float, after: float, n: int) -> ProbeResult:
-    return ProbeResult(name, "perplexity" if name == "perplexity" else "accuracy", before, after, n, name != "perplexity")
+    return ProbeResult(
+        name, "perplexity" if name == "perplexity" else "accuracy", before, after, n, name != "perplexity"
+    )
 
 
 def run_lm_eval(model_path: str, tasks: list[str], limit: int | None) -> dict[str, float]:
     """lm-evaluation-harness scores (the first accuracy-like metric of each task)."""
     lm_eval = require("lm_eval", "eval", "lm_eval_tasks")
-    results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_path}", tasks=tasks, limit=limit)["results"]
+    results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_path}", tasks=tasks, limit=limit)[
+        "results"
+    ]
     scores = {}
     for task, metrics in results.items():
         for key, value in metrics.items():

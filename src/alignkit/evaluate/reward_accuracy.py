@@ -4,11 +4,12 @@ The implicit DPO reward of a response is ``beta * (log pi(y|x) - log pi_ref(y|x)
 ranked correctly when the chosen reward is higher. 0.70-0.90 is the healthy band: below it the
 preference was not learned; above it the eval pairs are too easy or leaked from training.
 """
+
 from __future__ import annotations
 
 import torch
 
-from alignkit.data.collate import PreferenceCollator
+from alignkit.data.collate import PreferenceCollator, collate_to
 from alignkit.data.tokenize import tokenize_pairs
 from alignkit.engine.logprobs import sequence_logps
 
@@ -16,18 +17,25 @@ HEALTHY_BAND = (0.70, 0.90)
 
 
 @torch.no_grad()
-def pair_logps(model, tokenizer, examples: list, max_length: int, max_prompt_length: int, batch_size: int = 8,
-               apply_chat_template: bool = True) -> torch.Tensor:
+def pair_logps(
+    model,
+    tokenizer,
+    examples: list,
+    max_length: int,
+    max_prompt_length: int,
+    batch_size: int = 8,
+    apply_chat_template: bool = True,
+) -> torch.Tensor:
     """``[n, 2]``: summed response log-probs of (chosen, rejected) for every pair."""
     pairs = tokenize_pairs(examples, tokenizer, max_length, max_prompt_length, apply_chat_template)
     collate = PreferenceCollator(tokenizer.pad_token_id, padding_free=False)
     device = next(model.parameters()).device
     rows = []
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([{"pair": p} for p in chunk]).items()}
+        chunk = pairs[start : start + batch_size]
+        batch = collate_to(collate, [{"pair": p} for p in chunk], device)
         logps = sequence_logps(model, batch).logps.float().cpu()
-        rows.append(torch.stack([logps[: len(chunk)], logps[len(chunk):]], dim=1))
+        rows.append(torch.stack([logps[: len(chunk)], logps[len(chunk) :]], dim=1))
     return torch.cat(rows)
 
 

@@ -8,6 +8,7 @@
 
 Writes ``eval_results.json``, ``winrate.jsonl``, ``inspection.md``/``.html`` to the eval directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from alignkit.configs import EvalConfig
 from alignkit.data.preference import load_preference_data
 from alignkit.data.prompts import load_prompt_rows
 from alignkit.data.records import split_train_eval, write_jsonl
 from alignkit.engine.generation import generate_responses
 from alignkit.errors import AlignkitError, RunDirError
-from alignkit.eval_configs import EvalConfig
 from alignkit.evaluate import probes as probe_lib
 from alignkit.evaluate.models import (
     EvalModels,
@@ -62,7 +63,10 @@ def eval_dir_for(config: EvalConfig) -> Path:
 def prepare_eval_dir(path: Path, overwrite: bool) -> Path:
     if path.exists() and any(path.iterdir()):
         if not overwrite:
-            raise RunDirError(f"{path} already exists and is not empty; nothing was changed. Pass --overwrite or choose another --output_dir")
+            raise RunDirError(
+                f"{path} already exists and is not empty; nothing was changed. Pass "
+                "--overwrite or choose another --output_dir"
+            )
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -70,7 +74,6 @@ def prepare_eval_dir(path: Path, overwrite: bool) -> Path:
 
 def load_eval_prompts(config: EvalConfig, pairs: list) -> list[dict]:
     if config.prompts:
-
         rows = load_prompt_rows(config.prompts)
     else:
         seen, rows = set(), []
@@ -91,7 +94,9 @@ def resolve_judge(config: EvalConfig, rows: list[dict]) -> str:
     return "reward_model" if config.reward_model else "none"
 
 
-def evaluate_model(config: EvalConfig, models: EvalModels | None = None, reference_answers: list[str] | None = None) -> EvalResult:
+def evaluate_model(
+    config: EvalConfig, models: EvalModels | None = None, reference_answers: list[str] | None = None
+) -> EvalResult:
     """Run every measurement; ``models``/``reference_answers`` let a sweep load and answer once."""
     out = prepare_eval_dir(eval_dir_for(config), config.overwrite)
     config = config.model_copy(update={"output_dir": str(out)})
@@ -120,14 +125,22 @@ def evaluate_model(config: EvalConfig, models: EvalModels | None = None, referen
         console.print(f"win-rate vs reference ({judged}): {summary}")
     elif rows:
         results["win_rate"] = None
-        console.print("win-rate skipped: no judge applies (set judge_base_url, give prompts with answers, or set eval_judge)")
+        console.print(
+            "win-rate skipped: no judge applies (set judge_base_url, give prompts with answers, or set eval_judge)"
+        )
 
     if pairs:
         results["reward_accuracy"] = _reward_accuracy(config, models, pairs, from_run)
-        console.print(f"held-out reward accuracy: {results['reward_accuracy']['accuracy']:.3f} ({results['reward_accuracy']['flag']})")
+        console.print(
+            "held-out reward accuracy: "
+            f"{results['reward_accuracy']['accuracy']:.3f} "
+            f"({results['reward_accuracy']['flag']})"
+        )
     results["probes"] = _probes(config, models, console)
     results["regressions"] = [p["probe"] for p in results["probes"] if p["regressed"]]
-    (out / "eval_results.json").write_text(json.dumps({k: v for k, v in results.items() if k != "reference_answers"}, indent=1))
+    (out / "eval_results.json").write_text(
+        json.dumps({k: v for k, v in results.items() if k != "reference_answers"}, indent=1)
+    )
     console.print(f"alignkit eval: wrote {out}")
     return EvalResult(out, results, records)
 
@@ -138,7 +151,9 @@ def _load_pairs(config: EvalConfig, from_run: dict) -> list:
     if config.pairs or from_run.get("eval_data"):
         pairs = load_preference_data(config.pairs or from_run["eval_data"])
     elif from_run.get("train_data") and from_run.get("eval_split", 0) > 0 and "beta" in from_run:
-        pairs = split_train_eval(load_preference_data(from_run["train_data"]), from_run["eval_split"], from_run.get("seed", 42))[1]
+        pairs = split_train_eval(
+            load_preference_data(from_run["train_data"]), from_run["eval_split"], from_run.get("seed", 42)
+        )[1]
     else:
         return []
     return pairs[: config.max_prompts] if config.max_prompts else pairs
@@ -147,8 +162,18 @@ def _load_pairs(config: EvalConfig, from_run: dict) -> list:
 def _answerer(config: EvalConfig, models: EvalModels, rows: list[dict], show: bool):
     def answer(use_reference: bool, desc: str) -> list[str]:
         with maybe_reference(models, use_reference) as model:
-            return generate_responses(model, models.tokenizer, [r["prompt"] for r in rows], config.max_new_tokens, config.batch_size,
-                                      system_prompt=config.system_prompt, temperature=config.temperature, desc=desc, show_progress=show)
+            return generate_responses(
+                model,
+                models.tokenizer,
+                [r["prompt"] for r in rows],
+                config.max_new_tokens,
+                config.batch_size,
+                system_prompt=config.system_prompt,
+                temperature=config.temperature,
+                desc=desc,
+                show_progress=show,
+            )
+
     return answer
 
 
@@ -158,7 +183,11 @@ def _judge(config: EvalConfig, kind: str, rows: list[dict], mine: list[str], the
         if kind == "llm":
             judge = job.judge()
             records = judge_outcomes(rows, mine, theirs, judge=judge, show_progress=show)
-            return records, f"llm:{config.judge_model} ({config.judge_verdict_from}, position-swapped; {judge.inconsistent} inconsistent)"
+            return (
+                records,
+                f"llm:{config.judge_model} ({config.judge_verdict_from}, "
+                f"position-swapped; {judge.inconsistent} inconsistent)",
+            )
         scorer = job.scorer(kind, config)
         return judge_outcomes(rows, mine, theirs, scorer=scorer, show_progress=show), scorer.name
 
@@ -170,8 +199,13 @@ def _reward_accuracy(config: EvalConfig, models: EvalModels, pairs: list, from_r
         rm = RewardModelScorer(config.reward_model, config.dtype)
         scores = [rm.score_group({"prompt": p.prompt}, [p.chosen, p.rejected])[0] for p in pairs]
         accuracy = sum(c > r for c, r in scores) / len(scores)
-        return {"kind": f"reward_model:{config.reward_model}", "accuracy": accuracy, "margin": sum(c - r for c, r in scores) / len(scores),
-                "pairs": len(scores), "flag": band_flag(accuracy)}
+        return {
+            "kind": f"reward_model:{config.reward_model}",
+            "accuracy": accuracy,
+            "margin": sum(c - r for c, r in scores) / len(scores),
+            "pairs": len(scores),
+            "flag": band_flag(accuracy),
+        }
     beta = config.beta or from_run.get("beta") or 0.1
     policy = pair_logps(models.policy, models.tokenizer, pairs, max_length, max_prompt_length, config.batch_size)
     with models.reference() as reference:
@@ -183,11 +217,18 @@ def _probes(config: EvalConfig, models: EvalModels, console: Console) -> list[di
     found = []
     for name in config.probes:
         with models.reference() as reference:
-            before, n = probe_lib.probe_score(reference, models.tokenizer, name, config.probe_size, config.batch_size, config.perplexity_text)
-        after, _ = probe_lib.probe_score(models.policy, models.tokenizer, name, config.probe_size, config.batch_size, config.perplexity_text)
+            before, n = probe_lib.probe_score(
+                reference, models.tokenizer, name, config.probe_size, config.batch_size, config.perplexity_text
+            )
+        after, _ = probe_lib.probe_score(
+            models.policy, models.tokenizer, name, config.probe_size, config.batch_size, config.perplexity_text
+        )
         result = probe_lib.probe_result(name, before, after, n)
         found.append(result.as_dict(config.regression_tolerance, config.perplexity_tolerance))
-        console.print(f"probe {name}: {before:.3f} -> {after:.3f} ({result.delta:+.3f}){' REGRESSED' if found[-1]['regressed'] else ''}")
+        console.print(
+            f"probe {name}: {before:.3f} -> {after:.3f} ({result.delta:+.3f})"
+            f"{' REGRESSED' if found[-1]['regressed'] else ''}"
+        )
     if config.lm_eval_tasks:
         found += _lm_eval(config)
     return found
@@ -197,5 +238,9 @@ def _lm_eval(config: EvalConfig) -> list[dict]:
     reference = config.reference or default_reference(config.model)
     before = probe_lib.run_lm_eval(resolve_model_path(reference), config.lm_eval_tasks, config.lm_eval_limit)
     after = probe_lib.run_lm_eval(resolve_model_path(config.model), config.lm_eval_tasks, config.lm_eval_limit)
-    return [probe_lib.ProbeResult(f"lm_eval:{task}", "accuracy", before[task], after.get(task, float("nan")), 0, True).as_dict(config.regression_tolerance)
-            for task in before]
+    return [
+        probe_lib.ProbeResult(
+            f"lm_eval:{task}", "accuracy", before[task], after.get(task, float("nan")), 0, True
+        ).as_dict(config.regression_tolerance)
+        for task in before
+    ]

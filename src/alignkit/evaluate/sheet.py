@@ -1,5 +1,6 @@
 """Manual inspection sheet: prompts with the reference and the aligned answer side by side
 (markdown and HTML), plus the judge's outcome; read a few dozen before trusting any number."""
+
 from __future__ import annotations
 
 import html
@@ -17,16 +18,26 @@ def _md_cell(text: str) -> str:
 
 
 def inspection_markdown(records: list[dict], title: str) -> str:
-    lines = [f"# {title}", "", "| # | prompt | reference (before) | aligned (after) | outcome |", "|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "| # | prompt | reference (before) | aligned (after) | outcome |",
+        "|---|---|---|---|---|",
+    ]
     for i, r in enumerate(records, start=1):
-        lines.append(f"| {i} | {_md_cell(_prompt_text(r['prompt']))} | {_md_cell(r['reference'])} | {_md_cell(r['model'])} | {r.get('outcome', '')} |")
+        lines.append(
+            f"| {i} | {_md_cell(_prompt_text(r['prompt']))} | "
+            f"{_md_cell(r['reference'])} | {_md_cell(r['model'])} | "
+            f"{r.get('outcome', '')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def inspection_html(records: list[dict], title: str) -> str:
     rows = "\n".join(
         f"<tr class='{html.escape(r.get('outcome', ''))}'><td>{i}</td><td>{html.escape(_prompt_text(r['prompt']))}</td>"
-        f"<td>{html.escape(r['reference'])}</td><td>{html.escape(r['model'])}</td><td>{html.escape(r.get('outcome', ''))}</td></tr>"
+        f"<td>{html.escape(r['reference'])}</td><td>{html.escape(r['model'])}</td>"
+        f"<td>{html.escape(r.get('outcome', ''))}</td></tr>"
         for i, r in enumerate(records, start=1)
     )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
@@ -40,7 +51,9 @@ tr.win td:last-child{{background:#d8f5d8}} tr.loss td:last-child{{background:#f8
 """
 
 
-def write_inspection(records: list[dict], out_dir: Path, n: int, title: str = "Manual inspection: reference vs aligned") -> list[Path]:
+def write_inspection(
+    records: list[dict], out_dir: Path, n: int, title: str = "Manual inspection: reference vs aligned"
+) -> list[Path]:
     shown = records[:n]
     md, page = out_dir / "inspection.md", out_dir / "inspection.html"
     md.write_text(inspection_markdown(shown, title), encoding="utf-8")

@@ -6,6 +6,7 @@ and the reference model's answers are generated once for all evaluations. The re
 the beta with the best win-rate (reward accuracy when no judge applies) among runs whose
 capability probes did not regress. ``--resume`` skips the betas already finished.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,7 @@ import matplotlib.pyplot as plt
 from rich.console import Console
 from rich.table import Table
 
-from alignkit.config import DPOConfig
-from alignkit.eval_configs import EvalConfig, SweepConfig
+from alignkit.configs import DPOConfig, EvalConfig, SweepConfig
 from alignkit.evaluate.run import evaluate_model
 from alignkit.train.dpo import train_dpo
 from alignkit.train.run_dir import prepare_run_dir
@@ -39,19 +39,33 @@ def recommend(rows: list[dict]) -> tuple[float | None, str]:
     """The best beta among runs without a capability regression: by win-rate, else reward accuracy."""
     safe = [r for r in rows if not r["regressions"]]
     if not safe:
-        return None, "every beta regressed a capability probe; none is recommended (try a higher beta or a lower learning rate)"
+        return (
+            None,
+            "every beta regressed a capability probe; none is recommended (try a higher beta or a lower learning rate)",
+        )
     if all(r["win_rate"] is not None for r in safe):
         best = max(safe, key=lambda r: (r["win_rate"], r["reward_accuracy"] or 0.0))
         return best["beta"], f"highest win-rate ({best['win_rate']:.3f}) among runs without capability regression"
     best = max(safe, key=lambda r: r["reward_accuracy"] or 0.0)
-    return best["beta"], f"highest held-out reward accuracy ({best['reward_accuracy']:.3f}) among runs without capability regression (no win-rate judge)"
+    return (
+        best["beta"],
+        f"highest held-out reward accuracy ({best['reward_accuracy']:.3f}) "
+        "among runs without capability regression (no win-rate judge)",
+    )
 
 
 def summarize(beta: float, results: dict) -> dict:
     win = results.get("win_rate") or {}
     accuracy = (results.get("reward_accuracy") or {}).get("accuracy")
-    return {"beta": beta, "win_rate": win.get("win_rate"), "ci_low": win.get("ci_low"), "ci_high": win.get("ci_high"), "reward_accuracy": accuracy,
-            "probes": {p["probe"]: p["delta"] for p in results.get("probes", [])}, "regressions": results.get("regressions", [])}
+    return {
+        "beta": beta,
+        "win_rate": win.get("win_rate"),
+        "ci_low": win.get("ci_low"),
+        "ci_high": win.get("ci_high"),
+        "reward_accuracy": accuracy,
+        "probes": {p["probe"]: p["delta"] for p in results.get("probes", [])},
+        "regressions": results.get("regressions", []),
+    }
 
 
 def run_sweep(config: SweepConfig) -> SweepResult:
@@ -68,7 +82,9 @@ def run_sweep(config: SweepConfig) -> SweepResult:
             results = json.loads(results_file.read_text())
         else:
             train_dpo(DPOConfig(**base, beta=beta, output_dir=str(run_dir), overwrite=True))
-            eval_config = EvalConfig(**config.eval.model_dump(), model=str(run_dir), output_dir=str(run_dir / "eval"), overwrite=True)
+            eval_config = EvalConfig(
+                **config.eval.model_dump(), model=str(run_dir), output_dir=str(run_dir / "eval"), overwrite=True
+            )
             evaluation = evaluate_model(eval_config, reference_answers=reference_answers)
             reference_answers = evaluation.results.get("reference_answers") or reference_answers
             results = evaluation.results
@@ -90,7 +106,13 @@ def print_sweep(console: Console, rows: list[dict], best: float | None, why: str
         win = "-" if r["win_rate"] is None else f"{r['win_rate']:.3f} ({r['ci_low']:.2f}-{r['ci_high']:.2f})"
         acc = "-" if r["reward_accuracy"] is None else f"{r['reward_accuracy']:.3f}"
         mark = " *" if r["beta"] == best else ""
-        table.add_row(f"{r['beta']:g}{mark}", win, acc, *[f"{r['probes'].get(p, float('nan')):+.3f}" for p in probes], ", ".join(r["regressions"]) or "no")
+        table.add_row(
+            f"{r['beta']:g}{mark}",
+            win,
+            acc,
+            *[f"{r['probes'].get(p, float('nan')):+.3f}" for p in probes],
+            ", ".join(r["regressions"]) or "no",
+        )
     console.print(table)
     console.print(f"recommended beta: {'none' if best is None else f'{best:g}'} — {why}")
 

@@ -6,6 +6,7 @@ The score is ``(wins + ties / 2) / n``. With an LLM judge every comparison is as
 reward model) score each answer on its own, so order cannot matter; a higher score wins.
 Identical answers are a tie without asking anyone.
 """
+
 from __future__ import annotations
 
 import random
@@ -32,7 +33,10 @@ class WinRate:
         return dict(self.__dict__)
 
     def __str__(self) -> str:
-        return f"{self.win_rate:.3f} (95% CI {self.ci_low:.3f}-{self.ci_high:.3f}; {self.wins} wins, {self.ties} ties, {self.losses} losses of {self.n})"
+        return (
+            f"{self.win_rate:.3f} (95% CI {self.ci_low:.3f}-{self.ci_high:.3f}; "
+            f"{self.wins} wins, {self.ties} ties, {self.losses} losses of {self.n})"
+        )
 
 
 def win_rate(outcomes: list[Outcome], n_bootstrap: int = 1000, seed: int = 0) -> WinRate:
@@ -54,13 +58,20 @@ def outcome_from_scores(model_score: float, reference_score: float, tolerance: f
     return "win" if model_score > reference_score else "loss"
 
 
-def judge_outcomes(rows: list[dict], model_answers: list[str], reference_answers: list[str], judge=None, scorer=None,
-                   show_progress: bool = True) -> list[dict]:
+def judge_outcomes(
+    rows: list[dict],
+    model_answers: list[str],
+    reference_answers: list[str],
+    judge=None,
+    scorer=None,
+    show_progress: bool = True,
+) -> list[dict]:
     """One record per prompt: both answers, the outcome for the model, and what the judge said.
 
     ``judge``: an :class:`~alignkit.judges.llm_judge.LLMJudge` (pairwise, position-swapped; asked
     ``max_concurrency`` at a time); otherwise ``scorer`` (``score_group(row, responses)``) scores both answers.
     """
+
     def one(item) -> dict:
         row, mine, theirs = item
         record = {"prompt": row["prompt"], "model": mine, "reference": theirs}
@@ -68,10 +79,18 @@ def judge_outcomes(rows: list[dict], model_answers: list[str], reference_answers
             record.update(outcome="tie", why="identical answers")
         elif judge is not None:
             result = judge.compare(row["prompt"], mine, theirs)
-            record.update(outcome={"first": "win", "second": "loss", "tie": "tie"}[result.winner], verdicts=result.verdicts, consistent=result.consistent)
+            record.update(
+                outcome={"first": "win", "second": "loss", "tie": "tie"}[result.winner],
+                verdicts=result.verdicts,
+                consistent=result.consistent,
+            )
         else:
             scores, detail = scorer.score_group(row, [mine, theirs])
-            record.update(outcome=outcome_from_scores(scores[0], scores[1]), scores=scores, **({"detail": detail} if detail else {}))
+            record.update(
+                outcome=outcome_from_scores(scores[0], scores[1]),
+                scores=scores,
+                **({"detail": detail} if detail else {}),
+            )
         return record
 
     items = list(zip(rows, model_answers, reference_answers))

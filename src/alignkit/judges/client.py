@@ -9,6 +9,7 @@ built on the official ``openai`` package.
   with a clear error, and everything already answered stays in the reply cache.
 - Bounded concurrency: ``map`` runs requests on at most ``max_concurrency`` threads.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,11 +17,11 @@ import random
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
+from alignkit.configs import EndpointSettings
 from alignkit.errors import AlignkitError, require
 from alignkit.judges.reply_cache import ReplyCache, request_key
 
@@ -35,18 +36,6 @@ class BudgetExhausted(AlignkitError):
 
 class MalformedReply(ValueError):
     """A reply that does not parse: retried like a transient failure."""
-
-
-@dataclass
-class EndpointSettings:
-    base_url: str
-    model: str
-    api_key_env: str | None = "OPENAI_API_KEY"
-    max_concurrency: int = 4
-    max_retries: int = 6
-    timeout: float = 60.0
-    backoff_base: float = 1.0
-    backoff_max: float = 30.0
 
 
 class RequestBudget:
@@ -85,21 +74,44 @@ def resolve_api_key(settings: EndpointSettings) -> str:
 class ChatClient:
     """``chat(messages, ...)`` returns a reply dict ``{"text", "top_logprobs"}``, cached by request."""
 
-    def __init__(self, settings: EndpointSettings, cache: ReplyCache | None = None, budget: RequestBudget | None = None, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        settings: EndpointSettings,
+        cache: ReplyCache | None = None,
+        budget: RequestBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         openai = require("openai", "data", "Talking to an OpenAI-compatible endpoint")
         self.settings, self._sleep = settings, sleep
         self.cache = cache if cache is not None else ReplyCache(None)
         self.budget = budget if budget is not None else RequestBudget(None)
         self._openai = openai
-        self._client = openai.OpenAI(base_url=settings.base_url, api_key=resolve_api_key(settings), max_retries=0, timeout=settings.timeout)
+        self._client = openai.OpenAI(
+            base_url=settings.base_url, api_key=resolve_api_key(settings), max_retries=0, timeout=settings.timeout
+        )
         self.retries = 0
         self.cache_hits = 0
         self._lock = threading.Lock()
 
-    def chat(self, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 256, top_p: float = 1.0,
-             top_logprobs: int | None = None, seed: int | None = None, parse: Callable[[dict], Any] | None = None) -> dict:
+    def chat(
+        self,
+        messages: list[dict],
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        top_p: float = 1.0,
+        top_logprobs: int | None = None,
+        seed: int | None = None,
+        parse: Callable[[dict], Any] | None = None,
+    ) -> dict:
         """One completion. ``parse(reply)`` may raise MalformedReply to have the request retried."""
-        request = {"model": self.settings.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens, "top_p": top_p}
+        request = {
+            "model": self.settings.model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "top_p": top_p,
+        }
         if top_logprobs:
             request.update(logprobs=True, top_logprobs=top_logprobs)
         if seed is not None:
@@ -129,24 +141,39 @@ class ChatClient:
                 if parse is not None:
                     parse(reply)
                 return reply
-            except (o.RateLimitError, o.InternalServerError, o.APITimeoutError, o.APIConnectionError, o.APIResponseValidationError) as exc:
+            except (
+                o.RateLimitError,
+                o.InternalServerError,
+                o.APITimeoutError,
+                o.APIConnectionError,
+                o.APIResponseValidationError,
+            ) as exc:
                 last = f"{type(exc).__name__}: {_short(exc)}"
             except o.APIStatusError as exc:
                 if exc.status_code >= 500 or exc.status_code in (408, 409, 429):
                     last = f"HTTP {exc.status_code}: {_short(exc)}"
                     continue
-                raise EndpointError(f"{self.settings.base_url} refused the request (HTTP {exc.status_code}): {_short(exc)}") from None
+                raise EndpointError(
+                    f"{self.settings.base_url} refused the request (HTTP {exc.status_code}): {_short(exc)}"
+                ) from None
             except (MalformedReply, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
                 last = f"malformed reply: {_short(exc)}"
-        raise EndpointError(f"{self.settings.base_url}: no valid reply after {self.settings.max_retries + 1} attempts (last: {last})")
+        raise EndpointError(
+            f"{self.settings.base_url}: no valid reply after {self.settings.max_retries + 1} attempts (last: {last})"
+        )
 
-    def map(self, items: Iterable, fn: Callable[[Any], Any], desc: str = "requests", show_progress: bool = True) -> list:
+    def map(
+        self, items: Iterable, fn: Callable[[Any], Any], desc: str = "requests", show_progress: bool = True
+    ) -> list:
         """``[fn(item) for item in items]`` on at most ``max_concurrency`` threads, in order.
         On the first error, requests not yet started are cancelled and running ones finish (their
         replies are cached) before the error is raised."""
         items = list(items)
         results: list = [None] * len(items)
-        with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool, tqdm(total=len(items), desc=desc, disable=not show_progress) as bar:
+        with (
+            ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool,
+            tqdm(total=len(items), desc=desc, disable=not show_progress) as bar,
+        ):
             futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
             pending = set(futures)
             while pending:

@@ -1,5 +1,6 @@
 """What every endpoint-calling job shares: one reply cache and one request budget for all its
 clients, the judge and scorer it asks for, and errors that say how to resume."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -21,7 +22,9 @@ from alignkit.judges.reply_cache import ReplyCache
 def refuse_existing(path: str | Path, overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
-        raise RunDirError(f"{path} already exists; nothing was changed. Pass --overwrite to replace it or choose another --output")
+        raise RunDirError(
+            f"{path} already exists; nothing was changed. Pass --overwrite to replace it or choose another --output"
+        )
     return path
 
 
@@ -53,8 +56,13 @@ class EndpointJob:
             settings = self.config.endpoint("judge")
             if settings is None:
                 raise AlignkitError("this job needs a judge: set judge_base_url and judge_model")
-            self._judge = LLMJudge(self.client(settings), load_rubric(self.config.rubric), self.config.judge_verdict_from,
-                                 self.config.judge_max_tokens, self.config.judge_tie_margin)
+            self._judge = LLMJudge(
+                self.client(settings),
+                load_rubric(self.config.rubric),
+                self.config.judge_verdict_from,
+                self.config.judge_max_tokens,
+                self.config.judge_tie_margin,
+            )
         return self._judge
 
     def scorer(self, kind: str, config):
@@ -82,7 +90,11 @@ class EndpointJob:
             ) from None
 
     def stats(self) -> dict:
-        judged = {} if self._judge is None else {"judge_comparisons": self._judge.comparisons, "judge_inconsistent": self._judge.inconsistent}
+        judged = (
+            {}
+            if self._judge is None
+            else {"judge_comparisons": self._judge.comparisons, "judge_inconsistent": self._judge.inconsistent}
+        )
         return {
             **judged,
             "requests": self.budget.used,

@@ -7,6 +7,7 @@ inconsistent. ``verdict_from="logprobs"`` reads each verdict from the first toke
 ``"calibrated_logprobs"`` averages P(first wins) over both orders instead (balanced position
 calibration), so a judge with a fixed position bias still ranks; disagreements are still counted.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,7 +23,9 @@ DEFAULT_RUBRIC = """1. Accurate: what it states is correct; a wrong answer loses
 3. Calibrated: it says it is not sure when the question cannot be answered, and does not hedge when it can.
 4. Useful: it addresses what the user actually needs."""
 
-JUDGE_SYSTEM = "You are a careful, impartial judge of AI assistant answers. Ignore answer order and length when judging."
+JUDGE_SYSTEM = (
+    "You are a careful, impartial judge of AI assistant answers. Ignore answer order and length when judging."
+)
 
 PAIRWISE_TEMPLATE = """Compare two answers to the user's question.
 
@@ -39,7 +42,10 @@ A better answer is:
 {second}
 
 {instruction}"""
-TEXT_INSTRUCTION = "Which answer is better by these criteria? Explain briefly if you like, then end with exactly one of: [[A]], [[B]] or [[tie]]."
+TEXT_INSTRUCTION = (
+    "Which answer is better by these criteria? Explain briefly if you "
+    "like, then end with exactly one of: [[A]], [[B]] or [[tie]]."
+)
 LOGPROB_INSTRUCTION = "Which answer is better by these criteria? Reply with a single letter: A or B."
 
 GRADE_TEMPLATE = """Rate the answer to the user's question on a scale of 1 to 10.
@@ -133,7 +139,9 @@ def calibrated_result(p_first_as_a: float, p_first_as_b: float, tie_margin: floa
     p = (p_first_as_a + p_first_as_b) / 2
     winner = "tie" if abs(p - 0.5) <= tie_margin / 2 else ("first" if p > 0.5 else "second")
     consistent = (p_first_as_a > 0.5) == (p_first_as_b > 0.5)
-    return PairwiseResult(winner, consistent, [f"P(first)={p_first_as_a:.3f} as A", f"P(first)={p_first_as_b:.3f} as B"])
+    return PairwiseResult(
+        winner, consistent, [f"P(first)={p_first_as_a:.3f} as A", f"P(first)={p_first_as_b:.3f} as B"]
+    )
 
 
 def combine_swapped(first_order: Verdict, second_order: Verdict) -> PairwiseResult:
@@ -146,18 +154,41 @@ def combine_swapped(first_order: Verdict, second_order: Verdict) -> PairwiseResu
 
 
 class LLMJudge:
-    def __init__(self, client: ChatClient, rubric: str = DEFAULT_RUBRIC, verdict_from: Literal["text", "logprobs", "calibrated_logprobs"] = "text", max_tokens: int = 256, tie_margin: float = 0.0):
-        self.client, self.rubric, self.verdict_from, self.max_tokens, self.tie_margin = client, rubric, verdict_from, max_tokens, tie_margin
+    def __init__(
+        self,
+        client: ChatClient,
+        rubric: str = DEFAULT_RUBRIC,
+        verdict_from: Literal["text", "logprobs", "calibrated_logprobs"] = "text",
+        max_tokens: int = 256,
+        tie_margin: float = 0.0,
+    ):
+        self.client, self.rubric, self.verdict_from, self.max_tokens, self.tie_margin = (
+            client,
+            rubric,
+            verdict_from,
+            max_tokens,
+            tie_margin,
+        )
         self.comparisons = self.inconsistent = 0
         self._lock = threading.Lock()
 
     def _messages(self, prompt, first: str, second: str, by_logprobs: bool) -> list[dict]:
-        content = PAIRWISE_TEMPLATE.format(rubric=self.rubric, prompt=render_prompt(prompt), first=first, second=second,
-                                           instruction=LOGPROB_INSTRUCTION if by_logprobs else TEXT_INSTRUCTION)
+        content = PAIRWISE_TEMPLATE.format(
+            rubric=self.rubric,
+            prompt=render_prompt(prompt),
+            first=first,
+            second=second,
+            instruction=LOGPROB_INSTRUCTION if by_logprobs else TEXT_INSTRUCTION,
+        )
         return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": content}]
 
     def _p_a(self, prompt, first: str, second: str) -> float:
-        reply = self.client.chat(self._messages(prompt, first, second, True), max_tokens=1, top_logprobs=20, parse=lambda r: prob_first_letter(r["top_logprobs"]))
+        reply = self.client.chat(
+            self._messages(prompt, first, second, True),
+            max_tokens=1,
+            top_logprobs=20,
+            parse=lambda r: prob_first_letter(r["top_logprobs"]),
+        )
         return prob_first_letter(reply["top_logprobs"])
 
     def _verdict(self, prompt, first: str, second: str) -> Verdict:
@@ -174,7 +205,9 @@ class LLMJudge:
     def compare(self, prompt, first: str, second: str) -> PairwiseResult:
         """Position-swapped pairwise verdict."""
         if self.verdict_from == "calibrated_logprobs":
-            result = calibrated_result(self._p_a(prompt, first, second), 1.0 - self._p_a(prompt, second, first), self.tie_margin)
+            result = calibrated_result(
+                self._p_a(prompt, first, second), 1.0 - self._p_a(prompt, second, first), self.tie_margin
+            )
         else:
             result = combine_swapped(self._verdict(prompt, first, second), self._verdict(prompt, second, first))
         with self._lock:

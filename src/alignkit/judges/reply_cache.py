@@ -5,6 +5,7 @@ a ``kill -9`` loses at most the request in flight. A line cut short by a crash i
 Keys are hashes of the request (model, messages, sampling settings): never the endpoint's address
 or its API key.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,11 +1,13 @@
 """Rewards for RL: a weighted sum of terms built on the scorers that rank synthetic pairs
 (verifier, heuristic length/regex/python, reward model, LLM judge grades)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
+from alignkit.configs import EndpointSettings
 from alignkit.judges import scorers
-from alignkit.judges.client import ChatClient, EndpointSettings
+from alignkit.judges.client import ChatClient
 from alignkit.judges.llm_judge import LLMJudge
 from alignkit.judges.reply_cache import ReplyCache
 
@@ -32,8 +34,10 @@ class CombinedReward:
             return scorers.HeuristicScorer("python", function=spec.function)
         if spec.kind == "reward_model":
             return scorers.RewardModelScorer(spec.model)
-        client = ChatClient(EndpointSettings(base_url=spec.base_url, model=spec.model, api_key_env=spec.api_key_env),
-                            ReplyCache(cache_dir / "judge_cache.jsonl" if cache_dir else None))
+        client = ChatClient(
+            EndpointSettings(base_url=spec.base_url, model=spec.model, api_key_env=spec.api_key_env),
+            ReplyCache(cache_dir / "judge_cache.jsonl" if cache_dir else None),
+        )
         return scorers.JudgeScorer(LLMJudge(client), mode="single")
 
     def __call__(self, rows: list[dict], responses: list[str]) -> tuple[list[float], dict[str, list[float]]]:

@@ -6,6 +6,7 @@ fresh temporary directory, with limits on CPU time and wall time (timeout), addr
 program that prints forever cannot block or flood the parent; test results travel through a
 separate results file.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-HARNESS = r'''
+HARNESS = r"""
 import json, sys
 code, tests, results_path = sys.argv[1], sys.argv[2], sys.argv[3]
 src = open(code).read()
@@ -37,7 +38,7 @@ for i, test in enumerate(test_list):
     except BaseException as exc:
         outcome = {"test": i, "passed": False, "error": type(exc).__name__ + ": " + str(exc)[:200]}
     results.write(json.dumps(outcome) + "\n"); results.flush()
-'''
+"""
 
 
 @dataclass
@@ -68,7 +69,9 @@ def _limits(memory_mb: int, cpu_seconds: float, output_bytes: int):
     return apply
 
 
-def run_tests(code: str, tests: list[str], timeout: float = 5.0, memory_mb: int = 512, output_bytes: int = 1 << 20) -> SandboxResult:
+def run_tests(
+    code: str, tests: list[str], timeout: float = 5.0, memory_mb: int = 512, output_bytes: int = 1 << 20
+) -> SandboxResult:
     """Execute ``code`` then each test (Python statements, usually ``assert``s) in a limited child process."""
     if not tests:
         raise ValueError("run_tests needs at least one test")
@@ -80,8 +83,20 @@ def run_tests(code: str, tests: list[str], timeout: float = 5.0, memory_mb: int 
         results_path = root / "results.jsonl"
         with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err:
             process = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(root / "harness.py"), str(root / "solution.py"), str(root / "tests.json"), str(results_path)],
-                cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"},
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    str(root / "harness.py"),
+                    str(root / "solution.py"),
+                    str(root / "tests.json"),
+                    str(results_path),
+                ],
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"},
                 preexec_fn=_limits(memory_mb, timeout, output_bytes),
             )
             try:
@@ -95,7 +110,9 @@ def run_tests(code: str, tests: list[str], timeout: float = 5.0, memory_mb: int 
         if outcomes and "load_error" in outcomes[0]:
             return SandboxResult(0, len(tests), "load_error", outcomes[0]["load_error"])
         passed = sum(1 for o in outcomes if o.get("passed"))
-        detail = "" if status == "ok" else f"exit code {returncode}" if status == "crashed" else f"killed after {timeout}s"
+        detail = (
+            "" if status == "ok" else f"exit code {returncode}" if status == "crashed" else f"killed after {timeout}s"
+        )
         if status == "crashed":
             tail = (root / "stderr").read_bytes()[-300:].decode("utf-8", "replace").strip()
             detail += f": {tail}" if tail else ""

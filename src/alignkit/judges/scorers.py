@@ -11,6 +11,7 @@
 - reward_model: an ``alignkit reward`` output (or any one-output sequence classifier).
 - judge: an LLM judge, pairwise round-robin (wins, position-swapped) or single-answer grades.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -78,7 +79,9 @@ class VerifierScorer:
 
     def score_group(self, row: dict, responses: list[str]):
         if row.get("tests"):
-            results = [run_tests(extract_code(r), row["tests"], self.code_timeout, self.code_memory_mb) for r in responses]
+            results = [
+                run_tests(extract_code(r), row["tests"], self.code_timeout, self.code_memory_mb) for r in responses
+            ]
             return [r.fraction for r in results], {"tests": [f"{r.passed}/{r.total} {r.status}" for r in results]}
         return [float(answer_matches(r, row.get("answer"), self.match)) for r in responses], {}
 
@@ -105,7 +108,9 @@ class HeuristicScorer:
 def load_function(spec: str | None) -> Callable:
     """``path/to/file.py:name`` or ``package.module:name``."""
     if not spec or ":" not in spec:
-        raise AlignkitError(f"heuristic_function must look like path/to/file.py:function or module:function, got {spec!r}")
+        raise AlignkitError(
+            f"heuristic_function must look like path/to/file.py:function or module:function, got {spec!r}"
+        )
     target, _, name = spec.rpartition(":")
     try:
         if target.endswith(".py"):
@@ -133,7 +138,6 @@ class RewardModelScorer:
         self.apply_chat_template = apply_chat_template
 
     def score_group(self, row: dict, responses: list[str]):
-
         templated = self.apply_chat_template and bool(self.tokenizer.chat_template)
         scores = []
         with torch.no_grad():

@@ -1,5 +1,6 @@
 """Verifiers for short-answer tasks: exact numeric answers, named answers (a word or phrase that must
 appear), calibrated "not sure" replies, and degenerate replies (a phrase repeated over and over)."""
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,10 @@ class ShortAnswerTask:
 
     @property
     def kind(self) -> str:
-        """"unanswerable" (no answer), "arithmetic" (a numeric answer) or "knowledge" (a named answer)."""
-        return "unanswerable" if self.answer is None else ("knowledge" if isinstance(self.answer, str) else "arithmetic")
+        """ "unanswerable" (no answer), "arithmetic" (a numeric answer) or "knowledge" (a named answer)."""
+        return (
+            "unanswerable" if self.answer is None else ("knowledge" if isinstance(self.answer, str) else "arithmetic")
+        )
 
 
 def final_number(text: str) -> float | None:
@@ -88,7 +91,7 @@ def repeated_phrase(text: str, n: int = 3, times: int = 3) -> str | None:
     words = re.findall(r"[\w']+", text.lower())
     counts: dict[tuple[str, ...], int] = {}
     for i in range(len(words) - n + 1):
-        gram = tuple(words[i:i + n])
+        gram = tuple(words[i : i + n])
         counts[gram] = counts.get(gram, 0) + 1
         if counts[gram] >= times:
             return " ".join(gram)

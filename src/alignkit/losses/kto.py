@@ -1,4 +1,5 @@
 """KTO (Ethayarajh et al. 2024): prospect-theoretic loss on unpaired desirable/undesirable completions."""
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,9 @@ def kto_kl_estimate(policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -
     return (policy_kl_logps - ref_kl_logps).mean().detach().clamp(min=0)
 
 
-def kto_metrics(rewards: torch.Tensor, policy_logps: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
+def kto_metrics(
+    rewards: torch.Tensor, policy_logps: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """TRL's KTO names. Sums and counts per class so means stay exact when batches are averaged."""
     desirable = desirable.bool()
     undesirable = ~desirable

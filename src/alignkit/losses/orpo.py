@@ -1,4 +1,5 @@
 """ORPO (Hong et al. 2024): SFT on chosen plus an odds-ratio penalty, with no reference model."""
+
 from __future__ import annotations
 
 import torch

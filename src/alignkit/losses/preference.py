@@ -4,10 +4,13 @@ All inputs are ``[batch]`` fp32 tensors of log-probs summed over response tokens
 where a loss normalises by length); all return ``(losses [batch], chosen_rewards [batch],
 rejected_rewards [batch])`` with rewards detached. ``preference_loss`` dispatches on ``loss_type``.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from alignkit.data.collate import ChosenRejected
 
 
 def dpo_loss(
@@ -75,20 +78,32 @@ LOSS_TYPES = ("sigmoid", "robust", "hinge", "ipo", "simpo")
 REFERENCE_FREE = ("simpo",)
 
 
-def preference_loss(loss_type: str, policy_chosen, policy_rejected, ref_chosen, ref_rejected, chosen_tokens, rejected_tokens,
-                    beta: float, label_smoothing: float = 0.0, simpo_gamma: float = 0.5):
-    """Dispatch to the loss named ``loss_type`` (references are ignored by reference-free losses)."""
-    if loss_type == "sigmoid":
-        return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, label_smoothing)
-    if loss_type == "robust":
-        return robust_dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, label_smoothing)
-    if loss_type == "hinge":
-        return hinge_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
-    if loss_type == "ipo":
-        return ipo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, chosen_tokens, rejected_tokens, beta)
+def preference_loss(
+    loss_type: str,
+    policy: ChosenRejected,
+    reference: ChosenRejected | None,
+    tokens: ChosenRejected,
+    beta: float,
+    label_smoothing: float = 0.0,
+    simpo_gamma: float = 0.5,
+):
+    """The loss named ``loss_type`` on sequence log-probs of the policy and the reference (None for the
+    reference-free SimPO), with each side's response token counts; returns (per-pair losses, chosen
+    rewards, rejected rewards)."""
     if loss_type == "simpo":
-        return simpo_loss(policy_chosen, policy_rejected, chosen_tokens, rejected_tokens, beta, simpo_gamma)
-    raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {', '.join(LOSS_TYPES)}")
+        return simpo_loss(policy.chosen, policy.rejected, tokens.chosen, tokens.rejected, beta, simpo_gamma)
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {', '.join(LOSS_TYPES)}")
+    if reference is None:
+        raise ValueError(f"loss_type {loss_type!r} compares the policy with a reference: pass its log-probs")
+    args = (policy.chosen, policy.rejected, reference.chosen, reference.rejected)
+    if loss_type == "sigmoid":
+        return dpo_loss(*args, beta, label_smoothing)
+    if loss_type == "robust":
+        return robust_dpo_loss(*args, beta, label_smoothing)
+    if loss_type == "hinge":
+        return hinge_loss(*args, beta)
+    return ipo_loss(*args, tokens.chosen, tokens.rejected, beta)
 
 
 def nll_loss(logps: torch.Tensor, token_counts: torch.Tensor) -> torch.Tensor:
@@ -96,7 +111,12 @@ def nll_loss(logps: torch.Tensor, token_counts: torch.Tensor) -> torch.Tensor:
     return -logps.sum() / token_counts.sum().clamp(min=1)
 
 
-def preference_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, policy_chosen: torch.Tensor, policy_rejected: torch.Tensor) -> dict[str, torch.Tensor]:
+def preference_metrics(
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+) -> dict[str, torch.Tensor]:
     """TRL's metric names, each a batch mean."""
     return {
         "rewards/chosen": chosen_rewards.mean(),

@@ -1,11 +1,14 @@
 """Bradley-Terry reward-model loss over scalar scores of chosen and rejected responses."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def bradley_terry_loss(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
+def bradley_terry_loss(
+    chosen_scores: torch.Tensor, rejected_scores: torch.Tensor, margin: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-pair ``-log sigmoid(r_w - r_l - margin)`` (margin: how much better chosen is, Llama-2 style)."""
     diff = chosen_scores - rejected_scores
     if margin is not None:

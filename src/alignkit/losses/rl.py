@@ -4,6 +4,7 @@ losses, group-relative advantages (GRPO, RLOO) and the adaptive KL controller.
 Shapes: token-level tensors are ``[N, T]`` (N sequences, T response tokens, right-padded) with a
 boolean ``mask`` of the real tokens; sequence-level tensors are ``[N]``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,7 +54,9 @@ def token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl
     return rewards
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over right-padded responses; the value after the last token is 0.
 
     delta_t = r_t + gamma V_{t+1} - V_t;  A_t = delta_t + gamma lam A_{t+1};  returns = A + V.
@@ -70,7 +73,9 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * maskf
 
 
-def clipped_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float):
+def clipped_policy_loss(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float
+):
     """PPO's clipped surrogate, averaged over tokens. Returns (loss, clip fraction, approx KL old->new)."""
     log_ratio = logps - old_logps
     ratio = torch.exp(log_ratio)
@@ -78,11 +83,13 @@ def clipped_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
     loss = masked_mean(torch.max(unclipped, clipped), mask)
     clipfrac = masked_mean((clipped > unclipped).float(), mask)
-    approx_kl = 0.5 * masked_mean(log_ratio ** 2, mask)
+    approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
     return loss, clipfrac.detach(), approx_kl.detach()
 
 
-def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, cliprange_value: float):
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, cliprange_value: float
+):
     """0.5 x max((V - R)^2, (V_clipped - R)^2) averaged over tokens; returns (loss, clip fraction)."""
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     loss_unclipped, loss_clipped = (values - returns) ** 2, (clipped - returns) ** 2
@@ -109,8 +116,15 @@ def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     return (groups - baseline).reshape(-1)
 
 
-def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-              cliprange: float, beta: float):
+def grpo_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+    beta: float,
+):
     """GRPO: the clipped surrogate with a sequence-level advantage, plus beta x k3 KL to the reference,
     averaged over each sequence's tokens, then over sequences. Returns (loss, clip fraction, mean KL)."""
     ratio = torch.exp(logps - old_logps)

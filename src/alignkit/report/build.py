@@ -6,6 +6,7 @@ directory (``eval_results.json``) or a sweep (``sweep.json``). Sections: trainin
 logged metric with symptom markers, symptom warnings, eval results (win-rate with interval,
 reward accuracy, capability deltas), the sweep, and each run's config.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alignkit.configs import ReportConfig
 from alignkit.errors import AlignkitError
-from alignkit.eval_configs import ReportConfig
 from alignkit.report import plots
 
 
@@ -49,7 +50,9 @@ def read_run(path: Path) -> RunView:
     if (path / "config.yaml").is_file():
         view.config_text = (path / "config.yaml").read_text()
     if not (view.records or view.eval_results or view.sweep):
-        raise AlignkitError(f"report: {path} holds no metrics.jsonl, eval_results.json or sweep.json (is it an alignkit run directory?)")
+        raise AlignkitError(
+            f"report: {path} holds no metrics.jsonl, eval_results.json or sweep.json (is it an alignkit run directory?)"
+        )
     return view
 
 
@@ -84,7 +87,14 @@ class Page:
         cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
         self.html.append(f"<table><tr>{cells}</tr>{body}</table>")
-        self.md.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "".join("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |\n" for row in rows))
+        self.md.append(
+            "| "
+            + " | ".join(header)
+            + " |\n|"
+            + "---|" * len(header)
+            + "\n"
+            + "".join("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |\n" for row in rows)
+        )
 
     def pre(self, text: str) -> None:
         self.html.append(f"<details><summary>config.yaml</summary><pre>{html.escape(text)}</pre></details>")
@@ -98,15 +108,40 @@ def _fmt(value, digits: int = 3) -> str:
 def add_training(page: Page, run: RunView) -> None:
     train = [r for r in run.records if "loss" in r]
     evaluation = [r for r in run.records if "eval/loss" in r]
-    last, first_eval, last_eval = (train[-1] if train else {}), (evaluation[0] if evaluation else {}), (evaluation[-1] if evaluation else {})
+    last, first_eval, last_eval = (
+        (train[-1] if train else {}),
+        (evaluation[0] if evaluation else {}),
+        (evaluation[-1] if evaluation else {}),
+    )
     page.text(f"{len(train)} training logs up to step {last.get('step', '-')}; {len(evaluation)} evaluations.")
-    keys = [k for k in ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected") if k in last or f"eval/{k}" in last_eval]
+    keys = [
+        k
+        for k in (
+            "loss",
+            "rewards/accuracies",
+            "rewards/margins",
+            "rewards/chosen",
+            "rewards/rejected",
+            "logps/chosen",
+            "logps/rejected",
+        )
+        if k in last or f"eval/{k}" in last_eval
+    ]
     if keys:
-        page.table(["metric", "train (last)", "eval (first)", "eval (last)"], [[k, _fmt(last.get(k), 4), _fmt(first_eval.get(f"eval/{k}"), 4), _fmt(last_eval.get(f"eval/{k}"), 4)] for k in keys])
+        page.table(
+            ["metric", "train (last)", "eval (first)", "eval (last)"],
+            [
+                [k, _fmt(last.get(k), 4), _fmt(first_eval.get(f"eval/{k}"), 4), _fmt(last_eval.get(f"eval/{k}"), 4)]
+                for k in keys
+            ],
+        )
     page.image(plots.training_curves(run.records, run.symptoms, run.name), f"training curves of {run.name}")
     if run.symptoms:
         page.heading("Symptom warnings", 3)
-        page.table(["step", "symptom", "what happened", "advice"], [[s["step"], s["symptom"], s["message"], s["advice"]] for s in run.symptoms])
+        page.table(
+            ["step", "symptom", "what happened", "advice"],
+            [[s["step"], s["symptom"], s["message"], s["advice"]] for s in run.symptoms],
+        )
     elif run.records:
         page.text("No symptom warnings were raised.")
 
@@ -116,18 +151,35 @@ def add_eval(page: Page, results: dict) -> None:
     page.text(f"model: {results.get('model')}   reference: {results.get('reference')}")
     win = results.get("win_rate")
     if win:
-        page.text(f"Win-rate vs reference: {win['win_rate']:.3f} (95% CI {win['ci_low']:.3f}-{win['ci_high']:.3f}); "
-                  f"{win['wins']} wins, {win['ties']} ties, {win['losses']} losses of {win['n']}; judge: {win['judge']}.")
+        page.text(
+            f"Win-rate vs reference: {win['win_rate']:.3f} (95% CI {win['ci_low']:.3f}-{win['ci_high']:.3f}); "
+            f"{win['wins']} wins, {win['ties']} ties, {win['losses']} losses of {win['n']}; judge: {win['judge']}."
+        )
         page.image(plots.win_rate_bar(win), "win-rate with 95% interval")
     else:
         page.text("Win-rate: not measured (no judge applied).")
     accuracy = results.get("reward_accuracy")
     if accuracy:
-        page.text(f"Held-out reward accuracy: {accuracy['accuracy']:.3f} on {accuracy['pairs']} pairs ({accuracy['kind']}); {accuracy['flag']}.")
+        page.text(
+            f"Held-out reward accuracy: {accuracy['accuracy']:.3f} on "
+            f"{accuracy['pairs']} pairs ({accuracy['kind']}); {accuracy['flag']}."
+        )
     probes = results.get("probes") or []
     if probes:
-        page.table(["probe", "metric", "before", "after", "delta", "regressed"],
-                   [[p["probe"], p["metric"], _fmt(p["before"]), _fmt(p["after"]), f"{p['delta']:+.3f}", "YES" if p["regressed"] else "no"] for p in probes])
+        page.table(
+            ["probe", "metric", "before", "after", "delta", "regressed"],
+            [
+                [
+                    p["probe"],
+                    p["metric"],
+                    _fmt(p["before"]),
+                    _fmt(p["after"]),
+                    f"{p['delta']:+.3f}",
+                    "YES" if p["regressed"] else "no",
+                ]
+                for p in probes
+            ],
+        )
         page.image(plots.probe_bars(probes), "capability probes before and after")
 
 
@@ -136,16 +188,28 @@ def add_sweep(page: Page, run: RunView) -> None:
     page.heading("Beta sweep", 3)
     best = sweep.get("recommended_beta")
     page.text(f"Recommended beta: {'none' if best is None else f'{best:g}'} — {sweep.get('why', '')}")
-    page.table(["beta", "win-rate", "95% CI", "reward accuracy", "regressions"],
-               [[f"{r['beta']:g}", _fmt(r["win_rate"]), "-" if r["win_rate"] is None else f"{r['ci_low']:.3f}-{r['ci_high']:.3f}", _fmt(r["reward_accuracy"]),
-                 ", ".join(r["regressions"]) or "none"] for r in sweep["rows"]])
+    page.table(
+        ["beta", "win-rate", "95% CI", "reward accuracy", "regressions"],
+        [
+            [
+                f"{r['beta']:g}",
+                _fmt(r["win_rate"]),
+                "-" if r["win_rate"] is None else f"{r['ci_low']:.3f}-{r['ci_high']:.3f}",
+                _fmt(r["reward_accuracy"]),
+                ", ".join(r["regressions"]) or "none",
+            ]
+            for r in sweep["rows"]
+        ],
+    )
     figure = run.path / "sweep.png"
     if figure.is_file():
         page.image(figure.read_bytes(), "beta sweep")
 
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px} img{max-width:100%;display:block;margin:.6em 0}
-table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top} th{background:#eee}
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}
+img{max-width:100%;display:block;margin:.6em 0}
+table{border-collapse:collapse;margin:.6em 0}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top} th{background:#eee}
 pre{background:#f6f6f6;padding:1em;overflow:auto} h2{border-bottom:1px solid #ddd;padding-bottom:.2em}"""
 
 
@@ -170,8 +234,11 @@ def build_report(config: ReportConfig) -> Path:
         if run.config_text:
             page.pre(run.config_text)
     out.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>alignkit report</title><style>{STYLE}</style></head><body>\n"
-                         + "\n".join(page.html) + "\n</body></html>\n", encoding="utf-8")
+    html_path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>alignkit "
+        f"report</title><style>{STYLE}</style></head><body>\n" + "\n".join(page.html) + "\n</body></html>\n",
+        encoding="utf-8",
+    )
     md_path.write_text("".join(page.md), encoding="utf-8")
     print(f"alignkit report: wrote {html_path} and {md_path} ({page.images} figures)")
     return html_path

@@ -1,5 +1,6 @@
 """Report figures (matplotlib, headless): training curves with symptom markers, win-rate with its
 interval, capability probes before/after. Each returns PNG bytes."""
+
 from __future__ import annotations
 
 import io
@@ -65,21 +66,25 @@ def training_curves(records: list[dict], symptoms: list[dict], title: str = "") 
         ax.tick_params(labelsize=7)
         if series[name]["eval"] and series[name]["train"]:
             ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title + ("   (dotted red: symptom warnings)" if symptoms else ""), fontsize=10)
     return _png(fig)
 
 
-def compare_runs(runs: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "rewards/margins", "rewards/accuracies")) -> bytes | None:
+def compare_runs(
+    runs: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "rewards/margins", "rewards/accuracies")
+) -> bytes | None:
     present = [m for m in metrics if any(m in r for records in runs.values() for r in records)]
     if len(runs) < 2 or not present:
         return None
     fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3), squeeze=False)
     for ax, metric in zip(axes.flat, present):
         for name, records in runs.items():
-            points = [(r["step"], _number(r[metric])) for r in records if metric in r and _number(r[metric]) is not None]
+            points = [
+                (r["step"], _number(r[metric])) for r in records if metric in r and _number(r[metric]) is not None
+            ]
             ax.plot([s for s, _ in points], [v for _, v in points], label=name)
         ax.set_title(metric, fontsize=9)
         ax.legend(fontsize=7)
@@ -88,7 +93,13 @@ def compare_runs(runs: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss"
 
 def win_rate_bar(win: dict) -> bytes:
     fig, ax = plt.subplots(figsize=(4.5, 2.2))
-    ax.barh([0], [win["win_rate"]], xerr=[[win["win_rate"] - win["ci_low"]], [win["ci_high"] - win["win_rate"]]], capsize=6, color="tab:blue")
+    ax.barh(
+        [0],
+        [win["win_rate"]],
+        xerr=[[win["win_rate"] - win["ci_low"]], [win["ci_high"] - win["win_rate"]]],
+        capsize=6,
+        color="tab:blue",
+    )
     ax.axvline(0.5, color="grey", ls="--", lw=0.8)
     ax.set(xlim=(0, 1), yticks=[], xlabel="win-rate vs reference (95% CI)")
     return _png(fig)

@@ -14,6 +14,7 @@ and where the optimizer's (possibly sharded) state is checkpointed.
   counted by alignkit. Under ZeRO-3 the output projection, read outside its module by the chunked
   log-prob engine, is registered as an external parameter of the trained module so it is gathered there.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,28 +62,49 @@ def resolve_mixed_precision(mixed_precision: str | None, cuda: bool, cpu_flags: 
     if mixed_precision == "auto":
         return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
     if mixed_precision == "fp16" and not cuda:
-        raise AlignkitError("mixed_precision fp16 (TRL's fp16) needs a CUDA GPU; on CPU use bf16 (on CPUs with native bf16) or leave it unset")
+        raise AlignkitError(
+            "mixed_precision fp16 (TRL's fp16) needs a CUDA GPU; on CPU use bf16 "
+            "(on CPUs with native bf16) or leave it unset"
+        )
     if mixed_precision == "bf16" and not cuda and not cpu_flags:
-        raise AlignkitError("mixed_precision bf16 on this CPU would be emulated (its flags show neither avx512_bf16 nor amx_bf16) and slower "
-                            "than fp32; leave mixed_precision unset")
+        raise AlignkitError(
+            "mixed_precision bf16 on this CPU would be emulated (its flags show "
+            "neither avx512_bf16 nor amx_bf16) and slower "
+            "than fp32; leave mixed_precision unset"
+        )
     return mixed_precision
 
 
 def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
-    """The accelerator for this launch; ``mixed_precision`` (no/bf16/fp16/auto) overrides what `accelerate launch` set."""
+    """The accelerator for this launch; ``mixed_precision`` (no/bf16/fp16/auto) overrides what `accelerate launch`
+    set."""
     cuda = torch.cuda.is_available()
-    mixed_precision = resolve_mixed_precision(mixed_precision, cuda, cpu_bf16_flags() if mixed_precision == "bf16" and not cuda else [])
-    if mixed_precision is None:  # unset: what `accelerate launch` asked for, else fp32 (never the precision a previous run in this process left)
+    mixed_precision = resolve_mixed_precision(
+        mixed_precision, cuda, cpu_bf16_flags() if mixed_precision == "bf16" and not cuda else []
+    )
+    if (
+        mixed_precision is None
+    ):  # unset: what `accelerate launch` asked for, else fp32 (never the precision a previous run in this process left)
         mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
     state = AcceleratorState._shared_state
-    if mixed_precision is not None and state and state.get("_mixed_precision") != mixed_precision and "WORLD_SIZE" not in os.environ:
+    if (
+        mixed_precision is not None
+        and state
+        and state.get("_mixed_precision") != mixed_precision
+        and "WORLD_SIZE" not in os.environ
+    ):
         AcceleratorState._reset_state()  # one process, a second run with another precision (the API called twice)
     precision = {"mixed_precision": mixed_precision} if mixed_precision is not None else {}
     if launched_with("FSDP"):
         if os.environ.get("FSDP_VERSION", "1") != "2":
-            raise AlignkitError("alignkit supports FSDP2 only (fsdp_version: 2 in the accelerate config, as in examples/accelerate/fsdp2.yaml); "
-                                "FSDP1's flat parameters are not handled. DeepSpeed ZeRO-3 (examples/accelerate/zero3.yaml) also works")
-        if not cuda:  # accelerate runs FSDP on GPUs only; FSDP2 itself runs on CPU processes (gloo), so take accelerate's CPU setup and shard
+            raise AlignkitError(
+                "alignkit supports FSDP2 only (fsdp_version: 2 in the accelerate "
+                "config, as in examples/accelerate/fsdp2.yaml); "
+                "FSDP1's flat parameters are not handled. DeepSpeed ZeRO-3 (examples/accelerate/zero3.yaml) also works"
+            )
+        # accelerate runs FSDP on GPUs only; FSDP2 itself runs on CPU processes (gloo),
+        # so take accelerate's CPU setup and shard
+        if not cuda:
             accelerator = Accelerator(cpu=True, **precision)
             accelerator.state.distributed_type = DistributedType.FSDP
             accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
@@ -91,11 +113,18 @@ def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
         try:
             import deepspeed
         except ImportError:
-            raise AlignkitError("this launch asks for DeepSpeed, which is not installed: pip install 'alignkit[deepspeed]'") from None
+            raise AlignkitError(
+                "this launch asks for DeepSpeed, which is not installed: pip install 'alignkit[deepspeed]'"
+            ) from None
         if Version(deepspeed.__version__) < Version(MIN_DEEPSPEED):
-            raise AlignkitError(f"DeepSpeed {deepspeed.__version__} is too old: alignkit needs >= {MIN_DEEPSPEED} (caller-owned gradient "
-                                "accumulation); pip install -U 'alignkit[deepspeed]'")
-    if launched_with("DEEPSPEED") and not cuda:  # DeepSpeed's CPU accelerator: accelerate must not take over (cpu=False), and needs gloo named
+            raise AlignkitError(
+                f"DeepSpeed {deepspeed.__version__} is too old: alignkit needs >= "
+                f"{MIN_DEEPSPEED} (caller-owned gradient "
+                "accumulation); pip install -U 'alignkit[deepspeed]'"
+            )
+    if (
+        launched_with("DEEPSPEED") and not cuda
+    ):  # DeepSpeed's CPU accelerator: accelerate must not take over (cpu=False), and needs gloo named
         return Accelerator(kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")], **precision)
     return Accelerator(cpu=not cuda, **precision)  # CPU processes: accelerate's gloo DDP
 
@@ -117,10 +146,16 @@ class Backend:
         if not self.deepspeed:
             return
         ds = self.accelerator.state.deepspeed_plugin.deepspeed_config
-        ds.update(train_micro_batch_size_per_gpu=micro_batch_size, gradient_accumulation_steps=1, managed_gradient_accumulation=False,
-                  gradient_clipping=max(max_grad_norm, 0.0))
+        ds.update(
+            train_micro_batch_size_per_gpu=micro_batch_size,
+            gradient_accumulation_steps=1,
+            managed_gradient_accumulation=False,
+            gradient_clipping=max(max_grad_norm, 0.0),
+        )
         ds.pop("train_batch_size", None)  # accelerate derives it from the two above
-        ds.get("zero_optimization", {}).pop("stage3_gather_16bit_weights_on_model_save", None)  # alignkit gathers weights itself
+        ds.get("zero_optimization", {}).pop(
+            "stage3_gather_16bit_weights_on_model_save", None
+        )  # alignkit gathers weights itself
 
     def prepared(self, model: torch.nn.Module, trained: torch.nn.Module) -> None:
         """After ``accelerator.prepare``: under ZeRO-3, gather the output projections with ``trained``'s forward."""
@@ -154,8 +189,12 @@ class Backend:
             if applied:
                 scheduler.step()
             return float(norm) if applied else math.nan
-        norm = float(self.accelerator.clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else _grad_norm(params))
-        if self.accelerator.scaler is not None:  # fp16: the loss scaler skips an overflowing step itself, and must see it to lower its scale
+        norm = float(
+            self.accelerator.clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else _grad_norm(params)
+        )
+        if (
+            self.accelerator.scaler is not None
+        ):  # fp16: the loss scaler skips an overflowing step itself, and must see it to lower its scale
             optimizer.step()
             applied = not optimizer.step_was_skipped
         else:
@@ -182,14 +221,20 @@ class Backend:
                 get_model_state_dict,
             )
 
-            full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))  # whole on rank 0 only
+            full = get_model_state_dict(
+                module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )  # whole on rank 0 only
             swapped, replacement = [], {}
-            if self.accelerator.is_main_process:  # the sharded parameters step aside for whole ones (tied ones stay tied)
+            if (
+                self.accelerator.is_main_process
+            ):  # the sharded parameters step aside for whole ones (tied ones stay tied)
                 for prefix, owner in module.named_modules(remove_duplicate=False):
                     for name, param in list(owner._parameters.items()):
                         if param is not None:
                             if id(param) not in replacement:
-                                replacement[id(param)] = torch.nn.Parameter(full[f"{prefix}.{name}" if prefix else name], param.requires_grad)
+                                replacement[id(param)] = torch.nn.Parameter(
+                                    full[f"{prefix}.{name}" if prefix else name], param.requires_grad
+                                )
                             owner._parameters[name] = replacement[id(param)]
                             swapped.append((owner, name, param))
             try:
@@ -208,7 +253,9 @@ class Backend:
             from torch.distributed.fsdp import FSDPModule
 
             units = [m for m in module.modules() if isinstance(m, FSDPModule)]
-            if units:  # FSDP makes the first unit to run forward the root: make it the real root before generate() runs an inner one
+            # FSDP makes the first unit to run forward the root:
+            # make it the real root before generate() runs an inner one
+            if units:
                 units[0]._get_fsdp_state()._lazy_init()
             for unit in units:
                 unit.unshard()
@@ -234,35 +281,57 @@ class Backend:
             from torch.distributed.tensor import DTensor
 
             state = optimizer.state_dict()
-            state["state"] = {i: {k: v.to_local() if isinstance(v, DTensor) else v for k, v in s.items()} for i, s in state["state"].items()}
+            state["state"] = {
+                i: {k: v.to_local() if isinstance(v, DTensor) else v for k, v in s.items()}
+                for i, s in state["state"].items()
+            }
             torch.save(state, folder / f"optimizer_rank{self.accelerator.process_index}.pt")
 
     def load_state(self, model, trained, optimizer, folder: Path) -> None:
         """Weights and optimizer state from a checkpoint written by :meth:`save_state` under the same launch."""
         if self.deepspeed:  # restores the weights too
             if not (folder / DEEPSPEED_STATE).is_dir():
-                raise AlignkitError(f"{folder} was not written under DeepSpeed (no {DEEPSPEED_STATE}/ folder); resume it with the launch that wrote it")
-            model.load_checkpoint(str(folder), tag=DEEPSPEED_STATE, load_module_strict=False, load_lr_scheduler_states=False)
+                raise AlignkitError(
+                    f"{folder} was not written under DeepSpeed (no {DEEPSPEED_STATE}/ "
+                    "folder); resume it with the launch that wrote it"
+                )
+            model.load_checkpoint(
+                str(folder), tag=DEEPSPEED_STATE, load_module_strict=False, load_lr_scheduler_states=False
+            )
             return
         from torch.distributed.tensor import DTensor, distribute_tensor
 
         shard = folder / f"optimizer_rank{self.accelerator.process_index}.pt"
         if not shard.is_file():
-            raise AlignkitError(f"{folder} was not written under FSDP with {self.accelerator.num_processes} processes (no {shard.name}); "
-                                "resume it with the launch that wrote it")
+            raise AlignkitError(
+                f"{folder} was not written under FSDP with "
+                f"{self.accelerator.num_processes} processes (no {shard.name}); "
+                "resume it with the launch that wrote it"
+            )
         weights = load_file(str(folder / "trainable.safetensors"))
         with torch.no_grad():
             for name, param in trained.named_parameters():
                 if param.requires_grad:
                     full = weights[name].to(param.dtype)
-                    param.to_local().copy_(distribute_tensor(full, param.device_mesh, param.placements).to_local() if isinstance(param, DTensor) else full)
+                    param.to_local().copy_(
+                        distribute_tensor(full, param.device_mesh, param.placements).to_local()
+                        if isinstance(param, DTensor)
+                        else full
+                    )
         state = torch.load(shard, weights_only=False)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         for index, values in state["state"].items():
             param = params[index]
             if isinstance(param, DTensor):
-                values.update({k: DTensor.from_local(v, param.device_mesh, param.placements, shape=param.shape, stride=param.stride())
-                               for k, v in values.items() if torch.is_tensor(v) and v.dim() > 0})
+                values.update(
+                    {
+                        k: DTensor.from_local(
+                            v, param.device_mesh, param.placements, shape=param.shape, stride=param.stride()
+                        )
+                        for k, v in values.items()
+                        if torch.is_tensor(v) and v.dim() > 0
+                    }
+                )
         optimizer.load_state_dict(state)
 
 

@@ -5,6 +5,7 @@ Layout of ``output_dir/checkpoint-<step>/``: ``trainable.safetensors`` (trainabl
 ``manifest.json`` (size and sha256 of every other file). A checkpoint whose manifest does not match
 is skipped, loudly, in favour of the previous good one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,8 +62,16 @@ def staging_dir(run_dir: Path, step: int) -> Path:
     return run_dir / f".checkpoint-{step}.tmp"
 
 
-def save_checkpoint(run_dir: Path, step: int, weights: dict[str, torch.Tensor], optimizer, scheduler, trainer_state: dict,
-                    save_total_limit: int | None, staged: bool = False) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    optimizer,
+    scheduler,
+    trainer_state: dict,
+    save_total_limit: int | None,
+    staged: bool = False,
+) -> Path:
     """Write ``checkpoint-<step>`` atomically and prune old ones beyond ``save_total_limit``.
 
     ``optimizer`` None: its state is already in the staging folder (``staged``: DeepSpeed wrote it there)."""
@@ -149,7 +158,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
         expected = {name for name, p in model.named_parameters() if p.requires_grad}
         if set(weights) != expected:
             missing, extra = sorted(expected - set(weights))[:3], sorted(set(weights) - expected)[:3]
-            raise RuntimeError(f"checkpoint {path} does not match this model (missing {missing}, unexpected {extra}); was the config changed?")
+            raise RuntimeError(
+                f"checkpoint {path} does not match this model (missing {missing}, "
+                f"unexpected {extra}); was the config changed?"
+            )
         model.load_state_dict(weights, strict=False)
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
@@ -158,7 +170,17 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     return json.loads((path / "trainer_state.json").read_text())
 
 
-def write_checkpoint(backend, run_dir: Path, step: int, model, trained, optimizer, scheduler, trainer_state: dict, save_total_limit: int | None) -> Path:
+def write_checkpoint(
+    backend,
+    run_dir: Path,
+    step: int,
+    model,
+    trained,
+    optimizer,
+    scheduler,
+    trainer_state: dict,
+    save_total_limit: int | None,
+) -> Path:
     """Every process calls this: sharded optimizer state (DeepSpeed, FSDP) is written by all of them, whole weights are
     gathered by all of them, and the main process alone writes, verifies and renames the checkpoint."""
     accelerator = backend.accelerator
@@ -174,8 +196,16 @@ def write_checkpoint(backend, run_dir: Path, step: int, model, trained, optimize
         weights = trainable_state(trained) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        return save_checkpoint(run_dir, step, weights, None if backend.sharded_state else optimizer, scheduler, trainer_state,
-                               save_total_limit, staged=backend.sharded_state)
+        return save_checkpoint(
+            run_dir,
+            step,
+            weights,
+            None if backend.sharded_state else optimizer,
+            scheduler,
+            trainer_state,
+            save_total_limit,
+            staged=backend.sharded_state,
+        )
     return run_dir / f"checkpoint-{step}"
 
 
@@ -187,12 +217,16 @@ def restore_checkpoint(backend, path: Path, model, trained, optimizer, scheduler
     return load_checkpoint(path, trained, optimizer, scheduler)
 
 
-def resume_from_latest(backend, run_dir: Path, fingerprint: dict, force: bool, model, trained, optimizer, scheduler) -> dict:
+def resume_from_latest(
+    backend, run_dir: Path, fingerprint: dict, force: bool, model, trained, optimizer, scheduler
+) -> dict:
     """``--resume``: restore the newest good checkpoint, after checking it was written with this config
     and data (unless ``force``); returns its trainer state."""
     checkpoint = latest_good_checkpoint(run_dir)
     if checkpoint is None:
-        raise RunDirError(f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)")
+        raise RunDirError(
+            f"--resume: no usable checkpoint in {run_dir}; start again without --resume (add --overwrite)"
+        )
     check_resume(read_trainer_state(checkpoint).get("fingerprint"), fingerprint, checkpoint, force)
     state = restore_checkpoint(backend, checkpoint, model, trained, optimizer, scheduler)
     backend.accelerator.print(f"alignkit: resumed from {checkpoint} at step {state['global_step']}")
@@ -202,5 +236,8 @@ def resume_from_latest(backend, run_dir: Path, fingerprint: dict, force: bool, m
 def checkpoint_error(exc: OSError, step: int, run_dir: Path) -> AlignkitError:
     previous = latest_good_checkpoint(run_dir)
     kept = f"{previous.name} is intact" if previous is not None else "no earlier checkpoint exists"
-    return AlignkitError(f"could not write checkpoint-{step} in {run_dir}: {exc.strerror or exc}; the partial write was removed and {kept}. "
-                         "Free some space, then rerun with --resume")
+    return AlignkitError(
+        f"could not write checkpoint-{step} in {run_dir}: {exc.strerror or exc}; "
+        f"the partial write was removed and {kept}. "
+        "Free some space, then rerun with --resume"
+    )

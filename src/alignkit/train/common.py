@@ -1,16 +1,19 @@
 """Setup every training command shares: data split, run directory, reference log-probs."""
+
 from __future__ import annotations
 
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from alignkit.config import TrainConfig, save_config
+from alignkit.configs import TrainConfig, save_config
+from alignkit.data.methods import data_loader, tokenize_for
 from alignkit.data.records import load_train_eval
+from alignkit.data.tokenize import TokenizedRows
 from alignkit.diagnose.doctor import preflight
 from alignkit.engine.logprobs import (
     LogProbModel,
@@ -45,28 +48,58 @@ def start_run(config: TrainConfig, run_dir: Path | None = None) -> Path:
     return Path(run_dir or config.output_dir)
 
 
-def begin_training(config: TrainConfig, load: Callable[[str], list], train_examples: list | None, eval_examples: list | None,
-                   run_dir: Path | None, reward_head: bool = False):
-    """Validated data (loaded from the config unless given), the model + tokenizer to train, the
-    pre-flight checks (a fail stops here, before anything is written), then the prepared run directory."""
+@dataclass
+class PreparedRun:
+    """What :func:`begin_training` hands a trainer: the validated rows, the same rows tokenized once (the
+    pre-flight measured these), the model and tokenizer to train, and the run directory."""
+
+    train_examples: list
+    eval_examples: list
+    train: TokenizedRows
+    eval: TokenizedRows
+    run_dir: Path
+    lm: torch.nn.Module
+    tokenizer: object
+
+
+def begin_training(
+    config: TrainConfig,
+    method: str,
+    train_examples: list | None,
+    eval_examples: list | None,
+    run_dir: Path | None,
+    reward_head: bool = False,
+) -> PreparedRun:
+    """Validated data (loaded from the config unless given), the model + tokenizer to train, the rows
+    tokenized as ``method`` trains on them, the pre-flight checks on those tokens (a fail stops here,
+    before anything is written), then the prepared run directory."""
     if train_examples is None:
-        train_examples, eval_examples = load_train_eval(config, load)
+        train_examples, eval_examples = load_train_eval(config, data_loader(method))
+    eval_examples = eval_examples or []
     if run_dir is None and is_main_process():
         check_run_dir(config.output_dir, config.overwrite, config.resume)
     torch.manual_seed(config.seed)  # fresh heads and LoRA adapters start the same way every run
     lm, tokenizer = load_policy(config, reward_head)
     if config.padding_free and not supports_padding_free(lm):
         raise AlignkitError(
-            f"model '{config.model}' lets packed sequences attend to each other (its attention does not follow restarting "
+            f"model '{config.model}' lets packed sequences attend to each other "
+            "(its attention does not follow restarting "
             "position ids); set padding_free: false"
         )
     if config.prefix_sharing and not supports_prefix_sharing(lm):
-        print(f"alignkit: note: model '{config.model}' (attention: {getattr(lm.config, '_attn_implementation', '?')}) takes no shared-prefix mask; "
-               "chosen and rejected are computed as separate sequences (prefix_sharing: false)", file=sys.stderr)
+        print(
+            f"alignkit: note: model '{config.model}' (attention: "
+            f"{getattr(lm.config, '_attn_implementation', '?')}) takes no "
+            "shared-prefix mask; "
+            "chosen and rejected are computed as separate sequences (prefix_sharing: false)",
+            file=sys.stderr,
+        )
         config.prefix_sharing = False
-    preflight(config, train_examples, eval_examples or [], tokenizer, lm)
+    train = tokenize_for(method, train_examples, tokenizer, config)
+    evaluation = tokenize_for(method, eval_examples, tokenizer, config)
+    preflight(config, train_examples, eval_examples, tokenizer, lm, train)
     run_dir = start_run(config, run_dir)
-    return train_examples, eval_examples or [], run_dir, lm, tokenizer
+    return PreparedRun(train_examples, eval_examples, train, evaluation, run_dir, lm, tokenizer)
 
 
 def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[dict]]) -> Reference:
@@ -80,12 +113,24 @@ def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[
         computed = 0
         for items in item_lists:
             if items:
-                computed += precompute_reference(reference, items, collate, config.per_device_eval_batch_size, cache_dir(), fingerprint, policy.lm.device,
-                                                 not config.disable_tqdm)
+                computed += precompute_reference(
+                    reference,
+                    items,
+                    collate,
+                    config.per_device_eval_batch_size,
+                    cache_dir(),
+                    fingerprint,
+                    policy.lm.device,
+                    not config.disable_tqdm,
+                )
         reference.release()
         if is_main_process():
             total = sum(len(items) for items in item_lists)
             how = f"computed in {time.perf_counter() - started:.1f} s" if computed else "read from the cache"
-            print(f"alignkit: reference log-probs of {total} examples {how}"
-                  + (f" ({total - computed} from the cache)" if 0 < computed < total else "") + "; no reference forward during training", file=sys.stderr)
+            print(
+                f"alignkit: reference log-probs of {total} examples {how}"
+                + (f" ({total - computed} from the cache)" if 0 < computed < total else "")
+                + "; no reference forward during training",
+                file=sys.stderr,
+            )
     return reference

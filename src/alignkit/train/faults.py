@@ -1,5 +1,6 @@
 """Surviving faults: a stop requested by SIGINT/SIGTERM, non-finite steps, a changed config or data
 on resume, and a failed checkpoint write. The loop asks these; none of them trains anything."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,19 @@ from pathlib import Path
 from alignkit.errors import AlignkitError, RunDirError
 
 # Fields that may change between a run and its resume without changing what is computed.
-RESUME_EXEMPT = {"resume", "overwrite", "force_resume", "disable_tqdm", "report_to", "save_total_limit", "save_steps", "preflight",
-                 "symptom_warnings", "symptom_thresholds", "output_dir"}
+RESUME_EXEMPT = {
+    "resume",
+    "overwrite",
+    "force_resume",
+    "disable_tqdm",
+    "report_to",
+    "save_total_limit",
+    "save_steps",
+    "preflight",
+    "symptom_warnings",
+    "symptom_thresholds",
+    "output_dir",
+}
 
 
 class TrainingInterrupted(AlignkitError):
@@ -23,7 +35,11 @@ class TrainingInterrupted(AlignkitError):
 
     @classmethod
     def at(cls, signum: int, step: int, checkpoint: Path) -> "TrainingInterrupted":
-        return cls(f"stopped by {signal.Signals(signum).name} at step {step}; saved {checkpoint}. Continue with the same command plus --resume", signum)
+        return cls(
+            f"stopped by {signal.Signals(signum).name} at step {step}; saved "
+            f"{checkpoint}. Continue with the same command plus --resume",
+            signum,
+        )
 
 
 class StopSignals:
@@ -84,12 +100,19 @@ def check_resume(saved: dict | None, current: dict, checkpoint: Path, force: boo
     """Refuse to resume a checkpoint written under another config or other data, unless forced."""
     if saved is None or force:
         return
-    changed = [f"{k}: {saved['config'].get(k)!r} -> {v!r}".replace("'", "") for k, v in current["config"].items() if saved["config"].get(k) != v]
+    changed = [
+        f"{k}: {saved['config'].get(k)!r} -> {v!r}".replace("'", "")
+        for k, v in current["config"].items()
+        if saved["config"].get(k) != v
+    ]
     problems = []
     if changed:
         problems.append("config changed (" + "; ".join(changed) + ")")
     if saved["data"] != current["data"]:
         problems.append("training data changed (the files' contents differ)")
     if problems:
-        raise RunDirError(f"--resume: {checkpoint} was written with a different setup: {', '.join(problems)}. "
-                          "Resuming would not continue the same run; restore the original settings, or pass --force_resume to continue anyway")
+        raise RunDirError(
+            f"--resume: {checkpoint} was written with a different setup: {', '.join(problems)}. "
+            "Resuming would not continue the same run; restore the original "
+            "settings, or pass --force_resume to continue anyway"
+        )

@@ -3,8 +3,10 @@
 GRPO: advantage = (score - group mean) / group std; the k3 KL to the reference is a loss term.
 RLOO: advantage = (score - KL penalty) minus the mean of the other k - 1 in the group.
 """
+
 from __future__ import annotations
 
+from alignkit.configs import GRPOConfig, RLOOConfig
 from alignkit.losses.rl import (
     clipped_policy_loss,
     grpo_advantages,
@@ -12,7 +14,6 @@ from alignkit.losses.rl import (
     kl_estimate,
     rloo_advantages,
 )
-from alignkit.rl_configs import GRPOConfig, RLOOConfig
 from alignkit.train.loop import TrainingResult
 from alignkit.train.rl_common import train_rl
 from alignkit.train.rl_loop import RLMethod
@@ -23,10 +24,20 @@ class GRPO(RLMethod):
 
     def prepare(self, config: GRPOConfig, rollouts, old, ref_logps, kl_coef):
         advantages = grpo_advantages(rollouts.scores, config.num_generations, config.scale_rewards).to(old.logps.device)
-        return {"old_logps": old.logps, "ref_logps": ref_logps, "advantages": advantages, "mask": old.mask}, {"advantages/abs_mean": advantages.abs().mean().item()}
+        return {"old_logps": old.logps, "ref_logps": ref_logps, "advantages": advantages, "mask": old.mask}, {
+            "advantages/abs_mean": advantages.abs().mean().item()
+        }
 
     def loss(self, config: GRPOConfig, out, p: dict):
-        loss, clipfrac, kl = grpo_loss(out.logps, p["old_logps"], p["ref_logps"], p["advantages"], out.mask & p["mask"], config.cliprange, config.beta)
+        loss, clipfrac, kl = grpo_loss(
+            out.logps,
+            p["old_logps"],
+            p["ref_logps"],
+            p["advantages"],
+            out.mask & p["mask"],
+            config.cliprange,
+            config.beta,
+        )
         return loss, {"policy/clipfrac": clipfrac, "policy/k3_kl": kl}
 
 
@@ -38,10 +49,14 @@ class RLOO(RLMethod):
         rewards = rollouts.scores.to(seq_kl.device) - kl_coef * seq_kl
         advantages = rloo_advantages(rewards, config.num_generations)
         token_advantages = advantages.unsqueeze(1).expand_as(old.logps).contiguous()
-        return {"old_logps": old.logps, "advantages": token_advantages, "mask": old.mask}, {"rewards/with_kl_penalty": rewards.mean().item()}
+        return {"old_logps": old.logps, "advantages": token_advantages, "mask": old.mask}, {
+            "rewards/with_kl_penalty": rewards.mean().item()
+        }
 
     def loss(self, config: RLOOConfig, out, p: dict):
-        loss, clipfrac, approx_kl = clipped_policy_loss(out.logps, p["old_logps"], p["advantages"], out.mask & p["mask"], config.cliprange)
+        loss, clipfrac, approx_kl = clipped_policy_loss(
+            out.logps, p["old_logps"], p["advantages"], out.mask & p["mask"], config.cliprange
+        )
         return loss, {"policy/clipfrac": clipfrac, "policy/approx_kl": approx_kl}
 
 

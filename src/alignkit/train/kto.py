@@ -1,28 +1,36 @@
 """KTO: unpaired desirable/undesirable completions against a KL reference point; the loop is shared."""
+
 from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
 
-from alignkit.data.kto import KTOCollator, KTOExample, load_kto_data, tokenize_kto
+from alignkit.configs import KTOConfig
+from alignkit.data.kto import CompletionAndKL, KTOCollator, KTOExample, require_kl_partners
 from alignkit.engine.logprobs import LogProbModel
 from alignkit.engine.reference import Reference
 from alignkit.losses.kto import kto_kl_estimate, kto_loss, kto_metrics
-from alignkit.method_configs import KTOConfig
 from alignkit.models.loading import save_final_model
 from alignkit.train.common import begin_training, make_reference
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
 
 def kto_compute_loss(model, batch: dict, training: bool, reference: Reference, config: KTOConfig):
-    """Batch = B (prompt, completion) sequences then their B mismatched KL sequences."""
-    logps = model(batch).logps
-    ref = reference(batch)
-    half = logps.shape[0] // 2
-    kl = kto_kl_estimate(logps[half:], ref[half:])
-    losses, rewards = kto_loss(logps[:half], ref[:half], batch["desirable"], kl, config.beta, config.desirable_weight, config.undesirable_weight)
+    """One step on B (prompt, completion) sequences and their B mismatched KL sequences; returns (loss, metrics)."""
+    policy = CompletionAndKL.split(model(batch).logps)
+    ref = CompletionAndKL.split(reference(batch))
+    kl = kto_kl_estimate(policy.kl, ref.kl)
+    losses, rewards = kto_loss(
+        policy.completion,
+        ref.completion,
+        batch["desirable"],
+        kl,
+        config.beta,
+        config.desirable_weight,
+        config.undesirable_weight,
+    )
     loss = losses.mean()
-    return loss, {"loss": loss.detach(), **kto_metrics(rewards, logps[:half], batch["desirable"], kl)}
+    return loss, {"loss": loss.detach(), **kto_metrics(rewards, policy.completion, batch["desirable"], kl)}
 
 
 def kto_finalize_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -38,27 +46,39 @@ def kto_finalize_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def train_kto(config: KTOConfig, train_examples: list[KTOExample] | None = None, eval_examples: list[KTOExample] | None = None,
-              run_dir: Path | None = None, on_step=None) -> TrainingResult:
-    train_examples, eval_examples, run_dir, lm, tokenizer = begin_training(config, load_kto_data, train_examples, eval_examples, run_dir)
-    desirable = sum(e.desirable for e in train_examples)
-    undesirable = len(train_examples) - desirable
+def train_kto(
+    config: KTOConfig,
+    train_examples: list[KTOExample] | None = None,
+    eval_examples: list[KTOExample] | None = None,
+    run_dir: Path | None = None,
+    on_step=None,
+) -> TrainingResult:
+    run = begin_training(config, "kto", train_examples, eval_examples, run_dir)
+    lm, tokenizer = run.lm, run.tokenizer
+    require_kl_partners(run.train_examples)
+    desirable = sum(e.desirable for e in run.train_examples)
+    undesirable = len(run.train_examples) - desirable
     if desirable == 0 or undesirable == 0:
-        print(f"alignkit kto: warning: the training data has {desirable} desirable and {undesirable} undesirable examples; KTO needs both")
+        print(
+            f"alignkit kto: warning: the training data has {desirable} desirable "
+            f"and {undesirable} undesirable examples; KTO needs both"
+        )
     policy = LogProbModel(lm, config.logprob_chunk_size)
-    tokenize = partial(tokenize_kto, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length,
-                       apply_chat_template=config.apply_chat_template, seed=config.seed)
-    train_items = tokenize(train_examples)
-    eval_items = tokenize(eval_examples) if eval_examples and len(eval_examples) >= 2 else []
+    train_items = run.train.items
+    eval_items = run.eval.items if len(run.eval_examples) >= 2 else []
     collate = KTOCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side, config.prefix_sharing)
     task = TrainingTask(
         model=policy,
         train_items=train_items,
         eval_items=eval_items or None,
         collate=collate,
-        compute_loss=partial(kto_compute_loss, reference=make_reference(config, policy, collate, [train_items, eval_items]), config=config),
+        compute_loss=partial(
+            kto_compute_loss,
+            reference=make_reference(config, policy, collate, [train_items, eval_items]),
+            config=config,
+        ),
         save_final=partial(save_final_model, lm, tokenizer),
         on_step=on_step,
         finalize_metrics=kto_finalize_metrics,
     )
-    return run_training(config, task, run_dir)
+    return run_training(config, task, run.run_dir)

@@ -7,6 +7,7 @@ seeded data order, gradient accumulation, warm-up + schedule, clipping, logging 
 every ``save_steps`` and exact resume (weights, optimizer, scheduler, RNG, data position, the
 partially filled logging window).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,24 +18,12 @@ from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
-from transformers import get_scheduler, set_seed
+from transformers import set_seed
 
-from alignkit.config import TrainConfig
+from alignkit.configs import TrainConfig
+from alignkit.data.collate import collate_to
 from alignkit.diagnose.symptoms import SymptomMonitor
-from alignkit.errors import AlignkitError
-from alignkit.train.backends import Backend, make_accelerator
-from alignkit.train.checkpoint import (
-    checkpoint_error,
-    resume_from_latest,
-    write_checkpoint,
-)
-from alignkit.train.faults import StopSignals, TrainingInterrupted, run_fingerprint
-from alignkit.train.metrics_log import (
-    MetricsLogger,
-    Throughput,
-    progress_bar,
-    progress_postfix,
-)
+from alignkit.train.session import TrainingSession
 
 LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -102,138 +91,92 @@ def micro_batches(order: list[int], batch_size: int, num_processes: int, rank: i
     per_global = batch_size * num_processes
     batches = []
     for start in range(0, len(order), per_global):
-        chunk = order[start:start + per_global]
+        chunk = order[start : start + per_global]
         if num_processes > 1 and len(chunk) < per_global:
             chunk = chunk + (order * per_global)[: per_global - len(chunk)]
-        mine = chunk[rank * batch_size:(rank + 1) * batch_size]
+        mine = chunk[rank * batch_size : (rank + 1) * batch_size]
         if mine:
             batches.append(mine)
     return batches
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> TrainingResult:
-    accelerator = make_accelerator(config.mixed_precision)
-    backend = Backend(accelerator)
+    """Train ``task.model`` on ``task.train_items`` (see the module docstring); returns the unwrapped model,
+    the last step, and the last train and eval metrics. The shared parts are a :class:`TrainingSession`."""
+    session = TrainingSession(config, run_dir)
     set_seed(config.seed)
+    accelerator = session.accelerator
     ga = config.gradient_accumulation_steps
-    per_epoch = len(micro_batches(list(range(len(task.train_items))), config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index))
+    batch_size, world, rank = config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index
+    per_epoch = len(micro_batches(list(range(len(task.train_items))), batch_size, world, rank))
     steps_per_epoch = math.ceil(per_epoch / ga)
-    total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * steps_per_epoch))
-
-    model = task.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps or math.ceil(config.warmup_ratio * total_steps), num_training_steps=total_steps)
-    backend.configure(config.per_device_train_batch_size, config.max_grad_norm)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    backend.prepared(model, unwrapped)
-    params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces parameters with sharded ones
-
-    sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})  # TensorBoard always, unless report_to: none
+    total_steps = (
+        config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * steps_per_epoch))
+    )
     monitor = SymptomMonitor(total_steps, config.symptom_thresholds) if config.symptom_warnings else None
-    logger = MetricsLogger(run_dir, sinks, enabled=accelerator.is_main_process, config=config.model_dump(mode="json"), monitor=monitor)
-    record = logger.record
-    state = {"global_step": 0, "epoch": 0, "batches_done": 0, "window": _Window().state(), "nonfinite_skipped": 0}
-    fingerprint = run_fingerprint(config)
-    if config.resume:
-        state = {**state, **resume_from_latest(backend, run_dir, fingerprint, config.force_resume, model, unwrapped, optimizer, scheduler)}
-        logger.resume_at(state["global_step"])
-    window = _Window(**state["window"])
-
-    def save(step: int) -> Path:
-        trainer_state = {"global_step": step, "epoch": epoch, "batches_done": batches_done, "window": window.state(),
-                         "nonfinite_skipped": skipped, "last_good_step": last_good, "fingerprint": fingerprint}
-        try:
-            return write_checkpoint(backend, run_dir, step, model, unwrapped, optimizer, scheduler, trainer_state, config.save_total_limit)
-        except OSError as exc:
-            logger.close()
-            raise checkpoint_error(exc, step, run_dir) from None
-
-    global_step, epoch, batches_done = state["global_step"], state["epoch"], state["batches_done"]
-    skipped, in_a_row, last_good = state["nonfinite_skipped"], 0, state.get("last_good_step", global_step)
+    state = session.prepare(task.model, total_steps, batch_size, monitor=monitor)
+    model, backend = session.model, session.backend
+    window = _Window(**state.window)
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
-    if config.eval_on_start and task.eval_items and global_step == 0:
-        record(0, evaluate(accelerator, model, task, config.per_device_eval_batch_size))
-    bar = progress_bar(total_steps, global_step, config.disable_tqdm or not accelerator.is_main_process)
-    throughput = Throughput(accelerator.num_processes)
+    if config.eval_on_start and task.eval_items and state.global_step == 0:
+        session.record(0, evaluate(accelerator, model, task, config.per_device_eval_batch_size))
     model.train()
-    with StopSignals() as stop:
-        while global_step < total_steps:
-            batches = micro_batches(epoch_order(len(task.train_items), config.seed, epoch), config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index)
+    with session:
+        while state.global_step < total_steps:
+            batches = micro_batches(
+                epoch_order(len(task.train_items), config.seed, state.epoch), batch_size, world, rank
+            )
             epoch_done = False
-            while not epoch_done and global_step < total_steps:
-                group = batches[batches_done:batches_done + ga]
-                throughput.begin_step()
+            while not epoch_done and state.global_step < total_steps:
+                # one optimizer step: gradients accumulated over up to `ga` micro-batches
+                group = batches[state.batches_done : state.batches_done + ga]
+                session.throughput.begin_step()
                 samples = tokens = 0
                 for i, indices in enumerate(group):
-                    batch = _to_device(task.collate([task.train_items[j] for j in indices]), accelerator.device)
+                    batch = collate_to(task.collate, [task.train_items[j] for j in indices], accelerator.device)
                     samples, tokens = samples + len(indices), tokens + int(batch["sequence_lengths"].sum())
                     with backend.micro_step(model, last=i == len(group) - 1):
                         loss, metrics = task.compute_loss(model, batch, True)
                         backend.backward(model, loss / len(group))
                     window.add({k: float(v) for k, v in metrics.items()})
-                grad_norm = backend.step(model, optimizer, scheduler, params, config.max_grad_norm)
-                throughput.end_step(samples, tokens)
-                if math.isfinite(grad_norm):  # a NaN/inf loss or gradient anywhere makes the (global) norm non-finite; nothing was applied
+                grad_norm = session.optimizer_step()  # not finite: a NaN/inf somewhere, nothing was applied
+                session.throughput.end_step(samples, tokens)
+                if math.isfinite(grad_norm):
                     window.add_step(grad_norm)
-                    in_a_row, last_good = 0, global_step + 1
-                else:
-                    skipped, in_a_row = skipped + 1, in_a_row + 1
-                global_step += 1
-                batches_done += len(group)
-                fractional_epoch = epoch + batches_done / len(batches)
-                if batches_done >= len(batches):
-                    epoch, batches_done, epoch_done = epoch + 1, 0, True
-                bar.update(1)
+                    state.last_good_step = state.global_step + 1
+                state.global_step += 1
+                state.batches_done += len(group)
+                fractional_epoch = state.epoch + state.batches_done / len(batches)
+                if state.batches_done >= len(batches):
+                    state.epoch, state.batches_done, epoch_done = state.epoch + 1, 0, True
+                session.bar.update(1)
                 if task.on_step is not None:
-                    task.on_step(global_step)
-                if global_step % config.logging_steps == 0 or global_step == total_steps or in_a_row >= config.max_nonfinite_steps:
-                    last_train = _finalize(task, _reduce(accelerator, {**window.means(), **throughput.window()}))
-                    last_train.update(learning_rate=scheduler.get_last_lr()[0], epoch=round(fractional_epoch, 4), nonfinite_steps_skipped=skipped)
-                    record(global_step, last_train)
-                    bar.set_postfix(progress_postfix(last_train))
+                    task.on_step(state.global_step)
+                step = state.global_step
+                if step % config.logging_steps == 0 or step == total_steps or session.too_many_nonfinite:
+                    last_train = _finalize(task, session.reduce({**window.means(), **session.throughput.window()}))
+                    last_train.update(
+                        learning_rate=session.scheduler.get_last_lr()[0],
+                        epoch=round(fractional_epoch, 4),
+                        nonfinite_steps_skipped=state.nonfinite_skipped,
+                    )
+                    session.log(step, last_train)
                     window = _Window()
-                if in_a_row >= config.max_nonfinite_steps:
-                    path = save(global_step)
-                    logger.close()
-                    raise AlignkitError(f"{in_a_row} steps in a row had a NaN/inf loss or gradient (steps {global_step - in_a_row + 1}-{global_step}); "
-                                        f"stopped. {path.name} holds the weights of step {last_good}, the last good update. Lower the learning rate "
-                                        "or check the data, then --resume (with --force_resume if you changed the config)")
-                if task.eval_items and ((config.eval_steps and global_step % config.eval_steps == 0) or global_step == total_steps):
+                state.window = window.state()
+                if session.too_many_nonfinite:
+                    session.stop_nonfinite(
+                        lambda checkpoint: f"{session.in_a_row} steps in a row had a NaN/inf loss or gradient (steps "
+                        f"{step - session.in_a_row + 1}-{step}); stopped. {checkpoint} holds the weights of step "
+                        f"{state.last_good_step}, the last good update. Lower the learning rate or check the data, "
+                        "then --resume (with --force_resume if you changed the config)"
+                    )
+                if task.eval_items and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps):
                     last_eval = evaluate(accelerator, model, task, config.per_device_eval_batch_size)
-                    record(global_step, last_eval)
-                if global_step % config.save_steps == 0 or global_step == total_steps or stop.received:
-                    path = save(global_step)
-                if stop.received:
-                    bar.close()
-                    logger.close()
-                    raise TrainingInterrupted.at(stop.received, global_step, path)
-    if throughput.totals[0]:
-        summary = _reduce(accelerator, throughput.summary())
-        record(global_step, summary)
-        last_train = {**last_train, **summary}
-    bar.close()
-    logger.close()
-    accelerator.wait_for_everyone()
-    if task.save_final is not None:
-        with backend.full_weights(unwrapped):  # all processes gather (ZeRO-3, FSDP); the main one writes
-            if accelerator.is_main_process:
-                task.save_final(run_dir / "final")
-    return TrainingResult(run_dir, unwrapped, global_step, last_train, last_eval)
-
-
-def _reduce(accelerator: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
-    if accelerator.num_processes == 1:
-        return metrics
-    keys = sorted(metrics)
-    values = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), reduction="mean")
-    return dict(zip(keys, values.tolist()))
+                    session.record(step, last_eval)
+                session.end_of_step()
+    last_train = session.finish(task.save_final, last_train)
+    return TrainingResult(run_dir, session.unwrapped, state.global_step, last_train, last_eval)
 
 
 @torch.no_grad()
@@ -250,7 +193,7 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, task: TrainingTas
         start = (i * world + rank) * batch_size
         indices = list(range(start, min(start + batch_size, n))) or [0]
         weight = len(indices) if start < n else 0
-        batch = _to_device(task.collate([task.eval_items[j] for j in indices]), accelerator.device)
+        batch = collate_to(task.collate, [task.eval_items[j] for j in indices], accelerator.device)
         loss, metrics = task.compute_loss(model, batch, False)
         for key, value in {"loss": loss, **metrics}.items():
             sums[key] += float(value) * weight

@@ -1,4 +1,5 @@
 """Metrics sinks: metrics.jsonl always, TensorBoard and wandb when asked; a live progress bar."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,9 @@ from alignkit.errors import require
 class MetricsLogger:
     """One JSON object per log line: ``{"step": N, "loss": ..., "eval/loss": ...}``."""
 
-    def __init__(self, run_dir: Path, report_to: list[str], enabled: bool = True, config: dict | None = None, monitor=None):
+    def __init__(
+        self, run_dir: Path, report_to: list[str], enabled: bool = True, config: dict | None = None, monitor=None
+    ):
         """``monitor``: anything with ``observe(step, metrics) -> [Symptom]`` (live symptom rules)."""
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
@@ -51,7 +54,9 @@ class MetricsLogger:
         """On resume: drop records logged after the checkpoint so the file matches an uninterrupted run."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= step]
+        kept = [
+            line for line in self.path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= step
+        ]
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -97,8 +102,17 @@ def read_metrics(run_dir: str | Path, timings: bool = True) -> list[dict]:
     return records if timings else [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
 
-TIMING_KEYS = frozenset({"step_time", "samples_per_second", "tokens_per_second",
-                         "train_runtime", "train_samples_per_second", "train_steps_per_second", "train_tokens_per_second"})
+TIMING_KEYS = frozenset(
+    {
+        "step_time",
+        "samples_per_second",
+        "tokens_per_second",
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "train_tokens_per_second",
+    }
+)
 
 
 class Throughput:
@@ -134,23 +148,38 @@ class Throughput:
     def window(self) -> dict[str, float]:
         steps, samples, tokens = self.window_totals
         seconds = max(self.window_seconds, 1e-9)
-        figures = {"step_time": seconds / max(steps, 1), "samples_per_second": self.scale * samples / seconds, "tokens_per_second": self.scale * tokens / seconds}
+        figures = {
+            "step_time": seconds / max(steps, 1),
+            "samples_per_second": self.scale * samples / seconds,
+            "tokens_per_second": self.scale * tokens / seconds,
+        }
         self.window_totals, self.window_seconds = [0, 0, 0], 0.0
         return figures
 
     def summary(self) -> dict[str, float]:
         steps, samples, tokens = self.totals
         runtime = time.perf_counter() - self.started
-        return {"train_runtime": runtime, "train_samples_per_second": self.scale * samples / runtime,
-                "train_steps_per_second": steps / runtime, "train_tokens_per_second": self.scale * tokens / runtime}
+        return {
+            "train_runtime": runtime,
+            "train_samples_per_second": self.scale * samples / runtime,
+            "train_steps_per_second": steps / runtime,
+            "train_tokens_per_second": self.scale * tokens / runtime,
+        }
 
 
 def progress_bar(total: int, initial: int, disable: bool, desc: str = "training"):
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=disable, dynamic_ncols=True)
 
 
-PROGRESS_KEYS = {"loss": "loss", "rewards/margins": "margin", "rewards/accuracies": "acc", "reward/score": "reward", "objective/kl": "kl",
-                 "step_time": "s/step", "tokens_per_second": "tok/s"}
+PROGRESS_KEYS = {
+    "loss": "loss",
+    "rewards/margins": "margin",
+    "rewards/accuracies": "acc",
+    "reward/score": "reward",
+    "objective/kl": "kl",
+    "step_time": "s/step",
+    "tokens_per_second": "tok/s",
+}
 
 
 def progress_postfix(metrics: dict[str, float]) -> dict[str, str]:

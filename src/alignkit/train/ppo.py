@@ -1,7 +1,9 @@
 """PPO-RLHF: per-token KL penalty in the reward, the score at the last token, GAE over a value
 head on the policy's own backbone, clipped policy and value losses; optional adaptive KL."""
+
 from __future__ import annotations
 
+from alignkit.configs import PPOConfig
 from alignkit.losses.rl import (
     AdaptiveKLController,
     clipped_policy_loss,
@@ -12,7 +14,6 @@ from alignkit.losses.rl import (
     token_rewards,
     whiten,
 )
-from alignkit.rl_configs import PPOConfig
 from alignkit.train.loop import TrainingResult
 from alignkit.train.rl_common import train_rl
 from alignkit.train.rl_loop import RLMethod
@@ -24,27 +25,51 @@ class PPO(RLMethod):
 
     def start(self, config: PPOConfig, kl_coef: float | None = None) -> None:
         super().start(config, kl_coef)
-        self.controller = AdaptiveKLController(self.kl_coef, config.target_kl, config.kl_horizon) if config.adaptive_kl else None
+        self.controller = (
+            AdaptiveKLController(self.kl_coef, config.target_kl, config.kl_horizon) if config.adaptive_kl else None
+        )
 
     def prepare(self, config: PPOConfig, rollouts, old, ref_logps, kl_coef):
         mask = old.mask
         kl = kl_estimate(old.logps, ref_logps, config.kl_estimator) * mask
         rewards = token_rewards(rollouts.scores.to(kl.device), kl, mask, kl_coef)
         advantages, returns = gae(rewards, old.values, mask, config.gamma, config.lam)
-        stats = {"returns/mean": masked_mean(returns, mask).item(), "advantages/mean": masked_mean(advantages, mask).item(),
-                 "advantages/std": masked_mean(advantages ** 2, mask).sub(masked_mean(advantages, mask) ** 2).clamp(min=0).sqrt().item(),
-                 "values/mean": masked_mean(old.values, mask).item()}
+        stats = {
+            "returns/mean": masked_mean(returns, mask).item(),
+            "advantages/mean": masked_mean(advantages, mask).item(),
+            "advantages/std": masked_mean(advantages**2, mask)
+            .sub(masked_mean(advantages, mask) ** 2)
+            .clamp(min=0)
+            .sqrt()
+            .item(),
+            "values/mean": masked_mean(old.values, mask).item(),
+        }
         if config.whiten_advantages:
             advantages = whiten(advantages, mask)
-        return {"old_logps": old.logps, "old_values": old.values, "advantages": advantages, "returns": returns, "mask": mask}, stats
+        return {
+            "old_logps": old.logps,
+            "old_values": old.values,
+            "advantages": advantages,
+            "returns": returns,
+            "mask": mask,
+        }, stats
 
     def loss(self, config: PPOConfig, out, p: dict):
         mask = out.mask & p["mask"]
-        pg_loss, pg_clipfrac, approx_kl = clipped_policy_loss(out.logps, p["old_logps"], p["advantages"], mask, config.cliprange)
-        vf_loss, vf_clipfrac = clipped_value_loss(out.values, p["old_values"], p["returns"], mask, config.cliprange_value)
+        pg_loss, pg_clipfrac, approx_kl = clipped_policy_loss(
+            out.logps, p["old_logps"], p["advantages"], mask, config.cliprange
+        )
+        vf_loss, vf_clipfrac = clipped_value_loss(
+            out.values, p["old_values"], p["returns"], mask, config.cliprange_value
+        )
         loss = pg_loss + config.vf_coef * vf_loss
-        return loss, {"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), "policy/clipfrac": pg_clipfrac,
-                      "value/clipfrac": vf_clipfrac, "policy/approx_kl": approx_kl}
+        return loss, {
+            "loss/policy": pg_loss.detach(),
+            "loss/value": vf_loss.detach(),
+            "policy/clipfrac": pg_clipfrac,
+            "value/clipfrac": vf_clipfrac,
+            "policy/approx_kl": approx_kl,
+        }
 
     def after_step(self, mean_kl: float, n_sequences: int) -> None:
         if self.controller is not None:

@@ -3,6 +3,7 @@
 The saved model (LoRA merged in) is a plain ``AutoModelForSequenceClassification`` with one output;
 it scores ``alignkit.data.tokenize.reward_text(tokenizer, prompt, response)``.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -10,12 +11,11 @@ from pathlib import Path
 
 import torch
 
-from alignkit.data.collate import PreferenceCollator
-from alignkit.data.preference import PreferenceExample, load_preference_data
-from alignkit.data.tokenize import tokenize_reward_pairs
+from alignkit.configs import RewardConfig
+from alignkit.data.collate import ChosenRejected, PreferenceCollator
+from alignkit.data.preference import PreferenceExample
 from alignkit.engine.scores import ScoreModel
 from alignkit.losses.reward import bradley_terry_loss, reward_metrics
-from alignkit.method_configs import RewardConfig
 from alignkit.models.loading import save_final_model
 from alignkit.train.common import begin_training
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
@@ -32,9 +32,9 @@ class RewardCollator(PreferenceCollator):
 
 
 def reward_compute_loss(model, batch: dict, training: bool, center_rewards_coefficient: float | None):
-    scores = model(batch)
-    half = scores.shape[0] // 2
-    chosen, rejected = scores[:half], scores[half:]
+    """One step: the Bradley-Terry loss of chosen over rejected scores (minus a pair's margin when given), plus
+    the optional centring term; returns (loss, metrics)."""
+    chosen, rejected = ChosenRejected.split(model(batch))
     loss = bradley_terry_loss(chosen, rejected, batch.get("margin")).mean()
     if center_rewards_coefficient:
         loss = loss + center_rewards_coefficient * ((chosen + rejected) ** 2).mean()
@@ -48,21 +48,26 @@ def save_reward_model(lm, tokenizer, path: Path) -> None:
     save_final_model(lm, tokenizer, path)
 
 
-def train_reward(config: RewardConfig, train_examples: list[PreferenceExample] | None = None, eval_examples: list[PreferenceExample] | None = None,
-                 run_dir: Path | None = None, on_step=None) -> TrainingResult:
-    train_examples, eval_examples, run_dir, lm, tokenizer = begin_training(config, load_preference_data, train_examples, eval_examples, run_dir, reward_head=True)
-    tokenize = partial(tokenize_reward_pairs, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length, apply_chat_template=config.apply_chat_template)
+def train_reward(
+    config: RewardConfig,
+    train_examples: list[PreferenceExample] | None = None,
+    eval_examples: list[PreferenceExample] | None = None,
+    run_dir: Path | None = None,
+    on_step=None,
+) -> TrainingResult:
+    run = begin_training(config, "reward", train_examples, eval_examples, run_dir, reward_head=True)
+    lm, tokenizer = run.lm, run.tokenizer
 
-    def items(examples):
-        return [{"pair": p, "margin": e.margin} for p, e in zip(tokenize(examples), examples)]
+    def items(rows, examples):
+        return [{"pair": p, "margin": e.margin} for p, e in zip(rows.items, examples)]
 
     task = TrainingTask(
         model=ScoreModel(lm),
-        train_items=items(train_examples),
-        eval_items=items(eval_examples or []) or None,
+        train_items=items(run.train, run.train_examples),
+        eval_items=items(run.eval, run.eval_examples) or None,
         collate=RewardCollator(tokenizer.pad_token_id, config.padding_free, config.padding_side, config.prefix_sharing),
         compute_loss=partial(reward_compute_loss, center_rewards_coefficient=config.center_rewards_coefficient),
         save_final=partial(save_reward_model, lm, tokenizer),
         on_step=on_step,
     )
-    return run_training(config, task, run_dir)
+    return run_training(config, task, run.run_dir)

@@ -1,5 +1,6 @@
 """Setup the RL commands share: prompts (validated up front), the policy without dropout, the
 reference (adapters off under LoRA, else a frozen copy), the reward terms, and the final save."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,6 @@ from alignkit.train.run_dir import check_run_dir
 
 
 def load_prompts(config) -> tuple[list[dict], list[dict]]:
-
     needs_answer = any(spec.kind == "verifier" for spec in config.rewards)
     rows = load_prompt_rows(config.train_data, needs_answer=needs_answer)
     if config.eval_data:
@@ -43,6 +43,9 @@ def train_rl(config, method: RLMethod) -> TrainingResult:
     def save_final(path: Path) -> None:
         save_final_model(lm, tokenizer, path)
         if policy.value_head is not None:  # kept beside the policy, so PPO can be continued or inspected
-            save_file({k: v.contiguous() for k, v in policy.value_head.state_dict().items()}, str(path / "value_head.safetensors"))
+            save_file(
+                {k: v.contiguous() for k, v in policy.value_head.state_dict().items()},
+                str(path / "value_head.safetensors"),
+            )
 
     return run_rl(config, method, train_rows, eval_rows, run_dir, policy, tokenizer, reference, reward_fn, save_final)

@@ -8,6 +8,7 @@ Held-out prompts are answered greedily and scored every ``eval_steps`` (and at t
 ``eval_on_start``, and at the end). Logging, checkpoints, symptom reports and exact resume work as
 in the supervised loop: every step re-seeds sampling and minibatch order from (seed, step).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,29 +18,15 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from transformers import get_scheduler
 
-from alignkit.data.collate import build_batch
+from alignkit.data.collate import build_batch, to_device
 from alignkit.data.tokenize import prompt_token_ids
 from alignkit.diagnose.symptoms import RewardHackingGuard
 from alignkit.engine.generation import generate_responses, sample_token_ids
 from alignkit.engine.token_outputs import TokenOutputs, token_outputs
-from alignkit.errors import AlignkitError
 from alignkit.losses.rl import kl_estimate, masked_mean
-from alignkit.train.backends import Backend, make_accelerator
-from alignkit.train.checkpoint import (
-    checkpoint_error,
-    resume_from_latest,
-    write_checkpoint,
-)
-from alignkit.train.faults import StopSignals, TrainingInterrupted, run_fingerprint
 from alignkit.train.loop import TrainingResult, epoch_order
-from alignkit.train.metrics_log import (
-    MetricsLogger,
-    Throughput,
-    progress_bar,
-    progress_postfix,
-)
+from alignkit.train.session import TrainingSession
 
 
 @dataclass
@@ -58,7 +45,9 @@ class RLMethod:
     name = "rl"
     uses_value_head = False
 
-    def prepare(self, config, rollouts: Rollouts, old: TokenOutputs, ref_logps: torch.Tensor, kl_coef: float) -> tuple[dict, dict]:
+    def prepare(
+        self, config, rollouts: Rollouts, old: TokenOutputs, ref_logps: torch.Tensor, kl_coef: float
+    ) -> tuple[dict, dict]:
         raise NotImplementedError
 
     def loss(self, config, out: TokenOutputs, prepared: dict) -> tuple[torch.Tensor, dict]:
@@ -86,10 +75,14 @@ class PolicyWithValue(torch.nn.Module):
             torch.nn.init.normal_(self.value_head.weight, std=1 / math.sqrt(hidden + 1))
             torch.nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, batch: dict, chunk_size: int, temperature: float, with_values: bool = True, with_entropy: bool = False) -> TokenOutputs:
+    def forward(
+        self, batch: dict, chunk_size: int, temperature: float, with_values: bool = True, with_entropy: bool = False
+    ) -> TokenOutputs:
         """Per-token log-probs (and values, entropy) of the responses in ``batch``: what is prepared and
         called through ``accelerate``, so distributed wrappers see the whole computation."""
-        return token_outputs(self.lm, batch, chunk_size, self.value_head if with_values else None, with_entropy, temperature)
+        return token_outputs(
+            self.lm, batch, chunk_size, self.value_head if with_values else None, with_entropy, temperature
+        )
 
 
 def _subset(prepared: dict, index: torch.Tensor, width: int) -> dict:
@@ -100,140 +93,155 @@ def _subset(prepared: dict, index: torch.Tensor, width: int) -> dict:
     return out
 
 
-def run_rl(config, method: RLMethod, train_rows: list[dict], eval_rows: list[dict], run_dir: Path, policy: PolicyWithValue, tokenizer,
-           reference, reward_fn: Callable, save_final: Callable[[Path], None]) -> TrainingResult:
-    accelerator = make_accelerator(config.mixed_precision)
-    backend = Backend(accelerator)
-    lm = policy.lm
-    updates_per_step = config.num_ppo_epochs * math.ceil(config.per_device_train_batch_size * config.num_generations / config.mini_batch_size)
-    total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * len(train_rows) / config.per_device_train_batch_size))
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps * updates_per_step or math.ceil(config.warmup_ratio * total_steps * updates_per_step),
-                              num_training_steps=total_steps * updates_per_step)
-    backend.configure(config.mini_batch_size, config.max_grad_norm)
-    model, optimizer = accelerator.prepare(policy, optimizer)
-    policy = accelerator.unwrap_model(model)
-    backend.prepared(model, policy)
-    params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces parameters with sharded ones
-    device = accelerator.device
-    sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})
+def run_rl(
+    config,
+    method: RLMethod,
+    train_rows: list[dict],
+    eval_rows: list[dict],
+    run_dir: Path,
+    policy: PolicyWithValue,
+    tokenizer,
+    reference,
+    reward_fn: Callable,
+    save_final: Callable[[Path], None],
+) -> TrainingResult:
+    """Train ``policy`` with ``method`` on prompt rows (see the module docstring); returns the policy LM,
+    the last step, and the last train and eval metrics. The shared parts are a :class:`TrainingSession`."""
+    session = TrainingSession(config, run_dir)
+    batch_size, lm = config.per_device_train_batch_size, policy.lm
+    updates_per_step = config.num_ppo_epochs * math.ceil(batch_size * config.num_generations / config.mini_batch_size)
+    per_epoch = max(1, len(train_rows) // batch_size)
+    total_steps = (
+        config.max_steps
+        if config.max_steps > 0
+        else max(1, math.ceil(config.num_train_epochs * len(train_rows) / batch_size))
+    )
     guard = RewardHackingGuard(config.hacking_kl_threshold, config.length_runaway_factor)
-    logger = MetricsLogger(run_dir, sinks, enabled=accelerator.is_main_process, config=config.model_dump(mode="json"), monitor=guard)
-    record = logger.record
-    fingerprint = run_fingerprint(config)
-    state = {"global_step": 0, "kl_coef": None, "nonfinite_skipped": 0}
-    if config.resume:
-        state = {**state, **resume_from_latest(backend, run_dir, fingerprint, config.force_resume, model, policy, optimizer, scheduler)}
-        logger.resume_at(state["global_step"])
-        if accelerator.is_main_process:
-            _truncate_samples(run_dir, state["global_step"])
-    method.start(config, state["kl_coef"])
-    nonfinite = {"skipped": state["nonfinite_skipped"], "in_a_row": 0}
-    synced = backend.synced_generation
+    state = session.prepare(
+        policy, total_steps, config.mini_batch_size, updates_per_step, monitor=guard, desc=method.name
+    )
+    model, policy, device = session.model, session.unwrapped, session.accelerator.device
+    if config.resume and session.accelerator.is_main_process:
+        _truncate_samples(run_dir, state.global_step)
+    method.start(config, state.kl_coef)
+    synced = session.backend.synced_generation
 
     def prompts_for(rows: list[dict]) -> list[list[int]]:
-        return [prompt_token_ids(tokenizer, r["prompt"], config.apply_chat_template)[-config.max_prompt_length:] for r in rows]
+        return [
+            prompt_token_ids(tokenizer, r["prompt"], config.apply_chat_template)[-config.max_prompt_length :]
+            for r in rows
+        ]
 
     def evaluate(step: int) -> dict:
         rows = eval_rows[: config.eval_max_prompts]
-        with backend.generation_weights(policy):
-            texts = generate_responses(lm, tokenizer, [r["prompt"] for r in rows], config.max_new_tokens, config.mini_batch_size, show_progress=False,
-                                       synced=synced)
+        with session.backend.generation_weights(policy):
+            prompts = [r["prompt"] for r in rows]
+            texts = generate_responses(
+                lm,
+                tokenizer,
+                prompts,
+                config.max_new_tokens,
+                config.mini_batch_size,
+                show_progress=False,
+                synced=synced,
+            )
         scores, components = reward_fn(rows, texts)
-        metrics = {"eval/reward/score": sum(scores) / len(scores), **{f"eval/reward/{k}": sum(v) / len(v) for k, v in components.items()},
-                   "eval/response_words": sum(len(t.split()) for t in texts) / len(texts)}
-        record(step, metrics)
+        metrics = {
+            "eval/reward/score": sum(scores) / len(scores),
+            **{f"eval/reward/{k}": sum(v) / len(v) for k, v in components.items()},
+            "eval/response_words": sum(len(t.split()) for t in texts) / len(texts),
+        }
+        session.record(step, metrics)
         return metrics
 
-    def save(step: int) -> Path:
-        trainer_state = {"global_step": step, "kl_coef": method.kl_coef, "nonfinite_skipped": nonfinite["skipped"], "fingerprint": fingerprint}
-        try:
-            return write_checkpoint(backend, run_dir, step, model, policy, optimizer, scheduler, trainer_state, config.save_total_limit)
-        except OSError as exc:
-            logger.close()
-            raise checkpoint_error(exc, step, run_dir) from None
-
     last_train, last_eval = {}, {}
-    if config.eval_on_start and eval_rows and state["global_step"] == 0:
+    if config.eval_on_start and eval_rows and state.global_step == 0:
         last_eval = evaluate(0)
-    bar = progress_bar(total_steps, state["global_step"], config.disable_tqdm or not accelerator.is_main_process, desc=method.name)
-    step = state["global_step"]
-    throughput = Throughput(accelerator.num_processes)
-    with StopSignals() as stop:
-        while step < total_steps:
-            throughput.begin_step()  # a step's time includes its sampling, as in every RL trainer
-            torch.manual_seed(config.seed * 1_000_003 + step)  # sampling, dropout and minibatch order: a function of (seed, step)
-            per_epoch = max(1, len(train_rows) // config.per_device_train_batch_size)
+    with session:
+        while state.global_step < total_steps:
+            step = state.global_step
+            session.throughput.begin_step()  # a step's time includes its sampling, as in every RL trainer
+            torch.manual_seed(
+                config.seed * 1_000_003 + step
+            )  # sampling, dropout and minibatch order: a function of (seed, step)
             epoch, position = divmod(step, per_epoch)
             order = epoch_order(len(train_rows), config.seed, epoch)
-            rows = [train_rows[i] for i in order[position * config.per_device_train_batch_size:(position + 1) * config.per_device_train_batch_size]]
-            with backend.generation_weights(policy):
+            rows = [train_rows[i] for i in order[position * batch_size : (position + 1) * batch_size]]
+            # 1. sample completions and score them
+            with session.backend.generation_weights(policy):
                 rollouts = sample_rollouts(config, lm, tokenizer, rows, prompts_for(rows), reward_fn, synced)
             batch = _batch(rollouts, tokenizer, config, device)
+            # 2. the old policy's and the reference's per-token log-probs (and values, for PPO), one pass each
             with torch.no_grad():  # dropout is off in RL (as in TRL), so these match the first update's forward exactly
                 old = model(batch, config.logprob_chunk_size, config.temperature, with_entropy=True)
                 with reference.model() as ref_model:  # with LoRA: the (prepared) policy with its adapters off
-                    ref_logps = (model(batch, config.logprob_chunk_size, config.temperature, with_values=False) if reference.use_adapter else
-                                 token_outputs(ref_model.lm, batch, config.logprob_chunk_size, temperature=config.temperature)).logps
+                    if reference.use_adapter:
+                        ref_logps = model(batch, config.logprob_chunk_size, config.temperature, with_values=False).logps
+                    else:
+                        ref_logps = token_outputs(
+                            ref_model.lm, batch, config.logprob_chunk_size, temperature=config.temperature
+                        ).logps
+            # 3. the method's advantages, then minibatch updates
             kl_coef = method.kl_coef
             prepared, stats = method.prepare(config, rollouts, old, ref_logps, kl_coef)
-            update_stats = _optimise(config, method, model, backend, optimizer, scheduler, params, rollouts, tokenizer, device, prepared, step, nonfinite)
+            update_stats = _optimise(config, method, session, rollouts, tokenizer, prepared, step)
             seq_kl = (kl_estimate(old.logps, ref_logps, "k1") * old.mask).sum(1)
             method.after_step(seq_kl.mean().item(), len(rollouts.texts))
-            throughput.end_step(len(rollouts.texts), int(batch["sequence_lengths"].sum()))
-            step += 1
-            bar.update(1)
-            lengths = old.mask.sum(1).float()
+            session.throughput.end_step(len(rollouts.texts), int(batch["sequence_lengths"].sum()))
+            state.global_step = step = step + 1
+            state.kl_coef = method.kl_coef
+            session.bar.update(1)
             metrics = {
-                "reward/score": rollouts.scores.mean().item(), "reward/score_std": rollouts.scores.std().item() if len(rollouts.scores) > 1 else 0.0,
+                "reward/score": rollouts.scores.mean().item(),
+                "reward/score_std": rollouts.scores.std().item() if len(rollouts.scores) > 1 else 0.0,
                 **{f"reward/{k}": sum(v) / len(v) for k, v in rollouts.components.items()},
-                "objective/kl": seq_kl.mean().item(), "objective/entropy": masked_mean(old.entropy, old.mask).item(), "objective/kl_coef": kl_coef,
-                "response_length": lengths.mean().item(),
-                "truncated_fraction": sum(tokenizer.eos_token_id not in r for r in rollouts.response_ids) / len(rollouts.response_ids),
-                **stats, **update_stats, "learning_rate": scheduler.get_last_lr()[0], "epoch": round(step / per_epoch, 4),
-                "nonfinite_updates_skipped": nonfinite["skipped"],
+                "objective/kl": seq_kl.mean().item(),
+                "objective/entropy": masked_mean(old.entropy, old.mask).item(),
+                "objective/kl_coef": kl_coef,
+                "response_length": old.mask.sum(1).float().mean().item(),
+                "truncated_fraction": sum(tokenizer.eos_token_id not in r for r in rollouts.response_ids)
+                / len(rollouts.response_ids),
+                **stats,
+                **update_stats,
+                "learning_rate": session.scheduler.get_last_lr()[0],
+                "epoch": round(step / per_epoch, 4),
+                "nonfinite_updates_skipped": state.nonfinite_skipped,
             }
-            too_many = nonfinite["in_a_row"] >= config.max_nonfinite_steps
-            if step % config.logging_steps == 0 or step == total_steps or too_many:
-                metrics.update(throughput.window())
+            if step % config.logging_steps == 0 or step == total_steps or session.too_many_nonfinite:
+                metrics.update(session.throughput.window())
                 last_train = metrics
-                record(step, metrics)
-                bar.set_postfix(progress_postfix(metrics))
-            if (step % config.sample_every == 0 or step == 1) and accelerator.is_main_process:
+                session.log(step, metrics)
+            if (step % config.sample_every == 0 or step == 1) and session.accelerator.is_main_process:
                 _write_samples(run_dir, step, rollouts, config.samples_per_log)
-            if too_many:
-                path = save(step)
-                logger.close()
-                raise AlignkitError(f"{nonfinite['in_a_row']} updates in a row had a NaN/inf loss or gradient (up to step {step}); stopped and saved "
-                                    f"{path.name} (skipped updates change nothing). Lower the learning rate or check the rewards, then --resume "
-                                    "(with --force_resume if you changed the config)")
+            if session.too_many_nonfinite:
+                session.stop_nonfinite(
+                    lambda checkpoint: f"{session.in_a_row} updates in a row had a NaN/inf loss or gradient (up to "
+                    f"step {step}); stopped and saved {checkpoint} (skipped updates change nothing). Lower the "
+                    "learning rate or check the rewards, then --resume (with --force_resume if you changed the config)"
+                )
             if eval_rows and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps):
                 last_eval = evaluate(step)
-            if step % config.save_steps == 0 or step == total_steps or stop.received:
-                path = save(step)
-            if stop.received:
-                bar.close()
-                logger.close()
-                raise TrainingInterrupted.at(stop.received, step, path)
-    if throughput.totals[0]:
-        summary = throughput.summary()
-        record(step, summary)
-        last_train = {**last_train, **summary}
-    bar.close()
-    logger.close()
-    with backend.full_weights(policy):  # all processes gather (ZeRO-3, FSDP); the main one writes
-        if accelerator.is_main_process:
-            save_final(run_dir / "final")
-    return TrainingResult(run_dir, lm, step, last_train, last_eval)
+            session.end_of_step()
+    last_train = session.finish(save_final, last_train)
+    return TrainingResult(run_dir, lm, state.global_step, last_train, last_eval)
 
 
-def sample_rollouts(config, lm, tokenizer, rows: list[dict], prompt_ids: list[list[int]], reward_fn, synced: bool = False) -> Rollouts:
+def sample_rollouts(
+    config, lm, tokenizer, rows: list[dict], prompt_ids: list[list[int]], reward_fn, synced: bool = False
+) -> Rollouts:
     k = config.num_generations
     rows_k = [r for r in rows for _ in range(k)]  # each prompt's completions are contiguous (a group)
     prompts_k = [p for p in prompt_ids for _ in range(k)]
-    responses = sample_token_ids(lm, tokenizer, prompts_k, config.max_new_tokens, config.temperature, config.top_p, config.mini_batch_size * 2,
-                                 synced=synced)
+    responses = sample_token_ids(
+        lm,
+        tokenizer,
+        prompts_k,
+        config.max_new_tokens,
+        config.temperature,
+        config.top_p,
+        config.mini_batch_size * 2,
+        synced=synced,
+    )
     texts = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses]
     scores, components = reward_fn(rows_k, texts)
     scores = torch.tensor(scores, dtype=torch.float32)
@@ -247,12 +255,13 @@ def _batch(rollouts: Rollouts, tokenizer, config, device, index: list[int] | Non
     sequences = [rollouts.prompt_ids[i] + rollouts.response_ids[i] for i in index]
     starts = [len(rollouts.prompt_ids[i]) for i in index]
     batch = build_batch(sequences, starts, tokenizer.pad_token_id, config.padding_free, config.padding_side)
-    return {k: v.to(device) for k, v in batch.items()}
+    return to_device(batch, device)
 
 
-def _optimise(config, method, model, backend, optimizer, scheduler, params, rollouts, tokenizer, device, prepared, step, nonfinite: dict) -> dict:
+def _optimise(config, method, session: TrainingSession, rollouts, tokenizer, prepared, step) -> dict:
     """``num_ppo_epochs`` passes of minibatch updates; an update whose loss or gradients are not finite
-    is skipped and counted in ``nonfinite`` (which also counts them in a row)."""
+    is skipped and counted by the session (stopping early once too many came in a row)."""
+    model, device = session.model, session.accelerator.device
     n = len(rollouts.response_ids)
     sums: dict[str, float] = {}
     count = 0
@@ -260,19 +269,16 @@ def _optimise(config, method, model, backend, optimizer, scheduler, params, roll
     for _ in range(config.num_ppo_epochs):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, config.mini_batch_size):
-            index = order[start:start + config.mini_batch_size]
+            index = order[start : start + config.mini_batch_size]
             batch = _batch(rollouts, tokenizer, config, device, index.tolist())
             out = model(batch, config.logprob_chunk_size, config.temperature)
             loss, stats = method.loss(config, out, _subset(prepared, index.to(device), out.logps.shape[1]))
-            backend.backward(model, loss)
-            grad_norm = backend.step(model, optimizer, scheduler, params, config.max_grad_norm)
+            session.backend.backward(model, loss)
+            grad_norm = session.optimizer_step()
             if not math.isfinite(grad_norm):
-                nonfinite["skipped"] += 1
-                nonfinite["in_a_row"] += 1
-                if nonfinite["in_a_row"] >= config.max_nonfinite_steps:
+                if session.too_many_nonfinite:
                     return {key: value / max(count, 1) for key, value in sums.items()}
                 continue
-            nonfinite["in_a_row"] = 0
             for key, value in {"loss/total": loss.detach(), "grad_norm": grad_norm, **stats}.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             count += 1
@@ -282,14 +288,28 @@ def _optimise(config, method, model, backend, optimizer, scheduler, params, roll
 def _write_samples(run_dir: Path, step: int, rollouts: Rollouts, count: int) -> None:
     with (run_dir / "samples.jsonl").open("a", encoding="utf-8") as handle:
         for i in range(min(count, len(rollouts.texts))):
-            handle.write(json.dumps({"step": step, "prompt": rollouts.rows[i]["prompt"], "response": rollouts.texts[i],
-                                     "score": round(float(rollouts.scores[i]), 4)}, ensure_ascii=False) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "prompt": rollouts.rows[i]["prompt"],
+                        "response": rollouts.texts[i],
+                        "score": round(float(rollouts.scores[i]), 4),
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
 
 
 def _truncate_samples(run_dir: Path, step: int) -> None:
     path = run_dir / "samples.jsonl"
     if path.exists():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        kept = [
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= step
+        ]
         path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 

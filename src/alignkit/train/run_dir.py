@@ -1,4 +1,5 @@
 """The run directory: refuse to clobber, overwrite only when asked, resume only what exists."""
+
 from __future__ import annotations
 
 import shutil
@@ -15,7 +16,9 @@ def check_run_dir(output_dir: str | Path, overwrite: bool = False, resume: bool 
     non_empty = path.is_dir() and any(path.iterdir())
     if resume:
         if not non_empty:
-            raise RunDirError(f"--resume: {path} has no run to resume (it is empty or missing); drop --resume to start a new run")
+            raise RunDirError(
+                f"--resume: {path} has no run to resume (it is empty or missing); drop --resume to start a new run"
+            )
     elif non_empty:
         if not overwrite:
             raise RunDirError(

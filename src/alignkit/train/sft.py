@@ -1,20 +1,19 @@
 """SFT: token-mean NLL on assistant tokens; the loop is shared. Stage 1 of the pipeline: point a
 DPO/reward/KTO run's ``model`` at this run's ``final/`` folder."""
+
 from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
 
+from alignkit.configs import SFTConfig
 from alignkit.data.sft import (
     SFTCollator,
     SFTExample,
-    load_sft_data,
     pack_examples,
-    tokenize_sft,
 )
 from alignkit.engine.logprobs import LogProbModel
 from alignkit.losses.preference import nll_loss
-from alignkit.method_configs import SFTConfig
 from alignkit.models.loading import save_final_model
 from alignkit.train.common import begin_training
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
@@ -26,14 +25,21 @@ def sft_compute_loss(model, batch: dict, training: bool):
     return loss, {"loss": loss.detach(), "scored_tokens": result.token_counts.sum().float()}
 
 
-def train_sft(config: SFTConfig, train_examples: list[SFTExample] | None = None, eval_examples: list[SFTExample] | None = None,
-              run_dir: Path | None = None, on_step=None) -> TrainingResult:
-    train_examples, eval_examples, run_dir, lm, tokenizer = begin_training(config, load_sft_data, train_examples, eval_examples, run_dir)
-    tokenize = partial(tokenize_sft, tokenizer=tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length, apply_chat_template=config.apply_chat_template)
-    train_items, dropped = tokenize(train_examples)
-    eval_items, _ = tokenize(eval_examples or [])
-    if dropped:
-        print(f"alignkit sft: {dropped} training example(s) had no assistant token within max_length={config.max_length} and were skipped")
+def train_sft(
+    config: SFTConfig,
+    train_examples: list[SFTExample] | None = None,
+    eval_examples: list[SFTExample] | None = None,
+    run_dir: Path | None = None,
+    on_step=None,
+) -> TrainingResult:
+    run = begin_training(config, "sft", train_examples, eval_examples, run_dir)
+    lm, tokenizer = run.lm, run.tokenizer
+    train_items, eval_items = run.train.items, run.eval.items
+    if run.train.dropped:
+        print(
+            f"alignkit sft: {run.train.dropped} training example(s) had no assistant token "
+            f"within max_length={config.max_length} and were skipped"
+        )
     if config.packing:
         train_items = pack_examples(train_items, config.max_length)
     task = TrainingTask(
@@ -45,4 +51,4 @@ def train_sft(config: SFTConfig, train_examples: list[SFTExample] | None = None,
         save_final=partial(save_final_model, lm, tokenizer),
         on_step=on_step,
     )
-    return run_training(config, task, run_dir)
+    return run_training(config, task, run.run_dir)

@@ -9,13 +9,14 @@ nobody could know. Three kinds of question, generated deterministically:
 Training and held-out tasks come from disjoint phrasings (see ``demo_phrasings``), so the held-out
 set measures the preference, not the templates.
 """
+
 from __future__ import annotations
 
 import itertools
 import random
 from dataclasses import dataclass
 
-from alignkit.data.demo_phrasings import (
+from alignkit.commands.demo.phrasings import (
     HELDOUT_ARITHMETIC,
     HELDOUT_KNOWLEDGE,
     HELDOUT_UNANSWERABLE,
@@ -42,7 +43,11 @@ class TaskMix:
     def counts(self, total: int) -> dict[str, int]:
         arithmetic = round(total * self.arithmetic)
         unanswerable = round(total * self.unanswerable)
-        return {"arithmetic": arithmetic, "unanswerable": unanswerable, "knowledge": max(total - arithmetic - unanswerable, 0)}
+        return {
+            "arithmetic": arithmetic,
+            "unanswerable": unanswerable,
+            "knowledge": max(total - arithmetic - unanswerable, 0),
+        }
 
 
 def _interleave(groups: list[list], rng: random.Random) -> list:
@@ -73,14 +78,20 @@ def unanswerable_pool(shapes: list[tuple[str, dict]], rng: random.Random) -> lis
     groups = []
     for shape, slots in shapes:
         keys = list(slots)
-        groups.append([ShortAnswerTask(shape.format(**dict(zip(keys, values))), None, NOT_SURE_REPLY)
-                       for values in itertools.product(*(slots[k] for k in keys))])
+        groups.append(
+            [
+                ShortAnswerTask(shape.format(**dict(zip(keys, values))), None, NOT_SURE_REPLY)
+                for values in itertools.product(*(slots[k] for k in keys))
+            ]
+        )
     return _interleave(groups, rng)
 
 
 def knowledge_pool(questions: list[tuple[str, str, tuple]], rng: random.Random) -> list[ShortAnswerTask]:
-    tasks = [ShortAnswerTask(q, answer, f"{answer[0].upper()}{answer[1:]}.", aliases=tuple(aliases))
-             for q, answer, aliases in questions]
+    tasks = [
+        ShortAnswerTask(q, answer, f"{answer[0].upper()}{answer[1:]}.", aliases=tuple(aliases))
+        for q, answer, aliases in questions
+    ]
     rng.shuffle(tasks)
     return tasks
 
@@ -91,15 +102,23 @@ def _take(pool: list, count: int, kind: str, split: str) -> list:
     return pool[:count]
 
 
-def demo_tasks(num_train: int, num_eval: int, seed: int = 0, mix: TaskMix = TaskMix()) -> tuple[list[ShortAnswerTask], list[ShortAnswerTask]]:
+def demo_tasks(
+    num_train: int, num_eval: int, seed: int = 0, mix: TaskMix = TaskMix()
+) -> tuple[list[ShortAnswerTask], list[ShortAnswerTask]]:
     """(train, held-out) task lists in the proportions of ``mix``. Held-out tasks use only held-out
     phrasings, shapes and questions, so no held-out prompt shares a template with a training one."""
     rng = random.Random(seed)
     pools = {
-        "train": {"arithmetic": arithmetic_pool(TRAIN_ARITHMETIC, rng), "unanswerable": unanswerable_pool(TRAIN_UNANSWERABLE, rng),
-                  "knowledge": knowledge_pool(TRAIN_KNOWLEDGE, rng)},
-        "held-out": {"arithmetic": arithmetic_pool(HELDOUT_ARITHMETIC, rng), "unanswerable": unanswerable_pool(HELDOUT_UNANSWERABLE, rng),
-                     "knowledge": knowledge_pool(HELDOUT_KNOWLEDGE, rng)},
+        "train": {
+            "arithmetic": arithmetic_pool(TRAIN_ARITHMETIC, rng),
+            "unanswerable": unanswerable_pool(TRAIN_UNANSWERABLE, rng),
+            "knowledge": knowledge_pool(TRAIN_KNOWLEDGE, rng),
+        },
+        "held-out": {
+            "arithmetic": arithmetic_pool(HELDOUT_ARITHMETIC, rng),
+            "unanswerable": unanswerable_pool(HELDOUT_UNANSWERABLE, rng),
+            "knowledge": knowledge_pool(HELDOUT_KNOWLEDGE, rng),
+        },
     }
     splits = {}
     for split, total in (("train", num_train), ("held-out", num_eval)):

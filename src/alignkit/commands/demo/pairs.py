@@ -15,11 +15,12 @@ prompt are so unlikely without that prompt that pushing them down teaches little
   words, not a terse reference ("Oslo."): the small model recalls facts through its own phrasing
   ("The capital of Norway is Oslo."), and terse chosen answers cost it half its held-out knowledge.
 """
+
 from __future__ import annotations
 
 from collections import Counter
 
-from alignkit.data.demo_tasks import NOT_SURE_REPLY
+from alignkit.commands.demo.tasks import NOT_SURE_REPLY
 from alignkit.data.synthetic import (
     Candidate,
     PairBuildSummary,
@@ -31,8 +32,13 @@ from alignkit.judges.verifiers import ShortAnswerTask, is_correct, verifier_scor
 HEDGE_PAIR_EVERY = 10
 
 
-def demo_pairs(tasks: list[ShortAnswerTask], good: list[str], own: list[str], hedge_every: int = HEDGE_PAIR_EVERY,
-               retention: bool = True) -> tuple[list[dict], PairBuildSummary]:
+def demo_pairs(
+    tasks: list[ShortAnswerTask],
+    good: list[str],
+    own: list[str],
+    hedge_every: int = HEDGE_PAIR_EVERY,
+    retention: bool = True,
+) -> tuple[list[dict], PairBuildSummary]:
     """Training pairs (with ``provenance.kind``) from the answers under the good system prompt and
     the model's own (default) answers, and the summary of what was kept and dropped.
     ``hedge_every`` 0: no hedge pairs; ``retention`` False: no general-knowledge pairs."""
@@ -54,7 +60,9 @@ def demo_pairs(tasks: list[ShortAnswerTask], good: list[str], own: list[str], he
         rows += _ranked(task, group, summary)
         if task.kind == "arithmetic":
             if hedge_every and arithmetic_seen % hedge_every == 0:
-                rows += _ranked(task, [Candidate(task.reference, "reference"), Candidate(NOT_SURE_REPLY, "hedge")], summary, "hedge")
+                rows += _ranked(
+                    task, [Candidate(task.reference, "reference"), Candidate(NOT_SURE_REPLY, "hedge")], summary, "hedge"
+                )
             arithmetic_seen += 1
     return rows, summary
 
@@ -62,8 +70,13 @@ def demo_pairs(tasks: list[ShortAnswerTask], good: list[str], own: list[str], he
 def heldout_pairs(tasks: list[ShortAnswerTask], before: list[str]) -> list[dict]:
     """Held-out pairs for the trainer's eval metrics: the reference reply vs the model's own answer."""
     summary = PairBuildSummary()
-    return [row for task, answer in zip(tasks, before)
-            for row in _ranked(task, [Candidate(answer, "reference_model"), Candidate(task.reference, "reference")], summary)]
+    return [
+        row
+        for task, answer in zip(tasks, before)
+        for row in _ranked(
+            task, [Candidate(answer, "reference_model"), Candidate(task.reference, "reference")], summary
+        )
+    ]
 
 
 def pair_mix(rows: list[dict]) -> Counter:
@@ -71,7 +84,14 @@ def pair_mix(rows: list[dict]) -> Counter:
     return Counter(row["provenance"]["kind"] for row in rows)
 
 
-def _ranked(task: ShortAnswerTask, group: list[Candidate], summary: PairBuildSummary, kind: str | None = None) -> list[dict]:
+def _ranked(
+    task: ShortAnswerTask, group: list[Candidate], summary: PairBuildSummary, kind: str | None = None
+) -> list[dict]:
     unique = unique_candidates(group)
-    return pairs_from_scores(task.prompt, unique, [verifier_score(task, c.text) for c in unique], summary,
-                             provenance={"kind": kind or task.kind})
+    return pairs_from_scores(
+        task.prompt,
+        unique,
+        [verifier_score(task, c.text) for c in unique],
+        summary,
+        provenance={"kind": kind or task.kind},
+    )

@@ -4,13 +4,14 @@
 held-out prompts come from ``eval_data`` or an ``eval_split``. One *step* (``max_steps``) is one
 rollout batch: generate, score, then ``num_ppo_epochs`` passes of minibatch updates.
 """
+
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from alignkit.config import TrainConfig
+from alignkit.configs.base import TrainConfig
 
 
 class RewardSpec(BaseModel):
@@ -18,15 +19,25 @@ class RewardSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    kind: Literal["verifier", "length", "regex", "python", "reward_model", "judge"] = Field(..., description=(
-        "verifier: 1 when the response gives the row's `answer` (or the fraction of its `tests` passed); length: minus the word count; "
-        "regex: 1 when `pattern` matches; python: your fn(row, response) -> float; reward_model: an `alignkit reward` output's score; "
-        "judge: an LLM judge's 1-10 grade over an OpenAI-compatible endpoint."))
+    kind: Literal["verifier", "length", "regex", "python", "reward_model", "judge"] = Field(
+        ...,
+        description=(
+            "verifier: 1 when the response gives the row's `answer` (or the "
+            "fraction of its `tests` passed); length: minus the word count; "
+            "regex: 1 when `pattern` matches; python: your fn(row, response) -> "
+            "float; reward_model: an `alignkit reward` output's score; "
+            "judge: an LLM judge's 1-10 grade over an OpenAI-compatible endpoint."
+        ),
+    )
     weight: float = Field(1.0, description="Multiplier of this term (e.g. 0.01 for length: 0.01 off per word).")
-    answer_match: Literal["auto", "exact", "normalized", "contains", "final_number"] = Field("auto", description="verifier: how the answer must match.")
+    answer_match: Literal["auto", "exact", "normalized", "contains", "final_number"] = Field(
+        "auto", description="verifier: how the answer must match."
+    )
     pattern: str | None = Field(None, description="regex: the pattern.")
     function: str | None = Field(None, description="python: path/to/file.py:fn or module:fn.")
-    model: str | None = Field(None, description="reward_model: the model folder; judge: the model name the endpoint serves.")
+    model: str | None = Field(
+        None, description="reward_model: the model folder; judge: the model name the endpoint serves."
+    )
     base_url: str | None = Field(None, description="judge: the endpoint, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="judge: environment variable holding the API key.")
 
@@ -43,28 +54,57 @@ class RewardSpec(BaseModel):
 class RLConfig(TrainConfig):
     """Fields shared by PPO, GRPO and RLOO."""
 
-    learning_rate: float = Field(1e-6, gt=0.0, description="Peak learning rate (AdamW); ~1e-6 full fine-tuning, ~1e-5-1e-4 with LoRA.")
-    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(kind="verifier")], description=(
-        "Reward terms, summed with weights, e.g. [{kind: verifier}, {kind: length, weight: 0.01}] (correct and concise)."))
+    learning_rate: float = Field(
+        1e-6, gt=0.0, description="Peak learning rate (AdamW); ~1e-6 full fine-tuning, ~1e-5-1e-4 with LoRA."
+    )
+    rewards: list[RewardSpec] = Field(
+        default_factory=lambda: [RewardSpec(kind="verifier")],
+        description=(
+            "Reward terms, summed with weights, e.g. [{kind: verifier}, {kind: "
+            "length, weight: 0.01}] (correct and concise)."
+        ),
+    )
     per_device_train_batch_size: int = Field(8, ge=1, description="Prompts per rollout batch (one step).")
     num_generations: int = Field(1, ge=1, description="Completions sampled per prompt.")
     mini_batch_size: int = Field(8, ge=1, description="Sequences per optimisation minibatch.")
     num_ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
-    max_new_tokens: int = Field(64, ge=1, description="Response length limit while sampling (and for held-out evaluation).")
-    temperature: float = Field(0.7, gt=0.0, description="Sampling temperature of rollouts (held-out evaluation is greedy).")
+    max_new_tokens: int = Field(
+        64, ge=1, description="Response length limit while sampling (and for held-out evaluation)."
+    )
+    temperature: float = Field(
+        0.7, gt=0.0, description="Sampling temperature of rollouts (held-out evaluation is greedy)."
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling of rollouts.")
-    missing_eos_penalty: float | None = Field(None, ge=0.0, description="Subtract this from the score of responses cut off before EOS (None: no penalty).")
+    missing_eos_penalty: float | None = Field(
+        None, ge=0.0, description="Subtract this from the score of responses cut off before EOS (None: no penalty)."
+    )
     kl_coef: float = Field(0.05, ge=0.0, description="KL penalty coefficient against the reference model.")
-    kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimate: k1 = log p - log q, k3 = q/p - 1 - log(q/p) (never negative).")
+    kl_estimator: Literal["k1", "k3"] = Field(
+        "k1", description="Per-token KL estimate: k1 = log p - log q, k3 = q/p - 1 - log(q/p) (never negative)."
+    )
     cliprange: float = Field(0.2, gt=0.0, description="PPO ratio clipping.")
     eval_max_prompts: int = Field(64, ge=1, description="Held-out prompts scored (greedy) at each evaluation.")
     sample_every: int = Field(5, ge=1, description="Write sample rollouts to samples.jsonl every N steps.")
     samples_per_log: int = Field(4, ge=1, description="Rollouts written each time.")
-    hacking_kl_threshold: float = Field(10.0, gt=0.0, description="Reward-hacking guard: warn when the reward rises while the mean KL (nats per response) exceeds this.")
-    length_runaway_factor: float = Field(2.0, gt=1.0, description="... or when responses grow past this many times their first length (or nearly all newly hit max_new_tokens).")
-    eval_split: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of the prompts held out for evaluation when eval_data is unset.")
+    hacking_kl_threshold: float = Field(
+        10.0,
+        gt=0.0,
+        description="Reward-hacking guard: warn when the reward rises while the mean KL "
+        "(nats per response) exceeds this.",
+    )
+    length_runaway_factor: float = Field(
+        2.0,
+        gt=1.0,
+        description="... or when responses grow past this many times their first length "
+        "(or nearly all newly hit max_new_tokens).",
+    )
+    eval_split: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Fraction of the prompts held out for evaluation when eval_data is unset."
+    )
     max_prompt_length: int = Field(256, ge=1, description="Maximum prompt tokens (trimmed from the left).")
-    max_length: int = Field(1024, ge=8, description="Unused by RL beyond validation: responses are bounded by max_new_tokens.")
+    max_length: int = Field(
+        1024, ge=8, description="Unused by RL beyond validation: responses are bounded by max_new_tokens."
+    )
 
 
 class PPOConfig(RLConfig):

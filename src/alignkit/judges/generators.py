@@ -4,6 +4,7 @@ generation) or any OpenAI-compatible endpoint. Both answer ``generate(prompts, .
 Sampling is seeded per call (``seed``), so the same job gives the same samples; for endpoints the
 seed is also part of each request's cache key, so a resumed job reuses what it already paid for.
 """
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -19,8 +20,16 @@ from alignkit.models.loading import load_model_and_tokenizer
 class Generator(Protocol):
     name: str
 
-    def generate(self, prompts: list, *, system_prompt: str | None, temperature: float, max_new_tokens: int, top_p: float = 1.0, seed: int = 0) -> list[str]:
-        ...
+    def generate(
+        self,
+        prompts: list,
+        *,
+        system_prompt: str | None,
+        temperature: float,
+        max_new_tokens: int,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> list[str]: ...
 
 
 class LocalGenerator:
@@ -32,10 +41,29 @@ class LocalGenerator:
         self.model.eval()
         self.batch_size, self.show_progress = batch_size, show_progress
 
-    def generate(self, prompts: list, *, system_prompt: str | None, temperature: float, max_new_tokens: int, top_p: float = 1.0, seed: int = 0) -> list[str]:
+    def generate(
+        self,
+        prompts: list,
+        *,
+        system_prompt: str | None,
+        temperature: float,
+        max_new_tokens: int,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> list[str]:
         torch.manual_seed(seed)
-        return generate_responses(self.model, self.tokenizer, prompts, max_new_tokens, self.batch_size, system_prompt=system_prompt,
-                                  temperature=temperature, top_p=top_p, desc=f"generating (T={temperature})", show_progress=self.show_progress)
+        return generate_responses(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens,
+            self.batch_size,
+            system_prompt=system_prompt,
+            temperature=temperature,
+            top_p=top_p,
+            desc=f"generating (T={temperature})",
+            show_progress=self.show_progress,
+        )
 
 
 class EndpointGenerator:
@@ -45,13 +73,25 @@ class EndpointGenerator:
         self.client, self.show_progress = client, show_progress
         self.name = f"endpoint:{client.settings.model}"
 
-    def generate(self, prompts: list, *, system_prompt: str | None, temperature: float, max_new_tokens: int, top_p: float = 1.0, seed: int = 0) -> list[str]:
+    def generate(
+        self,
+        prompts: list,
+        *,
+        system_prompt: str | None,
+        temperature: float,
+        max_new_tokens: int,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> list[str]:
         def one(prompt) -> str:
             messages = as_messages(prompt)
             if system_prompt is not None:
-                messages = [{"role": "system", "content": system_prompt}] + [m for m in messages if m["role"] != "system"]
-            reply = self.client.chat(messages, temperature=temperature, max_tokens=max_new_tokens, top_p=top_p, seed=seed)
+                messages = [{"role": "system", "content": system_prompt}] + [
+                    m for m in messages if m["role"] != "system"
+                ]
+            reply = self.client.chat(
+                messages, temperature=temperature, max_tokens=max_new_tokens, top_p=top_p, seed=seed
+            )
             return reply["text"].strip()
 
         return self.client.map(prompts, one, desc=f"generating (T={temperature})", show_progress=self.show_progress)
-

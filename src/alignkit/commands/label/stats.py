@@ -3,6 +3,7 @@ majority vote that export turns into training rows. Pure functions of label reco
 (``{"annotator", "item_id", "choice", "score", "shown_left"}``); five-point labels count as their
 side (1-2: a, 3: tie, 4-5: b) wherever categories are compared.
 """
+
 from __future__ import annotations
 
 import random
@@ -75,19 +76,30 @@ def label_stats(labels: list[dict], items: list[dict], annotators: list[str], se
     by_item: dict[str, list[dict]] = defaultdict(list)
     for label in labels:
         by_item[label["item_id"]].append(label)
-    stats: dict = {"labels": len(labels), "items": len(items), "items_labelled": len(by_item),
-                   "per_annotator": {name: sum(label["annotator"] == name for label in labels) for name in annotators}}
+    stats: dict = {
+        "labels": len(labels),
+        "items": len(items),
+        "items_labelled": len(by_item),
+        "per_annotator": {name: sum(label["annotator"] == name for label in labels) for name in annotators},
+    }
     active = [name for name in annotators if stats["per_annotator"][name]]
     if len(active) == 2:
-        pairs = [(next(l for l in ls if l["annotator"] == active[0]), next(l for l in ls if l["annotator"] == active[1]))
-                 for ls in by_item.values() if {l["annotator"] for l in ls} >= set(active)]
+        pairs = [
+            (next(x for x in ls if x["annotator"] == active[0]), next(x for x in ls if x["annotator"] == active[1]))
+            for ls in by_item.values()
+            if {x["annotator"] for x in ls} >= set(active)
+        ]
         stats["cohen_kappa"] = cohen_kappa([side(a) for a, _ in pairs], [side(b) for _, b in pairs]) if pairs else None
         stats["kappa_items"] = len(pairs)
-    stats["krippendorff_alpha"] = krippendorff_alpha([[side(l) for l in ls] for ls in by_item.values()])
-    decided = [l for l in labels if l.get("shown_left") and side(l) in ("a", "b")]
+    stats["krippendorff_alpha"] = krippendorff_alpha([[side(x) for x in ls] for ls in by_item.values()])
+    decided = [x for x in labels if x.get("shown_left") and side(x) in ("a", "b")]
     if decided:
-        left_wins = sum(side(l) == l["shown_left"] for l in decided)
-        stats["position_bias"] = {"left_wins": left_wins, "decided": len(decided), "left_win_rate": left_wins / len(decided)}
+        left_wins = sum(side(x) == x["shown_left"] for x in decided)
+        stats["position_bias"] = {
+            "left_wins": left_wins,
+            "decided": len(decided),
+            "left_win_rate": left_wins / len(decided),
+        }
     judged = {item["id"]: item["judge"] for item in items if item.get("judge")}
     if judged:
         hits, disagreements = [], []
@@ -99,6 +111,10 @@ def label_stats(labels: list[dict], items: list[dict], annotators: list[str], se
             if verdict != judge:
                 disagreements.append({"item_id": item_id, "judge": judge, "people": verdict, "votes": dict(votes)})
         low, high = bootstrap_interval(hits, seed)
-        stats["judge"] = {"items": len(hits), "agreement": sum(hits) / len(hits) if hits else None, "interval_95": [low, high],
-                          "disagreements": disagreements}
+        stats["judge"] = {
+            "items": len(hits),
+            "agreement": sum(hits) / len(hits) if hits else None,
+            "interval_95": [low, high],
+            "disagreements": disagreements,
+        }
     return stats

@@ -14,6 +14,7 @@ The verdict never claims more than the measurements: a capability probe that reg
 ``alignkit eval``'s tolerance, a drop in held-out general knowledge or new looping replies are
 printed in red and the command exits 1.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,12 +26,8 @@ from pathlib import Path
 from rich.console import Console
 
 from alignkit.atomic import atomic_path
-from alignkit.config import DemoConfig
-from alignkit.data.demo_pairs import demo_pairs, heldout_pairs, pair_mix
-from alignkit.data.demo_tasks import demo_tasks
-from alignkit.data.records import write_jsonl
-from alignkit.data_configs import GOOD_SYSTEM_PROMPT
-from alignkit.demo_report import (
+from alignkit.commands.demo.pairs import demo_pairs, heldout_pairs, pair_mix
+from alignkit.commands.demo.report import (
     METRIC_LABELS,
     print_comparison,
     print_dpo_metrics,
@@ -38,9 +35,12 @@ from alignkit.demo_report import (
     print_verdict,
     regressions,
 )
+from alignkit.commands.demo.tasks import demo_tasks
+from alignkit.configs import DemoConfig, EvalFields
+from alignkit.data.records import write_jsonl
+from alignkit.data.synthetic import GOOD_SYSTEM_PROMPT
 from alignkit.engine.generation import generate_replies, generate_responses
 from alignkit.engine.reference import model_fingerprint
-from alignkit.eval_configs import EvalFields
 from alignkit.evaluate.answers import answer_metrics, rule_outcome
 from alignkit.evaluate.probes import probe_result, probe_score
 from alignkit.evaluate.winrate import win_rate
@@ -83,12 +83,17 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     stage("1/5 Embedded model")
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
-    console.print(f"model: {resolve_model_path(config.model)} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters)")
+    console.print(
+        f"model: {resolve_model_path(config.model)} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
+        "parameters)"
+    )
 
     stage("2/5 Preference pairs")
     train_tasks, eval_tasks = demo_tasks(config.num_train_prompts, config.num_eval_prompts, config.seed)
     answers = _reference_answers(config, model, tokenizer, train_tasks, eval_tasks, show)
-    train_pairs, summary = demo_pairs(train_tasks, answers["good"], answers["own"], config.hedge_pair_every, config.retention_pairs)
+    train_pairs, summary = demo_pairs(
+        train_tasks, answers["good"], answers["own"], config.hedge_pair_every, config.retention_pairs
+    )
     train_path, eval_path = run_dir / "data" / "train.jsonl", run_dir / "data" / "eval.jsonl"
     write_jsonl(train_path, train_pairs)
     write_jsonl(eval_path, heldout_pairs(eval_tasks, answers["before"][0]))
@@ -107,11 +112,22 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
     stage("5/5 After: the aligned model on the same prompts, and the capability probes")
     aligned = result.model.lm
-    after_answers, after_finished = generate_replies(aligned, tokenizer, [t.prompt for t in eval_tasks], config.max_new_tokens,
-                                                     config.generation_batch_size, desc="aligned answers", show_progress=show)
+    after_answers, after_finished = generate_replies(
+        aligned,
+        tokenizer,
+        [t.prompt for t in eval_tasks],
+        config.max_new_tokens,
+        config.generation_batch_size,
+        desc="aligned answers",
+        show_progress=show,
+    )
     after = answer_metrics(eval_tasks, after_answers, after_finished)
-    probes = [probe_result(name, answers["probes"][name], *probe_score(aligned, tokenizer, name, PROBES.probe_size, PROBES.batch_size)).as_dict(
-        PROBES.regression_tolerance, PROBES.perplexity_tolerance) for name in PROBES.probes]
+    probes = [
+        probe_result(
+            name, answers["probes"][name], *probe_score(aligned, tokenizer, name, PROBES.probe_size, PROBES.batch_size)
+        ).as_dict(PROBES.regression_tolerance, PROBES.perplexity_tolerance)
+        for name in PROBES.probes
+    ]
     outcomes = [rule_outcome(t, mine, theirs) for t, mine, theirs in zip(eval_tasks, after_answers, before_answers)]
     wins = win_rate(outcomes, PROBES.n_bootstrap, config.seed).as_dict()
     problems = regressions(before, after, probes, PROBES.regression_tolerance)
@@ -128,7 +144,10 @@ def run_demo(config: DemoConfig) -> DemoResult:
         (run_dir / "tensorboard", "TensorBoard logs"),
         (run_dir / "config.yaml", "the resolved config (rerun with alignkit dpo config.yaml)"),
         (run_dir / "data", "the preference pairs trained and evaluated on"),
-        (run_dir / "demo_answers.jsonl", "every held-out prompt with before/after answers and the rule judge's outcome"),
+        (
+            run_dir / "demo_answers.jsonl",
+            "every held-out prompt with before/after answers and the rule judge's outcome",
+        ),
         (run_dir / "demo_results.json", "before/after metrics, probes, win-rate and the verdict"),
     ]:
         console.print(f"  {path}  [dim]{what}[/dim]")
@@ -141,7 +160,13 @@ def _reference_answers(config: DemoConfig, model, tokenizer, train_tasks, eval_t
     """The reference model's answers (greedy, so deterministic) and its probe scores. Each set is
     cached on its own, keyed by the model, its prompts and the settings, so reruns (and runs that
     change only the held-out set) skip that work."""
-    base = [DEMO_DATA_VERSION, model_fingerprint(resolve_model_path(config.model)), config.dtype, config.max_new_tokens, config.generation_batch_size]
+    base = [
+        DEMO_DATA_VERSION,
+        model_fingerprint(resolve_model_path(config.model)),
+        config.dtype,
+        config.max_new_tokens,
+        config.generation_batch_size,
+    ]
 
     def cached(key: list, make):
         path = cache_dir() / "demo" / f"{hashlib.sha256(json.dumps(base + key).encode()).hexdigest()[:24]}.json"
@@ -154,24 +179,65 @@ def _reference_answers(config: DemoConfig, model, tokenizer, train_tasks, eval_t
 
     def answers(tasks, system_prompt, desc):
         prompts = [t.prompt for t in tasks]
-        return cached([system_prompt, prompts], lambda: generate_responses(model, tokenizer, prompts, config.max_new_tokens, config.generation_batch_size,
-                                                                           system_prompt=system_prompt, desc=desc, show_progress=show))
+        return cached(
+            [system_prompt, prompts],
+            lambda: generate_responses(
+                model,
+                tokenizer,
+                prompts,
+                config.max_new_tokens,
+                config.generation_batch_size,
+                system_prompt=system_prompt,
+                desc=desc,
+                show_progress=show,
+            ),
+        )
 
     return {
         "good": answers(train_tasks, GOOD_SYSTEM_PROMPT, "answers under the good system prompt"),
         "own": answers(train_tasks, None, "the model's own answers"),
-        "before": cached([None, [t.prompt for t in eval_tasks], "finished"], lambda: generate_replies(
-            model, tokenizer, [t.prompt for t in eval_tasks], config.max_new_tokens, config.generation_batch_size, desc="reference answers (held-out)",
-            show_progress=show)),
-        "probes": cached(["probes", PROBES.probes, PROBES.probe_size, PROBES.batch_size], lambda: {
-            name: probe_score(model, tokenizer, name, PROBES.probe_size, PROBES.batch_size)[0] for name in PROBES.probes}),
+        "before": cached(
+            [None, [t.prompt for t in eval_tasks], "finished"],
+            lambda: generate_replies(
+                model,
+                tokenizer,
+                [t.prompt for t in eval_tasks],
+                config.max_new_tokens,
+                config.generation_batch_size,
+                desc="reference answers (held-out)",
+                show_progress=show,
+            ),
+        ),
+        "probes": cached(
+            ["probes", PROBES.probes, PROBES.probe_size, PROBES.batch_size],
+            lambda: {
+                name: probe_score(model, tokenizer, name, PROBES.probe_size, PROBES.batch_size)[0]
+                for name in PROBES.probes
+            },
+        ),
     }
 
 
 def _write_results(demo: DemoResult, tasks, before_answers, after_answers, outcomes) -> None:
-    rows = [{"prompt": t.prompt, "kind": t.kind, "answer": [t.answer, *t.aliases] if t.aliases else t.answer, "before": b, "after": a, "outcome": o}
-            for t, b, a, o in zip(tasks, before_answers, after_answers, outcomes)]
+    rows = [
+        {
+            "prompt": t.prompt,
+            "kind": t.kind,
+            "answer": [t.answer, *t.aliases] if t.aliases else t.answer,
+            "before": b,
+            "after": a,
+            "outcome": o,
+        }
+        for t, b, a, o in zip(tasks, before_answers, after_answers, outcomes)
+    ]
     write_jsonl(demo.run_dir / "demo_answers.jsonl", rows)
-    summary = {"before": demo.before, "after": demo.after, "probes": demo.probes, "win_rate": demo.win_rate, "problems": demo.problems,
-               "train_metrics": demo.train_metrics, "eval_metrics": demo.eval_metrics}
+    summary = {
+        "before": demo.before,
+        "after": demo.after,
+        "probes": demo.probes,
+        "win_rate": demo.win_rate,
+        "problems": demo.problems,
+        "train_metrics": demo.train_metrics,
+        "eval_metrics": demo.eval_metrics,
+    }
     (demo.run_dir / "demo_results.json").write_text(json.dumps(summary, indent=1))

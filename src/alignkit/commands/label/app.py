@@ -13,6 +13,7 @@ API calls carry ``Authorization: Bearer <token>``: an unknown token is 401, an i
 the annotator 403, a malformed body 422. Tokens are never logged (the server runs without an
 access log, since page URLs carry them).
 """
+
 from __future__ import annotations
 
 import html
@@ -24,10 +25,10 @@ from fastapi.responses import HTMLResponse
 from markdown_it import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field
 
-from alignkit.label.project import DB_FILE, load_project, shown_left
-from alignkit.label.report import stats_lines
-from alignkit.label.stats import label_stats
-from alignkit.label.store import LabelStore
+from alignkit.commands.label.project import DB_FILE, load_project, shown_left
+from alignkit.commands.label.report import stats_lines
+from alignkit.commands.label.stats import label_stats
+from alignkit.commands.label.store import LabelStore
 
 PAGE = Path(__file__).with_name("page.html")
 
@@ -61,7 +62,10 @@ def create_app(project_dir: str | Path) -> FastAPI:
         shown = {"item_id": item["id"], "prompt": item["prompt"]}
         if project.kind == "compare":
             left = shown_left(project.seed, name, item["id"])
-            shown.update(left=item["response_a" if left == "a" else "response_b"], right=item["response_b" if left == "a" else "response_a"])
+            shown.update(
+                left=item["response_a" if left == "a" else "response_b"],
+                right=item["response_b" if left == "a" else "response_a"],
+            )
         elif project.kind == "thumbs":
             shown["response"] = item["response"]
         else:
@@ -77,21 +81,35 @@ def create_app(project_dir: str | Path) -> FastAPI:
         name, _ = who
         mine, done = store.assigned(name), store.labelled(name)
         pending = [by_id[i] for i in mine if i not in done and i in by_id]
-        return {"annotator": name, "project": project.name, "kind": project.kind, "scale": project.scale, "reasons": project.reasons,
-                "rubric_html": rubric_html, "total": len(mine), "done": len(mine) - len(pending), "items": [view(i, name) for i in pending[:2]]}
+        return {
+            "annotator": name,
+            "project": project.name,
+            "kind": project.kind,
+            "scale": project.scale,
+            "reasons": project.reasons,
+            "rubric_html": rubric_html,
+            "total": len(mine),
+            "done": len(mine) - len(pending),
+            "items": [view(i, name) for i in pending[:2]],
+        }
 
     @app.post("/api/label")
     def label(body: LabelIn, who: tuple[str, bool] = Depends(annotator)) -> dict:
         name, _ = who
         if body.item_id not in store.assigned(name):
             raise HTTPException(403, f"item '{body.item_id}' is not assigned to {name}")
-        choice, score, left = _unblind(body.choice, body.score, shown_left(project.seed, name, body.item_id) if project.kind == "compare" else None)
+        choice, score, left = _unblind(
+            body.choice, body.score, shown_left(project.seed, name, body.item_id) if project.kind == "compare" else None
+        )
         store.put_label(name, body.item_id, choice, score, body.reason.strip(), left)
         return {"ok": True}
 
     def _unblind(choice: str | None, score: int | None, left: str | None) -> tuple[str, int | None, str | None]:
-        allowed = {"compare": {"binary": {"1", "2"}, "tie": {"1", "2", "tie"}, "five": set()}.get(project.scale, set()),
-                   "thumbs": {"up", "down"}, "review": {"pass", "fail"}}[project.kind]
+        allowed = {
+            "compare": {"binary": {"1", "2"}, "tie": {"1", "2", "tie"}, "five": set()}.get(project.scale, set()),
+            "thumbs": {"up", "down"},
+            "review": {"pass", "fail"},
+        }[project.kind]
         if project.kind == "compare" and project.scale == "five":
             if score is None or choice is not None:
                 raise HTTPException(422, "this project labels on a five-point scale: send a score from 1 to 5")
@@ -126,9 +144,23 @@ def create_app(project_dir: str | Path) -> FastAPI:
 
 def stats_html(title: str, stats: dict) -> str:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in stats_lines(stats))
-    disagreements = "".join(f"<tr><td>{html.escape(d['item_id'])}</td><td>{d['judge']}</td><td>{d['people']}</td><td>{html.escape(str(d['votes']))}</td></tr>"
-                            for d in stats.get("judge", {}).get("disagreements", []))
-    table = f"<h2>Judge vs people: disagreements</h2><table><tr><th>item</th><th>judge</th><th>people</th><th>votes</th></tr>{disagreements}</table>" if disagreements else ""
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}: stats</title><style>body{{font-family:system-ui,sans-serif;"
-            f"margin:2em;max-width:60em}} table{{border-collapse:collapse;margin:1em 0}} th,td{{border:1px solid #ccc;padding:.35em .7em;text-align:left}}"
-            f" th{{background:#f2f2f2}}</style></head><body><h1>{html.escape(title)}: what the labels say</h1><table>{rows}</table>{table}</body></html>")
+    disagreements = "".join(
+        f"<tr><td>{html.escape(d['item_id'])}</td><td>{d['judge']}</td><td>{d['people']}</td><td>{html.escape(str(d['votes']))}</td></tr>"
+        for d in stats.get("judge", {}).get("disagreements", [])
+    )
+    table = (
+        "<h2>Judge vs people: "
+        f"disagreements</h2><table><tr><th>item</th><th>judge</th><th>people</th><th>votes</th></tr>{disagreements}</table>"
+        if disagreements
+        else ""
+    )
+    return (
+        "<!doctype html><html><head><meta "
+        f"charset='utf-8'><title>{html.escape(title)}: "
+        f"stats</title><style>body{{font-family:system-ui,sans-serif;"
+        f"margin:2em;max-width:60em}} table{{border-collapse:collapse;margin:1em "
+        f"0}} th,td{{border:1px solid #ccc;padding:.35em .7em;text-align:left}}"
+        " "
+        f"th{{background:#f2f2f2}}</style></head><body><h1>{html.escape(title)}: "
+        f"what the labels say</h1><table>{rows}</table>{table}</body></html>"
+    )

@@ -9,6 +9,7 @@ Kinds of project:
 - ``review``: the reference model's and the aligned model's answers side by side, named, with a
   pass/fail mark and notes (exported as ``alignkit eval``'s inspection sheet).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,9 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from alignkit.errors import ConfigError
 
 PROJECT_FILE, ITEMS_FILE, DB_FILE = "project.yaml", "items.jsonl", "labels.sqlite"
-FIELDS = {"compare": ("prompt", "response_a", "response_b"), "thumbs": ("prompt", "response"), "review": ("prompt", "reference", "model")}
-DEFAULT_RUBRIC = ("Which answer is better for the person who asked? Prefer the answer that is **correct**, then **helpful**, "
-                  "then **concise**. Say *tie* only when neither is better.")
+FIELDS = {
+    "compare": ("prompt", "response_a", "response_b"),
+    "thumbs": ("prompt", "response"),
+    "review": ("prompt", "reference", "model"),
+}
+DEFAULT_RUBRIC = (
+    "Which answer is better for the person who asked? Prefer the answer that is **correct**, then **helpful**, "
+    "then **concise**. Say *tie* only when neither is better."
+)
 
 
 class LabelProject(BaseModel):
@@ -32,11 +39,21 @@ class LabelProject(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., min_length=1, description="Shown on the page and written into every exported row's provenance.")
-    kind: Literal["compare", "thumbs", "review"] = Field("compare", description="What annotators do (see the module docstring).")
-    scale: Literal["binary", "tie", "five"] = Field("tie", description="compare: binary (A or B), tie (A, B or tie), five (1 = A much better ... 3 = tie ... 5 = B much better).")
+    name: str = Field(
+        ..., min_length=1, description="Shown on the page and written into every exported row's provenance."
+    )
+    kind: Literal["compare", "thumbs", "review"] = Field(
+        "compare", description="What annotators do (see the module docstring)."
+    )
+    scale: Literal["binary", "tie", "five"] = Field(
+        "tie",
+        description="compare: binary (A or B), tie (A, B or tie), five (1 = A much better "
+        "... 3 = tie ... 5 = B much better).",
+    )
     rubric: str = Field(DEFAULT_RUBRIC, description="Markdown shown beside every item.")
-    overlap: int = Field(1, ge=1, description="How many annotators see each item (the first `overlap` annotators added take every item).")
+    overlap: int = Field(
+        1, ge=1, description="How many annotators see each item (the first `overlap` annotators added take every item)."
+    )
     seed: int = Field(0, description="Seeds the A/B order per item and annotator, and each annotator's item order.")
     reasons: bool = Field(True, description="Offer an optional free-text reason with each label.")
 
@@ -53,13 +70,18 @@ def load_project(path: str | Path) -> tuple[Path, LabelProject, list[dict]]:
     root = Path(path)
     config_path = root / PROJECT_FILE
     if not config_path.is_file():
-        raise ConfigError(f"{root}: not a labelling project (no {PROJECT_FILE}); create one with 'alignkit label init {root} --rows FILE'")
+        raise ConfigError(
+            f"{root}: not a labelling project (no {PROJECT_FILE}); create one with "
+            f"'alignkit label init {root} --rows FILE'"
+        )
     try:
         project = LabelProject(**(yaml.safe_load(config_path.read_text()) or {}))
     except (yaml.YAMLError, TypeError) as exc:
         raise ConfigError(f"{config_path}: invalid YAML: {exc}") from None
     except ValidationError as exc:
-        raise ConfigError(f"{config_path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        raise ConfigError(
+            f"{config_path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
     return root, project, read_items(root / ITEMS_FILE, project.kind)
 
 
@@ -74,7 +96,10 @@ def read_items(path: Path, kind: str) -> list[dict]:
             raise ConfigError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
         for field in ("id", *FIELDS[kind]):
             if not isinstance(row.get(field), str) or not row[field].strip():
-                raise ConfigError(f"{path}:{number}: missing or empty field '{field}' (a {kind} item needs {', '.join(('id',) + FIELDS[kind])})")
+                raise ConfigError(
+                    f"{path}:{number}: missing or empty field '{field}' (a {kind} item "
+                    f"needs {', '.join(('id',) + FIELDS[kind])})"
+                )
         if row["id"] in seen:
             raise ConfigError(f"{path}:{number}: duplicate id '{row['id']}'")
         seen.add(row["id"])
@@ -101,7 +126,9 @@ def items_from_rows(rows: list[dict], kind: str, source: str) -> list[dict]:
         elif kind == "thumbs":
             item["response"] = row.get("response", row.get("completion"))
         else:
-            item.update(reference=row.get("reference", row.get("response_a")), model=row.get("model", row.get("response_b")))
+            item.update(
+                reference=row.get("reference", row.get("response_a")), model=row.get("model", row.get("response_b"))
+            )
         for field in FIELDS[kind]:
             if not isinstance(item.get(field), str) or not item[field].strip():
                 raise ConfigError(f"{source}:{number}: missing or empty field '{field}' for a {kind} project")
@@ -112,7 +139,9 @@ def items_from_rows(rows: list[dict], kind: str, source: str) -> list[dict]:
 def write_project(root: Path, project: LabelProject, items: list[dict]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / PROJECT_FILE).write_text(yaml.safe_dump(project.model_dump(), sort_keys=False, allow_unicode=True))
-    (root / ITEMS_FILE).write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8")
+    (root / ITEMS_FILE).write_text(
+        "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8"
+    )
 
 
 def shown_left(seed: int, annotator: str, item_id: str) -> str:

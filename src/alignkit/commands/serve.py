@@ -8,6 +8,7 @@ to 127.0.0.1 by default. One model, one request generating at a time. Errors use
 ``serving(model)`` runs the same server in a background thread and yields its base URL: the way to
 judge with a local model, or generate pairs with it, from Python.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,8 @@ import torch
 from pydantic import BaseModel, Field
 from transformers import TextIteratorStreamer
 
+from alignkit.configs import ServeConfig
 from alignkit.data.tokenize import prompt_token_ids
-from alignkit.data_configs import ServeConfig
 from alignkit.errors import ConfigError, require
 from alignkit.models.loading import load_model_and_tokenizer
 
@@ -50,7 +51,14 @@ class ChatRequest(BaseModel):
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.body = status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
@@ -70,14 +78,30 @@ class ChatModel:
 
     def prepare(self, request: ChatRequest) -> dict:
         if request.model != self.name:
-            raise APIError(404, f"model '{request.model}' is not served here; this endpoint serves '{self.name}'", param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"model '{request.model}' is not served here; this endpoint serves '{self.name}'",
+                param="model",
+                code="model_not_found",
+            )
         messages = [{"role": m.role, "content": _text(m.content)} for m in request.messages]
         ids = prompt_token_ids(self.tokenizer, messages, True)
         max_new = min(request.max_completion_tokens or request.max_tokens or self.limit, self.limit)
-        sampling = {"do_sample": True, "temperature": request.temperature, "top_p": request.top_p} if request.temperature > 0 else {"do_sample": False}
+        sampling = (
+            {"do_sample": True, "temperature": request.temperature, "top_p": request.top_p}
+            if request.temperature > 0
+            else {"do_sample": False}
+        )
         inputs = torch.tensor([ids], device=self.model.device)
-        return {"input_ids": inputs, "attention_mask": torch.ones_like(inputs), "max_new_tokens": max_new, "num_return_sequences": request.n,
-                "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id, **sampling}
+        return {
+            "input_ids": inputs,
+            "attention_mask": torch.ones_like(inputs),
+            "max_new_tokens": max_new,
+            "num_return_sequences": request.n,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+            **sampling,
+        }
 
     @torch.no_grad()
     def complete(self, request: ChatRequest) -> dict:
@@ -99,22 +123,43 @@ class ChatModel:
             cut = min((text.find(s) for s in stops if s and s in text), default=-1)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
-            choice: dict[str, Any] = {"index": k, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+            choice: dict[str, Any] = {
+                "index": k,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
             if request.logprobs:
                 choice["logprobs"] = {"content": self._logprobs(out.logits, k, tokens, request.top_logprobs or 0)}
             choices.append(choice)
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()), "model": self.name,
-                "choices": choices, "usage": {"prompt_tokens": prompt_len, "completion_tokens": completion_tokens, "total_tokens": prompt_len + completion_tokens}}
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_len,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_len + completion_tokens,
+            },
+        }
 
     def _logprobs(self, logits, k: int, tokens: list[int], top: int) -> list[dict]:
         entries = []
         for step, token in enumerate(tokens):
             logp = torch.log_softmax(logits[step][k].float(), dim=-1)
             best = torch.topk(logp, top) if top else None
-            entries.append({
-                **self._token_entry(token, logp[token].item()),
-                "top_logprobs": [self._token_entry(i, v) for v, i in zip(best.values.tolist(), best.indices.tolist())] if best is not None else [],
-            })
+            entries.append(
+                {
+                    **self._token_entry(token, logp[token].item()),
+                    "top_logprobs": [
+                        self._token_entry(i, v) for v, i in zip(best.values.tolist(), best.indices.tolist())
+                    ]
+                    if best is not None
+                    else [],
+                }
+            )
         return entries
 
     def _token_entry(self, token_id: int, logprob: float) -> dict:
@@ -130,15 +175,22 @@ class ChatModel:
         chunk_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
         def event(delta: dict, finish: str | None = None) -> str:
-            body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": self.name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            body = {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": self.name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             return f"data: {json.dumps(body)}\n\n"
 
         def events():
             with self.lock:
                 if request.seed is not None:
                     torch.manual_seed(request.seed)
-                worker = threading.Thread(target=torch.no_grad()(self.model.generate), kwargs={**kwargs, "streamer": streamer}, daemon=True)
+                worker = threading.Thread(
+                    target=torch.no_grad()(self.model.generate), kwargs={**kwargs, "streamer": streamer}, daemon=True
+                )
                 worker.start()
                 yield event({"role": "assistant", "content": ""})
                 for piece in streamer:
@@ -171,7 +223,12 @@ def build_app(chat: ChatModel, api_key: str | None = None):
 
     def check_key(authorization: str | None) -> None:
         if api_key is not None and authorization != f"Bearer {api_key}":
-            raise APIError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')", kind="authentication_error", code="invalid_api_key")
+            raise APIError(
+                401,
+                "missing or wrong API key (send 'Authorization: Bearer <key>')",
+                kind="authentication_error",
+                code="invalid_api_key",
+            )
 
     @app.get("/health")
     def health() -> dict:
@@ -194,7 +251,9 @@ def build_app(chat: ChatModel, api_key: str | None = None):
 
 def load_chat_model(config: ServeConfig) -> ChatModel:
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
-    name = config.served_model_name or (config.model if config.model == "embedded" else Path(config.model).resolve().name)
+    name = config.served_model_name or (
+        config.model if config.model == "embedded" else Path(config.model).resolve().name
+    )
     return ChatModel(model, tokenizer, name, config.max_new_tokens_limit)
 
 
@@ -236,7 +295,9 @@ def run_in_background(app, host: str = "127.0.0.1", port: int = 0):
 
 
 @contextmanager
-def serving(model: str | ChatModel = "embedded", host: str = "127.0.0.1", port: int = 0, api_key: str | None = None, **config):
+def serving(
+    model: str | ChatModel = "embedded", host: str = "127.0.0.1", port: int = 0, api_key: str | None = None, **config
+):
     """``alignkit serve`` in a background thread: yields its base URL. ``model`` is a ChatModel or
     anything ``ServeConfig.model`` accepts (``config`` takes the other ServeConfig fields)."""
     chat = model if isinstance(model, ChatModel) else load_chat_model(ServeConfig(model=model, **config))

@@ -5,6 +5,7 @@ Every label is committed the moment it is given, in its own transaction; a label
 Tokens are stored as SHA-256 digests and compared in constant time; the plain token is shown once,
 when the annotator is added.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS annotators (name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL, admin INTEGER NOT NULL DEFAULT 0, added REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS assignments (annotator TEXT NOT NULL, item_id TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (annotator, item_id));
+CREATE TABLE IF NOT EXISTS annotators (name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0, added REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS assignments (annotator TEXT NOT NULL, item_id TEXT NOT NULL, position INTEGER NOT NULL,
+    PRIMARY KEY (annotator, item_id));
 CREATE TABLE IF NOT EXISTS labels (
     annotator TEXT NOT NULL, item_id TEXT NOT NULL,
     choice TEXT NOT NULL,          -- unblinded: a | b | tie (compare), up | down (thumbs), pass | fail (review)
@@ -72,7 +75,9 @@ class LabelStore:
             if not admin:
                 counts = dict(db.execute("SELECT item_id, COUNT(*) FROM assignments GROUP BY item_id").fetchall())
                 mine = [item for item in item_order if counts.get(item, 0) < overlap]
-                db.executemany("INSERT INTO assignments VALUES (?, ?, ?)", [(name, item, i) for i, item in enumerate(mine)])
+                db.executemany(
+                    "INSERT INTO assignments VALUES (?, ?, ?)", [(name, item, i) for i, item in enumerate(mine)]
+                )
         return token
 
     def who(self, token: str | None) -> tuple[str, bool] | None:
@@ -88,21 +93,33 @@ class LabelStore:
 
     def assigned(self, annotator: str) -> list[str]:
         with self.connect() as db:
-            return [r[0] for r in db.execute("SELECT item_id FROM assignments WHERE annotator = ? ORDER BY position", (annotator,))]
+            return [
+                r[0]
+                for r in db.execute(
+                    "SELECT item_id FROM assignments WHERE annotator = ? ORDER BY position", (annotator,)
+                )
+            ]
 
     def labelled(self, annotator: str) -> set[str]:
         with self.connect() as db:
             return {r[0] for r in db.execute("SELECT item_id FROM labels WHERE annotator = ?", (annotator,))}
 
-    def put_label(self, annotator: str, item_id: str, choice: str, score: int | None, reason: str, shown_left: str | None) -> None:
+    def put_label(
+        self, annotator: str, item_id: str, choice: str, score: int | None, reason: str, shown_left: str | None
+    ) -> None:
         with self.transaction() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM labels").fetchone()[0]
-            db.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (annotator, item_id, choice, score, reason, shown_left, time.time(), seq))
+            db.execute(
+                "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (annotator, item_id, choice, score, reason, shown_left, time.time(), seq),
+            )
 
     def undo(self, annotator: str) -> str | None:
         """Remove the annotator's latest label; the item it was for (None when there is none)."""
         with self.transaction() as db:
-            row = db.execute("SELECT item_id FROM labels WHERE annotator = ? ORDER BY seq DESC LIMIT 1", (annotator,)).fetchone()
+            row = db.execute(
+                "SELECT item_id FROM labels WHERE annotator = ? ORDER BY seq DESC LIMIT 1", (annotator,)
+            ).fetchone()
             if row is None:
                 return None
             db.execute("DELETE FROM labels WHERE annotator = ? AND item_id = ?", (annotator, row[0]))
@@ -110,7 +127,12 @@ class LabelStore:
 
     def all_labels(self) -> list[dict]:
         with self.connect() as db:
-            return [dict(r) for r in db.execute("SELECT annotator, item_id, choice, score, reason, shown_left, given FROM labels ORDER BY seq")]
+            return [
+                dict(r)
+                for r in db.execute(
+                    "SELECT annotator, item_id, choice, score, reason, shown_left, given FROM labels ORDER BY seq"
+                )
+            ]
 
     def annotators(self) -> list[str]:
         with self.connect() as db:

@@ -10,12 +10,13 @@ Writes ``output`` (JSONL: prompt/chosen/rejected + provenance) atomically, and
 ``<output>.summary.json`` (pairs kept, dropped and why, requests spent). Endpoint replies are
 cached in ``<output>.cache.jsonl``, so an interrupted job rerun with the same settings resumes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignkit.data.generators import EndpointGenerator, LocalGenerator
+from alignkit.configs import PairsConfig
 from alignkit.data.prompts import load_prompt_rows
 from alignkit.data.synthetic import (
     Candidate,
@@ -24,9 +25,9 @@ from alignkit.data.synthetic import (
     unique_candidates,
     write_pairs,
 )
-from alignkit.data_configs import PairsConfig
 from alignkit.errors import AlignkitError
 from alignkit.judges.endpoint_job import EndpointJob, refuse_existing
+from alignkit.judges.generators import EndpointGenerator, LocalGenerator
 
 
 @dataclass
@@ -44,15 +45,25 @@ def build_pairs(config: PairsConfig) -> PairsResult:
     job = EndpointJob(config)
     show = not config.disable_tqdm
     gen_settings = config.endpoint("generator")
-    generator = EndpointGenerator(job.client(gen_settings), show) if gen_settings else LocalGenerator(config.generator, config.dtype, config.batch_size, show)
+    generator = (
+        EndpointGenerator(job.client(gen_settings), show)
+        if gen_settings
+        else LocalGenerator(config.generator, config.dtype, config.batch_size, show)
+    )
     scorer = job.scorer(scorer_kind, config) if scorer_kind != "none" else None
     with job.guard():
         if config.method == "system_prompt":
             pairs, summary = _contrast_pairs(config, rows, generator, scorer)
         else:
             pairs, summary = _sample_rank_pairs(config, rows, generator, scorer)
-    report = {**summary.as_dict(), "prompts": len(rows), "method": config.method, "generator": generator.name,
-              "scorer": scorer.name if scorer else None, **job.stats()}
+    report = {
+        **summary.as_dict(),
+        "prompts": len(rows),
+        "method": config.method,
+        "generator": generator.name,
+        "scorer": scorer.name if scorer else None,
+        **job.stats(),
+    }
     write_pairs(output, pairs, report)
     print(f"alignkit pairs: {summary} from {len(rows)} prompts -> {output}")
     if not pairs:
@@ -67,17 +78,33 @@ def _generate_rotated(generator, prompts: list, system_prompts: list[str], **kwa
     for k, system_prompt in enumerate(system_prompts):
         idx = [i for i in range(len(prompts)) if which[i] == k]
         if idx:
-            for i, text in zip(idx, generator.generate([prompts[i] for i in idx], system_prompt=system_prompt, **kwargs)):
+            for i, text in zip(
+                idx, generator.generate([prompts[i] for i in idx], system_prompt=system_prompt, **kwargs)
+            ):
                 answers[i] = text
     return answers, which
 
 
 def _contrast_pairs(config: PairsConfig, rows: list[dict], generator, scorer) -> tuple[list[dict], PairBuildSummary]:
     prompts = [r["prompt"] for r in rows]
-    good, good_id = _generate_rotated(generator, prompts, config.good_system_prompts, temperature=config.chosen_temperature,
-                                      max_new_tokens=config.chosen_max_new_tokens, top_p=config.top_p, seed=config.seed)
-    bad, bad_id = _generate_rotated(generator, prompts, config.bad_system_prompts, temperature=config.rejected_temperature,
-                                    max_new_tokens=config.rejected_max_new_tokens, top_p=config.top_p, seed=config.seed + 1)
+    good, good_id = _generate_rotated(
+        generator,
+        prompts,
+        config.good_system_prompts,
+        temperature=config.chosen_temperature,
+        max_new_tokens=config.chosen_max_new_tokens,
+        top_p=config.top_p,
+        seed=config.seed,
+    )
+    bad, bad_id = _generate_rotated(
+        generator,
+        prompts,
+        config.bad_system_prompts,
+        temperature=config.rejected_temperature,
+        max_new_tokens=config.rejected_max_new_tokens,
+        top_p=config.top_p,
+        seed=config.seed + 1,
+    )
     summary, pairs = PairBuildSummary(), []
     for i, row in enumerate(rows):
         chosen, rejected = good[i].strip(), bad[i].strip()
@@ -87,11 +114,18 @@ def _contrast_pairs(config: PairsConfig, rows: list[dict], generator, scorer) ->
         if chosen == rejected:
             summary.dropped["with identical answers under both system prompts"] += 1
             continue
-        provenance = {"method": "system_prompt", "generator": generator.name, "chosen_system_prompt": f"good[{good_id[i]}]",
-                      "rejected_system_prompt": f"bad[{bad_id[i]}]", "source_row": row["where"]}
+        provenance = {
+            "method": "system_prompt",
+            "generator": generator.name,
+            "chosen_system_prompt": f"good[{good_id[i]}]",
+            "rejected_system_prompt": f"bad[{bad_id[i]}]",
+            "source_row": row["where"],
+        }
         if scorer is not None:
             scores, detail = scorer.score_group(row, [chosen, rejected])
-            provenance.update(scorer=scorer.name, scores={"chosen": round(scores[0], 4), "rejected": round(scores[1], 4)}, **detail)
+            provenance.update(
+                scorer=scorer.name, scores={"chosen": round(scores[0], 4), "rejected": round(scores[1], 4)}, **detail
+            )
             if scores[0] - scores[1] <= config.min_score_gap:
                 summary.dropped["where the scorer did not prefer the good-prompt answer"] += 1
                 continue
@@ -105,8 +139,14 @@ def _sample_rank_pairs(config: PairsConfig, rows: list[dict], generator, scorer)
     samples = []
     for k in range(config.num_samples):
         temperature = config.temperatures[k % len(config.temperatures)]
-        texts = generator.generate(prompts, system_prompt=config.system_prompt, temperature=temperature,
-                                   max_new_tokens=config.max_new_tokens, top_p=config.top_p, seed=config.seed + k)
+        texts = generator.generate(
+            prompts,
+            system_prompt=config.system_prompt,
+            temperature=temperature,
+            max_new_tokens=config.max_new_tokens,
+            top_p=config.top_p,
+            seed=config.seed + k,
+        )
         samples.append([(text, f"sample{k}@T{temperature:g}") for text in texts])
     summary, pairs = PairBuildSummary(), []
     for i, row in enumerate(rows):
@@ -115,7 +155,14 @@ def _sample_rank_pairs(config: PairsConfig, rows: list[dict], generator, scorer)
             group.append(Candidate(row["reference"], "reference"))
         candidates = unique_candidates(group)
         scores, detail = scorer.score_group(row, [c.text for c in candidates]) if len(candidates) >= 2 else ([], {})
-        provenance = {"method": "sample_rank", "generator": generator.name, "scorer": scorer.name, "source_row": row["where"], **detail}
-        pairs += pairs_from_scores(row["prompt"], candidates, scores, summary, config.pairing, config.min_score_gap, provenance)
+        provenance = {
+            "method": "sample_rank",
+            "generator": generator.name,
+            "scorer": scorer.name,
+            "source_row": row["where"],
+            **detail,
+        }
+        pairs += pairs_from_scores(
+            row["prompt"], candidates, scores, summary, config.pairing, config.min_score_gap, provenance
+        )
     return pairs, summary
-

@@ -8,6 +8,7 @@
   separate file (keep it from annotators).
 - ``import``: the labelled sheet (label 1, 2 or tie; blank = not done yet) + its key -> pairs.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,10 +17,10 @@ import random
 from pathlib import Path
 
 from alignkit.atomic import atomic_path
+from alignkit.configs import AnnotateConfig
 from alignkit.data.preference import check_content
 from alignkit.data.records import FaultCollector, read_records
 from alignkit.data.synthetic import PairBuildSummary, write_pairs
-from alignkit.data_configs import AnnotateConfig
 from alignkit.errors import AlignkitError
 from alignkit.judges.endpoint_job import EndpointJob, refuse_existing
 from alignkit.judges.llm_judge import render_prompt
@@ -64,18 +65,37 @@ def _judge_rows(config: AnnotateConfig, rows: list[dict], output: Path) -> dict:
     job = EndpointJob(config)
     judge = job.judge()
     with job.guard():
-        results = judge.client.map(rows, lambda row: judge.compare(row["prompt"], row["a"], row["b"]), desc="judging", show_progress=not config.disable_tqdm)
+        results = judge.client.map(
+            rows,
+            lambda row: judge.compare(row["prompt"], row["a"], row["b"]),
+            desc="judging",
+            show_progress=not config.disable_tqdm,
+        )
     summary, pairs = PairBuildSummary(), []
     for row, result in zip(rows, results):
         if result.winner == "tie":
-            summary.dropped["inconsistent verdicts across the two orders (position bias)" if not result.consistent else "judged a tie"] += 1
+            summary.dropped[
+                "inconsistent verdicts across the two orders (position bias)"
+                if not result.consistent
+                else "judged a tie"
+            ] += 1
             continue
         chosen, rejected = (row["a"], row["b"]) if result.winner == "first" else (row["b"], row["a"])
         if chosen == rejected:
             summary.dropped["with identical responses"] += 1
             continue
-        pairs.append({"prompt": row["prompt"], "chosen": chosen, "rejected": rejected,
-                      "provenance": {"annotator": f"judge:{judge.client.settings.model}", "verdicts": result.verdicts, "source_row": row["where"]}})
+        pairs.append(
+            {
+                "prompt": row["prompt"],
+                "chosen": chosen,
+                "rejected": rejected,
+                "provenance": {
+                    "annotator": f"judge:{judge.client.settings.model}",
+                    "verdicts": result.verdicts,
+                    "source_row": row["where"],
+                },
+            }
+        )
         summary.kept += 1
     report = {**summary.as_dict(), "rows": len(rows), **job.stats()}
     write_pairs(output, pairs, report)
@@ -91,8 +111,19 @@ def _export_sheet(config: AnnotateConfig, rows: list[dict], output: Path) -> dic
     for i, row in enumerate(rows, start=1):
         swap = rng.random() < 0.5
         first, second = (row["b"], row["a"]) if swap else (row["a"], row["b"])
-        sheet.append({"id": i, "prompt": render_prompt(row["prompt"]), "response_1": first, "response_2": second, "label": ""})
-        key.append({"id": i, "swapped": swap, "prompt": row["prompt"], "a": row["a"], "b": row["b"], "source_row": row["where"]})
+        sheet.append(
+            {"id": i, "prompt": render_prompt(row["prompt"]), "response_1": first, "response_2": second, "label": ""}
+        )
+        key.append(
+            {
+                "id": i,
+                "swapped": swap,
+                "prompt": row["prompt"],
+                "a": row["a"],
+                "b": row["b"],
+                "source_row": row["where"],
+            }
+        )
     with atomic_path(output) as tmp:
         if output.suffix.lower() == ".csv":
             with open(tmp, "w", newline="", encoding="utf-8") as handle:
@@ -103,7 +134,10 @@ def _export_sheet(config: AnnotateConfig, rows: list[dict], output: Path) -> dic
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sheet), encoding="utf-8")
     with atomic_path(key_path) as tmp:
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in key), encoding="utf-8")
-    print(f"alignkit annotate: {len(sheet)} rows to label in {output} (label: 1, 2 or tie); key in {key_path} (keep it from annotators)")
+    print(
+        f"alignkit annotate: {len(sheet)} rows to label in {output} (label: 1, "
+        f"2 or tie); key in {key_path} (keep it from annotators)"
+    )
     return {"rows": len(sheet), "sheet": str(output), "key": str(key_path)}
 
 
@@ -143,11 +177,17 @@ def _import_labels(config: AnnotateConfig, output: Path) -> dict:
             continue
         shown = [entry["b"], entry["a"]] if entry["swapped"] else [entry["a"], entry["b"]]
         chosen, rejected = shown[LABELS[label]], shown[1 - LABELS[label]]
-        pairs.append({"prompt": entry["prompt"], "chosen": chosen, "rejected": rejected, "provenance": {"annotator": "human", "sheet_row": where, "source_row": entry["source_row"]}})
+        pairs.append(
+            {
+                "prompt": entry["prompt"],
+                "chosen": chosen,
+                "rejected": rejected,
+                "provenance": {"annotator": "human", "sheet_row": where, "source_row": entry["source_row"]},
+            }
+        )
         summary.kept += 1
     faults.raise_if_any()
     report = summary.as_dict()
     write_pairs(output, pairs, report)
     print(f"alignkit annotate: {summary} from {sheet_path} -> {output}")
     return report
-

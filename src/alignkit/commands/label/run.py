@@ -1,4 +1,5 @@
 """``alignkit label``: init a project, add annotators, serve the app, print stats, export labels."""
+
 from __future__ import annotations
 
 import json
@@ -6,14 +7,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from alignkit.data.prompts import load_prompt_rows
-from alignkit.data.records import read_records
-from alignkit.data_configs import LabelConfig
-from alignkit.engine.generation import generate_responses
-from alignkit.errors import ConfigError, RunDirError, require
-from alignkit.evaluate.models import load_eval_models
-from alignkit.label.app import create_app  # the web parts are an extra ([data])
-from alignkit.label.project import (
+from alignkit.commands.label.app import (
+    create_app,  # the web parts are an extra ([data])
+)
+from alignkit.commands.label.project import (
     DB_FILE,
     LabelProject,
     item_order,
@@ -21,15 +18,27 @@ from alignkit.label.project import (
     load_project,
     write_project,
 )
-from alignkit.label.report import export_labels, stats_lines
-from alignkit.label.stats import label_stats
-from alignkit.label.store import LabelStore
+from alignkit.commands.label.report import export_labels, stats_lines
+from alignkit.commands.label.stats import label_stats
+from alignkit.commands.label.store import LabelStore
+from alignkit.configs import LabelConfig
+from alignkit.data.prompts import load_prompt_rows
+from alignkit.data.records import read_records
+from alignkit.engine.generation import generate_responses
+from alignkit.errors import ConfigError, RunDirError, require
+from alignkit.evaluate.models import load_eval_models
 
 ADMIN = "admin"
 
 
 def run_label(config: LabelConfig) -> int:
-    return {"init": init_project, "add-annotator": add_annotator, "serve": serve_project, "stats": print_stats, "export": export_project}[config.action](config)
+    return {
+        "init": init_project,
+        "add-annotator": add_annotator,
+        "serve": serve_project,
+        "stats": print_stats,
+        "export": export_project,
+    }[config.action](config)
 
 
 def init_project(config: LabelConfig) -> int:
@@ -38,19 +47,30 @@ def init_project(config: LabelConfig) -> int:
     if root.exists() and any(root.iterdir()) and not config.overwrite:
         raise RunDirError(f"{root} exists and is not empty; pass --overwrite to replace it")
     if bool(config.rows) == bool(config.prompts):
-        raise ConfigError("label init needs --rows FILE (answers given) or --prompts FILE with --model_b (answers generated)")
+        raise ConfigError(
+            "label init needs --rows FILE (answers given) or --prompts FILE with --model_b (answers generated)"
+        )
     items = items_from_rows(_rows(config.rows), config.kind, config.rows) if config.rows else _generated_items(config)
     rubric = config.rubric
     if rubric and rubric.endswith(".md") and Path(rubric).is_file():
         rubric = Path(rubric).read_text(encoding="utf-8")
-    project = LabelProject(name=config.name or root.resolve().name, kind=config.kind, scale=config.scale, overlap=config.overlap, seed=config.seed,
-                           **({"rubric": rubric} if rubric else {}))
+    project = LabelProject(
+        name=config.name or root.resolve().name,
+        kind=config.kind,
+        scale=config.scale,
+        overlap=config.overlap,
+        seed=config.seed,
+        **({"rubric": rubric} if rubric else {}),
+    )
     if root.exists():
         shutil.rmtree(root)
     write_project(root, project, items)
     token = LabelStore(root / DB_FILE).add_annotator(ADMIN, [], project.overlap, admin=True)
     judged = sum(1 for item in items if item.get("judge"))
-    print(f"alignkit label: {root}: {len(items)} {project.kind} items" + (f" ({judged} with a judge label to audit)" if judged else ""))
+    print(
+        f"alignkit label: {root}: {len(items)} {project.kind} items"
+        + (f" ({judged} with a judge label to audit)" if judged else "")
+    )
     print(f"  admin token (stats page, keep it): {token}")
     print(f"  next: alignkit label add-annotator {root} NAME, then alignkit label {root}")
     return 0
@@ -63,7 +83,9 @@ def _rows(source: str) -> list[dict]:
 def _generated_items(config: LabelConfig) -> list[dict]:
     """Answers to each prompt from model_a and model_b (greedy), as compare or review items."""
     if not config.model_b:
-        raise ConfigError("label init --prompts needs --model_b (and optionally --model_a; default: model_b's base model)")
+        raise ConfigError(
+            "label init --prompts needs --model_b (and optionally --model_a; default: model_b's base model)"
+        )
     rows = load_prompt_rows(config.prompts)
     prompts = [row["prompt"] for row in rows]
     models = load_eval_models(config.model_b, config.model_a)
@@ -73,16 +95,24 @@ def _generated_items(config: LabelConfig) -> list[dict]:
     kind = "compare" if config.kind == "thumbs" else config.kind
     fields = ("response_a", "response_b") if kind == "compare" else ("reference", "model")
     empty = "(the model gave an empty answer)"
-    return items_from_rows([{"prompt": p, fields[0]: a or empty, fields[1]: b or empty} for p, a, b in zip(prompts, first, second)], kind, config.prompts)
+    return items_from_rows(
+        [{"prompt": p, fields[0]: a or empty, fields[1]: b or empty} for p, a, b in zip(prompts, first, second)],
+        kind,
+        config.prompts,
+    )
 
 
 def add_annotator(config: LabelConfig) -> int:
     root, project, items = load_project(config.project)
     if not config.name or config.name == ADMIN:
-        raise ConfigError(f"label add-annotator needs a name other than '{ADMIN}': alignkit label add-annotator {root} NAME")
+        raise ConfigError(
+            f"label add-annotator needs a name other than '{ADMIN}': alignkit label add-annotator {root} NAME"
+        )
     store = LabelStore(root / DB_FILE)
     try:
-        token = store.add_annotator(config.name, item_order(project.seed, [i["id"] for i in items], config.name), project.overlap)
+        token = store.add_annotator(
+            config.name, item_order(project.seed, [i["id"] for i in items], config.name), project.overlap
+        )
     except ValueError as exc:
         raise ConfigError(f"{root}: {exc}") from None
     assigned = len(store.assigned(config.name))
@@ -95,9 +125,14 @@ def serve_project(config: LabelConfig) -> int:
     uvicorn = require("uvicorn", "data", "alignkit label")
     require("fastapi", "data", "alignkit label")
     app = create_app(config.project)
-    print(f"alignkit label: serving {config.project} at http://{config.host}:{config.port}/ (annotators open their link; "
-          f"the stats page is /stats?token=ADMIN_TOKEN; Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)  # page URLs carry tokens: no access log
+    print(
+        f"alignkit label: serving {config.project} at http://{config.host}:{config.port}/ (annotators open their link; "
+        f"the stats page is /stats?token=ADMIN_TOKEN; Ctrl+C stops)",
+        flush=True,
+    )
+    uvicorn.run(
+        app, host=config.host, port=config.port, log_level="warning", access_log=False
+    )  # page URLs carry tokens: no access log
     return 0
 
 
@@ -120,7 +155,13 @@ def export_project(config: LabelConfig) -> int:
     if not config.output:
         raise ConfigError("label export needs --output FILE")
     root, project, items = load_project(config.project)
-    counts = export_labels(project, items, LabelStore(root / DB_FILE).all_labels(), Path(config.output), config.ties, config.overwrite)
-    print(f"alignkit label: {counts['written']} rows written to {config.output} from {counts['labelled']} labelled items "
-          f"({counts['ties']} ties {'kept aside' if config.ties == 'keep' else 'dropped'}, {counts['no_majority']} without a majority)", file=sys.stderr)
+    counts = export_labels(
+        project, items, LabelStore(root / DB_FILE).all_labels(), Path(config.output), config.ties, config.overwrite
+    )
+    print(
+        f"alignkit label: {counts['written']} rows written to {config.output} from {counts['labelled']} labelled items "
+        f"({counts['ties']} ties {'kept aside' if config.ties == 'keep' else 'dropped'}, "
+        f"{counts['no_majority']} without a majority)",
+        file=sys.stderr,
+    )
     return 0

@@ -1,5 +1,6 @@
 """What ``alignkit demo`` prints: samples, the before/after table (held-out answers by kind, the
 capability probes, the rule judge's win-rate), the final DPO metrics and the verdict."""
+
 from __future__ import annotations
 
 import math
@@ -18,20 +19,36 @@ METRIC_LABELS = {
     "degenerate": ("looping replies (count)", "lower"),
     "runaway": ("replies cut off at max_new_tokens (count)", "lower"),
 }
-PROBE_LABELS = {"facts": "probe: facts (accuracy)", "arithmetic": "probe: arithmetic (accuracy)", "perplexity": "probe: perplexity (general text)"}
+PROBE_LABELS = {
+    "facts": "probe: facts (accuracy)",
+    "arithmetic": "probe: arithmetic (accuracy)",
+    "perplexity": "probe: perplexity (general text)",
+}
 
 
 def regressions(before: dict, after: dict, probes: list[dict], tolerance: float) -> list[str]:
     """Every way the aligned model is worse than the reference: a probe past alignkit eval's tolerance,
     held-out general knowledge down by more than ``tolerance``, more looping replies or more replies
     running into the token limit than before."""
-    problems = [f"probe {p['probe']}: {p['before']:.3f} -> {p['after']:.3f} ({p['delta']:+.3f}) REGRESSED" for p in probes if p["regressed"]]
+    problems = [
+        f"probe {p['probe']}: {p['before']:.3f} -> {p['after']:.3f} ({p['delta']:+.3f}) REGRESSED"
+        for p in probes
+        if p["regressed"]
+    ]
     if after["knowledge_accuracy"] < before["knowledge_accuracy"] - tolerance:
-        problems.append(f"held-out general knowledge: {before['knowledge_accuracy']:.3f} -> {after['knowledge_accuracy']:.3f} REGRESSED")
+        problems.append(
+            f"held-out general knowledge: {before['knowledge_accuracy']:.3f} -> "
+            f"{after['knowledge_accuracy']:.3f} REGRESSED"
+        )
     if after["degenerate"] > before["degenerate"]:
-        problems.append(f"looping replies on held-out prompts: {before['degenerate']:.0f} -> {after['degenerate']:.0f} (degenerate)")
+        problems.append(
+            f"looping replies on held-out prompts: {before['degenerate']:.0f} -> {after['degenerate']:.0f} (degenerate)"
+        )
     if after.get("runaway", 0) > before.get("runaway", 0):
-        problems.append(f"replies cut off at max_new_tokens on held-out prompts: {before['runaway']:.0f} -> {after['runaway']:.0f} (runaway length)")
+        problems.append(
+            "replies cut off at max_new_tokens on held-out prompts: "
+            f"{before['runaway']:.0f} -> {after['runaway']:.0f} (runaway length)"
+        )
     return problems
 
 
@@ -39,7 +56,9 @@ def print_samples(console: Console, tasks, before: list[str], after: list[str], 
     """``count`` held-out prompts, spread over the three kinds, with both answers."""
     if count <= 0:
         return
-    by_kind = {kind: [i for i, t in enumerate(tasks) if t.kind == kind] for kind in ("arithmetic", "unanswerable", "knowledge")}
+    by_kind = {
+        kind: [i for i, t in enumerate(tasks) if t.kind == kind] for kind in ("arithmetic", "unanswerable", "knowledge")
+    }
     chosen = [by_kind[kind][j] for j in range(count) for kind in by_kind if j < len(by_kind[kind])][:count]
     table = Table(title="Held-out prompts: reference model vs aligned model", show_lines=True, expand=True)
     table.add_column("prompt", ratio=2)
@@ -52,8 +71,11 @@ def print_samples(console: Console, tasks, before: list[str], after: list[str], 
 
 def print_comparison(console: Console, tasks, before: dict, after: dict, probes: list[dict], wins: dict) -> None:
     counts = {kind: sum(t.kind == kind for t in tasks) for kind in ("arithmetic", "unanswerable", "knowledge")}
-    table = Table(title=f"Held-out set ({len(tasks)} prompts in phrasings, shapes and facts never trained on: "
-                        f"{counts['arithmetic']} arithmetic, {counts['unanswerable']} unanswerable, {counts['knowledge']} general knowledge)")
+    table = Table(
+        title=f"Held-out set ({len(tasks)} prompts in phrasings, shapes and facts never trained on: "
+        f"{counts['arithmetic']} arithmetic, {counts['unanswerable']} "
+        f"unanswerable, {counts['knowledge']} general knowledge)"
+    )
     for column in ("metric", "before", "after", "better is"):
         table.add_column(column)
     for key, (label, direction) in METRIC_LABELS.items():
@@ -62,17 +84,34 @@ def print_comparison(console: Console, tasks, before: dict, after: dict, probes:
     for probe in probes:
         style = "red" if probe["regressed"] else None
         after_text = f"[{style}]{probe['after']:.3g}[/{style}]" if style else f"{probe['after']:.3g}"
-        table.add_row(PROBE_LABELS.get(probe["probe"], probe["probe"]), f"{probe['before']:.3g}", after_text, "lower" if probe["probe"] == "perplexity" else "higher")
+        table.add_row(
+            PROBE_LABELS.get(probe["probe"], probe["probe"]),
+            f"{probe['before']:.3g}",
+            after_text,
+            "lower" if probe["probe"] == "perplexity" else "higher",
+        )
     console.print(table)
-    console.print(f"win-rate vs the reference (rule judge: correct beats wrong, then clearly shorter wins): {wins['win_rate']:.3f} "
-                  f"(95% CI {wins['ci_low']:.3f}-{wins['ci_high']:.3f}; {wins['wins']} wins, {wins['ties']} ties, {wins['losses']} losses)")
+    console.print(
+        "win-rate vs the reference (rule judge: correct beats wrong, then "
+        f"clearly shorter wins): {wins['win_rate']:.3f} "
+        f"(95% CI {wins['ci_low']:.3f}-{wins['ci_high']:.3f}; {wins['wins']} "
+        f"wins, {wins['ties']} ties, {wins['losses']} losses)"
+    )
 
 
 def print_dpo_metrics(console: Console, train: dict, evaluation: dict) -> None:
     table = Table(title="Final DPO metrics")
     for column in ("metric", "train (last log)", "eval (held-out pairs)"):
         table.add_column(column)
-    for key in ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected"):
+    for key in (
+        "loss",
+        "rewards/accuracies",
+        "rewards/margins",
+        "rewards/chosen",
+        "rewards/rejected",
+        "logps/chosen",
+        "logps/rejected",
+    ):
         table.add_row(key, _fmt(train.get(key)), _fmt(evaluation.get(f"eval/{key}")))
     console.print(table)
 
@@ -83,12 +122,20 @@ def print_verdict(console: Console, problems: list[str], wins: dict, run_dir: Pa
         console.print("[bold red]The aligned model REGRESSED; do not use it as it is:[/bold red]")
         for problem in problems:
             console.print(f"[red]  - {problem}[/red]")
-        console.print(f"[red]Inspect {run_dir / 'demo_answers.jsonl'}; try a lower learning_rate, a higher beta or fewer steps.[/red]")
+        console.print(
+            f"[red]Inspect {run_dir / 'demo_answers.jsonl'}; try a lower "
+            "learning_rate, a higher beta or fewer steps.[/red]"
+        )
     elif wins["win_rate"] > 0.5:
-        console.print(f"[bold green]Aligned: it beats the reference on held-out prompts (win-rate {wins['win_rate']:.2f}) "
-                      "with no capability regression.[/bold green]")
+        console.print(
+            f"[bold green]Aligned: it beats the reference on held-out prompts (win-rate {wins['win_rate']:.2f}) "
+            "with no capability regression.[/bold green]"
+        )
     else:
-        console.print(f"[yellow]No regression, but no clear gain either (win-rate {wins['win_rate']:.2f} vs the reference).[/yellow]")
+        console.print(
+            "[yellow]No regression, but no clear gain either (win-rate "
+            f"{wins['win_rate']:.2f} vs the reference).[/yellow]"
+        )
 
 
 def _styled(before: float, after: float, higher_is_better: bool) -> str:

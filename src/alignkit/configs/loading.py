@@ -1,0 +1,183 @@
+"""Loading a command's config: a YAML file plus ``--key value`` overrides (ours or TRL's names, see
+:mod:`alignkit.trl_names`) -> a validated pydantic model; errors name the key, the value and where it
+came from (the YAML file or the command line). Also writes the resolved config and the ``--help`` text."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from alignkit import trl_names
+from alignkit.configs.base import TrainConfig
+from alignkit.errors import ConfigError
+
+
+def _is_list_field(annotation: Any) -> bool:
+    return "list" in str(annotation)
+
+
+def parse_overrides(cls: type[TrainConfig], args: list[str]) -> dict[str, Any]:
+    """Turn ``--key value`` / ``--key=value`` / ``--flag`` / ``--key v1 v2`` into a dict of raw values
+    (keys as given: ours or TRL's, see :mod:`alignkit.trl_names`)."""
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("--") or token == "--":
+            raise ConfigError(f"unexpected argument '{token}': overrides look like --key value")
+        key, _, inline = token[2:].partition("=")
+        key = key.replace("-", "_")
+        if key.startswith("no_") and not inline and key not in cls.model_fields and _is_known(cls, key[3:]):
+            values[key[3:]] = False  # TRL's (HfArgumentParser's) negation of a boolean: --no_remove_unused_columns
+            i += 1
+            continue
+        _check_known(cls, key, "command line")
+        words: list[str] = [inline] if inline or "=" in token else []
+        while not words or _takes_several(cls, key):  # --key v1 v2 ... for list fields, as TRL's parser allows
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                words.append(args[i + 1])
+                i += 1
+            else:
+                break
+        values[key] = _raw_value(cls, key, words)
+        i += 1
+    return values
+
+
+def _takes_several(cls: type[TrainConfig], key: str) -> bool:
+    return key in trl_names.LIST_NAMES or (key in cls.model_fields and _is_list_field(cls.model_fields[key].annotation))
+
+
+def _raw_value(cls: type[TrainConfig], key: str, words: list[str]) -> Any:
+    annotation = cls.model_fields[key].annotation if key in cls.model_fields else None
+    if not words:
+        if annotation is bool or bool in typing.get_args(annotation) or key in trl_names.BARE_FLAGS:
+            return True
+        raise ConfigError(f"--{key} needs a value (e.g. --{key} VALUE)")
+    if (_is_list_field(annotation) or len(words) > 1) and not words[0].lstrip().startswith("["):
+        return [part.strip() for word in words for part in word.split(",") if part.strip()]
+    return _scalar(" ".join(words))
+
+
+def _scalar(raw: str) -> Any:
+    if raw.strip().lower() in ("none", "null", "~"):
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _is_known(cls: type[TrainConfig], key: str) -> bool:
+    return key in cls.model_fields or key in trl_names.all_names()
+
+
+def _check_known(cls: type[TrainConfig], key: str, origin: str) -> None:
+    if not _is_known(cls, key):
+        close = difflib.get_close_matches(key, [*cls.model_fields, *trl_names.all_names()], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{origin}: unknown key '{key}'{hint}")
+
+
+def load_config(
+    cls: type[TrainConfig],
+    path: str | Path | None = None,
+    overrides: list[str] | dict | None = None,
+    invalid: list[tuple[str, str]] | None = None,
+) -> TrainConfig:
+    """Build ``cls`` from an optional YAML file and overrides (CLI tokens or a dict); validate all.
+    With ``invalid`` (the doctor's mode), a value that fails validation is left at its default and
+    reported there as (key, message) instead of stopping everything."""
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}")
+        for key in loaded:
+            _check_known(cls, str(key), str(path))
+        file_values = dict(loaded)
+    if isinstance(overrides, dict):
+        for key in overrides:
+            _check_known(cls, key, "overrides")
+        cli_values = dict(overrides)
+    else:
+        cli_values = parse_overrides(cls, list(overrides or []))
+    notices: list[str] = []
+    known = set(cls.model_fields)
+    file_values = trl_names.translate(file_values, known, str(path), notices)
+    cli_values = trl_names.translate(cli_values, known, "command line", notices)
+    for notice in dict.fromkeys(notices):
+        print(f"alignkit: note: {notice}", file=sys.stderr)
+    merged = {**file_values, **cli_values}
+    while True:
+        try:
+            return cls(**merged)
+        except ValidationError as exc:
+            keys = _error_keys(exc, merged)
+            if invalid is None or not all(keys):
+                raise ConfigError(_format_validation(exc, merged, cli_values, path)) from None
+            for line, key in zip(_format_validation(exc, merged, cli_values, path).splitlines()[1:], keys):
+                invalid.append((key, line.strip()))
+                merged.pop(key, None)
+
+
+def _error_keys(exc: ValidationError, merged: dict) -> list[str]:
+    """The key each validation error is about ("" if none): a cross-field error is charged to the
+    key it names first among those the user set."""
+    keys = []
+    for err in exc.errors():
+        if err["loc"]:
+            keys.append(str(err["loc"][0]))
+            continue
+        named = [(err["msg"].find(k), k) for k in merged if k in err["msg"]]
+        keys.append(min(named)[1] if named else "")
+    return keys
+
+
+def _format_validation(exc: ValidationError, merged: dict, cli_values: dict, path: Path | None) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else None
+        message = err["msg"].removeprefix("Value error, ")
+        if key is None:
+            lines.append(f"  {message}")
+            continue
+        origin = "command line" if key in cli_values else (str(path) if path else "default")
+        value = merged.get(key, "<default>")
+        lines.append(f"  {key} = {value!r} ({origin}): {message}")
+    return "\n".join(lines)
+
+
+def save_config(config: BaseModel, path: Path) -> None:
+    """Write the resolved config (every field, defaults included) as YAML."""
+    data = config.model_dump(mode="json")
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def describe_fields(cls: type[BaseModel]) -> str:
+    """Help text: one line per field with its default and description."""
+    rows = []
+    for name, field in cls.model_fields.items():
+        default = (
+            "required"
+            if field.is_required()
+            else f"default: {(field.default_factory() if field.default_factory else field.default)!r}"
+        )
+        rows.append(f"  --{name} ({default})\n      {field.description or ''}")
+    return "\n".join(rows)

@@ -1,0 +1,210 @@
+"""The skeleton every training loop shares, supervised (:mod:`alignkit.train.loop`) and RL
+(:mod:`alignkit.train.rl_loop`): the accelerator and its backend, AdamW with the warm-up schedule,
+``accelerate.prepare``, the metrics logger and progress bar, throughput, the run fingerprint and
+exact resume, checkpoints (every ``save_steps``, at the end, and on SIGTERM/SIGINT), the stop on
+too many non-finite updates in a row, and the final save. The loops keep only their own step.
+
+A loop uses it in this order::
+
+    session = TrainingSession(config, run_dir)           # accelerator + backend
+    total_steps = ...                                    # may depend on session.accelerator.num_processes
+    session.prepare(model, total_steps, micro_batch_size, monitor=...)   # optimizer, scheduler, logger, resume
+    with session:                                        # stop signals
+        while session.state.global_step < total_steps:
+            ...                                          # the method's step; session.optimizer_step()
+            session.end_of_step()                        # checkpoint / stop
+    last_train = session.finish(save_final, last_train)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, NoReturn
+
+import torch
+from transformers import get_scheduler
+
+from alignkit.errors import AlignkitError
+from alignkit.train.backends import Backend, make_accelerator
+from alignkit.train.checkpoint import checkpoint_error, resume_from_latest, write_checkpoint
+from alignkit.train.faults import StopSignals, TrainingInterrupted, run_fingerprint
+from alignkit.train.metrics_log import MetricsLogger, Throughput, progress_bar, progress_postfix
+
+
+@dataclass
+class LoopState:
+    """Where a run stands: exactly the ``trainer_state.json`` of a checkpoint (which also holds the
+    weights, optimizer, scheduler and RNG states), so a resumed run continues from the same place."""
+
+    global_step: int = 0
+    epoch: int = 0  # supervised: epochs finished ...
+    batches_done: int = 0  # ... and micro-batches done in the current one
+    window: dict = field(default_factory=dict)  # supervised: the partly filled logging window
+    nonfinite_skipped: int = 0  # updates skipped for a NaN/inf loss or gradient
+    last_good_step: int = 0  # the last step whose update was applied
+    kl_coef: float | None = None  # RL: the (adaptive) KL coefficient
+    fingerprint: dict = field(default_factory=dict)  # config and data the run was started with
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict, fingerprint: dict) -> LoopState:
+        """The state a checkpoint holds, with this run's fingerprint (``--force_resume`` may have changed it)."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in saved.items() if key in known}
+        values.setdefault("last_good_step", saved["global_step"])
+        return cls(**{**values, "fingerprint": fingerprint})
+
+
+class TrainingSession:
+    """The shared parts of a training run (see the module docstring for the order of calls)."""
+
+    def __init__(self, config, run_dir: Path):
+        self.config, self.run_dir = config, run_dir
+        self.accelerator = make_accelerator(config.mixed_precision)
+        self.backend = Backend(self.accelerator)
+        self.in_a_row = 0  # non-finite updates in a row (not checkpointed: a resumed run starts clean)
+
+    def prepare(
+        self,
+        model: torch.nn.Module,
+        total_steps: int,
+        micro_batch_size: int,
+        updates_per_step: int = 1,
+        monitor=None,
+        desc: str = "training",
+    ) -> LoopState:
+        """AdamW over the trainable parameters, the warm-up + decay schedule over ``total_steps x
+        updates_per_step`` optimizer updates, ``accelerate.prepare``, the logger, and ``--resume``;
+        returns the state to start from."""
+        config = self.config
+        self.total_steps = total_steps
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        total_updates = total_steps * updates_per_step
+        self.scheduler = get_scheduler(
+            config.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=config.warmup_steps * updates_per_step or math.ceil(config.warmup_ratio * total_updates),
+            num_training_steps=total_updates,
+        )
+        self.backend.configure(micro_batch_size, config.max_grad_norm)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.unwrapped = self.accelerator.unwrap_model(self.model)
+        self.backend.prepared(self.model, self.unwrapped)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]  # FSDP replaces them with sharded ones
+        sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})  # TensorBoard always
+        main = self.accelerator.is_main_process
+        self.logger = MetricsLogger(self.run_dir, sinks, main, config=config.model_dump(mode="json"), monitor=monitor)
+        fingerprint = run_fingerprint(config)
+        self.state = LoopState(fingerprint=fingerprint)
+        if config.resume:
+            saved = resume_from_latest(
+                self.backend,
+                self.run_dir,
+                fingerprint,
+                config.force_resume,
+                self.model,
+                self.unwrapped,
+                self.optimizer,
+                self.scheduler,
+            )
+            self.state = LoopState.from_checkpoint(saved, fingerprint)
+            self.logger.resume_at(self.state.global_step)
+        self.bar = progress_bar(total_steps, self.state.global_step, config.disable_tqdm or not main, desc=desc)
+        self.throughput = Throughput(self.accelerator.num_processes)
+        return self.state
+
+    def __enter__(self) -> TrainingSession:
+        self._signals = StopSignals()
+        self.stop = self._signals.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._signals.__exit__(*exc_info)
+
+    def optimizer_step(self) -> float:
+        """Clip, step the optimizer and the schedule, zero the gradients; the global gradient norm, which is
+        not finite when any loss or gradient was NaN/inf (the update is then skipped and counted)."""
+        grad_norm = self.backend.step(
+            self.model, self.optimizer, self.scheduler, self.params, self.config.max_grad_norm
+        )
+        if math.isfinite(grad_norm):
+            self.in_a_row = 0
+        else:
+            self.state.nonfinite_skipped += 1
+            self.in_a_row += 1
+        return grad_norm
+
+    @property
+    def too_many_nonfinite(self) -> bool:
+        """``max_nonfinite_steps`` updates in a row were skipped: the run must stop."""
+        return self.in_a_row >= self.config.max_nonfinite_steps
+
+    def reduce(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The mean of each metric over the processes (the metrics themselves with one process)."""
+        if self.accelerator.num_processes == 1:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], device=self.accelerator.device)
+        return dict(zip(keys, self.accelerator.reduce(values, reduction="mean").tolist()))
+
+    def record(self, step: int, metrics: dict[str, float]) -> None:
+        """Write ``metrics`` at ``step`` (metrics.jsonl, TensorBoard, wandb; the main process only)."""
+        self.logger.record(step, metrics)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Record a training log and show its main figures on the progress bar."""
+        self.record(step, metrics)
+        self.bar.set_postfix(progress_postfix(metrics))
+
+    def save(self) -> Path:
+        """Write a checkpoint of the current state atomically; a failed write names the checkpoint kept."""
+        step = self.state.global_step
+        try:
+            return write_checkpoint(
+                self.backend,
+                self.run_dir,
+                step,
+                self.model,
+                self.unwrapped,
+                self.optimizer,
+                self.scheduler,
+                asdict(self.state),
+                self.config.save_total_limit,
+            )
+        except OSError as exc:
+            self.logger.close()
+            raise checkpoint_error(exc, step, self.run_dir) from None
+
+    def stop_nonfinite(self, message: Callable[[str], str]) -> NoReturn:
+        """Save, then stop with ``message(checkpoint name)``: too many non-finite updates in a row."""
+        path = self.save()
+        self.logger.close()
+        raise AlignkitError(message(path.name))
+
+    def end_of_step(self) -> None:
+        """Checkpoint every ``save_steps``, at the last step and when a stop signal came; then stop on the signal."""
+        step = self.state.global_step
+        if step % self.config.save_steps == 0 or step == self.total_steps or self.stop.received:
+            path = self.save()
+        if self.stop.received:
+            self.bar.close()
+            self.logger.close()
+            raise TrainingInterrupted.at(self.stop.received, step, path)
+
+    def finish(self, save_final: Callable[[Path], None] | None, last_train: dict[str, float]) -> dict[str, float]:
+        """Record the run's throughput summary, close the logs, and save the final model (all processes
+        gather sharded weights, the main one writes); returns ``last_train`` with the summary added."""
+        if self.throughput.totals[0]:
+            summary = self.reduce(self.throughput.summary())
+            self.record(self.state.global_step, summary)
+            last_train = {**last_train, **summary}
+        self.bar.close()
+        self.logger.close()
+        self.accelerator.wait_for_everyone()
+        if save_final is not None:
+            with self.backend.full_weights(self.unwrapped):
+                if self.accelerator.is_main_process:
+                    save_final(self.run_dir / "final")
+        return last_train
