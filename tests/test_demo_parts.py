@@ -5,10 +5,10 @@ import re
 
 import pytest
 
+from alignkit.commands.demo import phrasings
 from alignkit.commands.demo.pairs import demo_pairs, heldout_pairs, pair_mix
 from alignkit.commands.demo.report import regressions
 from alignkit.commands.demo.tasks import NOT_SURE_REPLY, demo_tasks
-from alignkit.data import demo_phrasings as phrasings
 from alignkit.data.synthetic import Candidate, rank_into_pairs
 from alignkit.evaluate.answers import answer_metrics, rule_outcome
 from alignkit.evaluate.probes import FACTS

@@ -11,7 +11,7 @@ from alignkit.cli import main
 from alignkit.configs import DPOConfig, KTOConfig, ORPOConfig, SFTConfig
 from alignkit.data.preference import PreferenceExample
 from alignkit.data.tokenize import ensure_pad_token
-from alignkit.diagnose import checks
+from alignkit.diagnose import checks, context
 from alignkit.diagnose.doctor import PreflightError, run_checks
 
 
@@ -169,7 +169,7 @@ def test_max_prompt_length_near_half(tmp_path, tok):
 def test_percentile_matches_numpy():
     values = [5, 1, 9, 3, 7, 2, 8]
     for q in (0, 50, 95, 100):
-        assert checks.percentile(values, q) == pytest.approx(np.percentile(values, q))
+        assert context.percentile(values, q) == pytest.approx(np.percentile(values, q))
 
 
 def test_reference_model_handling(tmp_path, tok, tiny_model, monkeypatch):

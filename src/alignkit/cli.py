@@ -18,6 +18,8 @@ from alignkit.errors import AlignkitError
 
 @dataclass(frozen=True)
 class Command:
+    """A CLI command: its config class, the function that runs it, and its line in the usage text."""
+
     config: str  # "module:ClassName"
     runner: str  # "module:function", called with the validated config
     summary: str
@@ -139,6 +141,7 @@ def _load(target: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``alignkit`` with ``argv`` (default: the process's arguments); returns the exit status."""
     code = _main(argv)
     _leave_process_group(code)
     return code

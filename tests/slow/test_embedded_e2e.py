@@ -52,7 +52,8 @@ def test_dpo_full_finetune_on_a_users_jsonl(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = metrics(out)
     first = next(r for r in records if "loss" in r)
-    assert first["loss"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at step 1
+    # policy == reference at step 1: the DPO part is log 2 (examples/dpo.yaml adds rpo_alpha 1.0 x the NLL of chosen)
+    assert first["loss"] - first["nll_loss"] == pytest.approx(0.693147, abs=1e-4) and first["rewards/margins"] == 0
     assert first["logps/rejected"] < first["logps/chosen"] < 0
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     tokenizer = AutoTokenizer.from_pretrained(out / "final")

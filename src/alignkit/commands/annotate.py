@@ -29,6 +29,8 @@ LABELS = {"1": 0, "2": 1, "a": 0, "b": 1, "tie": None}
 
 
 def annotate(config: AnnotateConfig) -> dict:
+    """``alignkit annotate``: label (prompt, A, B) rows with a position-swapped judge, or export a blind sheet
+    for people, or import their labels; returns the summary written next to the output."""
     output = refuse_existing(config.output, config.overwrite)
     if config.mode == "import":
         return _import_labels(config, output)

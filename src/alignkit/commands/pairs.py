@@ -32,12 +32,16 @@ from alignkit.judges.generators import EndpointGenerator, LocalGenerator
 
 @dataclass
 class PairsResult:
+    """What ``alignkit pairs`` wrote: the output file, its rows, and the summary (kept, dropped and why)."""
+
     output: Path
     rows: list[dict]
     summary: dict
 
 
 def build_pairs(config: PairsConfig) -> PairsResult:
+    """``alignkit pairs``: generate candidate answers for each prompt, rank or contrast them, and write the
+    preference pairs atomically (with a summary); returns what was written."""
     output = refuse_existing(config.output, config.overwrite)
     scorer_kind = config.resolved_scorer
     rows = load_prompt_rows(config.prompts, needs_answer=scorer_kind == "verifier")

@@ -31,11 +31,15 @@ from alignkit.models.loading import load_model_and_tokenizer
 
 
 class ChatMessage(BaseModel):
+    """One message of an OpenAI chat request."""
+
     role: str
     content: str | list[dict] | None = None
 
 
 class ChatRequest(BaseModel):
+    """The fields of an OpenAI ``/v1/chat/completions`` request that alignkit serves."""
+
     model: str
     messages: list[ChatMessage] = Field(..., min_length=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
@@ -51,6 +55,8 @@ class ChatRequest(BaseModel):
 
 
 class APIError(Exception):
+    """An error answered in OpenAI's JSON error shape, with its HTTP status."""
+
     def __init__(
         self,
         status: int,
@@ -77,6 +83,8 @@ class ChatModel:
         self.lock = threading.Lock()
 
     def prepare(self, request: ChatRequest) -> dict:
+        """Validate ``request`` against this model and turn it into ``generate()`` arguments (raises
+        :class:`APIError`)."""
         if request.model != self.name:
             raise APIError(
                 404,
@@ -105,6 +113,7 @@ class ChatModel:
 
     @torch.no_grad()
     def complete(self, request: ChatRequest) -> dict:
+        """Answer ``request`` (one generation at a time); returns the OpenAI chat completion object."""
         kwargs = self.prepare(request)
         prompt_len = kwargs["input_ids"].shape[1]
         with self.lock:
@@ -250,6 +259,7 @@ def build_app(chat: ChatModel, api_key: str | None = None):
 
 
 def load_chat_model(config: ServeConfig) -> ChatModel:
+    """The model and tokenizer ``alignkit serve`` answers with, under the name clients ask for."""
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
     name = config.served_model_name or (
         config.model if config.model == "embedded" else Path(config.model).resolve().name

@@ -149,7 +149,7 @@ class TrainConfig(BaseModel):
     symptom_thresholds: SymptomThresholds = Field(
         default_factory=SymptomThresholds,
         description="Thresholds of the symptom rules, e.g. {early_accuracy: 0.99, "
-        "rejected_drop_per_token: 2.0} (see alignkit.diagnose.symptoms).",
+        "rejected_drop_per_token: 2.0} (see alignkit.configs.SymptomThresholds).",
     )
     preflight: bool = Field(
         True,

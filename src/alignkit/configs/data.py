@@ -18,6 +18,8 @@ from alignkit.data.synthetic import BAD_SYSTEM_PROMPT, GOOD_SYSTEM_PROMPT
 
 @dataclass
 class EndpointSettings:
+    """Where an OpenAI-compatible endpoint is and how to call it (the API key is read from ``api_key_env``)."""
+
     base_url: str
     model: str
     api_key_env: str | None = "OPENAI_API_KEY"
@@ -90,6 +92,7 @@ class JudgeFields(BaseModel):
     )
 
     def endpoint(self, prefix: str) -> EndpointSettings | None:
+        """The settings of the endpoint whose fields start with ``prefix`` (e.g. ``judge``), or None when unset."""
         base_url = getattr(self, f"{prefix}_base_url")
         if not base_url:
             return None
@@ -105,6 +108,7 @@ class JudgeFields(BaseModel):
         )
 
     def cache_path(self) -> str:
+        """Where endpoint replies are cached (so a rerun resumes); each job's config says."""
         raise NotImplementedError
 
     @model_validator(mode="after")
@@ -124,6 +128,7 @@ class EndpointJobConfig(JudgeFields):
     overwrite: bool = Field(False, description="Replace an existing output file.")
 
     def cache_path(self) -> str:
+        """The reply cache: ``cache``, else ``<output>.cache.jsonl``."""
         return self.cache or f"{self.output}.cache.jsonl"
 
 
@@ -251,6 +256,7 @@ class PairsConfig(ScorerFields, EndpointJobConfig):
 
     @property
     def resolved_scorer(self) -> str:
+        """The scorer to use: the one set, else the verifier for ``sample_rank`` and none for ``system_prompt``."""
         if self.scorer is not None:
             return self.scorer
         return "verifier" if self.method == "sample_rank" else "none"

@@ -96,6 +96,7 @@ class EvalConfig(EvalFields):
     overwrite: bool = Field(False, description="Replace an existing eval directory.")
 
     def cache_path(self) -> str:
+        """The judge's reply cache: ``cache``, else ``<output_dir>/judge_cache.jsonl``."""
         return self.cache or str(Path(self.output_dir or ".") / "judge_cache.jsonl")
 
 

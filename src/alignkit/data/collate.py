@@ -154,6 +154,7 @@ class SequenceCollator:
         self.prefix_sharing = prefix_sharing
 
     def slots(self, item: dict) -> list[tuple[list[int], object]]:
+        """The (token ids, what is scored) of each sequence ``item`` contributes, one per slot."""
         raise NotImplementedError
 
     def signature(self, item: dict) -> list:
@@ -161,6 +162,8 @@ class SequenceCollator:
         return [[ids, scored] for ids, scored in self.slots(item)]
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        """The batch of ``items``: one block per item with a shared prompt where every slot shares it (and
+        prefix sharing is on), else each slot's sequences padded or packed; plus scored positions."""
         per_item = [self.slots(item) for item in items]
         groups = [shared_prefix(entry) for entry in per_item] if self.prefix_sharing else [None]
         if all(group is not None for group in groups):
@@ -208,6 +211,7 @@ class PreferenceCollator(SequenceCollator):
     """Pairs -> one batch of 2B sequences: chosen 0..B-1, then rejected 0..B-1 (one forward for both)."""
 
     def slots(self, item: dict) -> list[tuple[list[int], object]]:
+        """A pair's two sequences: prompt + chosen, prompt + rejected (scored from the prompt's end)."""
         pair: TokenizedPair = item["pair"]
         start = len(pair.prompt_ids)
         return [(pair.prompt_ids + pair.chosen_ids, start), (pair.prompt_ids + pair.rejected_ids, start)]

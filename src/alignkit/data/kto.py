@@ -26,6 +26,8 @@ from alignkit.data.tokenize import TokenizedRows, prompt_token_ids, response_tok
 
 @dataclass(frozen=True)
 class KTOExample:
+    """One unpaired KTO row: a prompt, a completion, and whether it is desirable."""
+
     prompt: str | Messages
     completion: str
     desirable: bool
@@ -33,6 +35,7 @@ class KTOExample:
 
 
 def load_kto_data(source: str, split: str = "train") -> list[KTOExample]:
+    """Validated KTO rows (prompt/completion/label, or pairs split into one desirable and one undesirable row)."""
     return validate_records(read_records(source, split), str(source), _validate_row)
 
 
@@ -130,10 +133,12 @@ class KTOCollator(SequenceCollator):
     """Batch of 2B sequences: the B (prompt, completion) pairs, then the B mismatched KL pairs."""
 
     def slots(self, item: dict):
+        """A row's two sequences: prompt + completion, prompt + the KL completion."""
         start = len(item["prompt"])
         return [(item["prompt"] + item["completion"], start), (item["prompt"] + item["kl_completion"], start)]
 
     def __call__(self, items: list[dict]) -> dict:
+        """The batch of ``items`` plus each row's ``desirable`` flag."""
         batch = super().__call__(items)
         batch["desirable"] = torch.tensor([item["desirable"] for item in items], dtype=torch.bool)
         return batch

@@ -41,6 +41,7 @@ def load_preference_data(source: str, split: str = "train") -> list[PreferenceEx
 
 
 def validate_preference_records(records: list[Record], source: str) -> list[PreferenceExample]:
+    """Validated preference examples from read records; every fault is collected, then raised together."""
     return validate_records(records, source, validate_pair_row)
 
 
@@ -62,6 +63,8 @@ def validate_records(records: list[Record], source: str, validate_row) -> list:
 
 
 def validate_pair_row(record: Record, faults: FaultCollector) -> PreferenceExample | None:
+    """One row as a :class:`PreferenceExample` (explicit prompt, or TRL's implicit prompt in conversations),
+    or None after recording its faults."""
     row, where = record.data, record.where
     if not isinstance(row, dict):
         faults.add(where, None, f"expected an object with prompt/chosen/rejected, got {type(row).__name__}")
@@ -135,6 +138,7 @@ def check_content(value: Any, where: str, field: str, faults: FaultCollector, re
 
 
 def check_messages(value: list, where: str, field: str, faults: FaultCollector) -> Messages | None:
+    """A list of chat messages, checked (roles, non-empty text); None after recording its faults."""
     if not value:
         faults.add(where, field, "empty list of messages")
         return None

@@ -22,6 +22,8 @@ MAX_REPORTED_FAULTS = 20
 
 @dataclass(frozen=True)
 class Record:
+    """A row as read, with where it came from (``file.jsonl:12``)."""
+
     data: Any
     where: str
 
@@ -33,11 +35,13 @@ class FaultCollector:
         self.source, self.limit, self.faults, self.total = source, limit, [], 0
 
     def add(self, where: str, field: str | None, message: str) -> None:
+        """Record a fault at ``where`` (and ``field``); past the limit it is only counted."""
         self.total += 1
         if len(self.faults) < self.limit:
             self.faults.append(Fault(where, field, message))
 
     def raise_if_any(self) -> None:
+        """Raise one :class:`DataValidationError` listing the faults, if there were any."""
         if self.total:
             raise DataValidationError(self.source, self.faults, self.total)
 
@@ -131,6 +135,7 @@ def _read_hub(name: str, split: str) -> list[Record]:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as JSONL (UTF-8, one object per line), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:

@@ -25,6 +25,8 @@ from alignkit.errors import AlignkitError
 
 @dataclass(frozen=True)
 class SFTExample:
+    """One SFT row: a conversation (``messages``), or a prompt and its completion."""
+
     messages: Messages | None  # the conversational form
     prompt: str | Messages | None  # the prompt/completion form
     completion: str | None
@@ -32,6 +34,7 @@ class SFTExample:
 
 
 def load_sft_data(source: str, split: str = "train") -> list[SFTExample]:
+    """Validated SFT rows (``messages``, or ``prompt``/``completion``)."""
     return validate_records(read_records(source, split), str(source), _validate_row)
 
 
@@ -144,6 +147,7 @@ class SFTCollator(SequenceCollator):
     """Examples (or packed bins of examples) -> one batch; the loss mask marks assistant tokens."""
 
     def __call__(self, items: list[dict]) -> dict:
+        """The batch of ``items`` (packed bins contribute each of their sequences); the mask marks trained tokens."""
         sequences = [seq for item in items for seq in item.get("sequences", [item])]
         return build_batch(
             [s["ids"] for s in sequences],

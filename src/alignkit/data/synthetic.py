@@ -28,16 +28,21 @@ BAD_SYSTEM_PROMPT = (
 
 @dataclass
 class Candidate:
+    """A candidate answer and where it came from."""
+
     text: str
     source: str  # e.g. "good_system_prompt", "bad_system_prompt", "reference"
 
 
 @dataclass
 class PairBuildSummary:
+    """How many pairs were kept, and how many candidates were dropped for each reason."""
+
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
+        """The summary as JSON-ready values."""
         return {"kept": self.kept, "dropped": dict(self.dropped)}
 
     def __str__(self) -> str:

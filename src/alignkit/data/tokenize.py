@@ -47,6 +47,7 @@ def ensure_pad_token(tokenizer) -> None:
 
 
 def as_messages(prompt: str | Messages) -> Messages:
+    """A plain prompt as a one-message conversation (a conversation as it is)."""
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 

@@ -16,14 +16,9 @@ from rich.table import Table
 from alignkit.data.methods import data_loader
 from alignkit.data.records import load_train_eval
 from alignkit.data.tokenize import TokenizedRows
-from alignkit.diagnose.checks import (
-    DATA_CHECKS,
-    SETUP_CHECKS,
-    Check,
-    Context,
-    check_output_dir,
-    views_of,
-)
+from alignkit.diagnose.checks import SETUP_CHECKS, check_output_dir
+from alignkit.diagnose.context import Check, Context, views_of
+from alignkit.diagnose.data_checks import DATA_CHECKS
 from alignkit.errors import AlignkitError, DataValidationError
 from alignkit.models.loading import load_model_and_tokenizer
 
@@ -39,26 +34,34 @@ STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
 class PreflightError(AlignkitError):
+    """A pre-flight check failed: nothing was trained or written (exit status 2)."""
+
     exit_code = 2
 
 
 @dataclass
 class DoctorReport:
+    """The doctor's checks, in the order they ran."""
+
     checks: list[Check]
 
     @property
     def failed(self) -> list[Check]:
+        """The checks that failed."""
         return [c for c in self.checks if c.status == "fail"]
 
     @property
     def warned(self) -> list[Check]:
+        """The checks that warned."""
         return [c for c in self.checks if c.status == "warn"]
 
     def as_dict(self) -> list[dict]:
+        """Each check as a dict (name, status, detail, fix)."""
         return [c.__dict__ for c in self.checks]
 
 
 def method_of(config) -> str:
+    """The training method a config belongs to (dpo, kto, orpo, sft, reward)."""
     return METHOD_OF_CONFIG.get(type(config).__name__, "dpo")
 
 
@@ -96,6 +99,7 @@ def run_checks(
 def print_report(
     report: DoctorReport, console: Console | None = None, title: str = "alignkit doctor", only_findings: bool = False
 ) -> None:
+    """Print the checks as a table (only warnings and fails with ``only_findings``) and a one-line tally."""
     console = console or Console(stderr=True)
     shown = [c for c in report.checks if c.status != "pass"] if only_findings else report.checks
     if shown:

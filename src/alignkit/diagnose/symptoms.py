@@ -31,6 +31,8 @@ from alignkit.configs import SymptomThresholds
 
 @dataclass(frozen=True)
 class Symptom:
+    """A red flag seen in a run's metrics, at a step, with what to do about it."""
+
     name: str
     step: int
     message: str
@@ -79,6 +81,7 @@ class SymptomMonitor:
         self.last_eval_margin: float | None = None
 
     def observe(self, step: int, metrics: dict) -> list[Symptom]:
+        """The symptoms that ``metrics`` (a train or an eval log) newly show; each is reported once per run."""
         if "symptom" in metrics:  # a replayed report (resume): never report it again
             self.reported.add(metrics["symptom"])
             return []
@@ -183,6 +186,7 @@ class RewardHackingGuard:
         self.reported: set[str] = set()
 
     def observe(self, step: int, m: dict) -> list[Symptom]:
+        """Reward hacking signs in an RL log (KL past the threshold while the reward climbs, runaway length)."""
         if "symptom" in m:
             self.reported.add(m["symptom"])
             return []

@@ -82,6 +82,8 @@ def token_logps(
 
 
 class SequenceLogps(NamedTuple):  # a tuple, so distributed wrappers (ZeRO-3's backward hooks) see its tensors
+    """Per-sequence results of :func:`sequence_logps`."""
+
     logps: torch.Tensor  # [N] summed over each sequence's response tokens (fp32)
     token_counts: torch.Tensor  # [N] response tokens per sequence
 
@@ -174,6 +176,7 @@ class LogProbModel(nn.Module):
         self.chunk_size = chunk_size
 
     def forward(self, batch: dict[str, torch.Tensor]) -> SequenceLogps:
+        """Summed response log-probs (and token counts) of the sequences in ``batch``."""
         return sequence_logps(self.lm, batch, self.chunk_size)
 
 

@@ -54,6 +54,8 @@ class Reference:
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> torch.Tensor:
+        """Reference log-probs of ``batch``: the precomputed ones it carries, else a no-grad forward of the
+        reference."""
         if "ref_logps" in batch:
             return batch["ref_logps"]
         if self.released:
@@ -98,6 +100,7 @@ def model_fingerprint(model_path: str) -> str:
 
 
 def cache_key(fingerprint: str, items: list[dict], signature) -> str:
+    """The cache key of precomputed reference values: the model fingerprint and every item's token signature."""
     digest = hashlib.sha256(fingerprint.encode())
     for item in items:
         digest.update(json.dumps(signature(item)).encode())

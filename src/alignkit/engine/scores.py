@@ -34,4 +34,5 @@ class ScoreModel(nn.Module):
         self.lm = lm
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The reward head's score of each sequence in ``batch``."""
         return sequence_scores(self.lm, batch)

@@ -16,6 +16,8 @@ from alignkit.engine.logprobs import scored_states, token_entropy, token_logps
 
 
 class TokenOutputs(NamedTuple):  # a tuple, so distributed wrappers (ZeRO-3's backward hooks) see its tensors
+    """Per-token results of :func:`token_outputs`, right-padded to the longest response."""
+
     logps: torch.Tensor  # [N, T] log-prob of each response token (0 off the mask)
     mask: torch.Tensor  # [N, T] bool
     values: torch.Tensor | None = None  # [N, T] value estimate before each token

@@ -48,6 +48,8 @@ def _same_model(a: str, b: str) -> bool:
 
 @dataclass
 class EvalModels:
+    """The model under evaluation and its reference (a second model, or the policy with its adapter off)."""
+
     policy: torch.nn.Module
     tokenizer: object
     reference_lm: torch.nn.Module | None  # None: the policy with its adapter disabled
@@ -64,10 +66,13 @@ class EvalModels:
 
     @property
     def shares_weights(self) -> bool:
+        """Whether the reference is the policy itself with its adapter disabled (one copy of the weights)."""
         return self.reference_lm is None
 
 
 def load_eval_models(model: str, reference: str | None = None, dtype: str = "float32") -> EvalModels:
+    """The policy to evaluate and its reference: a LoRA run's adapter over its base (reference: adapters off),
+    or a full model against the model it started from."""
     reference = reference or default_reference(model)
     path = Path(resolve_model_path(model))
     adapter = path / "adapter_config.json"
@@ -81,4 +86,5 @@ def load_eval_models(model: str, reference: str | None = None, dtype: str = "flo
 
 
 def maybe_reference(models: EvalModels, use_reference: bool):
+    """A context giving the reference when ``use_reference``, else the policy."""
     return models.reference() if use_reference else nullcontext(models.policy)

@@ -68,6 +68,8 @@ NUMBER_WORDS = {"seven": "7", "eight": "8", "0": "zero", "2": "two", "24": "twen
 
 @dataclass
 class ProbeResult:
+    """One capability probe, before and after."""
+
     name: str
     metric: str  # "accuracy" or "perplexity"
     before: float
@@ -77,14 +79,17 @@ class ProbeResult:
 
     @property
     def delta(self) -> float:
+        """After minus before."""
         return self.after - self.before
 
     def regressed(self, tolerance: float, ppl_tolerance: float) -> bool:
+        """Whether the probe got worse by more than its tolerance (accuracy: absolute; perplexity: relative)."""
         if self.higher_is_better:
             return self.delta < -tolerance
         return self.after > self.before * (1 + ppl_tolerance)
 
     def as_dict(self, tolerance: float = 0.02, ppl_tolerance: float = 0.05) -> dict:
+        """The result as a JSON-ready dict, with whether it regressed under these tolerances."""
         return {
             "probe": self.name,
             "metric": self.metric,
@@ -119,6 +124,7 @@ def general_texts(path: str | None = None) -> list[str]:
 
 
 def arithmetic_probe(n: int, seed: int = 1234) -> list[dict]:
+    """``n`` arithmetic questions (+, -, *) with their answers, the same for every seed."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
@@ -130,10 +136,12 @@ def arithmetic_probe(n: int, seed: int = 1234) -> list[dict]:
 
 
 def facts_probe(n: int) -> list[dict]:
+    """The first ``n`` general-knowledge questions with their answers."""
     return [{"prompt": q, "answer": a} for q, a in FACTS[:n]]
 
 
 def fact_correct(reply: str, answer: str) -> bool:
+    """Whether ``reply`` contains ``answer`` (or, for a number, its word)."""
     alternatives = [answer] + ([NUMBER_WORDS[answer.lower()]] if answer.lower() in NUMBER_WORDS else [])
     return any(answer_matches(reply, alt, "contains") for alt in alternatives)
 
@@ -141,6 +149,7 @@ def fact_correct(reply: str, answer: str) -> bool:
 def answer_accuracy(
     model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int, kind: str
 ) -> tuple[float, list[str]]:
+    """The fraction of ``rows`` whose greedy reply ``correct`` accepts."""
     replies = generate_responses(
         model,
         tokenizer,
@@ -175,6 +184,7 @@ def probe_score(
 
 
 def probe_result(name: str, before: float, after: float, n: int) -> ProbeResult:
+    """A :class:`ProbeResult` (accuracy, except the perplexity probe)."""
     return ProbeResult(
         name, "perplexity" if name == "perplexity" else "accuracy", before, after, n, name != "perplexity"
     )

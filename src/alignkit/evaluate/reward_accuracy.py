@@ -40,6 +40,7 @@ def pair_logps(
 
 
 def band_flag(accuracy: float, band: tuple[float, float] = HEALTHY_BAND) -> str:
+    """Where a held-out reward accuracy sits against the healthy band, in words."""
     low, high = band
     if accuracy < low:
         return f"below the healthy {low:.2f}-{high:.2f} band: the preference was not learned well"

@@ -46,12 +46,15 @@ from alignkit.models.loading import resolve_model_path
 
 @dataclass
 class EvalResult:
+    """What ``alignkit eval`` wrote: its folder, the results, and the per-prompt records."""
+
     output_dir: Path
     results: dict
     records: list[dict]
 
 
 def eval_dir_for(config: EvalConfig) -> Path:
+    """The eval folder: ``output_dir``, else ``<run>/eval`` for a run directory, else ``alignkit-runs/eval-<name>``."""
     if config.output_dir:
         return Path(config.output_dir)
     if run_config(config.model):
@@ -61,6 +64,7 @@ def eval_dir_for(config: EvalConfig) -> Path:
 
 
 def prepare_eval_dir(path: Path, overwrite: bool) -> Path:
+    """Create the eval folder, refusing a non-empty one unless ``overwrite``."""
     if path.exists() and any(path.iterdir()):
         if not overwrite:
             raise RunDirError(
@@ -73,6 +77,7 @@ def prepare_eval_dir(path: Path, overwrite: bool) -> Path:
 
 
 def load_eval_prompts(config: EvalConfig, pairs: list) -> list[dict]:
+    """The held-out prompts: ``prompts``, else the distinct prompts of the held-out pairs."""
     if config.prompts:
         rows = load_prompt_rows(config.prompts)
     else:
@@ -85,6 +90,8 @@ def load_eval_prompts(config: EvalConfig, pairs: list) -> list[dict]:
 
 
 def resolve_judge(config: EvalConfig, rows: list[dict]) -> str:
+    """The judge to use: the one set, else an LLM judge when one is configured, else the verifier when every
+    prompt has an answer or tests, else the reward model."""
     if config.eval_judge != "auto":
         return config.eval_judge
     if config.judge_base_url:

@@ -18,6 +18,7 @@ def _md_cell(text: str) -> str:
 
 
 def inspection_markdown(records: list[dict], title: str) -> str:
+    """The inspection sheet as a markdown table."""
     lines = [
         f"# {title}",
         "",
@@ -34,6 +35,7 @@ def inspection_markdown(records: list[dict], title: str) -> str:
 
 
 def inspection_html(records: list[dict], title: str) -> str:
+    """The inspection sheet as a standalone HTML page."""
     rows = "\n".join(
         f"<tr class='{html.escape(r.get('outcome', ''))}'><td>{i}</td><td>{html.escape(_prompt_text(r['prompt']))}</td>"
         f"<td>{html.escape(r['reference'])}</td><td>{html.escape(r['model'])}</td>"
@@ -54,6 +56,7 @@ tr.win td:last-child{{background:#d8f5d8}} tr.loss td:last-child{{background:#f8
 def write_inspection(
     records: list[dict], out_dir: Path, n: int, title: str = "Manual inspection: reference vs aligned"
 ) -> list[Path]:
+    """Write the first ``n`` records as inspection.md and inspection.html; returns both paths."""
     shown = records[:n]
     md, page = out_dir / "inspection.md", out_dir / "inspection.html"
     md.write_text(inspection_markdown(shown, title), encoding="utf-8")

@@ -26,12 +26,15 @@ from alignkit.train.run_dir import prepare_run_dir
 
 @dataclass
 class SweepResult:
+    """What ``alignkit sweep`` found: one row per beta, and the recommended beta (None: none held up)."""
+
     output_dir: Path
     rows: list[dict]
     recommended: float | None
 
 
 def run_dir_for(root: Path, beta: float) -> Path:
+    """The run directory of one beta."""
     return root / f"beta-{beta:g}"
 
 
@@ -55,6 +58,7 @@ def recommend(rows: list[dict]) -> tuple[float | None, str]:
 
 
 def summarize(beta: float, results: dict) -> dict:
+    """One beta's row: win-rate and interval, reward accuracy, probe deltas, regressions."""
     win = results.get("win_rate") or {}
     accuracy = (results.get("reward_accuracy") or {}).get("accuracy")
     return {
@@ -69,6 +73,8 @@ def summarize(beta: float, results: dict) -> dict:
 
 
 def run_sweep(config: SweepConfig) -> SweepResult:
+    """``alignkit sweep``: one DPO run per beta (reference log-probs computed once), each evaluated; writes a
+    table and a plot and recommends the beta with the best win-rate among those without regressions."""
     console = Console(stderr=True)
     root = prepare_run_dir(config.output_dir, config.overwrite, config.resume)
     base = config.model_dump(exclude={"beta", "eval", "output_dir", "overwrite", "resume"})
@@ -98,6 +104,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
 
 
 def print_sweep(console: Console, rows: list[dict], best: float | None, why: str) -> None:
+    """Print the sweep's table and its recommendation."""
     table = Table(title="beta sweep")
     probes = sorted({name for r in rows for name in r["probes"]})
     for column in ["beta", "win-rate (95% CI)", "reward acc.", *[f"Δ {p}" for p in probes], "regressed"]:
@@ -118,6 +125,7 @@ def print_sweep(console: Console, rows: list[dict], best: float | None, why: str
 
 
 def plot_sweep(rows: list[dict], path: Path, best: float | None) -> None:
+    """Plot win-rate and reward accuracy against beta (the recommended one marked) to ``path``."""
     matplotlib.use("Agg")
     betas = [r["beta"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))

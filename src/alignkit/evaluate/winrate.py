@@ -21,6 +21,8 @@ POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 
 @dataclass
 class WinRate:
+    """A win-rate with its bootstrap 95% interval and the counts behind it."""
+
     win_rate: float
     ci_low: float
     ci_high: float
@@ -30,6 +32,7 @@ class WinRate:
     n: int
 
     def as_dict(self) -> dict:
+        """The fields as a dict."""
         return dict(self.__dict__)
 
     def __str__(self) -> str:
@@ -53,6 +56,7 @@ def win_rate(outcomes: list[Outcome], n_bootstrap: int = 1000, seed: int = 0) ->
 
 
 def outcome_from_scores(model_score: float, reference_score: float, tolerance: float = 1e-9) -> Outcome:
+    """Win, loss or tie from two scores."""
     if abs(model_score - reference_score) <= tolerance:
         return "tie"
     return "win" if model_score > reference_score else "loss"

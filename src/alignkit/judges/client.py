@@ -46,6 +46,7 @@ class RequestBudget:
         self._lock = threading.Lock()
 
     def take(self) -> None:
+        """Spend one request, or raise :class:`BudgetExhausted` when none is left."""
         with self._lock:
             if self.limit is not None and self.used >= self.limit:
                 raise BudgetExhausted(f"the request budget ({self.limit} requests) is spent")

@@ -20,6 +20,7 @@ from alignkit.judges.reply_cache import ReplyCache
 
 
 def refuse_existing(path: str | Path, overwrite: bool) -> Path:
+    """``path``, refusing an existing file unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise RunDirError(
@@ -39,6 +40,8 @@ def load_rubric(rubric: str | None) -> str:
 
 
 class EndpointJob:
+    """What a job that calls endpoints shares: the reply cache, the request budget, its clients and judge."""
+
     def __init__(self, config):
         self.config = config
         self.cache = ReplyCache(config.cache_path())
@@ -47,11 +50,13 @@ class EndpointJob:
         self._judge: LLMJudge | None = None
 
     def client(self, settings: EndpointSettings) -> ChatClient:
+        """A client of ``settings`` sharing the job's cache and budget."""
         client = ChatClient(settings, self.cache, self.budget)
         self.clients.append(client)
         return client
 
     def judge(self) -> LLMJudge:
+        """The job's LLM judge (made once from the ``judge_*`` fields)."""
         if self._judge is None:
             settings = self.config.endpoint("judge")
             if settings is None:
@@ -66,6 +71,7 @@ class EndpointJob:
         return self._judge
 
     def scorer(self, kind: str, config):
+        """The scorer of ``kind`` (verifier, heuristic, reward model or judge), with its length penalty if any."""
         if kind == "verifier":
             scorer = scorers.VerifierScorer(config.answer_match, config.code_timeout, config.code_memory_mb)
         elif kind == "heuristic":
@@ -90,6 +96,7 @@ class EndpointJob:
             ) from None
 
     def stats(self) -> dict:
+        """Requests spent, cache hits, and the judge's comparison counts."""
         judged = (
             {}
             if self._judge is None

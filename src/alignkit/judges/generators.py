@@ -18,6 +18,8 @@ from alignkit.models.loading import load_model_and_tokenizer
 
 
 class Generator(Protocol):
+    """Anything that answers prompts: a local model or an OpenAI-compatible endpoint."""
+
     name: str
 
     def generate(
@@ -29,7 +31,9 @@ class Generator(Protocol):
         max_new_tokens: int,
         top_p: float = 1.0,
         seed: int = 0,
-    ) -> list[str]: ...
+    ) -> list[str]:
+        """One answer per prompt (with an optional system prompt), sampled at ``temperature``."""
+        ...
 
 
 class LocalGenerator:
@@ -51,6 +55,7 @@ class LocalGenerator:
         top_p: float = 1.0,
         seed: int = 0,
     ) -> list[str]:
+        """Answers from the local model, seeded."""
         torch.manual_seed(seed)
         return generate_responses(
             self.model,
@@ -83,6 +88,8 @@ class EndpointGenerator:
         top_p: float = 1.0,
         seed: int = 0,
     ) -> list[str]:
+        """Answers from the endpoint, requested concurrently (and cached)."""
+
         def one(prompt) -> str:
             messages = as_messages(prompt)
             if system_prompt is not None:

@@ -78,6 +78,7 @@ class PairwiseResult:
 
 
 def render_prompt(prompt) -> str:
+    """A prompt as text for the judge (a conversation as role: content lines)."""
     if isinstance(prompt, str):
         return prompt
     return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
@@ -123,6 +124,7 @@ def _letter_mass(top_logprobs: dict | None) -> dict[str, float]:
 
 
 def parse_rating(text: str) -> float:
+    """The 1-10 rating in a judge's reply (the last ``[[N]]``); raises :class:`MalformedReply`."""
     found = RATING_RE.findall(text)
     if not found:
         raise MalformedReply(f"no rating ([[N]]) in the judge's reply: {text[:120]!r}")
@@ -154,6 +156,9 @@ def combine_swapped(first_order: Verdict, second_order: Verdict) -> PairwiseResu
 
 
 class LLMJudge:
+    """An LLM judge over an OpenAI-compatible client: pairwise verdicts asked in both orders (position bias
+    cancels; disagreeing orders count as a tie), or single grades."""
+
     def __init__(
         self,
         client: ChatClient,

@@ -22,6 +22,8 @@ def request_key(payload: dict) -> str:
 
 
 class ReplyCache:
+    """Endpoint replies by request key, kept in memory and appended to a JSONL file (a rerun resumes)."""
+
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
         self._values: dict[str, Any] = {}
@@ -43,10 +45,12 @@ class ReplyCache:
         return len(self._values)
 
     def get(self, key: str) -> Any | None:
+        """The cached value of ``key``, or None."""
         with self._lock:
             return self._values.get(key)
 
     def put(self, key: str, value: Any) -> None:
+        """Cache ``value`` under ``key`` (and append it to the file)."""
         with self._lock:
             self._values[key] = value
             if self.path is None:

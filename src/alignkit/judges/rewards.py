@@ -41,6 +41,7 @@ class CombinedReward:
         return scorers.JudgeScorer(LLMJudge(client), mode="single")
 
     def __call__(self, rows: list[dict], responses: list[str]) -> tuple[list[float], dict[str, list[float]]]:
+        """Each response's weighted reward, and each term's raw values."""
         components = {name: [] for name, _, _ in self.terms}
         for row, response in zip(rows, responses):
             for name, _, scorer in self.terms:

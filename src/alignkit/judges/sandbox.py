@@ -52,6 +52,7 @@ class SandboxResult:
 
     @property
     def fraction(self) -> float:
+        """The fraction of tests passed (0 with none)."""
         return self.passed / self.total if self.total else 0.0
 
 

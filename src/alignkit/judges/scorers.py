@@ -72,12 +72,15 @@ def _is_number(value) -> bool:
 
 
 class VerifierScorer:
+    """Scores answers against a row's known answer, or runs its tests on the code in the answer."""
+
     name = "verifier"
 
     def __init__(self, match: str = "auto", code_timeout: float = 5.0, code_memory_mb: int = 512):
         self.match, self.code_timeout, self.code_memory_mb = match, code_timeout, code_memory_mb
 
     def score_group(self, row: dict, responses: list[str]):
+        """Each response's score (1/0, or the fraction of tests passed) and the test results."""
         if row.get("tests"):
             results = [
                 run_tests(extract_code(r), row["tests"], self.code_timeout, self.code_memory_mb) for r in responses
@@ -87,6 +90,8 @@ class VerifierScorer:
 
 
 class HeuristicScorer:
+    """Scores answers with a rule: shortness, a regex, or a Python function of (row, response)."""
+
     def __init__(self, kind: str, pattern: str | None = None, function: str | None = None):
         self.name = f"heuristic:{kind}"
         if kind == "length":
@@ -102,6 +107,7 @@ class HeuristicScorer:
             raise AlignkitError(f"unknown heuristic '{kind}' (length, regex or python)")
 
     def score_group(self, row: dict, responses: list[str]):
+        """Each response's score under the rule."""
         return [float(self.fn(row, r)) for r in responses], {}
 
 
@@ -131,6 +137,8 @@ def load_function(spec: str | None) -> Callable:
 
 
 class RewardModelScorer:
+    """Scores answers with a trained reward model, reading them as it was trained to."""
+
     def __init__(self, model: str, dtype: str = "float32", apply_chat_template: bool = True):
         self.name = f"reward_model:{model}"
         self.model, self.tokenizer = load_model_and_tokenizer(model, dtype, reward_head=True)
@@ -138,6 +146,7 @@ class RewardModelScorer:
         self.apply_chat_template = apply_chat_template
 
     def score_group(self, row: dict, responses: list[str]):
+        """Each response's reward-model score."""
         templated = self.apply_chat_template and bool(self.tokenizer.chat_template)
         scores = []
         with torch.no_grad():
@@ -157,6 +166,7 @@ class JudgeScorer:
         self.name = f"judge:{judge.client.settings.model}:{mode}"
 
     def score_group(self, row: dict, responses: list[str]):
+        """Each response's score: its judge grade, or its share of pairwise wins against the others."""
         if self.mode == "single":
             grades = [self.judge.grade(row["prompt"], r) for r in responses]
             return grades, {"grades": grades}
@@ -183,5 +193,6 @@ class LengthPenalized:
         self.scorer, self.penalty, self.name = scorer, penalty, f"{scorer.name}-{penalty}/word"
 
     def score_group(self, row: dict, responses: list[str]):
+        """The wrapped scores minus ``penalty`` x each response's word count."""
         scores, detail = self.scorer.score_group(row, responses)
         return [s - self.penalty * word_count(r) for s, r in zip(scores, responses)], detail

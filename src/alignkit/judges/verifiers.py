@@ -30,6 +30,7 @@ class ShortAnswerTask:
 
     @property
     def answerable(self) -> bool:
+        """Whether the question has a known answer (else a good reply says it cannot know)."""
         return self.answer is not None
 
     @property
@@ -52,10 +53,12 @@ def final_number(text: str) -> float | None:
 
 
 def says_not_sure(text: str) -> bool:
+    """Whether ``text`` admits not knowing."""
     return bool(NOT_SURE_RE.search(text))
 
 
 def word_count(text: str) -> int:
+    """The number of whitespace-separated words."""
     return len(text.split())
 
 

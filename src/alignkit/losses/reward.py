@@ -17,6 +17,7 @@ def bradley_terry_loss(
 
 
 def reward_metrics(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Reward-model metrics of a batch: pairwise accuracy, mean margin, mean chosen and rejected scores."""
     chosen, rejected = chosen_scores.detach(), rejected_scores.detach()
     return {
         "accuracy": (chosen > rejected).float().mean(),

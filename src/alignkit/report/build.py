@@ -22,6 +22,8 @@ from alignkit.report import plots
 
 @dataclass
 class RunView:
+    """One directory the report covers: its metrics, eval results, sweep and config."""
+
     name: str
     path: Path
     records: list[dict] = field(default_factory=list)
@@ -31,10 +33,12 @@ class RunView:
 
     @property
     def symptoms(self) -> list[dict]:
+        """The symptom records of the run."""
         return [r for r in self.records if "symptom" in r]
 
 
 def read_run(path: Path) -> RunView:
+    """Read a run, eval or sweep directory."""
     if not path.is_dir():
         raise AlignkitError(f"report: {path} is not a directory")
     view = RunView(path.name if path.name not in ("eval", "final") else f"{path.parent.name}/{path.name}", path)
@@ -66,14 +70,17 @@ class Page:
         self.images = 0
 
     def heading(self, text: str, level: int = 2) -> None:
+        """Add a heading."""
         self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
         self.md.append(f"\n{'#' * level} {text}\n")
 
     def text(self, text: str) -> None:
+        """Add a paragraph."""
         self.html.append(f"<p>{html.escape(text)}</p>")
         self.md.append(text + "\n")
 
     def image(self, png: bytes | None, alt: str) -> None:
+        """Add a PNG figure (written beside the report; nothing when None)."""
         if png is None:
             return
         self.images += 1
@@ -84,6 +91,7 @@ class Page:
         self.md.append(f"![{alt}]({self.assets.name}/{name})\n")
 
     def table(self, header: list[str], rows: list[list]) -> None:
+        """Add a table."""
         cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
         self.html.append(f"<table><tr>{cells}</tr>{body}</table>")
@@ -97,6 +105,7 @@ class Page:
         )
 
     def pre(self, text: str) -> None:
+        """Add the config, folded."""
         self.html.append(f"<details><summary>config.yaml</summary><pre>{html.escape(text)}</pre></details>")
         self.md.append("<details><summary>config.yaml</summary>\n\n```yaml\n" + text + "```\n</details>\n")
 
@@ -106,6 +115,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def add_training(page: Page, run: RunView) -> None:
+    """The training section: final and first/last eval metrics, curves, symptoms."""
     train = [r for r in run.records if "loss" in r]
     evaluation = [r for r in run.records if "eval/loss" in r]
     last, first_eval, last_eval = (
@@ -147,6 +157,7 @@ def add_training(page: Page, run: RunView) -> None:
 
 
 def add_eval(page: Page, results: dict) -> None:
+    """The evaluation section: win-rate, reward accuracy, probes."""
     page.heading("Evaluation", 3)
     page.text(f"model: {results.get('model')}   reference: {results.get('reference')}")
     win = results.get("win_rate")
@@ -184,6 +195,7 @@ def add_eval(page: Page, results: dict) -> None:
 
 
 def add_sweep(page: Page, run: RunView) -> None:
+    """The sweep section: one row per beta, the recommendation and its plot."""
     sweep = run.sweep
     page.heading("Beta sweep", 3)
     best = sweep.get("recommended_beta")
@@ -214,6 +226,8 @@ pre{background:#f6f6f6;padding:1em;overflow:auto} h2{border-bottom:1px solid #dd
 
 
 def build_report(config: ReportConfig) -> Path:
+    """``alignkit report``: report.html (self-contained but for its figures) and report.md over the runs; returns
+    the HTML path."""
     runs = [read_run(Path(p)) for p in config.runs]
     out = Path(config.output_dir) if config.output_dir else runs[0].path
     html_path, md_path = out / "report.html", out / "report.md"

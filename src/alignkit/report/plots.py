@@ -48,6 +48,7 @@ def _number(value) -> float | None:
 
 
 def training_curves(records: list[dict], symptoms: list[dict], title: str = "") -> bytes | None:
+    """A PNG of every logged training metric against steps, symptoms marked (None: no metrics)."""
     series = metric_series(records)
     if not series:
         return None
@@ -76,6 +77,7 @@ def training_curves(records: list[dict], symptoms: list[dict], title: str = "") 
 def compare_runs(
     runs: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "rewards/margins", "rewards/accuracies")
 ) -> bytes | None:
+    """A PNG comparing ``metrics`` across runs (None with fewer than two runs or no such metric)."""
     present = [m for m in metrics if any(m in r for records in runs.values() for r in records)]
     if len(runs) < 2 or not present:
         return None
@@ -92,6 +94,7 @@ def compare_runs(
 
 
 def win_rate_bar(win: dict) -> bytes:
+    """A PNG bar of the win-rate with its interval, against the 0.5 line."""
     fig, ax = plt.subplots(figsize=(4.5, 2.2))
     ax.barh(
         [0],
@@ -106,6 +109,7 @@ def win_rate_bar(win: dict) -> bytes:
 
 
 def probe_bars(probes: list[dict]) -> bytes | None:
+    """A PNG of each probe before and after (regressions in red); None without probes."""
     if not probes:
         return None
     fig, axes = plt.subplots(1, len(probes), figsize=(2.6 * len(probes), 2.6), squeeze=False)

@@ -38,6 +38,7 @@ def _sha256(path: Path) -> str:
 
 
 def rng_state() -> dict:
+    """The RNG states (Python, NumPy, torch, CUDA) a checkpoint keeps."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -45,6 +46,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore the RNG states of :func:`rng_state`."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -53,6 +55,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the trainable parameters (all of them in full fine-tuning, the adapters under LoRA)."""
     # clone: own storage (gathered FSDP parameters are views into a communication buffer)
     return {name: p.detach().clone().cpu() for name, p in model.named_parameters() if p.requires_grad}
 
@@ -103,6 +106,7 @@ def save_checkpoint(
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The run's checkpoint folders as (step, path), oldest first."""
     found = []
     for path in run_dir.iterdir() if run_dir.is_dir() else []:
         match = CHECKPOINT_RE.match(path.name)
@@ -147,6 +151,7 @@ def latest_good_checkpoint(run_dir: Path) -> Path | None:
 
 
 def read_trainer_state(path: Path) -> dict:
+    """A checkpoint's ``trainer_state.json``."""
     return json.loads((path / "trainer_state.json").read_text())
 
 
@@ -234,6 +239,7 @@ def resume_from_latest(
 
 
 def checkpoint_error(exc: OSError, step: int, run_dir: Path) -> AlignkitError:
+    """The error for a checkpoint that could not be written, naming the checkpoint that is still intact."""
     previous = latest_good_checkpoint(run_dir)
     kept = f"{previous.name} is intact" if previous is not None else "no earlier checkpoint exists"
     return AlignkitError(

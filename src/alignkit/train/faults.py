@@ -35,6 +35,7 @@ class TrainingInterrupted(AlignkitError):
 
     @classmethod
     def at(cls, signum: int, step: int, checkpoint: Path) -> "TrainingInterrupted":
+        """The error for a run stopped by ``signum`` at ``step``, naming its checkpoint."""
         return cls(
             f"stopped by {signal.Signals(signum).name} at step {step}; saved "
             f"{checkpoint}. Continue with the same command plus --resume",

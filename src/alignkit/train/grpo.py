@@ -20,15 +20,19 @@ from alignkit.train.rl_loop import RLMethod
 
 
 class GRPO(RLMethod):
+    """GRPO: group-normalised advantages over each prompt's completions, KL to the reference in the loss."""
+
     name = "grpo"
 
     def prepare(self, config: GRPOConfig, rollouts, old, ref_logps, kl_coef):
+        """Advantages of a rollout batch; returns (tensors for the loss, stats)."""
         advantages = grpo_advantages(rollouts.scores, config.num_generations, config.scale_rewards).to(old.logps.device)
         return {"old_logps": old.logps, "ref_logps": ref_logps, "advantages": advantages, "mask": old.mask}, {
             "advantages/abs_mean": advantages.abs().mean().item()
         }
 
     def loss(self, config: GRPOConfig, out, p: dict):
+        """The clipped surrogate plus beta x KL to the reference on a minibatch; returns (loss, stats)."""
         loss, clipfrac, kl = grpo_loss(
             out.logps,
             p["old_logps"],
@@ -42,9 +46,12 @@ class GRPO(RLMethod):
 
 
 class RLOO(RLMethod):
+    """RLOO: leave-one-out baseline over each prompt's completions, KL penalty in the reward."""
+
     name = "rloo"
 
     def prepare(self, config: RLOOConfig, rollouts, old, ref_logps, kl_coef):
+        """KL-penalised rewards and leave-one-out advantages of a rollout batch; returns (tensors, stats)."""
         seq_kl = (kl_estimate(old.logps, ref_logps, config.kl_estimator) * old.mask).sum(1)
         rewards = rollouts.scores.to(seq_kl.device) - kl_coef * seq_kl
         advantages = rloo_advantages(rewards, config.num_generations)
@@ -54,6 +61,7 @@ class RLOO(RLMethod):
         }
 
     def loss(self, config: RLOOConfig, out, p: dict):
+        """The clipped surrogate on a minibatch; returns (loss, stats)."""
         loss, clipfrac, approx_kl = clipped_policy_loss(
             out.logps, p["old_logps"], p["advantages"], out.mask & p["mask"], config.cliprange
         )
@@ -61,8 +69,10 @@ class RLOO(RLMethod):
 
 
 def train_grpo(config: GRPOConfig) -> TrainingResult:
+    """``alignkit grpo``: GRPO on prompt rows with the config's reward terms."""
     return train_rl(config, GRPO())
 
 
 def train_rloo(config: RLOOConfig) -> TrainingResult:
+    """``alignkit rloo``: RLOO on prompt rows with the config's reward terms."""
     return train_rl(config, RLOO())

@@ -53,6 +53,8 @@ def train_kto(
     run_dir: Path | None = None,
     on_step=None,
 ) -> TrainingResult:
+    """``alignkit kto``: KTO on unpaired desirable/undesirable rows. Data is validated before anything is
+    written; pass examples to skip loading. ``on_step(global_step)`` is called after every optimizer step."""
     run = begin_training(config, "kto", train_examples, eval_examples, run_dir)
     lm, tokenizer = run.lm, run.tokenizer
     require_kl_partners(run.train_examples)

@@ -45,6 +45,8 @@ class TrainingTask:
 
 @dataclass
 class TrainingResult:
+    """What a training run returns: its directory, the trained module, its last step and last metrics."""
+
     run_dir: Path
     model: torch.nn.Module  # the trained module (unwrapped); ``.lm`` for a LogProbModel
     global_step: int

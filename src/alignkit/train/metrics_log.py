@@ -60,6 +60,7 @@ class MetricsLogger:
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Write one record (metrics.jsonl, TensorBoard, wandb) at ``step``."""
         if not self.enabled:
             return
         record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
@@ -74,6 +75,7 @@ class MetricsLogger:
             self.wandb.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
 
     def close(self) -> None:
+        """Close TensorBoard and wandb."""
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.wandb is not None:
@@ -136,9 +138,11 @@ class Throughput:
         self._step_started = None
 
     def begin_step(self) -> None:
+        """Start timing an optimizer step."""
         self._step_started = time.perf_counter()
 
     def end_step(self, samples: int, tokens: int) -> None:
+        """End the step's timing, counting its samples and (real, unpadded) tokens."""
         self.window_seconds += time.perf_counter() - self._step_started
         for totals in (self.totals, self.window_totals):
             totals[0] += 1
@@ -146,6 +150,7 @@ class Throughput:
             totals[2] += tokens
 
     def window(self) -> dict[str, float]:
+        """Step time and samples/tokens per second since the last log (then restart the window)."""
         steps, samples, tokens = self.window_totals
         seconds = max(self.window_seconds, 1e-9)
         figures = {
@@ -157,6 +162,7 @@ class Throughput:
         return figures
 
     def summary(self) -> dict[str, float]:
+        """The whole run's runtime and throughput (TRL's ``train_*`` names)."""
         steps, samples, tokens = self.totals
         runtime = time.perf_counter() - self.started
         return {
@@ -168,6 +174,7 @@ class Throughput:
 
 
 def progress_bar(total: int, initial: int, disable: bool, desc: str = "training"):
+    """The run's progress bar (tqdm), starting at ``initial`` when resumed."""
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=disable, dynamic_ncols=True)
 
 

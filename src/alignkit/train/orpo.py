@@ -44,6 +44,8 @@ def train_orpo(
     run_dir: Path | None = None,
     on_step=None,
 ) -> TrainingResult:
+    """``alignkit orpo``: one-stage ORPO on pairs, no reference model. Data is validated before anything is
+    written; pass examples to skip loading. ``on_step(global_step)`` is called after every optimizer step."""
     run = begin_training(config, "orpo", train_examples, eval_examples, run_dir)
     lm, tokenizer = run.lm, run.tokenizer
     task = TrainingTask(

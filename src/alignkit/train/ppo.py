@@ -20,16 +20,20 @@ from alignkit.train.rl_loop import RLMethod
 
 
 class PPO(RLMethod):
+    """PPO-RLHF: per-token KL penalty in the reward, GAE over a value head, clipped policy and value losses."""
+
     name = "ppo"
     uses_value_head = True
 
     def start(self, config: PPOConfig, kl_coef: float | None = None) -> None:
+        """Set the KL coefficient (a resumed run's) and the adaptive controller when asked for."""
         super().start(config, kl_coef)
         self.controller = (
             AdaptiveKLController(self.kl_coef, config.target_kl, config.kl_horizon) if config.adaptive_kl else None
         )
 
     def prepare(self, config: PPOConfig, rollouts, old, ref_logps, kl_coef):
+        """Per-token rewards, GAE advantages and returns of a rollout batch; returns (tensors, stats)."""
         mask = old.mask
         kl = kl_estimate(old.logps, ref_logps, config.kl_estimator) * mask
         rewards = token_rewards(rollouts.scores.to(kl.device), kl, mask, kl_coef)
@@ -55,6 +59,7 @@ class PPO(RLMethod):
         }, stats
 
     def loss(self, config: PPOConfig, out, p: dict):
+        """The clipped policy loss plus vf_coef x the clipped value loss on a minibatch; returns (loss, stats)."""
         mask = out.mask & p["mask"]
         pg_loss, pg_clipfrac, approx_kl = clipped_policy_loss(
             out.logps, p["old_logps"], p["advantages"], mask, config.cliprange
@@ -72,6 +77,7 @@ class PPO(RLMethod):
         }
 
     def after_step(self, mean_kl: float, n_sequences: int) -> None:
+        """Update the adaptive KL coefficient from this step's KL."""
         if self.controller is not None:
             self.kl_coef = self.controller.update(mean_kl, n_sequences)
 

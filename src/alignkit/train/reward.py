@@ -25,6 +25,7 @@ class RewardCollator(PreferenceCollator):
     """Chosen then rejected sequences, plus the per-pair ``margin`` when the data has one."""
 
     def __call__(self, items: list[dict]) -> dict:
+        """The pair batch of ``items`` plus each pair's ``margin`` when the data has margins."""
         batch = super().__call__(items)
         if any(item.get("margin") is not None for item in items):
             batch["margin"] = torch.tensor([item.get("margin") or 0.0 for item in items], dtype=torch.float32)
@@ -55,6 +56,8 @@ def train_reward(
     run_dir: Path | None = None,
     on_step=None,
 ) -> TrainingResult:
+    """``alignkit reward``: a Bradley-Terry reward model on pairs. Data is validated before anything is
+    written; pass examples to skip loading. ``on_step(global_step)`` is called after every optimizer step."""
     run = begin_training(config, "reward", train_examples, eval_examples, run_dir, reward_head=True)
     lm, tokenizer = run.lm, run.tokenizer
 

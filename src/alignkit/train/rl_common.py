@@ -21,6 +21,7 @@ from alignkit.train.run_dir import check_run_dir
 
 
 def load_prompts(config) -> tuple[list[dict], list[dict]]:
+    """Validated train and eval prompt rows (with answers when a verifier scores them)."""
     needs_answer = any(spec.kind == "verifier" for spec in config.rewards)
     rows = load_prompt_rows(config.train_data, needs_answer=needs_answer)
     if config.eval_data:
@@ -29,6 +30,7 @@ def load_prompts(config) -> tuple[list[dict], list[dict]]:
 
 
 def train_rl(config, method: RLMethod) -> TrainingResult:
+    """Set up and run ``method`` on the config's prompts: policy (dropout off), reference, rewards, value head."""
     train_rows, eval_rows = load_prompts(config)
     if is_main_process():
         check_run_dir(config.output_dir, config.overwrite, config.resume)

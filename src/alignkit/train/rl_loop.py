@@ -31,6 +31,8 @@ from alignkit.train.session import TrainingSession
 
 @dataclass
 class Rollouts:
+    """One step's samples: each prompt's k completions, their texts, total rewards and each term's values."""
+
     rows: list[dict]
     prompt_ids: list[list[int]]
     response_ids: list[list[int]]
@@ -48,9 +50,11 @@ class RLMethod:
     def prepare(
         self, config, rollouts: Rollouts, old: TokenOutputs, ref_logps: torch.Tensor, kl_coef: float
     ) -> tuple[dict, dict]:
+        """The method's tensors for its loss (advantages, old log-probs ...) and stats, from a rollout batch."""
         raise NotImplementedError
 
     def loss(self, config, out: TokenOutputs, prepared: dict) -> tuple[torch.Tensor, dict]:
+        """The method's loss on a minibatch's fresh outputs; returns (loss, stats)."""
         raise NotImplementedError
 
     def start(self, config, kl_coef: float | None = None) -> None:
@@ -229,6 +233,7 @@ def run_rl(
 def sample_rollouts(
     config, lm, tokenizer, rows: list[dict], prompt_ids: list[list[int]], reward_fn, synced: bool = False
 ) -> Rollouts:
+    """Sample ``num_generations`` completions of each prompt and score them with ``reward_fn``."""
     k = config.num_generations
     rows_k = [r for r in rows for _ in range(k)]  # each prompt's completions are contiguous (a group)
     prompts_k = [p for p in prompt_ids for _ in range(k)]

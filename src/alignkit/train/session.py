@@ -111,16 +111,20 @@ class TrainingSession:
             )
             self.state = LoopState.from_checkpoint(saved, fingerprint)
             self.logger.resume_at(self.state.global_step)
-        self.bar = progress_bar(total_steps, self.state.global_step, config.disable_tqdm or not main, desc=desc)
-        self.throughput = Throughput(self.accelerator.num_processes)
+        self._bar_settings = (total_steps, config.disable_tqdm or not main, desc)
         return self.state
 
     def __enter__(self) -> TrainingSession:
+        """Start the progress bar, the throughput clock (after any evaluation at step 0) and the signal handlers."""
+        total_steps, disable, desc = self._bar_settings
+        self.bar = progress_bar(total_steps, self.state.global_step, disable, desc=desc)
+        self.throughput = Throughput(self.accelerator.num_processes)
         self._signals = StopSignals()
         self.stop = self._signals.__enter__()
         return self
 
     def __exit__(self, *exc_info) -> None:
+        """Restore the previous signal handlers."""
         self._signals.__exit__(*exc_info)
 
     def optimizer_step(self) -> float:

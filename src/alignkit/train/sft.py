@@ -20,6 +20,7 @@ from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
 
 def sft_compute_loss(model, batch: dict, training: bool):
+    """One step: the token-mean NLL of the assistant tokens; returns (loss, metrics)."""
     result = model(batch)
     loss = nll_loss(result.logps, result.token_counts)
     return loss, {"loss": loss.detach(), "scored_tokens": result.token_counts.sum().float()}
@@ -32,6 +33,9 @@ def train_sft(
     run_dir: Path | None = None,
     on_step=None,
 ) -> TrainingResult:
+    """``alignkit sft``: supervised fine-tuning (loss on assistant tokens only). Data is validated before
+    anything is written; pass examples to skip loading. ``on_step(global_step)`` is called after every
+    optimizer step."""
     run = begin_training(config, "sft", train_examples, eval_examples, run_dir)
     lm, tokenizer = run.lm, run.tokenizer
     train_items, eval_items = run.train.items, run.eval.items

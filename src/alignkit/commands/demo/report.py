@@ -70,6 +70,7 @@ def print_samples(console: Console, tasks, before: list[str], after: list[str], 
 
 
 def print_comparison(console: Console, tasks, before: dict, after: dict, probes: list[dict], wins: dict) -> None:
+    """Print the before/after table on the held-out prompts, the capability probes and the win-rate."""
     counts = {kind: sum(t.kind == kind for t in tasks) for kind in ("arithmetic", "unanswerable", "knowledge")}
     table = Table(
         title=f"Held-out set ({len(tasks)} prompts in phrasings, shapes and facts never trained on: "
@@ -100,6 +101,7 @@ def print_comparison(console: Console, tasks, before: dict, after: dict, probes:
 
 
 def print_dpo_metrics(console: Console, train: dict, evaluation: dict) -> None:
+    """Print the last training log's and the held-out pairs' DPO metrics side by side."""
     table = Table(title="Final DPO metrics")
     for column in ("metric", "train (last log)", "eval (held-out pairs)"):
         table.add_column(column)

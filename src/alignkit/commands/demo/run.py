@@ -55,6 +55,9 @@ PROBES = EvalFields()  # the capability probes exactly as `alignkit eval` runs t
 
 @dataclass
 class DemoResult:
+    """What the demo measured: held-out answer metrics before and after, the DPO metrics, the probes, the
+    win-rate, and the problems (regressions, degenerate replies) that make it exit 1."""
+
     run_dir: Path
     before: dict[str, float]
     after: dict[str, float]
@@ -71,6 +74,8 @@ class DemoResult:
 
 
 def run_demo(config: DemoConfig) -> DemoResult:
+    """``alignkit demo``: build pairs from the embedded model's own answers, train DPO, and compare the model
+    before and after on held-out prompts and capability probes; returns the :class:`DemoResult`."""
     console = Console()
     started = time.time()
     if not config.output_dir:

@@ -41,6 +41,7 @@ class TaskMix:
     knowledge: float = 0.30
 
     def counts(self, total: int) -> dict[str, int]:
+        """How many prompts of each kind make up ``total`` (general knowledge takes the rounding remainder)."""
         arithmetic = round(total * self.arithmetic)
         unanswerable = round(total * self.unanswerable)
         return {
@@ -75,6 +76,7 @@ def arithmetic_pool(templates: list[tuple[str, str]], rng: random.Random) -> lis
 
 
 def unanswerable_pool(shapes: list[tuple[str, dict]], rng: random.Random) -> list[ShortAnswerTask]:
+    """Every unanswerable question the shapes' slot values make, the shapes interleaved in a seeded order."""
     groups = []
     for shape, slots in shapes:
         keys = list(slots)
@@ -88,6 +90,7 @@ def unanswerable_pool(shapes: list[tuple[str, dict]], rng: random.Random) -> lis
 
 
 def knowledge_pool(questions: list[tuple[str, str, tuple]], rng: random.Random) -> list[ShortAnswerTask]:
+    """General-knowledge tasks (question, answer, accepted aliases) in a seeded order."""
     tasks = [
         ShortAnswerTask(q, answer, f"{answer[0].upper()}{answer[1:]}.", aliases=tuple(aliases))
         for q, answer, aliases in questions

@@ -44,6 +44,8 @@ class LabelIn(BaseModel):
 
 
 def create_app(project_dir: str | Path) -> FastAPI:
+    """The labelling web app of a project: the annotator page, its JSON API (next item, label, undo) and
+    the admin's stats page; every request is authenticated by its token."""
     root, project, items = load_project(project_dir)
     by_id = {item["id"]: item for item in items}
     store = LabelStore(root / DB_FILE)
@@ -143,6 +145,7 @@ def create_app(project_dir: str | Path) -> FastAPI:
 
 
 def stats_html(title: str, stats: dict) -> str:
+    """The stats page: agreement figures, and the items where the judge and the people disagree."""
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in stats_lines(stats))
     disagreements = "".join(
         f"<tr><td>{html.escape(d['item_id'])}</td><td>{d['judge']}</td><td>{d['people']}</td><td>{html.escape(str(d['votes']))}</td></tr>"

@@ -59,6 +59,8 @@ class LabelProject(BaseModel):
 
 
 class Item(BaseModel):
+    """One item to label: its prompt and the answers shown (extra fields pass through to the export)."""
+
     model_config = ConfigDict(extra="allow")
 
     id: str
@@ -86,6 +88,7 @@ def load_project(path: str | Path) -> tuple[Path, LabelProject, list[dict]]:
 
 
 def read_items(path: Path, kind: str) -> list[dict]:
+    """The items of a project's JSONL file, validated for ``kind`` (pairs, thumbs or review); errors name the line."""
     items, seen = [], set()
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -137,6 +140,7 @@ def items_from_rows(rows: list[dict], kind: str, source: str) -> list[dict]:
 
 
 def write_project(root: Path, project: LabelProject, items: list[dict]) -> None:
+    """Write ``project.yaml`` and ``items.jsonl`` of a new project under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     (root / PROJECT_FILE).write_text(yaml.safe_dump(project.model_dump(), sort_keys=False, allow_unicode=True))
     (root / ITEMS_FILE).write_text(
@@ -150,4 +154,5 @@ def shown_left(seed: int, annotator: str, item_id: str) -> str:
 
 
 def item_order(seed: int, item_ids: list[str], salt: str = "") -> list[str]:
+    """``item_ids`` in a fixed pseudo-random order per (seed, salt): each annotator's own order."""
     return sorted(item_ids, key=lambda i: hashlib.sha256(f"{seed}:{salt}:{i}".encode()).digest())

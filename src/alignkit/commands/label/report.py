@@ -19,6 +19,7 @@ def _number(value, digits: int = 3) -> str:
 
 
 def stats_lines(stats: dict) -> list[tuple[str, str]]:
+    """The stats as (label, value) lines for the CLI and the stats page."""
     lines = [("labels", f"{stats['labels']} on {stats['items_labelled']} of {stats['items']} items")]
     lines += [(f"labels by {name}", str(count)) for name, count in stats["per_annotator"].items()]
     if "cohen_kappa" in stats:

@@ -32,6 +32,7 @@ ADMIN = "admin"
 
 
 def run_label(config: LabelConfig) -> int:
+    """``alignkit label``: run the action the config names (init, add-annotator, serve, stats, export); exit status."""
     return {
         "init": init_project,
         "add-annotator": add_annotator,
@@ -103,6 +104,7 @@ def _generated_items(config: LabelConfig) -> list[dict]:
 
 
 def add_annotator(config: LabelConfig) -> int:
+    """``label add-annotator``: register a name, print its private link once (only its hash is stored)."""
     root, project, items = load_project(config.project)
     if not config.name or config.name == ADMIN:
         raise ConfigError(
@@ -122,6 +124,7 @@ def add_annotator(config: LabelConfig) -> int:
 
 
 def serve_project(config: LabelConfig) -> int:
+    """``label serve``: serve the project's app until Ctrl+C."""
     uvicorn = require("uvicorn", "data", "alignkit label")
     require("fastapi", "data", "alignkit label")
     app = create_app(config.project)
@@ -137,6 +140,7 @@ def serve_project(config: LabelConfig) -> int:
 
 
 def print_stats(config: LabelConfig) -> int:
+    """``label stats``: print the agreement figures (or JSON with ``--json_output``)."""
     root, project, items = load_project(config.project)
     store = LabelStore(root / DB_FILE)
     stats = label_stats(store.all_labels(), items, store.annotators(), project.seed)
@@ -152,6 +156,7 @@ def print_stats(config: LabelConfig) -> int:
 
 
 def export_project(config: LabelConfig) -> int:
+    """``label export``: write the majority-vote pairs (or thumbs rows, or the review sheet) to ``--output``."""
     if not config.output:
         raise ConfigError("label export needs --output FILE")
     root, project, items = load_project(config.project)

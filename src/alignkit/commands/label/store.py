@@ -33,10 +33,14 @@ CREATE TABLE IF NOT EXISTS labels (
 
 
 def digest(token: str) -> str:
+    """The SHA-256 hex digest of a token (what the store keeps instead of the token)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 class LabelStore:
+    """The project's SQLite database (WAL, synchronous FULL): annotators, their item order, and their labels,
+    one row per (annotator, item) so a retried or repeated label replaces the earlier one."""
+
     def __init__(self, path: Path):
         self.path = path
         with self.connect() as db:
@@ -45,6 +49,7 @@ class LabelStore:
 
     @contextmanager
     def connect(self):
+        """A connection in autocommit mode with full fsync; closed on exit."""
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
@@ -55,6 +60,7 @@ class LabelStore:
 
     @contextmanager
     def transaction(self):
+        """An immediate (write-locking) transaction: committed on success, rolled back on any error."""
         with self.connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -92,6 +98,7 @@ class LabelStore:
         return found
 
     def assigned(self, annotator: str) -> list[str]:
+        """The item ids assigned to ``annotator``, in their order."""
         with self.connect() as db:
             return [
                 r[0]
@@ -101,12 +108,14 @@ class LabelStore:
             ]
 
     def labelled(self, annotator: str) -> set[str]:
+        """The ids of the items ``annotator`` has labelled."""
         with self.connect() as db:
             return {r[0] for r in db.execute("SELECT item_id FROM labels WHERE annotator = ?", (annotator,))}
 
     def put_label(
         self, annotator: str, item_id: str, choice: str, score: int | None, reason: str, shown_left: str | None
     ) -> None:
+        """Store (or replace) ``annotator``'s label of ``item_id`` in one transaction."""
         with self.transaction() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM labels").fetchone()[0]
             db.execute(
@@ -126,6 +135,7 @@ class LabelStore:
             return row[0]
 
     def all_labels(self) -> list[dict]:
+        """Every label, oldest first."""
         with self.connect() as db:
             return [
                 dict(r)
@@ -135,5 +145,6 @@ class LabelStore:
             ]
 
     def annotators(self) -> list[str]:
+        """The annotators' names (the admin excluded), in the order they were added."""
         with self.connect() as db:
             return [r[0] for r in db.execute("SELECT name FROM annotators WHERE admin = 0 ORDER BY added")]
