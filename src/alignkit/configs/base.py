@@ -264,3 +264,9 @@ def new_default(parent: type[BaseModel], name: str, value: Any, why: str = "") -
     is appended): a command's config changes a default without restating the rest of the field."""
     info = parent.model_fields[name]
     return FieldInfo.merge_field_infos(info, default=value, description=f"{info.description} {why}".strip())
+
+
+def described(parent: type[BaseModel], name: str, description: str) -> Any:
+    """Field ``name`` of ``parent``, default and constraints unchanged, described for a command whose
+    rows mean something else (e.g. prompts rather than pairs)."""
+    return FieldInfo.merge_field_infos(parent.model_fields[name], description=description)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from alignkit.configs.base import TrainConfig
+from alignkit.configs.base import TrainConfig, described
 
 
 class DPOConfig(TrainConfig):
@@ -64,10 +64,10 @@ class SFTConfig(TrainConfig):
         "each bin counts as one example of the batch. Examples never attend to "
         "each other.",
     )
-    max_prompt_length: int | None = Field(
-        None,
-        ge=1,
-        description="Maximum prompt tokens of prompt/completion rows (trimmed from the left); None: no separate limit.",
+    max_prompt_length: int | None = described(
+        TrainConfig,
+        "max_prompt_length",
+        "Maximum prompt tokens of prompt/completion rows (trimmed from the left); None: no separate limit.",
     )
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from alignkit.configs.base import TrainConfig
+from alignkit.configs.base import TrainConfig, described
 
 
 class RewardSpec(BaseModel):
@@ -54,8 +54,8 @@ class RewardSpec(BaseModel):
 class RLConfig(TrainConfig):
     """Fields shared by PPO, GRPO and RLOO."""
 
-    learning_rate: float = Field(
-        1e-6, gt=0.0, description="Peak learning rate (AdamW); ~1e-6 full fine-tuning, ~1e-5-1e-4 with LoRA."
+    learning_rate: float = described(
+        TrainConfig, "learning_rate", "Peak learning rate (AdamW); ~1e-6 full fine-tuning, ~1e-5-1e-4 with LoRA."
     )
     rewards: list[RewardSpec] = Field(
         default_factory=lambda: [RewardSpec(kind="verifier")],
@@ -64,7 +64,9 @@ class RLConfig(TrainConfig):
             "length, weight: 0.01}] (correct and concise)."
         ),
     )
-    per_device_train_batch_size: int = Field(8, ge=1, description="Prompts per rollout batch (one step).")
+    per_device_train_batch_size: int = described(
+        TrainConfig, "per_device_train_batch_size", "Prompts per rollout batch (one step)."
+    )
     num_generations: int = Field(1, ge=1, description="Completions sampled per prompt.")
     mini_batch_size: int = Field(8, ge=1, description="Sequences per optimisation minibatch.")
     num_ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
@@ -98,12 +100,12 @@ class RLConfig(TrainConfig):
         description="... or when responses grow past this many times their first length "
         "(or nearly all newly hit max_new_tokens).",
     )
-    eval_split: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Fraction of the prompts held out for evaluation when eval_data is unset."
+    eval_split: float = described(
+        TrainConfig, "eval_split", "Fraction of the prompts held out for evaluation when eval_data is unset."
     )
     max_prompt_length: int = Field(256, ge=1, description="Maximum prompt tokens (trimmed from the left).")
-    max_length: int = Field(
-        1024, ge=8, description="Unused by RL beyond validation: responses are bounded by max_new_tokens."
+    max_length: int = described(
+        TrainConfig, "max_length", "Unused by RL beyond validation: responses are bounded by max_new_tokens."
     )
 
 
