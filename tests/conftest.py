@@ -116,3 +116,14 @@ def write_prompts(path: Path, n: int = 16) -> Path:
 @pytest.fixture
 def prompts(tmp_path) -> Path:
     return write_prompts(tmp_path / "prompts.jsonl")
+
+
+def tiny_run_args(model_dir, data, out, *extra: str, eval_split: str = "0.25") -> list[str]:
+    """Command-line overrides of a short training run on the tiny model (``extra`` wins)."""
+    return [
+        *("--model", str(model_dir), "--train_data", str(data), "--output_dir", str(out)),
+        *("--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--logging_steps", "1"),
+        *("--preflight", "false", "--max_length", "64", "--max_prompt_length", "32", "--disable_tqdm"),
+        *("--report_to", "none", "--eval_split", eval_split),
+        *extra,
+    ]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_run_args
 from safetensors.torch import load_file
 
 from alignkit.configs import DPOConfig, load_config
@@ -24,39 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def args_for(model_dir, data, out, *extra):
-    return [
-        "--model",
-        str(model_dir),
-        "--train_data",
-        str(data),
-        "--output_dir",
-        str(out),
-        "--per_device_train_batch_size",
-        "2",
-        "--learning_rate",
-        "1e-3",
-        "--logging_steps",
-        "1",
-        "--preflight",
-        "false",
-        "--max_length",
-        "64",
-        "--max_prompt_length",
-        "32",
-        "--disable_tqdm",
-        "--report_to",
-        "none",
-        "--eval_split",
-        "0",
-        "--preflight",
-        "false",
-        "--use_peft",
-        "--lora_r",
-        "4",
-        "--lora_dropout",
-        "0.2",
-        *extra,
-    ]
+    lora = ("--use_peft", "--lora_r", "4", "--lora_dropout", "0.2")
+    return tiny_run_args(model_dir, data, out, "--preflight", "false", *lora, *extra, eval_split="0")
 
 
 def same_run(a: Path, b: Path, step: int) -> None:

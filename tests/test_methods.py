@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import write_pairs
+from conftest import tiny_run_args, write_pairs
 
 from alignkit.cli import main
 from alignkit.configs import (
@@ -32,32 +32,7 @@ from alignkit.train.sft import train_sft
 
 
 def args_for(model_dir, data, out, *extra):
-    return [
-        "--model",
-        str(model_dir),
-        "--train_data",
-        str(data),
-        "--output_dir",
-        str(out),
-        "--per_device_train_batch_size",
-        "2",
-        "--learning_rate",
-        "1e-3",
-        "--logging_steps",
-        "1",
-        "--preflight",
-        "false",
-        "--max_length",
-        "64",
-        "--max_prompt_length",
-        "32",
-        "--disable_tqdm",
-        "--report_to",
-        "none",
-        "--eval_split",
-        "0.25",
-        *extra,
-    ]
+    return tiny_run_args(model_dir, data, out, *extra)
 
 
 def write_jsonl(path, rows):

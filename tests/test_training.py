@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import tiny_run_args
 from safetensors.torch import load_file
 
 import alignkit.train.dpo as dpo_module
@@ -23,33 +24,7 @@ TRL_KEYS = {
 
 
 def config_for(model_dir, data, out, *extra):
-    args = [
-        "--model",
-        str(model_dir),
-        "--train_data",
-        str(data),
-        "--output_dir",
-        str(out),
-        "--per_device_train_batch_size",
-        "2",
-        "--learning_rate",
-        "1e-3",
-        "--logging_steps",
-        "1",
-        "--preflight",
-        "false",
-        "--max_length",
-        "64",
-        "--max_prompt_length",
-        "32",
-        "--disable_tqdm",
-        "--report_to",
-        "none",
-        "--eval_split",
-        "0.25",
-        *extra,
-    ]
-    return load_config(DPOConfig, None, args)
+    return load_config(DPOConfig, None, tiny_run_args(model_dir, data, out, *extra))
 
 
 def test_throughput_counts_real_tokens_and_training_time_only(monkeypatch):
