@@ -8,7 +8,8 @@ wrong, in every format alignkit trains on: SFT rows, preference pairs (train + a
 with disjoint questions) and unpaired KTO rows.
 
 ``--retention`` writes the retention pairs the DPO examples mix in (data/dpo_mix.jsonl = the 40
-arithmetic pairs + these): on general-knowledge questions the embedded model already answers
+arithmetic pairs + these; data/prompts_rl_mix.jsonl = the arithmetic prompts + the same known
+questions with their answers, for the RLOO example): on general-knowledge questions the embedded model already answers
 correctly, its own (greedy) answer is preferred over a hedge or a wrong or rambling answer, as in
 the demo. Without them, DPO on arithmetic alone costs the facts probe a fact or two (README,
 "Training methods"). The questions are the demo's training ones, disjoint from eval's facts probe.
@@ -255,6 +256,17 @@ def write_retention_pairs() -> None:
     mixed = arithmetic + rows
     random.Random(4).shuffle(mixed)
     write("dpo_mix.jsonl", mixed)
+    # the RL counterpart: the knowledge questions the model answers correctly, with their answers, so the
+    # verifier rewards keeping what it knows (rloo.yaml trains on these mixed with the arithmetic prompts)
+    kept = {r["prompt"] for r in rows}
+    known = [
+        {"prompt": t.prompt, "answer": [t.answer, *t.aliases] if t.aliases else t.answer}
+        for t in tasks
+        if t.prompt in kept
+    ]
+    prompts = [json.loads(line) for line in (OUT / "prompts_arithmetic.jsonl").read_text().splitlines()] + known
+    random.Random(5).shuffle(prompts)
+    write("prompts_rl_mix.jsonl", prompts)
 
 
 if __name__ == "__main__":
