@@ -213,16 +213,19 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _leave_process_group(code: int) -> None:
-    """Under a multi-process launch, leave the process group before exiting. DeepSpeed's CPU
-    communication leaves native threads that abort the interpreter's teardown now and then, after the
-    work is done and saved; such a process exits at once (files are closed, streams flushed)."""
+    """Under a multi-process launch, leave the process group before exiting. CPU processes (gloo, which
+    DeepSpeed's CPU accelerator uses too) leave native communication threads that abort the interpreter's
+    teardown now and then ("terminate called without an active exception"), after the work is done and
+    saved; such a process exits at once (files are closed, streams flushed), as DeepSpeed launches do."""
     if "torch" not in sys.modules:
         return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        cpu_processes = dist.get_backend() == "gloo"
         dist.destroy_process_group()
-        if "deepspeed" in sys.modules and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        deepspeed = "deepspeed" in sys.modules and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+        if cpu_processes or deepspeed:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)

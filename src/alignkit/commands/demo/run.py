@@ -3,7 +3,7 @@
 1. prepare the embedded model (dequantized once into the cache);
 2. build preference pairs from the model's answers under a good system prompt, its own default
    answers and reference replies, ranked by a verifier (correct + concise wins), with retention
-   pairs on general-knowledge questions the model already answers (see ``data.demo_pairs``);
+   pairs on general-knowledge questions the model already answers (see ``commands.demo.pairs``);
 3. answer held-out prompts with the reference model ("before"): phrasings, question shapes and
    general-knowledge questions that no training pair uses;
 4. train with DPO (LoRA by default; ``--use_peft false`` for full fine-tuning);

@@ -6,7 +6,7 @@ nobody could know. Three kinds of question, generated deterministically:
 - ``unanswerable``: private facts, questions about the user, the future, the unknowable;
 - ``knowledge``: general questions the model may already answer (retention: keep answering them).
 
-Training and held-out tasks come from disjoint phrasings (see ``demo_phrasings``), so the held-out
+Training and held-out tasks come from disjoint phrasings (see ``phrasings``), so the held-out
 set measures the preference, not the templates.
 """
 
