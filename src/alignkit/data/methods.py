@@ -10,8 +10,6 @@ from alignkit.data.preference import load_preference_data
 from alignkit.data.sft import load_sft_data, sft_rows
 from alignkit.data.tokenize import TokenizedRows, pair_rows, reward_pair_rows
 
-METHODS = ("dpo", "orpo", "reward", "kto", "sft")
-
 
 def data_loader(method: str) -> Callable[..., list]:
     """The validating loader of ``method``'s rows: KTO's unpaired rows, SFT rows, or preference pairs."""

@@ -36,6 +36,13 @@ class TokenizedRows:
         self.prompt_lengths.append(prompt)
         self.total_lengths.append(total)
 
+    def add_pair(
+        self, prompt: list[int], chosen: list[int], rejected: list[int], max_length: int, max_prompt_length: int | None
+    ) -> None:
+        """Record a pair's untruncated lengths and add it, fitted by :func:`truncate_pair`, as an item."""
+        self.add_lengths(len(prompt), len(prompt) + max(len(chosen), len(rejected)))
+        self.items.append(truncate_pair(prompt, chosen, rejected, max_length, max_prompt_length))
+
 
 def ensure_pad_token(tokenizer) -> None:
     """Give the tokenizer a pad token if it lacks one. Padding is always masked, so any id is safe."""
@@ -114,8 +121,7 @@ def pair_rows(
         prompt = prompt_token_ids(tokenizer, example.prompt, apply_chat_template)
         chosen = response_token_ids(tokenizer, example.chosen)
         rejected = response_token_ids(tokenizer, example.rejected)
-        rows.add_lengths(len(prompt), len(prompt) + max(len(chosen), len(rejected)))
-        rows.items.append(truncate_pair(prompt, chosen, rejected, max_length, max_prompt_length))
+        rows.add_pair(prompt, chosen, rejected, max_length, max_prompt_length)
     return rows
 
 
@@ -171,8 +177,7 @@ def reward_pair_rows(
         chosen, rejected = (
             tokenizer(text, add_special_tokens=False)["input_ids"] for text in (chosen_text, rejected_text)
         )
-        rows.add_lengths(len(prompt), len(prompt) + max(len(chosen), len(rejected)))
-        rows.items.append(truncate_pair(prompt, chosen, rejected, max_length, max_prompt_length))
+        rows.add_pair(prompt, chosen, rejected, max_length, max_prompt_length)
     return rows
 
 

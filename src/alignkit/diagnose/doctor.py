@@ -76,8 +76,8 @@ def run_checks(
 ) -> DoctorReport:
     """Every check that applies to this config and method (None: not applicable). ``tokenized``: the training
     rows as the trainer tokenized them (else they are tokenized here the same way, for the length checks)."""
-    ctx = Context(config, method_of(config), views_of(train_examples), views_of(eval_examples or []), tokenizer, model)
-    ctx.examples = train_examples
+    views = views_of(train_examples), views_of(eval_examples or [])
+    ctx = Context(config, method_of(config), *views, tokenizer, model, examples=train_examples)
     if tokenized is not None:
         ctx.lengths = {"prompt": tokenized.prompt_lengths, "total": tokenized.total_lengths}
     checks = [

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from alignkit.configs import DPOConfig
 from alignkit.data.collate import ChosenRejected, PreferenceCollator
-from alignkit.data.preference import PreferenceExample, load_preference_data
-from alignkit.data.records import load_train_eval
+from alignkit.data.preference import PreferenceExample
 from alignkit.engine.logprobs import LogProbModel
 from alignkit.engine.reference import Reference
 from alignkit.losses.preference import (
@@ -45,11 +44,6 @@ def dpo_compute_loss(model, batch: dict, training: bool, reference: Reference | 
         loss = loss + config.rpo_alpha * nll
         metrics["nll_loss"] = nll.detach()
     return loss, {"loss": loss.detach(), **metrics}
-
-
-def load_dpo_data(config: DPOConfig) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
-    """Validated train and eval pairs (eval from eval_data, or an eval_split of train_data)."""
-    return load_train_eval(config, load_preference_data)
 
 
 def train_dpo(
