@@ -43,12 +43,26 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 PROFILES = {
     "alignkit": {"gradient_checkpointing": True},  # its defaults: prefix sharing, padding-free, precompute auto
     "alignkit-no-gc": {"gradient_checkpointing": False},
-    # the engine before prefix sharing and the precomputed reference by default (the issue's "today")
-    "alignkit-before": {"gradient_checkpointing": True, "prefix_sharing": False, "precompute_ref_log_probs": False},
+    # today's engine with prefix sharing and the precomputed reference turned off
+    "alignkit-no-sharing": {"gradient_checkpointing": True, "prefix_sharing": False, "precompute_ref_log_probs": False},
+    # alignkit as it was when the performance issue was filed (commit 742d026, its defaults), run from a
+    # worktree of that commit: git worktree add /tmp/alignkit-at-issue 742d026 (see --issue_src)
+    "alignkit-at-issue": {"gradient_checkpointing": True},
     "trl-default": {"gradient_checkpointing": True},
     "trl-no-gc": {"gradient_checkpointing": False},
-    "trl-fast": {"gradient_checkpointing": False, "precompute_ref_log_probs": True, "padding_free": True},
-    "trl-lean": {"gradient_checkpointing": True, "precompute_ref_log_probs": True, "padding_free": True},
+    # TRL's fastest and leanest settings, fused AdamW included (alignkit uses it where it fits)
+    "trl-fast": {
+        "gradient_checkpointing": False,
+        "precompute_ref_log_probs": True,
+        "padding_free": True,
+        "optim": "adamw_torch_fused",
+    },
+    "trl-lean": {
+        "gradient_checkpointing": True,
+        "precompute_ref_log_probs": True,
+        "padding_free": True,
+        "optim": "adamw_torch_fused",
+    },
 }
 
 
@@ -70,10 +84,37 @@ def real_tokens(model_path: str, rows: list[dict], max_length: int) -> int:
     return total
 
 
+def count_alignkit_padding(counted: dict) -> None:
+    """Wrap alignkit's pair collator so that every batch it builds (reference pass included) adds its
+    computed positions and, of those, the real ones (a shared prompt counts once) to ``counted``."""
+    from alignkit.data.collate import PreferenceCollator
+
+    build = PreferenceCollator.__call__
+
+    def counting(self, items):
+        batch = build(self, items)
+        mask = batch.get("attention_mask")
+        shared = "segments" in batch or (mask is not None and mask.dim() == 4)
+        for item in items:
+            pair = item["pair"]
+            prompt, chosen, rejected = len(pair.prompt_ids), len(pair.chosen_ids), len(pair.rejected_ids)
+            counted["real"] += prompt + chosen + rejected if shared else 2 * prompt + chosen + rejected
+        counted["total"] += batch["input_ids"].numel()
+        return batch
+
+    PreferenceCollator.__call__ = counting
+
+
 def worker_alignkit(args, rows: list[dict], options: dict) -> dict:
-    from alignkit.configs import DPOConfig
+    try:
+        from alignkit.configs import DPOConfig
+    except ImportError:  # alignkit-at-issue: the configs were one module then
+        from alignkit.config import DPOConfig
     from alignkit.train.dpo import train_dpo
     from alignkit.train.metrics_log import read_metrics
+
+    counted = {"real": 0, "total": 0}
+    count_alignkit_padding(counted)
 
     with tempfile.TemporaryDirectory() as out:
         data = Path(out) / "pairs.jsonl"
@@ -115,7 +156,10 @@ def worker_alignkit(args, rows: list[dict], options: dict) -> dict:
         train_dpo(config)
         wall = time.perf_counter() - start
         records = [r for r in read_metrics(config.output_dir) if "loss" in r]
-    return _result(wall, records, padding=0.0)
+    import alignkit
+
+    result = _result(wall, records, padding=1 - counted["real"] / max(counted["total"], 1))
+    return {**result, "source": str(Path(alignkit.__file__).parent)}
 
 
 def worker_trl(args, rows: list[dict], options: dict) -> dict:
@@ -174,7 +218,10 @@ def worker_trl(args, rows: list[dict], options: dict) -> dict:
         trainer.train()
         wall = time.perf_counter() - start
         records = [r for r in trainer.state.log_history if "loss" in r and "train_runtime" not in r]
-    return _result(wall, records, padding=1 - counted["real"] / max(counted["total"], 1))
+    import alignkit
+
+    result = _result(wall, records, padding=1 - counted["real"] / max(counted["total"], 1))
+    return {**result, "source": str(Path(alignkit.__file__).parent)}
 
 
 def _result(wall: float, records: list[dict], padding: float) -> dict:
@@ -233,13 +280,13 @@ def run_worker(
         "--seed",
         str(args.seed),
     ] + (["--bf16"] if args.bf16 else [])
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if profile == "alignkit-at-issue":
+        if not (Path(args.issue_src) / "alignkit").is_dir():
+            return {"error": f"no alignkit source at {args.issue_src}: git worktree add /tmp/alignkit-at-issue 742d026"}
+        env["PYTHONPATH"] = args.issue_src
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        proc = subprocess.run(
-            command + ["--result", result.name],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )
+        proc = subprocess.run(command + ["--result", result.name], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
         return json.loads(Path(result.name).read_text())
@@ -414,6 +461,11 @@ def main() -> None:
     parser.add_argument("--sweep_lengths", default="256,512,1024,2048")
     parser.add_argument("--sweep_profiles", default="alignkit,alignkit-no-gc,trl-no-gc")
     parser.add_argument("--sweep_steps", type=int, default=2)
+    parser.add_argument(
+        "--issue_src",
+        default="/tmp/alignkit-at-issue/src",
+        help="src/ of a worktree of commit 742d026, for the alignkit-at-issue profile",
+    )
     # worker mode (internal)
     parser.add_argument("--worker", choices=sorted(PROFILES))
     parser.add_argument("--setting", default="full")

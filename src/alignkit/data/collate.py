@@ -100,10 +100,13 @@ def build_sequence_batch(
     return layout.tensors()
 
 
-def build_packed_batch(sequences: list[list[int]], scored: list, pad_id: int) -> dict[str, torch.Tensor]:
-    """Pack ``sequences`` without padding between them (see the module docstring)."""
+def build_packed_batch(
+    sequences: list[list[int]], scored: list, pad_id: int, one_row: bool = False
+) -> dict[str, torch.Tensor]:
+    """Pack ``sequences`` without padding between them (see the module docstring); ``one_row``: all of
+    them in one row, described by ``segments`` (start, length) for segment attention."""
     lengths = [len(s) for s in sequences]
-    rows = pack_rows(lengths, max(lengths))
+    rows = [list(range(len(sequences)))] if one_row else pack_rows(lengths, max(lengths))
     used = max(sum(lengths[i] for i in row) for row in rows)
     layout = _Layout(len(rows), used, pad_id, len(sequences), with_mask=False)
     for r, row in enumerate(rows):
@@ -113,7 +116,11 @@ def build_packed_batch(sequences: list[list[int]], scored: list, pad_id: int) ->
             offset += lengths[i]
         # trailing padding forms its own segment (positions restart at 0), so no sequence sees it
         layout.position_ids[r, offset:] = torch.arange(used - offset)
-    return layout.tensors()
+    batch = layout.tensors()
+    if one_row:
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        batch["segments"] = torch.tensor([[start, length] for start, length in zip(starts, lengths)], dtype=torch.long)
+    return batch
 
 
 def scored_positions(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -128,11 +135,16 @@ def scored_positions(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torc
 
 
 def build_batch(
-    sequences: list[list[int]], scored: list, pad_id: int, padding_free: bool = True, padding_side: str = "right"
+    sequences: list[list[int]],
+    scored: list,
+    pad_id: int,
+    padding_free: bool = True,
+    padding_side: str = "right",
+    one_row: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """The padding-free layout, or the padded one on ``padding_side``."""
+    """The padding-free layout (in one row with ``one_row``), or the padded one on ``padding_side``."""
     if padding_free:
-        return build_packed_batch(sequences, scored, pad_id)
+        return build_packed_batch(sequences, scored, pad_id, one_row)
     return build_sequence_batch(sequences, scored, pad_id, padding_side)
 
 
@@ -145,13 +157,21 @@ class SequenceCollator:
 
     With ``prefix_sharing``, items whose sequences share a prompt (pairs, KTO's completion and KL
     completion) are laid out as one block each, the prompt computed once (``data.prefix_sharing``).
+    With ``one_row`` (a model running segment attention, see ``models.segment_attention``), a
+    padding-free batch is one row of exactly its real tokens.
     """
 
     def __init__(
-        self, pad_id: int, padding_free: bool = True, padding_side: str = "right", prefix_sharing: bool = False
+        self,
+        pad_id: int,
+        padding_free: bool = True,
+        padding_side: str = "right",
+        prefix_sharing: bool = False,
+        one_row: bool = False,
     ):
         self.pad_id, self.padding_free, self.padding_side = pad_id, padding_free, padding_side
         self.prefix_sharing = prefix_sharing
+        self.one_row = one_row and padding_free
 
     def slots(self, item: dict) -> list[tuple[list[int], object]]:
         """The (token ids, what is scored) of each sequence ``item`` contributes, one per slot."""
@@ -167,11 +187,11 @@ class SequenceCollator:
         per_item = [self.slots(item) for item in items]
         groups = [shared_prefix(entry) for entry in per_item] if self.prefix_sharing else [None]
         if all(group is not None for group in groups):
-            batch = build_shared_batch(groups, self.pad_id, self.padding_free)
+            batch = build_shared_batch(groups, self.pad_id, self.padding_free, self.one_row)
         else:
             sequences = [entry[slot][0] for slot in range(len(per_item[0])) for entry in per_item]
             scored = [entry[slot][1] for slot in range(len(per_item[0])) for entry in per_item]
-            batch = build_batch(sequences, scored, self.pad_id, self.padding_free, self.padding_side)
+            batch = build_batch(sequences, scored, self.pad_id, self.padding_free, self.padding_side, self.one_row)
         if "ref_logps" in items[0]:
             batch["ref_logps"] = torch.tensor(
                 [item["ref_logps"][slot] for slot in range(len(per_item[0])) for item in items], dtype=torch.float32

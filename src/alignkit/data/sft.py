@@ -155,4 +155,5 @@ class SFTCollator(SequenceCollator):
             self.pad_id,
             self.padding_free,
             self.padding_side,
+            self.one_row,
         )

@@ -17,6 +17,7 @@ from torch import nn
 
 from alignkit.data.collate import scored_positions
 from alignkit.data.prefix_sharing import build_shared_batch
+from alignkit.models.segment_attention import NO_MASK, SegmentPlan, uses_segment_attention
 
 
 class _ChunkedTokenLogps(torch.autograd.Function):
@@ -101,8 +102,19 @@ def backbone_of(model: nn.Module) -> nn.Module:
 
 def last_hidden_states(backbone: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The decoder's final hidden states for a padded, padding-free or shared-prefix batch (see
-    ``data.collate``). A shared-prefix batch's 4-D boolean mask goes to SDPA as it is; eager
-    attention adds its mask to the scores, so it gets the additive form (0 or the dtype's minimum)."""
+    ``data.collate``). A one-row batch's ``segments`` go to segment attention (no mask is built); a
+    shared-prefix batch's 4-D boolean mask goes to SDPA as it is; eager attention adds its mask to the
+    scores, so it gets the additive form (0 or the dtype's minimum)."""
+    if "segments" in batch:
+        if not uses_segment_attention(backbone):
+            raise ValueError("a one-row batch needs a model running segment attention (enable_segment_attention)")
+        return backbone(
+            input_ids=batch["input_ids"],
+            attention_mask=NO_MASK.to(batch["input_ids"].device),
+            position_ids=batch["position_ids"],
+            use_cache=False,
+            segments=SegmentPlan(batch["segments"]),
+        ).last_hidden_state
     mask = batch.get("attention_mask")  # absent in padding-free batches
     if mask is not None and mask.dim() == 4 and getattr(backbone.config, "_attn_implementation", "sdpa") == "eager":
         dtype = backbone.get_input_embeddings().weight.dtype
@@ -208,6 +220,32 @@ def supports_prefix_sharing(model: nn.Module) -> bool:
         except Exception:  # noqa: BLE001 -- an attention kernel that takes no 4-D mask (or is not installed) fails in its own way
             return False
     return torch.allclose(hidden.float(), alone.float(), atol=1e-3, rtol=1e-3)
+
+
+@torch.no_grad()
+def supports_segments(model: nn.Module) -> bool:
+    """Whether one-row segments (a shared-prefix block and a plain sequence, see
+    ``models.segment_attention``) give ``model`` the hidden states each sequence has alone."""
+    prompt, first, second, plain = [3, 4, 5], [6, 7], [8, 9, 10], [11, 12, 13, 14]
+    with _in_eval_mode(backbone_of(model)) as backbone:
+        device = next(backbone.parameters()).device
+        shared = build_shared_batch([(prompt, [first, second])], pad_id=0, one_row=True)
+        width = shared["input_ids"].shape[1]
+        batch = {
+            "input_ids": torch.cat([shared["input_ids"], torch.tensor([plain])], dim=1),
+            "position_ids": torch.cat([shared["position_ids"], torch.arange(len(plain))[None]], dim=1),
+            "segments": torch.tensor([[0, len(prompt), len(first), len(second)], [width, len(plain), 0, 0]]),
+        }
+        try:
+            hidden = last_hidden_states(backbone, {k: v.to(device) for k, v in batch.items()})[0]
+        except Exception:  # noqa: BLE001 -- a model whose layers do not pass the segments on fails in its own way
+            return False
+        alone = [
+            backbone(input_ids=torch.tensor([ids], device=device), use_cache=False).last_hidden_state[0]
+            for ids in (prompt + first, prompt + second, plain)
+        ]
+    expected = torch.cat([alone[0], alone[1][len(prompt) :], alone[2]])
+    return torch.allclose(hidden.float(), expected.float(), atol=1e-3, rtol=1e-3)
 
 
 @torch.no_grad()

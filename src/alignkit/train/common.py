@@ -19,6 +19,7 @@ from alignkit.engine.logprobs import (
     LogProbModel,
     supports_padding_free,
     supports_prefix_sharing,
+    supports_segments,
 )
 from alignkit.engine.reference import (
     Reference,
@@ -29,6 +30,7 @@ from alignkit.engine.reference import (
 from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_policy, resolve_model_path
+from alignkit.models.segment_attention import enable_segment_attention
 from alignkit.train.run_dir import check_run_dir, prepare_run_dir
 
 
@@ -95,6 +97,8 @@ def begin_training(
             file=sys.stderr,
         )
         config.prefix_sharing = False
+    if config.padding_free:
+        enable_segment_attention(lm, supports_segments)
     train = tokenize_for(method, train_examples, tokenizer, config)
     evaluation = tokenize_for(method, eval_examples, tokenizer, config)
     preflight(config, train_examples, eval_examples, tokenizer, lm, train)

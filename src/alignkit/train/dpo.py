@@ -18,6 +18,7 @@ from alignkit.losses.preference import (
     preference_metrics,
 )
 from alignkit.models.loading import save_final_model
+from alignkit.models.segment_attention import uses_segment_attention
 from alignkit.train.common import begin_training, make_reference
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
@@ -61,7 +62,11 @@ def train_dpo(
     train_items = [{"pair": p} for p in run.train.items]
     eval_items = [{"pair": p} for p in run.eval.items]
     collate = PreferenceCollator(
-        tokenizer.pad_token_id, config.padding_free, config.padding_side, config.prefix_sharing
+        tokenizer.pad_token_id,
+        config.padding_free,
+        config.padding_side,
+        config.prefix_sharing,
+        uses_segment_attention(lm),
     )
     reference = (
         None

@@ -18,6 +18,8 @@ A loop uses it in this order::
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -56,6 +58,41 @@ class LoopState:
         return cls(**{**values, "fingerprint": fingerprint})
 
 
+def _glibc():
+    """glibc when this process runs on it (for ``malloc_trim``), else None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+GLIBC = _glibc()
+
+
+def return_freed_memory() -> None:
+    """Hand the memory a step freed back to the OS. A step's activations are many blocks of a few MB, below
+    glibc's mmap threshold, so freed ones stay in the heap and the process's resident memory only grows;
+    trimming once per optimizer step (well under a millisecond) keeps it at what is really in use."""
+    if GLIBC is not None:
+        GLIBC.malloc_trim(0)
+
+
+def fused_adamw_fits(params: list[torch.nn.Parameter], sharded: bool) -> bool:
+    """Whether torch's fused AdamW (one kernel per step instead of a Python loop over parameters: about
+    5x faster on CPU, and no per-parameter temporaries) takes ``params``: floating point, all on CPU or
+    all on CUDA, and not handed to DeepSpeed or FSDP, which manage their own optimizer state. The update
+    is AdamW's either way (``optim: adamw_torch_fused`` in TRL's terms)."""
+    devices = {p.device.type for p in params}
+    return (
+        bool(params)
+        and not sharded
+        and len(devices) == 1
+        and devices <= {"cpu", "cuda"}
+        and all(p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
+    )
+
+
 class TrainingSession:
     """The shared parts of a training run (see the module docstring for the order of calls)."""
 
@@ -80,7 +117,12 @@ class TrainingSession:
         config = self.config
         self.total_steps = total_steps
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            trainable,
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            fused=fused_adamw_fits(trainable, self.backend.sharded_state) or None,
+        )
         total_updates = total_steps * updates_per_step
         self.scheduler = get_scheduler(
             config.lr_scheduler_type,
@@ -133,6 +175,7 @@ class TrainingSession:
         grad_norm = self.backend.step(
             self.model, self.optimizer, self.scheduler, self.params, self.config.max_grad_norm
         )
+        return_freed_memory()
         if math.isfinite(grad_norm):
             self.in_a_row = 0
         else:

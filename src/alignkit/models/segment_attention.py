@@ -1,0 +1,127 @@
+"""Segment attention: every sequence (or shared-prefix block) of a batch in one row, no padding at all.
+
+A padding-free batch used to be packed into rows no wider than its longest sequence, each row padded
+to the widest and attended to through a dense ``[width, width]`` mask: on pairs of similar lengths
+15-20% of the computed positions were padding, and attention cost grew with the square of the row
+rather than of each sequence. Here a batch is one row of exactly its real tokens, and attention runs
+segment by segment, each over its own tokens only:
+
+- a plain sequence of ``n`` tokens: causal attention over those ``n`` tokens (SDPA's own causal kernel);
+- a shared-prefix block ``[prefix, c1, c2, ...]``: ``prefix + c1`` is one causal sequence; each later
+  continuation ``c`` attends to the prefix and, causally, to itself (a ``[c, prefix + c]`` mask).
+
+So the work is exactly that of running every sequence alone, with the prompt of a block computed once.
+The layout comes as ``segments`` ``[S, 2 + k]`` (start in the row, prefix length, then ``k``
+continuation lengths; ``k = 0`` for plain sequences) and reaches every attention layer as a keyword
+argument of the decoder's forward, which transformers passes down to the attention function
+registered here as ``alignkit_segments``. Without that keyword the function is SDPA itself, so
+generation, padded batches and saving behave exactly as with ``sdpa``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+SEGMENT_ATTENTION = "alignkit_segments"
+
+
+class SegmentPlan:
+    """The segments of one batch row, read once per forward (not once per layer), with the
+    ``[c, prefix + c]`` masks of later continuations built once per shape and device."""
+
+    def __init__(self, segments: torch.Tensor):
+        self.blocks = [(row[0], row[1], [c for c in row[2:] if c]) for row in segments.tolist()]
+        self._masks: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    def mask(self, prefix: int, length: int, device: torch.device) -> torch.Tensor:
+        """True where a continuation's token may attend: the whole prefix, then itself causally."""
+        key = (prefix, length, device)
+        if key not in self._masks:
+            own = torch.ones(length, length, dtype=torch.bool, device=device).tril_()
+            self._masks[key] = torch.cat([torch.ones(length, prefix, dtype=torch.bool, device=device), own], dim=1)
+        return self._masks[key]
+
+
+def _attend(query, key, value, mask, dropout: float, scaling, gqa: bool) -> torch.Tensor:
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, dropout_p=dropout, is_causal=mask is None, scale=scaling, enable_gqa=gqa
+    )
+
+
+def segment_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    segments: SegmentPlan | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Attention over ``query``/``key``/``value`` ``[1, heads, N, head_dim]`` segment by segment
+    (see the module docstring); plain SDPA when no ``segments`` are given."""
+    if segments is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    gqa = query.shape[1] != key.shape[1]
+    parts = []
+    for start, prefix, continuations in segments.blocks:
+        end = start + prefix + (continuations[0] if continuations else 0)
+        parts.append(
+            _attend(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], None, dropout, scaling, gqa)
+        )
+        for length in continuations[1:]:
+            span = slice(end, end + length)
+            keys = torch.cat([key[:, :, start : start + prefix], key[:, :, span]], dim=2)
+            values = torch.cat([value[:, :, start : start + prefix], value[:, :, span]], dim=2)
+            mask = segments.mask(prefix, length, query.device)
+            parts.append(_attend(query[:, :, span], keys, values, mask, dropout, scaling, gqa))
+            end += length
+    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(SEGMENT_ATTENTION, segment_attention_forward)
+ALL_MASK_ATTENTION_FUNCTIONS.register(SEGMENT_ATTENTION, sdpa_mask)  # no segments: exactly sdpa's masks
+
+# A stand-in for the mask when segments are given: transformers passes a 4-D mask through untouched, so
+# it builds no [N, N] mask the segments make useless; segment_attention_forward never reads it.
+NO_MASK = torch.ones(1, 1, 1, 1, dtype=torch.bool)
+
+
+def uses_segment_attention(model: nn.Module) -> bool:
+    """Whether ``model`` (any wrapper) runs attention through :func:`segment_attention_forward`."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) == SEGMENT_ATTENTION
+
+
+def _attention_configs(model: nn.Module) -> list:
+    return [m.config for m in model.modules() if getattr(getattr(m, "config", None), "_attn_implementation", None)]
+
+
+def set_attention(model: nn.Module, name: str) -> None:
+    """Point every sub-config of ``model`` at the attention implementation ``name``."""
+    for config in _attention_configs(model):
+        config._attn_implementation = name
+
+
+def enable_segment_attention(model: nn.Module, check) -> bool:
+    """Switch an SDPA model to segment attention when ``check(model)`` confirms that it gives the same
+    hidden states as each sequence alone; otherwise leave it as it was, with a one-line notice."""
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    set_attention(model, SEGMENT_ATTENTION)
+    if check(model):
+        return True
+    set_attention(model, "sdpa")
+    print(
+        "alignkit: note: this model's attention layers do not follow one-row segments; padding-free batches "
+        "are packed into rows with a mask instead (slower)",
+        file=sys.stderr,
+    )
+    return False
