@@ -75,17 +75,29 @@ def resolve_mixed_precision(mixed_precision: str | None, cuda: bool, cpu_flags: 
     return mixed_precision
 
 
-def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
-    """The accelerator for this launch; ``mixed_precision`` (no/bf16/fp16/auto) overrides what `accelerate launch`
-    set."""
+def run_precision(mixed_precision: str | None) -> str:
+    """The mixed precision a run trains in (no/bf16/fp16): the config's, else what `accelerate launch` asked
+    for, else fp32 (never the precision a previous run in this process left)."""
     cuda = torch.cuda.is_available()
     mixed_precision = resolve_mixed_precision(
         mixed_precision, cuda, cpu_bf16_flags() if mixed_precision == "bf16" and not cuda else []
     )
-    if (
-        mixed_precision is None
-    ):  # unset: what `accelerate launch` asked for, else fp32 (never the precision a previous run in this process left)
-        mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
+    return mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
+
+
+def precision_autocast(precision: str, device: torch.device):
+    """The autocast the training forward runs under with ``precision`` (what accelerate applies), for passes
+    made outside it, such as the precomputed reference: the policy and its reference then round alike."""
+    if precision == "no":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
+    """The accelerator for this launch; ``mixed_precision`` (no/bf16/fp16/auto) overrides what `accelerate launch`
+    set."""
+    cuda = torch.cuda.is_available()
+    mixed_precision = run_precision(mixed_precision)
     state = AcceleratorState._shared_state
     if (
         mixed_precision is not None

@@ -31,6 +31,7 @@ from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_policy, resolve_model_path
 from alignkit.models.segment_attention import enable_segment_attention
+from alignkit.train.backends import precision_autocast, run_precision
 from alignkit.train.run_dir import check_run_dir, prepare_run_dir
 
 
@@ -112,11 +113,17 @@ def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[
     precompute = precompute_wanted(config, len(item_lists[0]), int(os.environ.get("WORLD_SIZE", "1")))
     reference = Reference(policy, use_adapter=config.use_peft, precompute_only=precompute)
     if precompute:
-        fingerprint = model_fingerprint(resolve_model_path(config.model)) + f"|{config.dtype}|{type(collate).__name__}"
+        precision = run_precision(config.mixed_precision)
+        fingerprint = (
+            model_fingerprint(resolve_model_path(config.model))
+            + f"|{config.dtype}|{precision}|{type(collate).__name__}"
+        )
         started = time.perf_counter()
         computed = 0
         for items in item_lists:
-            if items:
+            if not items:
+                continue
+            with precision_autocast(precision, policy.lm.device):
                 computed += precompute_reference(
                     reference,
                     items,
