@@ -117,6 +117,10 @@ def test_models_that_cannot_run_it_keep_their_attention(capsys):
     set_attention(eager, "eager")
     assert not enable_segment_attention(eager, supports_segments)
     assert eager.config._attn_implementation == "eager"
+    windowed = build_model(64)
+    windowed.config.sliding_window = 128
+    assert not enable_segment_attention(windowed, supports_segments, max_length=256)  # could outgrow the window
+    assert enable_segment_attention(windowed, supports_segments, max_length=128)
     model = build_model(64)
     assert not enable_segment_attention(model, lambda m: False)  # a model whose layers drop the segments
     assert model.config._attn_implementation == "sdpa" and "do not follow one-row segments" in capsys.readouterr().err

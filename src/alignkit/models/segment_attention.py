@@ -110,10 +110,15 @@ def set_attention(model: nn.Module, name: str) -> None:
         config._attn_implementation = name
 
 
-def enable_segment_attention(model: nn.Module, check) -> bool:
+def enable_segment_attention(model: nn.Module, check, max_length: int | None = None) -> bool:
     """Switch an SDPA model to segment attention when ``check(model)`` confirms that it gives the same
-    hidden states as each sequence alone; otherwise leave it as it was, with a one-line notice."""
+    hidden states as each sequence alone; otherwise leave it as it was, with a one-line notice. A model
+    with sliding-window attention keeps SDPA unless no sequence (``max_length``) can outgrow the window:
+    segments attend over their whole length."""
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    window = getattr(model.config, "sliding_window", None)
+    if window and (max_length is None or max_length > window):
         return False
     set_attention(model, SEGMENT_ATTENTION)
     if check(model):

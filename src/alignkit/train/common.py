@@ -99,7 +99,7 @@ def begin_training(
         )
         config.prefix_sharing = False
     if config.padding_free:
-        enable_segment_attention(lm, supports_segments)
+        enable_segment_attention(lm, supports_segments, config.max_length)
     train = tokenize_for(method, train_examples, tokenizer, config)
     evaluation = tokenize_for(method, eval_examples, tokenizer, config)
     preflight(config, train_examples, eval_examples, tokenizer, lm, train)
