@@ -14,12 +14,17 @@ time of epoch 2: model loading, reference precomputation and warm-up cancel out)
 the epoch's real tokens (prompt+chosen and prompt+rejected, cut to max_length; never padding) over
 that time. Both trainers see exactly the same pairs each epoch. Peak RSS is the 2-epoch process's.
 
-Profiles: alignkit with its defaults (gradient checkpointing, prefix sharing, padding-free,
-precomputed reference: ``auto``) and without checkpointing; TRL at every setting a user could pick
-to go fast or lean: its default (checkpointing on), checkpointing off, and each of those with
-``precompute_ref_log_probs=True`` and ``padding_free=True`` (TRL 1.16 warns that padding_free is
-temporarily unavailable and pads anyway; the padding it really computed is measured and printed).
-alignkit's default is compared with TRL's fastest profile for throughput and its leanest for memory.
+Profiles: alignkit with its defaults (gradient checkpointing, prefix sharing, padding-free rows with
+segment attention, precomputed reference: ``auto``, fused AdamW) and without checkpointing; alignkit
+without prefix sharing and the precomputed reference (``alignkit-no-sharing``); alignkit as it was when
+the performance issue was filed (``alignkit-at-issue``: commit 742d026 from a worktree, ``--issue_src``).
+TRL at every setting a user could pick to go fast or lean: its default (checkpointing on),
+checkpointing off, and its fastest and leanest (``trl-fast``: no checkpointing; ``trl-lean``:
+checkpointing; both with ``precompute_ref_log_probs=True``, ``padding_free=True`` and
+``optim="adamw_torch_fused"``). TRL 1.16 warns that padding_free is temporarily unavailable and pads
+anyway; the padding each trainer really computed is measured and printed (alignkit's counts every
+position of its batches, a shared prompt once). alignkit's default is compared with TRL's fastest
+profile for throughput and its leanest for memory.
 """
 
 from __future__ import annotations
