@@ -105,7 +105,8 @@ def test_kto_completion_and_kl_completion_share_the_prompt():
     assert torch.allclose(sequence_logps(model, shared).logps, sequence_logps(model, plain).logps, atol=1e-5)
 
 
-def test_reward_scores_read_each_response_end():
+def build_scorer():
+    """A tiny reward model (one score per sequence), seeded."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(0)
@@ -119,7 +120,11 @@ def test_reward_scores_read_each_response_end():
         num_labels=1,
         pad_token_id=0,
     )
-    model = LlamaForSequenceClassification(config).eval()
+    return LlamaForSequenceClassification(config).eval()
+
+
+def test_reward_scores_read_each_response_end():
+    model = build_scorer()
     items = [{"pair": TokenizedPair(p, c, r)} for p, c, r in PAIRS]
     shared = sequence_scores(model, PreferenceCollator(0, prefix_sharing=True)(items))
     alone = torch.cat([model(torch.tensor([ids])).logits[:, 0] for ids in naive_pairs()[0]])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import build_model
 from test_engine import naive_logps
-from test_prefix_sharing import PAIRS, naive_pairs
+from test_prefix_sharing import PAIRS, build_scorer, naive_pairs
 
 from alignkit.data.collate import PreferenceCollator, build_packed_batch
 from alignkit.data.kto import KTOCollator
@@ -77,25 +77,12 @@ def test_with_lora_and_gradient_checkpointing():
 
 
 def test_kto_and_reward_paths():
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
     model = segment_model().eval()
     items = [{"prompt": p, "completion": c, "kl_completion": r, "desirable": True} for p, c, r in PAIRS]
     one_row = sequence_logps(model, KTOCollator(0, prefix_sharing=True, one_row=True)(items)).logps
     assert torch.allclose(one_row, sequence_logps(model, KTOCollator(0, padding_free=False)(items)).logps, atol=1e-5)
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=0,
-    )
-    scorer = LlamaForSequenceClassification(config).eval()
+    scorer = build_scorer()
     assert enable_segment_attention(scorer, supports_segments)
     shared = sequence_scores(scorer, PreferenceCollator(0, prefix_sharing=True, one_row=True)(ITEMS))
     set_attention(scorer, "sdpa")
