@@ -20,6 +20,7 @@ Two layouts:
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import NamedTuple
 
 import torch
@@ -118,7 +119,7 @@ def build_packed_batch(
         layout.position_ids[r, offset:] = torch.arange(used - offset)
     batch = layout.tensors()
     if one_row:
-        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        starts = accumulate(lengths[:-1], initial=0)
         batch["segments"] = torch.tensor([[start, length] for start, length in zip(starts, lengths)], dtype=torch.long)
     return batch
 

@@ -99,14 +99,9 @@ def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
     cuda = torch.cuda.is_available()
     mixed_precision = run_precision(mixed_precision)
     state = AcceleratorState._shared_state
-    if (
-        mixed_precision is not None
-        and state
-        and state.get("_mixed_precision") != mixed_precision
-        and "WORLD_SIZE" not in os.environ
-    ):
+    if state and state.get("_mixed_precision") != mixed_precision and "WORLD_SIZE" not in os.environ:
         AcceleratorState._reset_state()  # one process, a second run with another precision (the API called twice)
-    precision = {"mixed_precision": mixed_precision} if mixed_precision is not None else {}
+    precision = {"mixed_precision": mixed_precision}
     if launched_with("FSDP"):
         if os.environ.get("FSDP_VERSION", "1") != "2":
             raise AlignkitError(

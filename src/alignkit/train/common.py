@@ -30,7 +30,7 @@ from alignkit.engine.reference import (
 from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_policy, resolve_model_path
-from alignkit.models.segment_attention import enable_segment_attention
+from alignkit.models.segment_attention import enable_segment_attention, uses_segment_attention
 from alignkit.train.backends import precision_autocast, run_precision
 from alignkit.train.run_dir import check_run_dir, prepare_run_dir
 
@@ -63,6 +63,17 @@ class PreparedRun:
     run_dir: Path
     lm: torch.nn.Module
     tokenizer: object
+
+    def collator(self, collator_class, config: TrainConfig):
+        """``collator_class`` (a ``SequenceCollator``) laid out as ``config`` asks, in one row where the model
+        runs segment attention (``begin_training`` decided that)."""
+        return collator_class(
+            self.tokenizer.pad_token_id,
+            config.padding_free,
+            config.padding_side,
+            config.prefix_sharing,
+            uses_segment_attention(self.lm),
+        )
 
 
 def begin_training(

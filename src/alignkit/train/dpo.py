@@ -18,7 +18,6 @@ from alignkit.losses.preference import (
     preference_metrics,
 )
 from alignkit.models.loading import save_final_model
-from alignkit.models.segment_attention import uses_segment_attention
 from alignkit.train.common import begin_training, make_reference
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
@@ -61,13 +60,7 @@ def train_dpo(
     policy = LogProbModel(lm, config.logprob_chunk_size)
     train_items = [{"pair": p} for p in run.train.items]
     eval_items = [{"pair": p} for p in run.eval.items]
-    collate = PreferenceCollator(
-        tokenizer.pad_token_id,
-        config.padding_free,
-        config.padding_side,
-        config.prefix_sharing,
-        uses_segment_attention(lm),
-    )
+    collate = run.collator(PreferenceCollator, config)
     reference = (
         None
         if config.loss_type in REFERENCE_FREE

@@ -11,7 +11,6 @@ from alignkit.engine.logprobs import LogProbModel
 from alignkit.engine.reference import Reference
 from alignkit.losses.kto import kto_kl_estimate, kto_loss, kto_metrics
 from alignkit.models.loading import save_final_model
-from alignkit.models.segment_attention import uses_segment_attention
 from alignkit.train.common import begin_training, make_reference
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
@@ -69,13 +68,7 @@ def train_kto(
     policy = LogProbModel(lm, config.logprob_chunk_size)
     train_items = run.train.items
     eval_items = run.eval.items if len(run.eval_examples) >= 2 else []
-    collate = KTOCollator(
-        tokenizer.pad_token_id,
-        config.padding_free,
-        config.padding_side,
-        config.prefix_sharing,
-        uses_segment_attention(lm),
-    )
+    collate = run.collator(KTOCollator, config)
     task = TrainingTask(
         model=policy,
         train_items=train_items,

@@ -12,7 +12,6 @@ from alignkit.engine.logprobs import LogProbModel
 from alignkit.losses.orpo import orpo_loss
 from alignkit.losses.preference import nll_loss, preference_metrics
 from alignkit.models.loading import save_final_model
-from alignkit.models.segment_attention import uses_segment_attention
 from alignkit.train.common import begin_training
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
@@ -53,13 +52,7 @@ def train_orpo(
         model=LogProbModel(lm, config.logprob_chunk_size),
         train_items=[{"pair": p} for p in run.train.items],
         eval_items=[{"pair": p} for p in run.eval.items] or None,
-        collate=PreferenceCollator(
-            tokenizer.pad_token_id,
-            config.padding_free,
-            config.padding_side,
-            config.prefix_sharing,
-            uses_segment_attention(lm),
-        ),
+        collate=run.collator(PreferenceCollator, config),
         compute_loss=partial(orpo_compute_loss, beta=config.beta),
         save_final=partial(save_final_model, lm, tokenizer),
         on_step=on_step,

@@ -17,7 +17,6 @@ from alignkit.data.preference import PreferenceExample
 from alignkit.engine.scores import ScoreModel
 from alignkit.losses.reward import bradley_terry_loss, reward_metrics
 from alignkit.models.loading import save_final_model
-from alignkit.models.segment_attention import uses_segment_attention
 from alignkit.train.common import begin_training
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
@@ -69,13 +68,7 @@ def train_reward(
         model=ScoreModel(lm),
         train_items=items(run.train, run.train_examples),
         eval_items=items(run.eval, run.eval_examples) or None,
-        collate=RewardCollator(
-            tokenizer.pad_token_id,
-            config.padding_free,
-            config.padding_side,
-            config.prefix_sharing,
-            uses_segment_attention(lm),
-        ),
+        collate=run.collator(RewardCollator, config),
         compute_loss=partial(reward_compute_loss, center_rewards_coefficient=config.center_rewards_coefficient),
         save_final=partial(save_reward_model, lm, tokenizer),
         on_step=on_step,

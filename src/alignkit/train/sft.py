@@ -15,7 +15,6 @@ from alignkit.data.sft import (
 from alignkit.engine.logprobs import LogProbModel
 from alignkit.losses.preference import nll_loss
 from alignkit.models.loading import save_final_model
-from alignkit.models.segment_attention import uses_segment_attention
 from alignkit.train.common import begin_training
 from alignkit.train.loop import TrainingResult, TrainingTask, run_training
 
@@ -51,9 +50,7 @@ def train_sft(
         model=LogProbModel(lm, config.logprob_chunk_size),
         train_items=train_items,
         eval_items=eval_items or None,
-        collate=SFTCollator(
-            tokenizer.pad_token_id, config.padding_free, config.padding_side, one_row=uses_segment_attention(lm)
-        ),
+        collate=run.collator(SFTCollator, config),
         compute_loss=sft_compute_loss,
         save_final=partial(save_final_model, lm, tokenizer),
         on_step=on_step,
