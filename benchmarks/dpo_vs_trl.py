@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -297,21 +298,29 @@ def run_worker(
         return json.loads(Path(result.name).read_text())
 
 
-def measure_epoch(profile: str, setting: str, args, data: Path, tokens: int) -> dict:
-    """Epoch 2's wall time (2-epoch run minus 1-epoch run), its throughput and the 2-epoch run's peak RSS."""
+def measure_epoch(profile: str, setting: str, args, data: Path) -> dict:
+    """One sample: epoch 2's wall time (2-epoch run minus 1-epoch run) and the 2-epoch run's figures."""
     one = run_worker(profile, setting, args, data, args.pairs, 1)
     two = run_worker(profile, setting, args, data, args.pairs, 2)
     if "error" in one or "error" in two:
         return {"error": one.get("error") or two.get("error")}
-    epoch = two["wall_s"] - one["wall_s"]
+    return {"epoch_s": two["wall_s"] - one["wall_s"], "runs_s": [one["wall_s"], two["wall_s"]], **two}
+
+
+def summarize(samples: list[dict], tokens: int) -> dict:
+    """The median of ``--repeat`` samples of one profile (epoch time and peak memory), with every sample kept."""
+    if any("error" in s for s in samples):
+        return next(s for s in samples if "error" in s)
+    epoch = statistics.median(s["epoch_s"] for s in samples)
     return {
         "epoch_s": epoch,
         "tokens_per_s": tokens / epoch,
-        "peak_rss_mb": two["peak_rss_mb"],
-        "peak_gpu_mb": two["peak_gpu_mb"],
-        "padding": two["padding"],
-        "runs_s": [one["wall_s"], two["wall_s"]],
-        "first_losses": two["losses"],
+        "peak_rss_mb": statistics.median(s["peak_rss_mb"] for s in samples),
+        "peak_gpu_mb": samples[0]["peak_gpu_mb"],
+        "padding": samples[0]["padding"],
+        "epoch_samples_s": [s["epoch_s"] for s in samples],
+        "runs_s": [s["runs_s"] for s in samples] if len(samples) > 1 else samples[0]["runs_s"],
+        "first_losses": samples[0]["losses"],
     }
 
 
@@ -325,12 +334,18 @@ def compare(args) -> dict:
     for regime, rows in rows_by_regime.items():
         tokens = real_tokens(args.model, rows, args.max_length)
         for setting in args.settings.split(","):
-            table = {p: measure_epoch(p, setting, args, REGIMES[regime], tokens) for p in args.profiles.split(",")}
+            profiles = args.profiles.split(",")
+            samples: dict[str, list[dict]] = {p: [] for p in profiles}
+            for _ in range(args.repeat):  # profiles interleaved, so a slow spell of the machine hits all alike
+                for p in profiles:
+                    samples[p].append(measure_epoch(p, setting, args, REGIMES[regime]))
+            table = {p: summarize(samples[p], tokens) for p in profiles}
             results[f"{regime}/{setting}"] = table
             print_table(
                 f"{regime} lengths, {setting}, {len(rows)} pairs ({tokens} real tokens "
                 f"per epoch), batch {args.batch_size}, "
-                f"max_length {args.max_length}, {'bf16' if args.bf16 else 'fp32'}",
+                f"max_length {args.max_length}, {'bf16' if args.bf16 else 'fp32'}"
+                + (f", median of {args.repeat} runs per profile (range in brackets)" if args.repeat > 1 else ""),
                 table,
             )
     return results
@@ -346,8 +361,10 @@ def print_table(title: str, table: dict[str, dict]) -> None:
             print(f"| {name} | did not run: {row['error'][:120]} | | | | |")
             continue
         losses = ", ".join(f"{x:.4f}" for x in row["first_losses"])
+        spread = row.get("epoch_samples_s", [])
+        spread = f" [{min(spread):.1f}-{max(spread):.1f}]" if len(spread) > 1 else ""
         print(
-            f"| {name} | {row['epoch_s']:.1f} | {row['tokens_per_s']:.1f} | "
+            f"| {name} | {row['epoch_s']:.1f}{spread} | {row['tokens_per_s']:.1f} | "
             f"{row['peak_rss_mb']:.0f} | {row['padding']:.0%} | {losses} |"
         )
     trl = {n: r for n, r in table.items() if n.startswith("trl") and "error" not in r}
@@ -452,6 +469,9 @@ def main() -> None:
     )
     parser.add_argument("--settings", default="full,lora")
     parser.add_argument("--profiles", default="alignkit,alignkit-no-gc,trl-default,trl-no-gc,trl-fast,trl-lean")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="samples per profile (interleaved); figures are their medians"
+    )
     parser.add_argument("--pairs", type=int, default=32, help="pairs per epoch (the first N of the regime's file)")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--max_length", type=int, default=512)

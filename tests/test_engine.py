@@ -110,6 +110,31 @@ def test_token_logps_softcap_matches_autograd():
     assert torch.allclose(gh, hidden.grad, atol=1e-5) and torch.allclose(gw, weight.grad, atol=1e-5)
 
 
+@pytest.mark.parametrize("softcap", [0.0, 5.0])
+def test_token_logps_frozen_head_matches_autograd(softcap):
+    """A frozen head (LoRA) takes the path that computes d logp/dh in the forward: same values and
+    hidden-state gradients as autograd through the full log-softmax, for any chunking."""
+    torch.manual_seed(1)
+    hidden = torch.randn(7, 16, requires_grad=True)
+    weight = torch.randn(50, 16)
+    targets = torch.randint(0, 50, (7,))
+    grad_out = torch.randn(7)
+    logits = hidden @ weight.T
+    logits = softcap * torch.tanh(logits / softcap) if softcap else logits
+    expected = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    (expected_grad,) = torch.autograd.grad((expected * grad_out).sum(), hidden)
+    for chunk_size in (2, 7, 64):
+        out = token_logps(hidden, weight, targets, chunk_size=chunk_size, softcap=softcap)
+        (grad,) = torch.autograd.grad((out * grad_out).sum(), hidden)
+        assert torch.allclose(out, expected, atol=1e-5)
+        assert torch.allclose(grad, expected_grad, atol=1e-5)
+    # one chunk by hand: d logp_0/dh_0 = W[t_0] - softmax(h_0 W^T) @ W (no soft-cap)
+    if not softcap:
+        (row,) = torch.autograd.grad(token_logps(hidden, weight, targets)[0], hidden)
+        by_hand = weight[targets[0]] - (hidden[0] @ weight.T).softmax(-1) @ weight
+        assert torch.allclose(row[0], by_hand.detach(), atol=1e-5) and row[1:].abs().max() == 0
+
+
 def test_batch_marks_only_response_targets():
     batch = build_sequence_batch([[1, 2, 3, 4]], [2], pad_id=0, padding_side="left")
     # width 4, no padding: positions 1 and 2 predict tokens 3 and 4 (the response)

@@ -25,24 +25,41 @@ class _ChunkedTokenLogps(torch.autograd.Function):
 
     Gradients: d/dlogits = g * (onehot(target) - softmax), recomputed per chunk in backward.
     Optional soft-capping (Gemma-2): logits = c * tanh(z / c).
+
+    With a frozen head (LoRA never adapts it), d logp/dh = (onehot - softmax) @ W does not depend on
+    the incoming gradient ``g``: the forward computes it while each chunk's logits are at hand and the
+    backward only scales it by ``g``. One matrix product over the vocabulary is saved per chunk (the
+    logits are not recomputed) and no ``[M, V]`` tensor outlives its chunk.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_size: int, softcap: float):
+    def forward(ctx, hidden, weight, targets, chunk_size: int, softcap: float, frozen_head: bool):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         lse_all = torch.empty_like(out)
+        direction = torch.empty_like(hidden) if frozen_head else None
         for start in range(0, hidden.shape[0], chunk_size):
             end = start + chunk_size
-            logits = chunk_logits(hidden[start:end], weight, softcap)[0]
+            logits, tanh = chunk_logits(hidden[start:end], weight, softcap)
             lse = torch.logsumexp(logits, dim=-1)
             out[start:end] = logits.gather(1, targets[start:end, None]).squeeze(1) - lse
             lse_all[start:end] = lse
-        ctx.save_for_backward(hidden, weight, targets, lse_all)
+            if direction is not None:
+                ones = torch.ones_like(lse)
+                direction[start:end] = (
+                    logit_gradient(logits, lse, targets[start:end], ones, tanh).to(hidden.dtype) @ weight
+                )
         ctx.chunk_size, ctx.softcap = chunk_size, softcap
+        if direction is not None:
+            ctx.save_for_backward(direction)
+        else:
+            ctx.save_for_backward(hidden, weight, targets, lse_all)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
+        if len(ctx.saved_tensors) == 1:  # frozen head: the direction was computed in the forward
+            (direction,) = ctx.saved_tensors
+            return direction * grad_out[:, None].to(direction.dtype), None, None, None, None, None
         hidden, weight, targets, lse_all = ctx.saved_tensors
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
@@ -51,18 +68,24 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             end = start + ctx.chunk_size
             h, g = hidden[start:end], grad_out[start:end].float()
             logits, tanh = chunk_logits(h, weight, ctx.softcap)
-            grad_logits = logits.sub_(lse_all[start:end, None]).exp_().mul_(-g[:, None])  # -g * softmax
-            grad_logits[torch.arange(h.shape[0], device=h.device), targets[start:end]] += g
-            if tanh is not None:
-                grad_logits.mul_(1.0 - tanh * tanh)
-            grad_logits = grad_logits.to(hidden.dtype)
+            grad_logits = logit_gradient(logits, lse_all[start:end], targets[start:end], g, tanh).to(hidden.dtype)
             if need_hidden:
                 grad_hidden[start:end] = grad_logits @ weight
             if need_weight:
                 grad_weight.addmm_(grad_logits.T.float(), h.float())
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None
+
+
+def logit_gradient(logits, lse, targets, g, tanh) -> torch.Tensor:
+    """``g * (onehot(targets) - softmax)`` w.r.t. the pre-cap logits of a chunk, computed in place of
+    ``logits`` (fp32, ``[rows, V]``); ``tanh`` is the soft-cap's (None without one)."""
+    grad = logits.sub_(lse[:, None]).exp_().mul_(-g[:, None])  # -g * softmax
+    grad[torch.arange(grad.shape[0], device=grad.device), targets] += g
+    if tanh is not None:
+        grad.mul_(1.0 - tanh * tanh)
+    return grad
 
 
 def chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float):
@@ -79,7 +102,8 @@ def token_logps(
     hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024, softcap: float = 0.0
 ) -> torch.Tensor:
     """Log-prob of each target token: ``hidden [M, H]``, ``weight [V, H]``, ``targets [M]`` -> ``[M]`` fp32."""
-    return _ChunkedTokenLogps.apply(hidden, weight, targets, chunk_size, float(softcap or 0.0))
+    frozen_head = torch.is_grad_enabled() and hidden.requires_grad and not weight.requires_grad
+    return _ChunkedTokenLogps.apply(hidden, weight, targets, chunk_size, float(softcap or 0.0), frozen_head)
 
 
 class SequenceLogps(NamedTuple):  # a tuple, so distributed wrappers (ZeRO-3's backward hooks) see its tensors
