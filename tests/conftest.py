@@ -66,6 +66,24 @@ def build_model(vocab_size: int, seed: int = 0, tie: bool = True):
     return LlamaForCausalLM(config)
 
 
+def build_reward_model(vocab_size: int, seed: int = 0):
+    """A tiny randomly initialised reward model (one score per sequence, pad id 0), in eval mode."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=0,
+    )
+    return LlamaForSequenceClassification(config).eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tokenizer()

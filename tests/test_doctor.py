@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import build_tokenizer
+from conftest import build_reward_model, build_tokenizer
 
 from alignkit.cli import main
 from alignkit.configs import DPOConfig, KTOConfig, ORPOConfig, SFTConfig
@@ -329,23 +329,10 @@ def test_training_runs_the_checks_first_and_a_fail_writes_nothing(tmp_path, tiny
 
 
 def test_a_lora_reward_model_gets_no_generation_probe(tmp_path, tok):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
     from alignkit.configs import RewardConfig
     from alignkit.models.loading import apply_lora
 
-    classifier = LlamaForSequenceClassification(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            num_labels=1,
-            pad_token_id=0,
-        )
-    )
+    classifier = build_reward_model(len(tok)).train()
     wrapped = apply_lora(classifier, 4, 8, 0.0, "all-linear", "SEQ_CLS")
     assert hasattr(wrapped, "generate")  # PEFT adds it, though a classifier cannot generate
     report = by_name(

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import build_model, write_pairs
+from conftest import build_model, build_reward_model, write_pairs
 
 from alignkit.evaluate.probes import ProbeResult, fact_correct, perplexity
 from alignkit.evaluate.reward_accuracy import band_flag, implicit_reward_accuracy
@@ -253,26 +253,12 @@ def test_eval_cli_without_a_judge_skips_win_rate(lora_run, capsys):
 
 
 def test_reward_accuracy_from_a_reward_model(lora_run, tiny_tokenizer, tmp_path):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
     from alignkit.configs import EvalConfig
     from alignkit.data.preference import load_preference_data
     from alignkit.data.tokenize import reward_text
     from alignkit.evaluate.run import evaluate_model
 
-    torch.manual_seed(1)
-    rm = LlamaForSequenceClassification(
-        LlamaConfig(
-            vocab_size=len(tiny_tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            num_labels=1,
-            pad_token_id=0,
-        )
-    ).eval()
+    rm = build_reward_model(len(tiny_tokenizer), seed=1)
     rm.save_pretrained(tmp_path / "rm")
     tiny_tokenizer.save_pretrained(tmp_path / "rm")
     result = evaluate_model(

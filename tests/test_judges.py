@@ -223,23 +223,12 @@ def test_sandbox_scores_code_replies():
 
 def test_reward_model_scorer_reads_the_score_head(tmp_path, tiny_tokenizer):
     import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from conftest import build_reward_model
 
     from alignkit.data.tokenize import reward_text
     from alignkit.judges.scorers import RewardModelScorer
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=0,
-    )
-    model = LlamaForSequenceClassification(config).eval()
+    model = build_reward_model(len(tiny_tokenizer))
     model.save_pretrained(tmp_path / "rm")
     tiny_tokenizer.save_pretrained(tmp_path / "rm")
     responses = ["2 + 3 = 5.", "Let me think about this at length."]

@@ -3,7 +3,7 @@ per-sequence computation (fp32), in every layout and for every path that scores 
 
 import pytest
 import torch
-from conftest import build_model
+from conftest import build_model, build_reward_model
 from test_engine import naive_logps
 
 from alignkit.data.collate import PreferenceCollator
@@ -105,26 +105,8 @@ def test_kto_completion_and_kl_completion_share_the_prompt():
     assert torch.allclose(sequence_logps(model, shared).logps, sequence_logps(model, plain).logps, atol=1e-5)
 
 
-def build_scorer():
-    """A tiny reward model (one score per sequence), seeded."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=0,
-    )
-    return LlamaForSequenceClassification(config).eval()
-
-
 def test_reward_scores_read_each_response_end():
-    model = build_scorer()
+    model = build_reward_model(64)
     items = [{"pair": TokenizedPair(p, c, r)} for p, c, r in PAIRS]
     shared = sequence_scores(model, PreferenceCollator(0, prefix_sharing=True)(items))
     alone = torch.cat([model(torch.tensor([ids])).logits[:, 0] for ids in naive_pairs()[0]])

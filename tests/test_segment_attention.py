@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import torch
-from conftest import build_model
+from conftest import build_model, build_reward_model
 from test_engine import naive_logps
-from test_prefix_sharing import PAIRS, build_scorer, naive_pairs
+from test_prefix_sharing import PAIRS, naive_pairs
 
 from alignkit.data.collate import PreferenceCollator, build_packed_batch
 from alignkit.data.kto import KTOCollator
@@ -82,7 +82,7 @@ def test_kto_and_reward_paths():
     one_row = sequence_logps(model, KTOCollator(0, prefix_sharing=True, one_row=True)(items)).logps
     assert torch.allclose(one_row, sequence_logps(model, KTOCollator(0, padding_free=False)(items)).logps, atol=1e-5)
 
-    scorer = build_scorer()
+    scorer = build_reward_model(64)
     assert enable_segment_attention(scorer, supports_segments)
     shared = sequence_scores(scorer, PreferenceCollator(0, prefix_sharing=True, one_row=True)(ITEMS))
     set_attention(scorer, "sdpa")
