@@ -46,17 +46,22 @@ def build_tokenizer(with_pad: bool = False):
     return fast
 
 
+def tiny_llama_config(vocab_size: int, **overrides):
+    """The tiny Llama shape every test model uses (2 layers, hidden 32, 4 heads over 2 KV heads)."""
+    from transformers import LlamaConfig
+
+    shape = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    )
+    return LlamaConfig(vocab_size=vocab_size, **shape, **overrides)
+
+
 def build_model(vocab_size: int, seed: int = 0, tie: bool = True):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+    config = tiny_llama_config(
+        vocab_size,
         max_position_embeddings=256,
         tie_word_embeddings=tie,
         pad_token_id=None,
@@ -68,20 +73,10 @@ def build_model(vocab_size: int, seed: int = 0, tie: bool = True):
 
 def build_reward_model(vocab_size: int, seed: int = 0):
     """A tiny randomly initialised reward model (one score per sequence, pad id 0), in eval mode."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=0,
-    )
-    return LlamaForSequenceClassification(config).eval()
+    return LlamaForSequenceClassification(tiny_llama_config(vocab_size, num_labels=1, pad_token_id=0)).eval()
 
 
 @pytest.fixture(scope="session")
