@@ -48,8 +48,8 @@ class _ChunkedTokenLogps(torch.autograd.Function):
                 direction[start:end] = (
                     logit_gradient(logits, lse, targets[start:end], ones, tanh).to(hidden.dtype) @ weight
                 )
-        ctx.chunk_size, ctx.softcap = chunk_size, softcap
-        if direction is not None:
+        ctx.chunk_size, ctx.softcap, ctx.frozen_head = chunk_size, softcap, frozen_head
+        if frozen_head:
             ctx.save_for_backward(direction)
         else:
             ctx.save_for_backward(hidden, weight, targets, lse_all)
@@ -57,7 +57,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        if len(ctx.saved_tensors) == 1:  # frozen head: the direction was computed in the forward
+        if ctx.frozen_head:  # the direction was computed in the forward
             (direction,) = ctx.saved_tensors
             return direction * grad_out[:, None].to(direction.dtype), None, None, None, None, None
         hidden, weight, targets, lse_all = ctx.saved_tensors
