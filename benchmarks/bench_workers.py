@@ -114,10 +114,7 @@ def worker_alignkit(args, rows: list[dict], options: dict) -> dict:
         train_dpo(config)
         wall = time.perf_counter() - start
         records = [r for r in read_metrics(config.output_dir) if "loss" in r]
-    import alignkit
-
-    result = _result(wall, records, padding=1 - counted["real"] / max(counted["total"], 1))
-    return {**result, "source": str(Path(alignkit.__file__).parent)}
+    return _result(wall, records, counted)
 
 
 def worker_trl(args, rows: list[dict], options: dict) -> dict:
@@ -176,20 +173,21 @@ def worker_trl(args, rows: list[dict], options: dict) -> dict:
         trainer.train()
         wall = time.perf_counter() - start
         records = [r for r in trainer.state.log_history if "loss" in r and "train_runtime" not in r]
+    return _result(wall, records, counted)
+
+
+def _result(wall: float, records: list[dict], counted: dict) -> dict:
+    """One run's figures; ``counted``: the real and the total positions of every batch it computed."""
     import alignkit
 
-    result = _result(wall, records, padding=1 - counted["real"] / max(counted["total"], 1))
-    return {**result, "source": str(Path(alignkit.__file__).parent)}
-
-
-def _result(wall: float, records: list[dict], padding: float) -> dict:
     return {
         "wall_s": wall,
         "losses": [r["loss"] for r in records][:3],
-        "padding": padding,
+        "padding": 1 - counted["real"] / max(counted["total"], 1),
         "first": {k: records[0].get(k) for k in ("loss", "logps/chosen", "logps/rejected")} if records else {},
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": _peak_gpu_mb(),
+        "source": str(Path(alignkit.__file__).parent),
     }
 
 

@@ -126,6 +126,8 @@ def summarize(samples: list[dict], tokens: int) -> dict:
     if any("error" in s for s in samples):
         return next(s for s in samples if "error" in s)
     epoch = statistics.median(s["epoch_s"] for s in samples)
+    if epoch <= 0:  # a 2-epoch run no slower than the 1-epoch one: the epoch is smaller than the noise
+        return {"error": f"epoch 2 measured {epoch:.1f} s, below the run-to-run noise: use more --pairs"}
     return {
         "epoch_s": epoch,
         "tokens_per_s": tokens / epoch,
