@@ -126,3 +126,89 @@ def test_training_does_not_import_datasets():
     """datasets is only needed for save_to_disk folders and hub ids; importing it costs every run 80 MB."""
     code = "import sys, alignkit.cli, alignkit.train.dpo; print('datasets' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def many_blocks_batch():
+    """A one-row batch of many sequences: shared-prefix blocks (a prompt, two answers), plain sequences,
+    wider than one 128-token tile so the block mask has skipped, full and partial tiles."""
+    generator = torch.Generator().manual_seed(5)
+
+    def ids(n):
+        return torch.randint(3, 64, (n,), generator=generator).tolist()
+
+    blocks = [
+        (ids(40), [ids(30), ids(25)]),
+        (ids(7), [ids(3), ids(60)]),
+        (ids(90), [ids(12), ids(40)]),
+        (ids(5), [ids(9), ids(2)]),
+    ]
+    shared = build_shared_batch(blocks, pad_id=0, one_row=True)
+    plain = [ids(50), ids(33)]
+    width = shared["input_ids"].shape[1]
+    starts = [width, width + len(plain[0])]
+    return (
+        {
+            "input_ids": torch.cat([shared["input_ids"], torch.tensor([plain[0] + plain[1]])], dim=1),
+            "position_ids": torch.cat(
+                [shared["position_ids"], torch.tensor([list(range(50)) + list(range(33))])], dim=1
+            ),
+            "segments": torch.cat(
+                [shared["segments"], torch.tensor([[s, len(p), 0, 0] for s, p in zip(starts, plain)])]
+            ),
+        },
+        blocks,
+        plain,
+    )
+
+
+@torch.no_grad()
+def test_flex_kernel_is_one_attention_call_per_layer_and_matches_each_sequence_alone(monkeypatch):
+    """The GPU path (forced here: FlexAttention has no backward on CPU, so a CPU forward is what can be
+    checked): one FlexAttention call and no SDPA call per layer, whatever the number of segments, and the
+    hidden states of every sequence alone."""
+    from alignkit.engine.logprobs import backbone_of, last_hidden_states
+    from alignkit.models import flex_segments, segment_attention
+
+    model = segment_model().eval()
+    backbone = backbone_of(model)
+    batch, blocks, plain = many_blocks_batch()
+    calls = {"flex": 0, "sdpa": 0}
+    real_flex, real_sdpa = flex_segments.flex_attention, torch.nn.functional.scaled_dot_product_attention
+
+    def counting_flex(*args, **kwargs):
+        calls["flex"] += 1
+        return real_flex(*args, **kwargs)
+
+    def counting_sdpa(*args, **kwargs):
+        calls["sdpa"] += 1
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(flex_segments, "flex_attention", counting_flex)
+    monkeypatch.setattr(segment_attention.F, "scaled_dot_product_attention", counting_sdpa)
+    with segment_attention.forced_kernel("flex"):
+        hidden = last_hidden_states(backbone, batch)[0]
+    layers = model.config.num_hidden_layers
+    assert calls == {"flex": layers, "sdpa": 0}
+    assert len(batch["segments"]) + sum(len(c) - 1 for _, c in blocks) == 10  # ten attention spans in the row
+    monkeypatch.setattr(flex_segments, "flex_attention", real_flex)
+    monkeypatch.setattr(segment_attention.F, "scaled_dot_product_attention", real_sdpa)
+    expected = []
+    for prefix, continuations in blocks:
+        for j, continuation in enumerate(continuations):
+            alone = backbone(input_ids=torch.tensor([prefix + continuation])).last_hidden_state[0]
+            expected.append(alone if j == 0 else alone[len(prefix) :])
+    expected += [backbone(input_ids=torch.tensor([p])).last_hidden_state[0] for p in plain]
+    torch.testing.assert_close(hidden, torch.cat(expected), atol=1e-5, rtol=1e-5)
+    with segment_attention.forced_kernel("loop"):  # the CPU path, the same values
+        torch.testing.assert_close(last_hidden_states(backbone, batch)[0], hidden, atol=1e-5, rtol=1e-5)
+    assert flex_segments.TILE == 128 and batch["input_ids"].shape[1] > 2 * flex_segments.TILE
+
+
+def test_the_kernel_follows_the_device_and_dropout():
+    from alignkit.models.segment_attention import forced_kernel, kernel_for
+
+    assert kernel_for(torch.device("cuda"), 0.0) == "flex"
+    assert kernel_for(torch.device("cpu"), 0.0) == "loop"
+    assert kernel_for(torch.device("cuda"), 0.1) == "loop"  # FlexAttention applies no attention dropout
+    with forced_kernel("flex"):
+        assert kernel_for(torch.device("cpu"), 0.1) == "flex"

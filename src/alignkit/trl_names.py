@@ -121,7 +121,6 @@ NO_EFFECT = {
     "gradient_checkpointing_kwargs",
     "eval_accumulation_steps",
     "precompute_ref_batch_size",
-    "disable_dropout",
     "save_only_model",
     "dataset_streaming",
     "ignore_bias_buffers",

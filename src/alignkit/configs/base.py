@@ -227,6 +227,13 @@ class TrainConfig(BaseModel):
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha.")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    disable_dropout: bool = Field(
+        True,
+        description="Zero every dropout while training (the model's modules and attention "
+        "dropout, and LoRA's): the policy is then as deterministic as its reference, so "
+        "step 1 of DPO is log 2 (TRL's default for DPO, KTO, ORPO, reward and RL). SFT "
+        "keeps the model's dropout unless set.",
+    )
     lora_target_modules: list[str] | str = Field(
         "all-linear", description="Modules to adapt: a list such as [q_proj, v_proj], or 'all-linear'."
     )

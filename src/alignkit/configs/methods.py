@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from alignkit.configs.base import TrainConfig, described
+from alignkit.configs.base import TrainConfig, described, new_default
 
 
 class DPOConfig(TrainConfig):
@@ -68,6 +68,9 @@ class SFTConfig(TrainConfig):
         TrainConfig,
         "max_prompt_length",
         "Maximum prompt tokens of prompt/completion rows (trimmed from the left); None: no separate limit.",
+    )
+    disable_dropout: bool = new_default(
+        TrainConfig, "disable_dropout", False, "(Default here: false, as in TRL's SFT.)"
     )
 
 

@@ -200,9 +200,12 @@ class SequenceCollator:
         return batch
 
 
+HOST_KEYS = frozenset({"segments"})  # a layout read on the host (segment attention): moving it costs a sync
+
+
 def to_device(batch: dict, device) -> dict:
-    """The batch with its tensors on ``device`` (other values as they are)."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """The batch with its tensors on ``device`` (other values, and the host-read layout, as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) and k not in HOST_KEYS else v for k, v in batch.items()}
 
 
 def collate_to(collate, items: list, device) -> dict:

@@ -15,9 +15,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from alignkit.data.collate import scored_positions
+from alignkit.data.collate import scored_positions, to_device
 from alignkit.data.prefix_sharing import build_shared_batch
-from alignkit.models.segment_attention import NO_MASK, SegmentPlan, uses_segment_attention
+from alignkit.models.segment_attention import (
+    NO_MASK,
+    SegmentPlan,
+    available_kernels,
+    forced_kernel,
+    uses_segment_attention,
+)
 
 
 class _ChunkedTokenLogps(torch.autograd.Function):
@@ -30,10 +36,16 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     the incoming gradient ``g``: the forward computes it while each chunk's logits are at hand and the
     backward only scales it by ``g``. One matrix product over the vocabulary is saved per chunk (the
     logits are not recomputed) and no ``[M, V]`` tensor outlives its chunk.
+
+    The backward runs under the autocast state the forward saw (what ``torch.amp.custom_bwd`` does, for
+    any device type): under bf16 autocast the recomputed logits are the forward's bf16 logits, so the
+    softmax rebuilt from the forward's log-sum-exp is the forward's own and the gradient is the gradient
+    of the forward.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk_size: int, softcap: float, frozen_head: bool):
+        ctx.autocast = autocast_state(hidden.device.type)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         lse_all = torch.empty_like(out)
         direction = torch.empty_like(hidden) if frozen_head else None
@@ -60,6 +72,11 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         if ctx.frozen_head:  # the direction was computed in the forward
             (direction,) = ctx.saved_tensors
             return direction * grad_out[:, None].to(direction.dtype), None, None, None, None, None
+        with torch.autocast(**ctx.autocast):
+            return _ChunkedTokenLogps._recompute_backward(ctx, grad_out)
+
+    @staticmethod
+    def _recompute_backward(ctx, grad_out):
         hidden, weight, targets, lse_all = ctx.saved_tensors
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
@@ -71,11 +88,20 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             grad_logits = logit_gradient(logits, lse_all[start:end], targets[start:end], g, tanh).to(hidden.dtype)
             if need_hidden:
                 grad_hidden[start:end] = grad_logits @ weight
-            if need_weight:
-                grad_weight.addmm_(grad_logits.T.float(), h.float())
+            if need_weight:  # under autocast the product runs in its dtype, as autograd's would
+                grad_weight += (grad_logits.T @ h).float()
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None, None, None
+
+
+def autocast_state(device_type: str) -> dict:
+    """``torch.autocast`` keyword arguments that restore the current autocast state of ``device_type``."""
+    return {
+        "device_type": device_type,
+        "enabled": torch.is_autocast_enabled(device_type),
+        "dtype": torch.get_autocast_dtype(device_type),
+    }
 
 
 def logit_gradient(logits, lse, targets, g, tanh) -> torch.Tensor:
@@ -249,7 +275,8 @@ def supports_prefix_sharing(model: nn.Module) -> bool:
 @torch.no_grad()
 def supports_segments(model: nn.Module) -> bool:
     """Whether one-row segments (a shared-prefix block and a plain sequence, see
-    ``models.segment_attention``) give ``model`` the hidden states each sequence has alone."""
+    ``models.segment_attention``) give ``model`` the hidden states each sequence has alone, with every
+    kernel a device may run them with."""
     prompt, first, second, plain = [3, 4, 5], [6, 7], [8, 9, 10], [11, 12, 13, 14]
     with _in_eval_mode(backbone_of(model)) as backbone:
         device = next(backbone.parameters()).device
@@ -260,16 +287,20 @@ def supports_segments(model: nn.Module) -> bool:
             "position_ids": torch.cat([shared["position_ids"], torch.arange(len(plain))[None]], dim=1),
             "segments": torch.tensor([[0, len(prompt), len(first), len(second)], [width, len(plain), 0, 0]]),
         }
-        try:
-            hidden = last_hidden_states(backbone, {k: v.to(device) for k, v in batch.items()})[0]
-        except Exception:  # noqa: BLE001 -- a model whose layers do not pass the segments on fails in its own way
-            return False
         alone = [
             backbone(input_ids=torch.tensor([ids], device=device), use_cache=False).last_hidden_state[0]
             for ids in (prompt + first, prompt + second, plain)
         ]
-    expected = torch.cat([alone[0], alone[1][len(prompt) :], alone[2]])
-    return torch.allclose(hidden.float(), expected.float(), atol=1e-3, rtol=1e-3)
+        expected = torch.cat([alone[0], alone[1][len(prompt) :], alone[2]]).float()
+        for kernel in available_kernels():  # whichever a device may run: each must keep the segments apart
+            try:
+                with forced_kernel(kernel):
+                    hidden = last_hidden_states(backbone, to_device(batch, device))[0]
+            except Exception:  # noqa: BLE001 -- a model whose layers do not pass the segments on fails in its own way
+                return False
+            if not torch.allclose(hidden.float(), expected, atol=1e-3, rtol=1e-3):
+                return False
+    return True
 
 
 @torch.no_grad()

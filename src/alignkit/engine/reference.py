@@ -33,21 +33,38 @@ class Reference:
         self.use_adapter = use_adapter
         self.frozen = None
         self.released = False
+        self.autocast = nullcontext  # the policy's autocast, once the training's precision is known (to())
+        self.pending = None  # the precomputing pass, run by the training loop once the policy is on its device
         if not use_adapter and not precompute_only:
             lm = copy.deepcopy(policy.lm).eval().requires_grad_(False)
             self.frozen = LogProbModel(lm, policy.chunk_size)
 
+    def to(self, device: torch.device, autocast=nullcontext) -> Reference:
+        """Put the frozen copy (if any) on ``device`` and run every reference forward under ``autocast()``,
+        the context the policy's own forward runs in: policy and reference then compute and round alike
+        (step 1 of DPO is log 2, RL's KL at step 0 is 0, in fp32 and bf16)."""
+        if self.frozen is not None:
+            self.frozen.to(device)
+        self.autocast = autocast
+        return self
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The modules a reference forward runs that the policy does not hold (the frozen copy)."""
+        return [self.frozen] if self.frozen is not None else []
+
     @contextmanager
     def model(self):
-        """The reference as a LogProbModel (context manager): the frozen copy, or the policy with adapters off."""
+        """The reference as a LogProbModel (context manager), under the policy's autocast: the frozen copy,
+        or the policy with adapters off."""
         if self.frozen is not None:
-            yield self.frozen
+            with self.autocast():
+                yield self.frozen
             return
         lm = self.policy.lm
         was_training = lm.training
         lm.eval()
         try:
-            with lm.disable_adapter() if self.use_adapter else nullcontext():
+            with lm.disable_adapter() if self.use_adapter else nullcontext(), self.autocast():
                 yield self.policy
         finally:
             lm.train(was_training)
@@ -116,23 +133,49 @@ def precompute_reference(
     fingerprint: str,
     device,
     show_progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+    gather=None,
 ) -> int:
     """Attach ``ref_logps`` (one value per sequence slot of ``collate``) to every item, from cache or
-    one pass; returns how many items were computed (0: all read from the cache)."""
+    one pass; returns how many items were computed (0: all read from the cache).
+
+    With several processes (``shard`` = (rank, world), ``gather`` concatenating a tensor of every
+    process along dim 0) each computes every world-th batch and the values are gathered, so the pass
+    costs one process's share, not the whole on each. Every process runs the same number of forwards
+    (a process whose share has run out repeats a batch that counts for nothing), since sharded weights
+    gather inside every forward."""
     path = cache_dir / "ref_logps" / f"{cache_key(fingerprint, items, collate.signature)}.safetensors"
-    computed = 0
     if path.is_file():
         values = load_file(str(path))["ref_logps"]
+        computed = 0
     else:
+        values = _reference_pass(reference, items, collate, batch_size, device, show_progress, shard, gather)
         computed = len(items)
-        parts = []
-        for start in tqdm(range(0, len(items), batch_size), desc="reference log-probs", disable=not show_progress):
-            chunk = items[start : start + batch_size]
-            batch = collate_to(collate, chunk, device)
-            parts.append(reference(batch).cpu().reshape(-1, len(chunk)).T)  # [items, slots]
-        values = torch.cat(parts)
-        with atomic_path(path) as tmp:
-            save_file({"ref_logps": values.contiguous()}, str(tmp))
+        if shard[0] == 0:
+            with atomic_path(path) as tmp:
+                save_file({"ref_logps": values.contiguous()}, str(tmp))
     for item, row in zip(items, values.tolist()):
         item["ref_logps"] = row
     return computed
+
+
+def _reference_pass(reference, items, collate, batch_size, device, show_progress, shard, gather) -> torch.Tensor:
+    """``[items, slots]`` reference values, this process computing its share of the batches (see above)."""
+    rank, world = shard
+    starts = list(range(0, len(items), batch_size))
+    rounds = -(-len(starts) // world)
+    mine = []
+    for turn in tqdm(range(rounds), desc="reference log-probs", disable=not show_progress):
+        index = turn * world + rank
+        start = starts[index] if index < len(starts) else 0  # past the end: a batch that counts for nothing
+        chunk = items[start : start + batch_size]
+        slots = reference(collate_to(collate, chunk, device)).reshape(-1, len(chunk)).T  # [items, slots]
+        mine.append(
+            torch.zeros(batch_size, slots.shape[1], device=slots.device).index_copy_(
+                0, torch.arange(len(chunk), device=slots.device), slots.float()
+            )
+        )
+    local = torch.stack(mine)  # [rounds, batch_size, slots]
+    every = (gather(local) if world > 1 else local).reshape(world, rounds, batch_size, -1).transpose(0, 1)
+    every = every.reshape(rounds * world, batch_size, -1)[: len(starts)].cpu()
+    return torch.cat([every[i, : len(items[start : start + batch_size])] for i, start in enumerate(starts)])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from alignkit.configs import EndpointSettings
@@ -40,11 +41,22 @@ class CombinedReward:
         )
         return scorers.JudgeScorer(LLMJudge(client), mode="single")
 
+    def to(self, device, autocast=nullcontext) -> CombinedReward:
+        """Run the model-backed terms (reward models) on ``device`` under ``autocast()``."""
+        for _, _, scorer in self.terms:
+            if hasattr(scorer, "to"):
+                scorer.to(device, autocast)
+        return self
+
     def __call__(self, rows: list[dict], responses: list[str]) -> tuple[list[float], dict[str, list[float]]]:
-        """Each response's weighted reward, and each term's raw values."""
+        """Each response's weighted reward, and each term's raw values (a model-backed term scores the
+        whole batch at once)."""
         components = {name: [] for name, _, _ in self.terms}
-        for row, response in zip(rows, responses):
-            for name, _, scorer in self.terms:
+        for name, _, scorer in self.terms:
+            if hasattr(scorer, "score_batch"):
+                components[name] = [float(v) for v in scorer.score_batch(rows, responses)]
+                continue
+            for row, response in zip(rows, responses):
                 components[name].append(float(scorer.score_group(row, [response])[0][0]))
         scores = [sum(weight * components[name][i] for name, weight, _ in self.terms) for i in range(len(responses))]
         return scores, components

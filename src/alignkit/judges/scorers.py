@@ -18,12 +18,15 @@ import importlib
 import importlib.util
 import itertools
 import re
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from alignkit.data.collate import build_sequence_batch, to_device
 from alignkit.data.tokenize import reward_text
+from alignkit.engine.scores import sequence_scores
 from alignkit.errors import AlignkitError
 from alignkit.judges.sandbox import extract_code, run_tests
 from alignkit.judges.verifiers import (
@@ -144,17 +147,33 @@ class RewardModelScorer:
         self.model, self.tokenizer = load_model_and_tokenizer(model, dtype, reward_head=True)
         self.model.eval()
         self.apply_chat_template = apply_chat_template
+        self.autocast = nullcontext
+
+    def to(self, device, autocast=nullcontext) -> RewardModelScorer:
+        """Score on ``device`` under ``autocast()`` (an RL run's device and precision)."""
+        self.model.to(device)
+        self.autocast = autocast
+        return self
+
+    def score_batch(self, rows: list[dict], responses: list[str], batch_size: int = 16) -> list[float]:
+        """Each (row, response)'s reward-model score, ``batch_size`` sequences per forward (right-padded;
+        the head reads each sequence's own last token, as on the sequence alone)."""
+        templated = self.apply_chat_template and bool(self.tokenizer.chat_template)
+        texts = [reward_text(self.tokenizer, r["prompt"], t, self.apply_chat_template) for r, t in zip(rows, responses)]
+        ids = [self.tokenizer(t, add_special_tokens=not templated)["input_ids"] for t in texts]
+        device = next(self.model.parameters()).device
+        scores: list[float] = []
+        with torch.no_grad(), self.autocast():
+            for start in range(0, len(ids), batch_size):
+                chunk = ids[start : start + batch_size]
+                last = [len(s) - 1 for s in chunk]  # a start to satisfy the layout; the head reads last_token
+                batch = build_sequence_batch(chunk, last, self.tokenizer.pad_token_id, "right")
+                scores += sequence_scores(self.model, to_device(batch, device)).tolist()
+        return scores
 
     def score_group(self, row: dict, responses: list[str]):
         """Each response's reward-model score."""
-        templated = self.apply_chat_template and bool(self.tokenizer.chat_template)
-        scores = []
-        with torch.no_grad():
-            for response in responses:  # one unpadded sequence at a time: the head reads its last token
-                text = reward_text(self.tokenizer, row["prompt"], response, self.apply_chat_template)
-                ids = self.tokenizer(text, add_special_tokens=not templated, return_tensors="pt")["input_ids"]
-                scores.append(float(self.model(input_ids=ids).logits[0, 0].item()))
-        return scores, {}
+        return self.score_batch([row] * len(responses), responses), {}
 
 
 class JudgeScorer:

@@ -161,8 +161,23 @@ def apply_lora(
         raise AlignkitError(f"lora_target_modules {target_modules!r} do not match this model: {exc}") from None
 
 
+DROPOUT_ATTRIBUTES = ("attention_dropout", "attn_dropout", "dropout", "dropout_p", "dropout_rate")
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Zero every dropout of ``model``: ``nn.Dropout`` modules (the model's and LoRA's) and the float
+    rates attention layers keep as attributes and pass to their kernel (Llama's ``attention_dropout``).
+    The config is left alone, so a saved model keeps the dropout it was given."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in DROPOUT_ATTRIBUTES:
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+
+
 def load_policy(config, reward_head: bool = False):
-    """The model to train, per the config: dtype, LoRA, gradient checkpointing."""
+    """The model to train, per the config: dtype, LoRA, gradient checkpointing, dropout."""
     model, tokenizer = load_model_and_tokenizer(
         config.model, config.dtype, config.attn_implementation, config.load_in_4bit, reward_head
     )
@@ -180,6 +195,8 @@ def load_policy(config, reward_head: bool = False):
             config.lora_target_modules,
             "SEQ_CLS" if reward_head else "CAUSAL_LM",
         )
+    if config.disable_dropout:
+        disable_dropout(model)
     return model, tokenizer
 
 

@@ -16,11 +16,15 @@ continuation lengths; ``k = 0`` for plain sequences) and reaches every attention
 argument of the decoder's forward, which transformers passes down to the attention function
 registered here as ``alignkit_segments``. Without that keyword the function is SDPA itself, so
 generation, padded batches and saving behave exactly as with ``sdpa``.
+
+Two kernels compute it (see :func:`kernel_for`): on a CPU, one SDPA call per segment (above); on CUDA,
+one FlexAttention call per layer for the whole row (:mod:`alignkit.models.flex_segments`).
 """
 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -29,16 +33,60 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from alignkit.models import flex_segments
+from alignkit.models.flex_segments import build_block_mask, flex_segment_attention
+
 SEGMENT_ATTENTION = "alignkit_segments"
 
 
+KERNELS = ("loop", "flex")
+_forced: list[str] = []  # the kernel a `forced_kernel` block asks for (innermost last)
+
+
+@contextmanager
+def forced_kernel(name: str):
+    """Inside, segment attention runs ``name`` ("loop": one SDPA call per segment; "flex": one
+    FlexAttention call per layer) whatever the device: for the support check and tests."""
+    if name not in KERNELS:
+        raise ValueError(f"segment attention kernel {name!r} is not one of {KERNELS}")
+    _forced.append(name)
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def available_kernels() -> tuple[str, ...]:
+    """The kernels this torch has (FlexAttention arrived in torch 2.5)."""
+    return KERNELS if flex_segments.flex_attention is not None else ("loop",)
+
+
+def kernel_for(device: torch.device, dropout: float) -> str:
+    """The kernel for a layer on ``device``: one FlexAttention call on CUDA, where every small SDPA call
+    is a kernel launch (measured launch-bound: 2-3 s a step for any model size); the per-segment loop on
+    CPU, where FlexAttention has no backward and SDPA's per-segment flash kernel is cheap; the loop too
+    under attention dropout, which FlexAttention does not apply."""
+    if _forced:
+        return _forced[-1]
+    return "flex" if device.type == "cuda" and not dropout and "flex" in available_kernels() else "loop"
+
+
 class SegmentPlan:
-    """The segments of one batch row, read once per forward (not once per layer), with the
-    ``[c, prefix + c]`` masks of later continuations built once per shape and device."""
+    """The segments of one batch row, read once per forward (not once per layer), with what each kernel
+    needs built once: the ``[c, prefix + c]`` masks of later continuations (loop), the block mask (flex).
+    ``segments`` should be a CPU tensor (collation leaves it there): reading it is then no device sync."""
 
     def __init__(self, segments: torch.Tensor):
         self.blocks = [(row[0], row[1], [c for c in row[2:] if c]) for row in segments.tolist()]
         self._masks: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        self._block_masks: dict[tuple[int, torch.device], object] = {}
+
+    def block_mask(self, n: int, device: torch.device):
+        """The FlexAttention block mask of this row of ``n`` tokens (built by the first layer, reused)."""
+        key = (n, device)
+        if key not in self._block_masks:
+            self._block_masks[key] = build_block_mask(self.blocks, n, device)
+        return self._block_masks[key]
 
     def mask(self, prefix: int, length: int, device: torch.device) -> torch.Tensor:
         """True where a continuation's token may attend: the whole prefix, then itself causally."""
@@ -71,6 +119,9 @@ def segment_attention_forward(
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     gqa = query.shape[1] != key.shape[1]
+    if kernel_for(query.device, dropout) == "flex":
+        mask = segments.block_mask(query.shape[2], query.device)
+        return flex_segment_attention(query, key, value, mask, scaling, gqa).transpose(1, 2).contiguous(), None
     parts = []
     for start, prefix, continuations in segments.blocks:
         end = start + prefix + (continuations[0] if continuations else 0)

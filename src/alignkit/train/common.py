@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -31,7 +32,6 @@ from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_policy, resolve_model_path
 from alignkit.models.segment_attention import enable_segment_attention, uses_segment_attention
-from alignkit.train.backends import precision_autocast, run_precision
 from alignkit.train.run_dir import check_run_dir, prepare_run_dir
 
 
@@ -120,39 +120,45 @@ def begin_training(
 
 def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[dict]]) -> Reference:
     """The reference model for ``policy`` (adapters off under LoRA, else a frozen copy), or, when
-    precomputing (see :func:`precompute_wanted`), values attached to every item once and cached on disk."""
+    precomputing (see :func:`precompute_wanted`), values attached to every item once and cached on disk.
+    The pass itself waits for the training session (``reference.pending``): it runs on the accelerator's
+    device, under the training's autocast, each process computing its share."""
     precompute = precompute_wanted(config, len(item_lists[0]), int(os.environ.get("WORLD_SIZE", "1")))
     reference = Reference(policy, use_adapter=config.use_peft, precompute_only=precompute)
     if precompute:
-        precision = run_precision(config.mixed_precision)
-        fingerprint = (
-            model_fingerprint(resolve_model_path(config.model))
-            + f"|{config.dtype}|{precision}|{type(collate).__name__}"
-        )
-        started = time.perf_counter()
-        computed = 0
-        for items in item_lists:
-            if not items:
-                continue
-            with precision_autocast(precision, policy.lm.device):
-                computed += precompute_reference(
-                    reference,
-                    items,
-                    collate,
-                    config.per_device_eval_batch_size,
-                    cache_dir(),
-                    fingerprint,
-                    policy.lm.device,
-                    not config.disable_tqdm,
-                )
-        reference.release()
-        if is_main_process():
-            total = sum(len(items) for items in item_lists)
-            how = f"computed in {time.perf_counter() - started:.1f} s" if computed else "read from the cache"
-            print(
-                f"alignkit: reference log-probs of {total} examples {how}"
-                + (f" ({total - computed} from the cache)" if 0 < computed < total else "")
-                + "; no reference forward during training",
-                file=sys.stderr,
-            )
+        reference.pending = partial(_precompute, config, reference, collate, item_lists)
     return reference
+
+
+def _precompute(config, reference: Reference, collate, item_lists: list[list[dict]], accelerator) -> None:
+    """The precomputing pass of :func:`make_reference`, on ``accelerator``'s device (after ``prepare``)."""
+    fingerprint = (
+        model_fingerprint(resolve_model_path(config.model))
+        + f"|{config.dtype}|{accelerator.mixed_precision}|{type(collate).__name__}"
+    )
+    started = time.perf_counter()
+    computed = 0
+    for items in item_lists:
+        if items:
+            computed += precompute_reference(
+                reference,
+                items,
+                collate,
+                config.per_device_eval_batch_size,
+                cache_dir(),
+                fingerprint,
+                accelerator.device,
+                not config.disable_tqdm and accelerator.is_main_process,
+                (accelerator.process_index, accelerator.num_processes),
+                accelerator.gather,
+            )
+    reference.release()
+    if accelerator.is_main_process:
+        total = sum(len(items) for items in item_lists)
+        how = f"computed in {time.perf_counter() - started:.1f} s" if computed else "read from the cache"
+        print(
+            f"alignkit: reference log-probs of {total} examples {how}"
+            + (f" ({total - computed} from the cache)" if 0 < computed < total else "")
+            + "; no reference forward during training",
+            file=sys.stderr,
+        )

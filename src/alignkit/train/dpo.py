@@ -72,6 +72,7 @@ def train_dpo(
         eval_items=eval_items or None,
         collate=collate,
         compute_loss=partial(dpo_compute_loss, reference=reference, config=config),
+        reference=reference,
         save_final=partial(save_final_model, lm, tokenizer),
         on_step=on_step,
     )

@@ -69,16 +69,14 @@ def train_kto(
     train_items = run.train.items
     eval_items = run.eval.items if len(run.eval_examples) >= 2 else []
     collate = run.collator(KTOCollator, config)
+    reference = make_reference(config, policy, collate, [train_items, eval_items])
     task = TrainingTask(
         model=policy,
         train_items=train_items,
         eval_items=eval_items or None,
         collate=collate,
-        compute_loss=partial(
-            kto_compute_loss,
-            reference=make_reference(config, policy, collate, [train_items, eval_items]),
-            config=config,
-        ),
+        compute_loss=partial(kto_compute_loss, reference=reference, config=config),
+        reference=reference,
         save_final=partial(save_final_model, lm, tokenizer),
         on_step=on_step,
         finalize_metrics=kto_finalize_metrics,

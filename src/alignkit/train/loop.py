@@ -23,6 +23,7 @@ from transformers import set_seed
 from alignkit.configs import TrainConfig
 from alignkit.data.collate import collate_to
 from alignkit.diagnose.symptoms import SymptomMonitor
+from alignkit.engine.reference import Reference
 from alignkit.train.session import TrainingSession
 
 LossFn = Callable[[torch.nn.Module, dict, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
@@ -38,6 +39,7 @@ class TrainingTask:
     compute_loss: LossFn
     eval_items: list[Any] | None = None
     save_final: Callable[[Path], None] | None = None
+    reference: Reference | None = None  # placed and precomputed once the model is on its device
     on_step: Callable[[int], None] | None = None  # called after every optimizer step (e.g. benchmarks' timers)
     # derive logged metrics from averaged ones (e.g. a class mean from a per-batch sum and count)
     finalize_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None
@@ -117,6 +119,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     )
     monitor = SymptomMonitor(total_steps, config.symptom_thresholds) if config.symptom_warnings else None
     state = session.prepare(task.model, total_steps, batch_size, monitor=monitor)
+    session.attach_reference(task.reference)
     model, backend = session.model, session.backend
     window = _Window(**state.window)
     last_train: dict[str, float] = {}

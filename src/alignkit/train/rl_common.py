@@ -1,4 +1,4 @@
-"""Setup the RL commands share: prompts (validated up front), the policy without dropout, the
+"""Setup the RL commands share: prompts (validated up front), the policy (without dropout by default), the
 reference (adapters off under LoRA, else a frozen copy), the reward terms, and the final save."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from alignkit.judges.rewards import CombinedReward
 from alignkit.models.loading import load_policy, save_final_model
 from alignkit.train.common import is_main_process, start_run
 from alignkit.train.loop import TrainingResult
-from alignkit.train.rl_loop import PolicyWithValue, RLMethod, disable_dropout, run_rl
+from alignkit.train.rl_loop import PolicyWithValue, RLMethod, run_rl
 from alignkit.train.run_dir import check_run_dir
 
 
@@ -35,8 +35,7 @@ def train_rl(config, method: RLMethod) -> TrainingResult:
     if is_main_process():
         check_run_dir(config.output_dir, config.overwrite, config.resume)
     torch.manual_seed(config.seed)
-    lm, tokenizer = load_policy(config)
-    disable_dropout(lm)
+    lm, tokenizer = load_policy(config)  # dropout off by default (disable_dropout), as in TRL
     run_dir = start_run(config)
     policy = PolicyWithValue(lm, method.uses_value_head)
     reference = Reference(LogProbModel(lm, config.logprob_chunk_size), use_adapter=config.use_peft)

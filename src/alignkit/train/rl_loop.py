@@ -125,6 +125,9 @@ def run_rl(
         policy, total_steps, config.mini_batch_size, updates_per_step, monitor=guard, desc=method.name
     )
     model, policy, device = session.model, session.unwrapped, session.accelerator.device
+    session.attach_reference(reference)  # the frozen copy (full fine-tuning) on the device, in the policy's autocast
+    session.attach_rewards(reward_fn)  # reward models used as rewards, likewise
+    autocast = session.accelerator.autocast  # sampling in the training's precision too
     if config.resume and session.accelerator.is_main_process:
         _truncate_samples(run_dir, state.global_step)
     method.start(config, state.kl_coef)
@@ -138,7 +141,7 @@ def run_rl(
 
     def evaluate(step: int) -> dict:
         rows = eval_rows[: config.eval_max_prompts]
-        with session.backend.generation_weights(policy):
+        with session.backend.generation_weights(policy), autocast():
             prompts = [r["prompt"] for r in rows]
             texts = generate_responses(
                 lm,
@@ -172,7 +175,7 @@ def run_rl(
             order = epoch_order(len(train_rows), config.seed, epoch)
             rows = [train_rows[i] for i in order[position * batch_size : (position + 1) * batch_size]]
             # 1. sample completions and score them
-            with session.backend.generation_weights(policy):
+            with session.backend.generation_weights(policy), autocast():
                 rollouts = sample_rollouts(config, lm, tokenizer, rows, prompts_for(rows), reward_fn, synced)
             batch = _batch(rollouts, tokenizer, config, device)
             # 2. the old policy's and the reference's per-token log-probs (and values, for PPO), one pass each
@@ -316,10 +319,3 @@ def _truncate_samples(run_dir: Path, step: int) -> None:
             if line.strip() and json.loads(line)["step"] <= step
         ]
         path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-
-
-def disable_dropout(model: torch.nn.Module) -> None:
-    """RL trains without dropout (TRL does the same), so old and new log-probs agree before an update."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0

@@ -156,6 +156,22 @@ class TrainingSession:
         self._bar_settings = (total_steps, config.disable_tqdm or not main, desc)
         return self.state
 
+    def attach_reference(self, reference) -> None:
+        """After :meth:`prepare`: the reference's frozen copy on the accelerator's device, every reference
+        forward under the policy's autocast, then its precomputing pass (if any), made there."""
+        self.reference = reference
+        if reference is None:
+            return
+        reference.to(self.accelerator.device, self.accelerator.autocast)
+        if reference.pending is not None:
+            pending, reference.pending = reference.pending, None
+            pending(self.accelerator)
+
+    def attach_rewards(self, reward_fn) -> None:
+        """After :meth:`prepare`: the models that score an RL run's samples on the accelerator's device,
+        under the training's autocast."""
+        self.reward_fn = reward_fn.to(self.accelerator.device, self.accelerator.autocast)
+
     def __enter__(self) -> TrainingSession:
         """Start the progress bar, the throughput clock (after any evaluation at step 0) and the signal handlers."""
         total_steps, disable, desc = self._bar_settings

@@ -1,0 +1,174 @@
+"""What a GPU run needs to be right, checked on CPU: the policy and its reference compute alike (step 1
+of DPO is log 2 in every reference mode and precision, even with dropout in the model and in LoRA),
+and every module a trainer runs sits on the accelerator's device after set-up, whatever device the
+model was loaded on."""
+
+import math
+
+import pytest
+import torch
+from conftest import build_tokenizer, tiny_llama_config, tiny_run_args, write_prompts
+from test_training import config_for
+
+from alignkit.train.backends import cpu_bf16_flags
+from alignkit.train.metrics_log import read_metrics
+
+
+@pytest.fixture(scope="module")
+def dropout_model_dir(tmp_path_factory):
+    """A tiny Llama whose config asks for attention dropout (as GPT-2, OPT and Phi have dropout)."""
+    from transformers import LlamaForCausalLM
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = tiny_llama_config(len(tokenizer), attention_dropout=0.1, max_position_embeddings=256, bos_token_id=1)
+    path = tmp_path_factory.mktemp("dropout-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def first_loss(model_dir, pairs_file, out, *extra) -> float:
+    from alignkit.train.dpo import train_dpo
+
+    train_dpo(config_for(model_dir, pairs_file, out, "--max_steps", "1", "--beta", "1.0", "--eval_split", "0", *extra))
+    return next(r["loss"] for r in read_metrics(out) if "loss" in r)
+
+
+PRECISIONS = ["no", "bf16"] if cpu_bf16_flags() else ["no"]
+
+
+def test_step_one_dpo_loss_is_log_2_in_every_mode(dropout_model_dir, pairs_file, tmp_path):
+    losses = {}
+    for peft in ("false", "true"):
+        for precompute in ("true", "false"):
+            for precision in PRECISIONS:
+                key = f"peft={peft} precompute={precompute} {precision}"
+                losses[key] = first_loss(
+                    dropout_model_dir,
+                    pairs_file,
+                    tmp_path / key.replace(" ", "_"),
+                    *("--use_peft", peft, "--lora_dropout", "0.1", "--precompute_ref_log_probs", precompute),
+                    *("--mixed_precision", precision),
+                )
+    # exactly log 2 (the issue asks for 1e-3, which lets a reference computed in fp32 against a bf16 policy
+    # through: 0.69307 on this model)
+    assert losses == {key: pytest.approx(math.log(2), abs=1e-6) for key in losses}
+    # the control: the model's dropout left on, the live policy is stochastic and its reference is not
+    kept = first_loss(
+        dropout_model_dir,
+        pairs_file,
+        tmp_path / "kept",
+        "--disable_dropout",
+        "false",
+        "--precompute_ref_log_probs",
+        "false",
+    )
+    assert abs(kept - math.log(2)) > 1e-3
+
+
+class _SetUpDone(Exception):
+    """Raised where the training loop would start its first step: set-up is complete."""
+
+
+def stand_in_accelerator(seen: dict):
+    """An accelerator whose device is ``meta``, never the device a model is loaded on: whatever set-up
+    leaves on the loading device (the CPU) is found there after it."""
+    from accelerate import Accelerator
+
+    class MetaAccelerator(Accelerator):
+        @property
+        def device(self):
+            return torch.device("meta")
+
+        def prepare(self, *objects):
+            return tuple(o.to(self.device) if isinstance(o, torch.nn.Module) else o for o in objects)
+
+    def make(mixed_precision=None):
+        seen["accelerator"] = MetaAccelerator(cpu=True)
+        return seen["accelerator"]
+
+    return make
+
+
+@pytest.fixture
+def set_up_only(monkeypatch):
+    """Runs a trainer up to its first step on the stand-in accelerator; records the session."""
+    from alignkit.train import common, session
+
+    seen: dict = {}
+    monkeypatch.setattr(session, "make_accelerator", stand_in_accelerator(seen))
+
+    def stop(self):
+        seen["session"] = self
+        raise _SetUpDone
+
+    def record_pass(reference, items, collate, batch_size, cache, fingerprint, device, *args, **kwargs):
+        seen["precomputed_on"] = {device} | {p.device for p in reference.policy.parameters()}
+        for item in items:
+            item["ref_logps"] = [0.0, 0.0]
+        return len(items)
+
+    monkeypatch.setattr(session.TrainingSession, "__enter__", stop)
+    monkeypatch.setattr(common, "precompute_reference", record_pass)
+    return seen
+
+
+def devices(*modules) -> set:
+    return {t.device.type for m in modules for t in [*m.parameters(), *m.buffers()]}
+
+
+@pytest.mark.parametrize("trainer", ["dpo-live", "dpo-precomputed", "kto-live", "ppo-full"])
+def test_every_module_a_trainer_runs_is_on_the_accelerators_device(
+    trainer, set_up_only, tiny_model_dir, pairs_file, tmp_path
+):
+    from alignkit.configs import KTOConfig, PPOConfig, load_config
+    from alignkit.train.dpo import train_dpo
+    from alignkit.train.kto import train_kto
+    from alignkit.train.ppo import train_ppo
+
+    out = tmp_path / "run"
+    live = ("--precompute_ref_log_probs", "false")
+    with pytest.raises(_SetUpDone):
+        if trainer == "dpo-live":
+            train_dpo(config_for(tiny_model_dir, pairs_file, out, *live))
+        elif trainer == "dpo-precomputed":
+            train_dpo(config_for(tiny_model_dir, pairs_file, out, "--precompute_ref_log_probs", "true"))
+        elif trainer == "kto-live":
+            train_kto(load_config(KTOConfig, None, tiny_run_args(tiny_model_dir, pairs_file, out, *live)))
+        else:
+            from conftest import build_reward_model
+
+            scorer_dir = tmp_path / "reward-model"
+            tokenizer = build_tokenizer(with_pad=True)
+            build_reward_model(len(tokenizer)).save_pretrained(scorer_dir)
+            tokenizer.save_pretrained(scorer_dir)
+            prompts = write_prompts(tmp_path / "prompts.jsonl")
+            rewards = f"[{{kind: verifier}}, {{kind: reward_model, model: {scorer_dir}}}]"
+            args = tiny_run_args(tiny_model_dir, prompts, out, "--rewards", rewards)
+            train_ppo(load_config(PPOConfig, None, args))
+    session = set_up_only["session"]
+    assert devices(session.unwrapped) == {"meta"}  # the policy (and PPO's value head, which it holds)
+    if trainer == "dpo-precomputed":
+        assert set_up_only["precomputed_on"] == {torch.device("meta")}
+    if trainer.endswith("live") or trainer == "ppo-full":
+        reference = session.reference
+        assert reference.frozen is not None and devices(*reference.modules()) == {"meta"}
+    if trainer == "ppo-full":
+        assert session.unwrapped.value_head is not None and devices(session.unwrapped.value_head) == {"meta"}
+        scorers = [scorer for _, _, scorer in session.reward_fn.terms if hasattr(scorer, "model")]
+        assert scorers and devices(*(s.model for s in scorers)) == {"meta"}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_rl_kl_at_the_first_step_is_zero_with_a_frozen_reference(precision, tiny_model_dir, tmp_path):
+    """Full fine-tuning: the reference is a frozen copy that accelerate never wraps; it samples and scores
+    under the policy's autocast, so before any update the policy and its reference agree exactly."""
+    from alignkit.configs import GRPOConfig, load_config
+    from alignkit.train.grpo import train_grpo
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n=4)
+    args = tiny_run_args(tiny_model_dir, prompts, tmp_path / "run", "--max_steps", "1", "--mixed_precision", precision)
+    train_grpo(load_config(GRPOConfig, None, [*args, "--max_new_tokens", "6", "--rewards", "[{kind: length}]"]))
+    first = next(r for r in read_metrics(tmp_path / "run") if "objective/kl" in r)
+    assert first["objective/kl"] == 0.0
