@@ -118,8 +118,25 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(straight, tiny_model_dir, 
     assert read_metrics(out, timings=False) == read_metrics(reference, timings=False)
 
 
-def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(straight, tiny_model_dir, tmp_path, monkeypatch):
+@pytest.fixture
+def deferred_reads(monkeypatch):
+    """The GPU's way on this CPU: gradient norms stay on the device, non-finite updates are skipped there
+    (fused AdamW's found_inf) and read at logging steps only."""
+    from alignkit.train.session import TrainingSession
+
+    monkeypatch.setattr(
+        TrainingSession, "defers_host_reads", property(lambda self: self.backend.can_defer(self.optimizer))
+    )
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(
+    deferred, straight, tiny_model_dir, tmp_path, monkeypatch, request
+):
     import alignkit.train.dpo as dpo_module
+
+    if deferred:
+        request.getfixturevalue("deferred_reads")
 
     data, _ = straight
     real, calls = dpo_module.dpo_compute_loss, {"n": 0}
@@ -233,3 +250,22 @@ def test_unsupported_launches_are_refused_clearly(monkeypatch):
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # as if not installed
     with pytest.raises(AlignkitError, match=r"pip install 'alignkit\[deepspeed\]'"):
         make_accelerator()
+
+
+def test_deferred_host_reads_log_what_per_step_reads_log(straight, tiny_model_dir, tmp_path, deferred_reads):
+    """Norms and metrics summed on the device and read once per logging window (4 steps here) give the
+    figures of reading them every step (this CPU's default)."""
+    from alignkit.train.session import TrainingSession
+
+    data, _ = straight
+    extra = ("--max_steps", "8", "--logging_steps", "4")
+    train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, tmp_path / "deferred", *extra)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TrainingSession, "defers_host_reads", property(lambda self: False))
+        train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, tmp_path / "host", *extra)))
+    deferred, host = (
+        [r for r in read_metrics(tmp_path / name, timings=False) if "loss" in r] for name in ("deferred", "host")
+    )
+    assert len(deferred) == len(host) == 2
+    for ours, theirs in zip(deferred, host):
+        assert ours == pytest.approx(theirs, rel=1e-6)

@@ -204,7 +204,11 @@ HOST_KEYS = frozenset({"segments"})  # a layout read on the host (segment attent
 
 
 def to_device(batch: dict, device) -> dict:
-    """The batch with its tensors on ``device`` (other values, and the host-read layout, as they are)."""
+    """The batch with its tensors on ``device`` (other values, and the host-read layout, as they are). The
+    scored positions are listed first, on the host: found on the device they would cost a sync per forward."""
+    if "seq_index" in batch and "score_positions" not in batch and batch["seq_index"].device.type == "cpu":
+        positions, targets, owner = scored_positions(batch)
+        batch = {**batch, "score_positions": positions, "score_targets": targets, "score_owner": owner}
     return {k: v.to(device) if isinstance(v, torch.Tensor) and k not in HOST_KEYS else v for k, v in batch.items()}
 
 

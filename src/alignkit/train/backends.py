@@ -186,9 +186,29 @@ class Backend:
         else:
             self.accelerator.backward(loss)
 
-    def step(self, model, optimizer, scheduler, params: list[torch.Tensor], max_grad_norm: float) -> float:
+    def can_defer(self, optimizer) -> bool:
+        """Whether :meth:`step` can skip a non-finite update without reading the norm on the host: torch's
+        fused AdamW takes a ``found_inf`` flag on the device (as under a loss scaler) and then changes
+        nothing (weights, moments, step count); not with a loss scaler or DeepSpeed, which own the step."""
+        inner = getattr(optimizer, "optimizer", optimizer)
+        return not self.deepspeed and self.accelerator.scaler is None and bool(inner.defaults.get("fused"))
+
+    def step(
+        self, model, optimizer, scheduler, params: list[torch.Tensor], max_grad_norm: float, defer: bool = False
+    ) -> float | torch.Tensor:
         """Clip and apply the accumulated gradients; returns the gradient norm before clipping, which is
-        not finite (and nothing was applied) when a loss or gradient was NaN/inf."""
+        not finite (and nothing was applied) when a loss or gradient was NaN/inf. With ``defer`` (see
+        :meth:`can_defer`) the norm stays a device tensor and the skip is decided on the device; the
+        schedule then advances on a skipped step too (as in transformers' Trainer)."""
+        if defer:
+            norm = self.accelerator.clip_grad_norm_(params, max_grad_norm) if max_grad_norm > 0 else _grad_norm(params)
+            inner = getattr(optimizer, "optimizer", optimizer)
+            inner.found_inf = (~torch.isfinite(norm)).float()
+            optimizer.step()
+            inner.found_inf = None
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            return norm
         if self.deepspeed:
             model.step()
             norm = model.get_global_grad_norm()

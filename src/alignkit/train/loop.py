@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from transformers import set_seed
 
 from alignkit.configs import TrainConfig
-from alignkit.data.collate import collate_to
+from alignkit.data.collate import collate_to, to_device
 from alignkit.diagnose.symptoms import SymptomMonitor
 from alignkit.engine.reference import Reference
 from alignkit.train.session import TrainingSession
@@ -60,25 +60,35 @@ class _Window:
     """Running means over the micro-batches (and optimizer steps) since the last log; kept in checkpoints."""
 
     def __init__(self, sums: dict | None = None, count: int = 0, grad_norm_sum: float = 0.0, steps: int = 0):
-        self.sums = defaultdict(float, sums or {})
+        self.sums = defaultdict(float, sums or {})  # device tensors while filling: read once, by means()/state()
         self.count, self.grad_norm_sum, self.steps = count, grad_norm_sum, steps
 
-    def add(self, metrics: dict[str, float]) -> None:
+    def add(self, metrics: dict) -> None:
         for key, value in metrics.items():
-            self.sums[key] += value
+            self.sums[key] = self.sums[key] + (value.detach().float() if torch.is_tensor(value) else value)
         self.count += 1
 
     def add_step(self, grad_norm: float) -> None:
         self.grad_norm_sum += grad_norm
         self.steps += 1
 
+    def floats(self) -> dict[str, float]:
+        """The sums as numbers: every device tensor read in one transfer."""
+        tensors = [key for key, value in self.sums.items() if torch.is_tensor(value)]
+        values = dict(self.sums)
+        if tensors:
+            device = self.sums[tensors[0]].device
+            read = torch.stack([self.sums[k].to(device).reshape(()) for k in tensors]).tolist()
+            values.update(zip(tensors, read))
+        return values
+
     def means(self) -> dict[str, float]:
-        means = {key: total / max(self.count, 1) for key, total in self.sums.items()}
+        means = {key: total / max(self.count, 1) for key, total in self.floats().items()}
         means["grad_norm"] = self.grad_norm_sum / max(self.steps, 1)
         return means
 
     def state(self) -> dict:
-        return {"sums": dict(self.sums), "count": self.count, "grad_norm_sum": self.grad_norm_sum, "steps": self.steps}
+        return {"sums": self.floats(), "count": self.count, "grad_norm_sum": self.grad_norm_sum, "steps": self.steps}
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -127,6 +137,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     if config.eval_on_start and task.eval_items and state.global_step == 0:
         session.record(0, evaluate(accelerator, model, task, config.per_device_eval_batch_size))
     model.train()
+    session.window_state = lambda: window.state()  # read when a checkpoint is written
     with session:
         while state.global_step < total_steps:
             batches = micro_batches(
@@ -139,18 +150,23 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                 session.throughput.begin_step()
                 samples = tokens = 0
                 for i, indices in enumerate(group):
-                    batch = collate_to(task.collate, [task.train_items[j] for j in indices], accelerator.device)
+                    batch = task.collate([task.train_items[j] for j in indices])
                     samples, tokens = samples + len(indices), tokens + int(batch["sequence_lengths"].sum())
+                    batch = to_device(batch, accelerator.device)
                     with backend.micro_step(model, last=i == len(group) - 1):
                         loss, metrics = task.compute_loss(model, batch, True)
                         backend.backward(model, loss / len(group))
-                    window.add({k: float(v) for k, v in metrics.items()})
-                grad_norm = session.optimizer_step()  # not finite: a NaN/inf somewhere, nothing was applied
-                session.throughput.end_step(samples, tokens)
-                if math.isfinite(grad_norm):
-                    window.add_step(grad_norm)
-                    state.last_good_step = state.global_step + 1
+                    window.add(metrics)  # on the device: nothing is read back until the window is logged
+                # not finite: a NaN/inf somewhere, nothing was applied; on a GPU the norm is read at the next log
+                grad_norm = session.optimizer_step(defer=True)
                 state.global_step += 1
+                step = state.global_step
+                settle = step % config.logging_steps == 0 or step == total_steps or step % config.save_steps == 0
+                norms = [grad_norm] if grad_norm is not None else session.settle() if settle else []
+                session.throughput.end_step(samples, tokens)  # after a settle: the device's queue is drained
+                for norm in norms:
+                    if math.isfinite(norm):
+                        window.add_step(norm)
                 state.batches_done += len(group)
                 fractional_epoch = state.epoch + state.batches_done / len(batches)
                 if state.batches_done >= len(batches):
@@ -158,7 +174,6 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                 session.bar.update(1)
                 if task.on_step is not None:
                     task.on_step(state.global_step)
-                step = state.global_step
                 if step % config.logging_steps == 0 or step == total_steps or session.too_many_nonfinite:
                     last_train = _finalize(task, session.reduce({**window.means(), **session.throughput.window()}))
                     last_train.update(
@@ -168,7 +183,6 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                     )
                     session.log(step, last_train)
                     window = _Window()
-                state.window = window.state()
                 if session.too_many_nonfinite:
                     session.stop_nonfinite(
                         lambda checkpoint: f"{session.in_a_row} steps in a row had a NaN/inf loss or gradient (steps "

@@ -10,10 +10,11 @@ from safetensors.torch import save_file
 
 from alignkit.data.prompts import load_prompt_rows
 from alignkit.data.records import split_train_eval
-from alignkit.engine.logprobs import LogProbModel
+from alignkit.engine.logprobs import LogProbModel, supports_segments
 from alignkit.engine.reference import Reference
 from alignkit.judges.rewards import CombinedReward
 from alignkit.models.loading import load_policy, save_final_model
+from alignkit.models.segment_attention import enable_segment_attention
 from alignkit.train.common import is_main_process, start_run
 from alignkit.train.loop import TrainingResult
 from alignkit.train.rl_loop import PolicyWithValue, RLMethod, run_rl
@@ -36,6 +37,8 @@ def train_rl(config, method: RLMethod) -> TrainingResult:
         check_run_dir(config.output_dir, config.overwrite, config.resume)
     torch.manual_seed(config.seed)
     lm, tokenizer = load_policy(config)  # dropout off by default (disable_dropout), as in TRL
+    if config.padding_free:  # rollout batches in one row, one attention call per layer on a GPU (as training's)
+        enable_segment_attention(lm, supports_segments, config.max_prompt_length + config.max_new_tokens)
     run_dir = start_run(config)
     policy = PolicyWithValue(lm, method.uses_value_head)
     reference = Reference(LogProbModel(lm, config.logprob_chunk_size), use_adapter=config.use_peft)

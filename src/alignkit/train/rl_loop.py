@@ -25,6 +25,7 @@ from alignkit.diagnose.symptoms import RewardHackingGuard
 from alignkit.engine.generation import generate_responses, sample_token_ids
 from alignkit.engine.token_outputs import TokenOutputs, token_outputs
 from alignkit.losses.rl import kl_estimate, masked_mean
+from alignkit.models.segment_attention import uses_segment_attention
 from alignkit.train.loop import TrainingResult, epoch_order
 from alignkit.train.session import TrainingSession
 
@@ -177,7 +178,7 @@ def run_rl(
             # 1. sample completions and score them
             with session.backend.generation_weights(policy), autocast():
                 rollouts = sample_rollouts(config, lm, tokenizer, rows, prompts_for(rows), reward_fn, synced)
-            batch = _batch(rollouts, tokenizer, config, device)
+            batch = _batch(rollouts, tokenizer, config, device, lm)
             # 2. the old policy's and the reference's per-token log-probs (and values, for PPO), one pass each
             with torch.no_grad():  # dropout is off in RL (as in TRL), so these match the first update's forward exactly
                 old = model(batch, config.logprob_chunk_size, config.temperature, with_entropy=True)
@@ -258,11 +259,14 @@ def sample_rollouts(
     return Rollouts(rows_k, prompts_k, responses, texts, scores, components)
 
 
-def _batch(rollouts: Rollouts, tokenizer, config, device, index: list[int] | None = None) -> dict:
+def _batch(rollouts: Rollouts, tokenizer, config, device, lm, index: list[int] | None = None) -> dict:
+    """The sequences of ``rollouts`` (all, or ``index``) as a batch on ``device``: one row of segments when
+    ``lm`` runs segment attention, else the padding-free rows or padded batch the config asks for."""
     index = range(len(rollouts.response_ids)) if index is None else index
     sequences = [rollouts.prompt_ids[i] + rollouts.response_ids[i] for i in index]
     starts = [len(rollouts.prompt_ids[i]) for i in index]
-    batch = build_batch(sequences, starts, tokenizer.pad_token_id, config.padding_free, config.padding_side)
+    one_row = uses_segment_attention(lm)
+    batch = build_batch(sequences, starts, tokenizer.pad_token_id, config.padding_free, config.padding_side, one_row)
     return to_device(batch, device)
 
 
@@ -278,7 +282,7 @@ def _optimise(config, method, session: TrainingSession, rollouts, tokenizer, pre
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, config.mini_batch_size):
             index = order[start : start + config.mini_batch_size]
-            batch = _batch(rollouts, tokenizer, config, device, index.tolist())
+            batch = _batch(rollouts, tokenizer, config, device, session.unwrapped.lm, index.tolist())
             out = model(batch, config.logprob_chunk_size, config.temperature)
             loss, stats = method.loss(config, out, _subset(prepared, index.to(device), out.logps.shape[1]))
             session.backend.backward(model, loss)

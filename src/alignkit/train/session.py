@@ -101,6 +101,8 @@ class TrainingSession:
         self.accelerator = make_accelerator(config.mixed_precision)
         self.backend = Backend(self.accelerator)
         self.in_a_row = 0  # non-finite updates in a row (not checkpointed: a resumed run starts clean)
+        self.unsettled: list = []  # (step, gradient norm) not yet read from the device (see settle)
+        self.window_state = None  # the loop's partly filled logging window, read when a checkpoint is written
 
     def prepare(
         self,
@@ -185,19 +187,47 @@ class TrainingSession:
         """Restore the previous signal handlers."""
         self._signals.__exit__(*exc_info)
 
-    def optimizer_step(self) -> float:
-        """Clip, step the optimizer and the schedule, zero the gradients; the global gradient norm, which is
-        not finite when any loss or gradient was NaN/inf (the update is then skipped and counted)."""
+    @property
+    def defers_host_reads(self) -> bool:
+        """Whether :meth:`optimizer_step` can leave its gradient norm on the device (a GPU, torch's fused
+        AdamW, no loss scaler or DeepSpeed engine): the skip of a non-finite update then happens on the
+        device too, and the norms are read once per logging step (:meth:`settle`), not once per step."""
+        return self.accelerator.device.type == "cuda" and self.backend.can_defer(self.optimizer)
+
+    def optimizer_step(self, defer: bool = False) -> float | None:
+        """Clip, step the optimizer and the schedule, zero the gradients. Returns the global gradient norm,
+        not finite when any loss or gradient was NaN/inf (the update is then skipped and counted); with
+        ``defer`` (where :attr:`defers_host_reads`) returns None and keeps the norm for :meth:`settle`."""
+        step = self.state.global_step + 1
+        defer = defer and self.defers_host_reads
         grad_norm = self.backend.step(
-            self.model, self.optimizer, self.scheduler, self.params, self.config.max_grad_norm
+            self.model, self.optimizer, self.scheduler, self.params, self.config.max_grad_norm, defer
         )
-        return_freed_memory()
-        if math.isfinite(grad_norm):
-            self.in_a_row = 0
-        else:
-            self.state.nonfinite_skipped += 1
-            self.in_a_row += 1
-        return grad_norm
+        if self.accelerator.device.type == "cpu":
+            return_freed_memory()
+        self.unsettled.append((step, grad_norm))
+        if defer:
+            return None
+        return self.settle()[-1]
+
+    def settle(self) -> list[float]:
+        """The gradient norms of the steps since the last call, read from the device at once, with the count
+        of skipped (non-finite) updates, those in a row, and the last applied step brought up to date."""
+        if not self.unsettled:
+            return []
+        steps = [step for step, _ in self.unsettled]
+        norms = [norm if isinstance(norm, float) else norm.detach().float() for _, norm in self.unsettled]
+        if not all(isinstance(norm, float) for norm in norms):
+            norms = torch.stack([torch.as_tensor(n, device=self.accelerator.device) for n in norms]).tolist()
+        self.unsettled = []
+        for step, norm in zip(steps, norms):
+            if math.isfinite(norm):
+                self.in_a_row = 0
+                self.state.last_good_step = step
+            else:
+                self.state.nonfinite_skipped += 1
+                self.in_a_row += 1
+        return norms
 
     @property
     def too_many_nonfinite(self) -> bool:
@@ -224,6 +254,9 @@ class TrainingSession:
     def save(self) -> Path:
         """Write a checkpoint of the current state atomically; a failed write names the checkpoint kept."""
         step = self.state.global_step
+        self.settle()
+        if self.window_state is not None:
+            self.state.window = self.window_state()
         try:
             return write_checkpoint(
                 self.backend,
