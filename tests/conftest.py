@@ -4,10 +4,14 @@ template, built in-process (no downloads) and saved where the API/CLI can load t
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
+
+from alignkit.train.backends import cpu_bf16_flags
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + "
@@ -140,3 +144,70 @@ def tiny_run_args(model_dir, data, out, *extra: str, eval_split: str = "0.25") -
         *("--report_to", "none", "--eval_split", eval_split),
         *extra,
     ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def alignkit_cache(tmp_path_factory):
+    """Every test (and every process it launches) caches under a folder of this session, never the user's
+    ``~/.cache/alignkit`` (converted model, reference log-probs, demo answers)."""
+    before = os.environ.get("ALIGNKIT_CACHE")
+    path = tmp_path_factory.mktemp("alignkit-cache")
+    os.environ["ALIGNKIT_CACHE"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("ALIGNKIT_CACHE", None)
+    else:
+        os.environ["ALIGNKIT_CACHE"] = before
+
+
+NO_BF16 = "this CPU has no native bf16"
+needs_bf16 = pytest.mark.skipif(not cpu_bf16_flags(), reason=NO_BF16)
+
+
+def cpu_lacks_bf16(cpuinfo: str) -> bool:
+    """Read from /proc/cpuinfo's text independently of alignkit's reader: neither avx512_bf16 nor amx_bf16."""
+    return not re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo)
+
+
+def ci_skip_verdict(reason: str, ci: bool, cpuinfo: str) -> str:
+    """What a skip becomes: "skip" outside CI; in CI (where .ci/run installs every extra and the browser)
+    "fail", unless it is the bf16 skip on a CPU that truly lacks bf16 ("no-bf16": skipped, said once)."""
+    if not ci:
+        return "skip"
+    if NO_BF16 in reason and cpu_lacks_bf16(cpuinfo):
+        return "no-bf16"
+    return "fail"
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or not isinstance(report.longrepr, tuple):
+        return
+    reason = str(report.longrepr[-1])
+    verdict = ci_skip_verdict(reason, os.environ.get("CI") == "true", _cpuinfo())
+    if verdict == "fail":
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where this machine should run it: {reason}"
+    elif verdict == "no-bf16":
+        item.config.stash.setdefault(_NO_BF16_SKIPS, []).append(item.nodeid)
+
+
+_NO_BF16_SKIPS = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    skipped = config.stash.get(_NO_BF16_SKIPS, [])
+    if skipped:
+        terminalreporter.write_line(
+            f"alignkit: {len(skipped)} bf16 tests skipped: this CPU has no native bf16 (no avx512_bf16 or amx_bf16 "
+            "in /proc/cpuinfo)"
+        )

@@ -103,3 +103,39 @@ def test_gpu_only_options_fail_clearly_without_a_gpu(monkeypatch):
         require("alignkit_no_such_module", "gpu", "something")
     with pytest.raises(ConfigError, match="load_in_4bit trains LoRA adapters"):
         load_config(DPOConfig, None, ["--train_data", "x", "--load_in_4bit"])
+
+
+@pytest.mark.parametrize(
+    "targets,refused",
+    [
+        (".*(q_proj|lm_head)", "lm_head"),  # a regex, as PEFT takes it: no longer slips past the refusal
+        (["q_proj", "lm_head"], "lm_head"),
+        ("model\\.embed_tokens", "model.embed_tokens"),
+        (".*", "lm_head"),
+    ],
+)
+def test_lora_targets_are_resolved_against_the_model_and_refuse_output_layers(targets, refused):
+    from conftest import build_model
+
+    from alignkit.errors import AlignkitError
+    from alignkit.models.loading import apply_lora
+
+    with pytest.raises(AlignkitError, match=f"selects .*{refused}"):
+        apply_lora(build_model(64, tie=False), 4, 8, 0.0, targets)
+
+
+def test_lora_targets_as_a_regex_adapt_what_they_match_and_read_the_same_from_the_command_line():
+    from conftest import build_model
+
+    from alignkit.models.loading import apply_lora
+
+    config = load_config(
+        DPOConfig, None, ["--train_data", "x.jsonl", "--lora_target_modules", ".*layers\\.1\\..*q_proj"]
+    )
+    assert config.lora_target_modules == ".*layers\\.1\\..*q_proj"  # one regex, not a module of that name
+    model = apply_lora(build_model(64), 4, 8, 0.0, config.lora_target_modules)
+    adapted = sorted({n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A" in n})
+    assert adapted == ["base_model.model.model.layers.1.self_attn.q_proj"]
+    assert load_config(
+        DPOConfig, None, ["--train_data", "x", "--lora_target_modules", "all-linear"]
+    ).lora_target_modules == ("all-linear")

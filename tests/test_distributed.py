@@ -247,7 +247,10 @@ def test_ppo_with_lora_under_sharding_follows_one_process_and_resumes(setup, tin
     for a, b in zip(single, sharded):
         for key, value in a.items():
             if isinstance(value, float):
-                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (a["step"], key)
+                # a clip fraction counts tokens past a threshold: a token on the boundary may fall either side
+                # under rounding-level differences (ZeRO-3's own linear layers), one token of the 96 in a step
+                tolerance = 1 / 96 + 1e-6 if key.endswith("clipfrac") else 1e-5
+                assert b[key] == pytest.approx(value, rel=1e-4, abs=tolerance), (a["step"], key)
     wa, wb = (
         load_file(str(root / name / "checkpoint-3" / "trainable.safetensors")) for name in ("ppo-one", f"ppo-{kind}")
     )

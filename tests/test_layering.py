@@ -73,7 +73,9 @@ def imports_of(module: str) -> list[tuple[str, int, bool]]:
     }
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if _is_import_module_call(node):  # importlib.import_module("alignkit.x"): an import all the same
+            targets = [node.args[0].value]
+        elif isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -91,6 +93,54 @@ def imports_of(module: str) -> list[tuple[str, int, bool]]:
     return found
 
 
+def _is_import_module_call(node: ast.AST) -> bool:
+    """``importlib.import_module("literal")`` or ``import_module("literal")``."""
+    if not isinstance(node, ast.Call) or not node.args or not isinstance(node.args[0], ast.Constant):
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return name == "import_module" and isinstance(node.args[0].value, str)
+
+
+def import_graph(modules) -> dict[str, set[str]]:
+    return {m: {t for t, _, _ in imports_of(m) if t in modules and t != m} for m in modules}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (as a path that ends where it starts), or None."""
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt]
+            if nxt not in state:
+                found = visit(nxt, path + [nxt])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            found = visit(module, [module])
+            if found:
+                return found
+    return None
+
+
+def upward_imports(modules, layer=None) -> list[str]:
+    """Each import of a module from a higher layer than its own, described."""
+    layer = layer or layer_of
+    return [
+        f"{m} (layer {layer(m)}) imports {t} (layer {layer(t)}) at line {line}"
+        for m in modules
+        for t, line, _ in imports_of(m)
+        if t in modules and layer(t) > layer(m)
+    ]
+
+
 def test_every_module_imports():
     for module in sorted(MODULES):
         if module != "alignkit.__main__":
@@ -98,31 +148,12 @@ def test_every_module_imports():
 
 
 def test_no_import_cycles():
-    graph = {m: {t for t, _, _ in imports_of(m) if t in MODULES and t != m} for m in MODULES}
-    state: dict[str, int] = {}
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                cycle = path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt]
-                pytest.fail("import cycle: " + " -> ".join(cycle))
-            if nxt not in state:
-                visit(nxt, path + [nxt])
-        state[node] = 2
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [module])
+    cycle = find_cycle(import_graph(MODULES))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
 def test_each_layer_imports_only_from_below():
-    wrong = [
-        f"{m} (layer {layer_of(m)}) imports {t} (layer {layer_of(t)}) at line {line}"
-        for m in MODULES
-        for t, line, _ in imports_of(m)
-        if t in MODULES and layer_of(t) > layer_of(m)
-    ]
+    wrong = upward_imports(MODULES)
     assert not wrong, "\n".join(wrong)
 
 
@@ -136,12 +167,37 @@ def test_imports_inside_functions_only_for_optional_extras():
     assert not lazy, "\n".join(lazy)
 
 
-def test_a_cycle_is_found(monkeypatch):
-    """The checker itself: a two-module cycle fails the test."""
-    fake = {"alignkit.a": "from alignkit.b import x\n", "alignkit.b": "def f():\n    from alignkit.a import y\n"}
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: fake[self.name])
-    monkeypatch.setitem(MODULES, "alignkit.a", Path("alignkit.a"))
-    monkeypatch.setitem(MODULES, "alignkit.b", Path("alignkit.b"))
-    names = {"alignkit.a", "alignkit.b"}
-    graph = {m: {t for t, _, _ in imports_of(m) if t in names} for m in names}
-    assert graph == {"alignkit.a": {"alignkit.b"}, "alignkit.b": {"alignkit.a"}}
+FAKE = {
+    # a three-module cycle, one edge inside a function, one through importlib with a literal name
+    "alignkit.a": "from alignkit.b import x\n",
+    "alignkit.b": "def f():\n    from alignkit.c import y\n",
+    "alignkit.c": "import importlib\nmodule = importlib.import_module('alignkit.a')\n",
+    # d sits low but imports a from above; e is clean
+    "alignkit.d": "import alignkit.a\n",
+    "alignkit.e": "from alignkit.d import z\n",
+}
+
+
+@pytest.fixture
+def fake_package(monkeypatch):
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: FAKE[self.name])
+    for name in FAKE:
+        monkeypatch.setitem(MODULES, name, Path(name))
+    return set(FAKE)
+
+
+def test_the_checker_finds_a_cycle_through_functions_and_import_module(fake_package):
+    graph = import_graph(fake_package)
+    assert graph["alignkit.c"] == {"alignkit.a"}  # import_module with a literal is an import
+    assert find_cycle(graph) == ["alignkit.a", "alignkit.b", "alignkit.c", "alignkit.a"]
+    del FAKE["alignkit.c"]
+    try:
+        assert find_cycle(import_graph(fake_package - {"alignkit.c"})) is None
+    finally:
+        FAKE["alignkit.c"] = "import importlib\nmodule = importlib.import_module('alignkit.a')\n"
+
+
+def test_the_checker_finds_an_upward_import(fake_package):
+    layers = {"alignkit.a": 2, "alignkit.b": 2, "alignkit.c": 2, "alignkit.d": 0, "alignkit.e": 1}
+    wrong = upward_imports(fake_package, layers.get)
+    assert wrong == ["alignkit.d (layer 0) imports alignkit.a (layer 2) at line 1"]

@@ -4,6 +4,7 @@
 import math
 
 import pytest
+from conftest import needs_bf16
 
 from alignkit.errors import AlignkitError
 from alignkit.train.backends import cpu_bf16_flags, resolve_mixed_precision
@@ -33,7 +34,7 @@ def test_cpu_choices():
     )
 
 
-@pytest.mark.skipif(not cpu_bf16_flags(), reason="this CPU has no native bf16")
+@needs_bf16
 def test_a_bf16_run_tracks_the_fp32_run(tiny_model_dir, pairs_file, tmp_path):
     from test_training import config_for
 
@@ -54,7 +55,7 @@ def test_a_bf16_run_tracks_the_fp32_run(tiny_model_dir, pairs_file, tmp_path):
     )  # autocast really ran
 
 
-@pytest.mark.skipif(not cpu_bf16_flags(), reason="this CPU has no native bf16")
+@needs_bf16
 def test_an_unset_precision_after_a_bf16_run_in_the_same_process_is_fp32(monkeypatch):
     from alignkit.train.backends import make_accelerator
 
@@ -67,3 +68,20 @@ def test_an_unset_precision_after_a_bf16_run_in_the_same_process_is_fp32(monkeyp
     assert make_accelerator(None).mixed_precision == "bf16"
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
     assert make_accelerator(None).mixed_precision == "no"
+
+
+def test_in_ci_a_skip_fails_unless_the_cpu_truly_lacks_bf16():
+    from conftest import NO_BF16, ci_skip_verdict
+
+    assert ci_skip_verdict(NO_BF16, ci=False, cpuinfo=SKYLAKE) == "skip"
+    assert ci_skip_verdict(NO_BF16, ci=True, cpuinfo=SKYLAKE) == "no-bf16"  # skipped, said in one line
+    assert ci_skip_verdict(NO_BF16, ci=True, cpuinfo=SAPPHIRE) == "fail"  # a broken flag reader would skip here
+    assert ci_skip_verdict("no headless browser", ci=True, cpuinfo=SAPPHIRE) == "fail"
+
+
+def test_tests_never_write_into_the_users_cache():
+    from pathlib import Path
+
+    from alignkit.models.embedded import cache_dir
+
+    assert cache_dir() != Path.home() / ".cache" / "alignkit" and cache_dir().is_dir()

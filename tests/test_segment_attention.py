@@ -56,7 +56,13 @@ def test_values_and_gradients_match_the_naive_computation(prefix_sharing):
         assert torch.allclose(grads[name], param.grad, atol=1e-5), name
 
 
-def test_with_lora_and_gradient_checkpointing():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_with_lora_and_gradient_checkpointing_against_the_naive_autograd(precision):
+    """LoRA takes the frozen-output-layer path of the log-prob engine (its gradient computed in the forward):
+    values and adapter gradients against autograd through each sequence's full log-softmax, never against
+    another layout of the same engine; under bf16 autocast both sides run in it."""
+    from contextlib import nullcontext
+
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(
@@ -64,16 +70,23 @@ def test_with_lora_and_gradient_checkpointing():
     )
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    one_row = sequence_logps(model, PreferenceCollator(0, prefix_sharing=True, one_row=True)(ITEMS))
-    one_row.logps.sum().backward()
+    weights = torch.arange(1.0, 7.0)  # distinct weights: a swapped sequence would show
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    with autocast:
+        one_row = sequence_logps(model, PreferenceCollator(0, prefix_sharing=True, one_row=True)(ITEMS))
+    (one_row.logps * weights).sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
-    padded = sequence_logps(model, PreferenceCollator(0, padding_free=False)(ITEMS))
-    padded.logps.sum().backward()
-    assert torch.allclose(one_row.logps, padded.logps, atol=1e-5)
-    assert grads and all(
-        torch.allclose(grads[n], p.grad, atol=1e-5) for n, p in model.named_parameters() if p.requires_grad
-    )
+    with autocast:
+        expected = naive_logps(model, *naive_pairs())
+    (expected * weights).sum().backward()
+    value_tol, grad_tol = (1e-5, 1e-5) if precision == "fp32" else (1e-3, 2e-2)
+    torch.testing.assert_close(one_row.logps, expected, atol=value_tol, rtol=0)
+    assert len(grads) == 8  # lora_A and lora_B of q_proj and v_proj in both layers
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            error = (grads[name] - param.grad).norm() / param.grad.norm()
+            assert error < grad_tol, (name, float(error))
 
 
 def test_kto_and_reward_paths():
@@ -212,3 +225,42 @@ def test_the_kernel_follows_the_device_and_dropout():
     assert kernel_for(torch.device("cuda"), 0.1) == "loop"  # FlexAttention applies no attention dropout
     with forced_kernel("flex"):
         assert kernel_for(torch.device("cpu"), 0.1) == "flex"
+
+
+def _attention_that(drop: str):
+    """LlamaAttention.forward that loses the layout on its way to the kernel: the ``segments`` keyword
+    (a layer that does not pass its keywords on) or a 4-D mask (a wrapper that only takes 2-D ones)."""
+    from transformers.models.llama.modeling_llama import LlamaAttention
+
+    real = LlamaAttention.forward
+
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        if drop == "segments":
+            kwargs.pop("segments", None)
+        elif attention_mask is not None and attention_mask.dim() == 4:
+            attention_mask = None
+        return real(self, hidden_states, position_embeddings, attention_mask, **kwargs)
+
+    return forward
+
+
+@pytest.mark.parametrize("drop", ["segments", "4-D mask"])
+def test_a_model_whose_attention_drops_the_layout_falls_back_and_does_not_leak(drop, monkeypatch, capsys):
+    """The real checks (not a stub) on a Llama whose attention loses the layout: the batch the trainers then
+    build gives exactly the per-sequence log-probs."""
+    from transformers.models.llama.modeling_llama import LlamaAttention
+
+    from alignkit.engine.logprobs import supports_prefix_sharing
+
+    monkeypatch.setattr(LlamaAttention, "forward", _attention_that(drop))
+    model = build_model(64)
+    one_row = enable_segment_attention(model, supports_segments)
+    sharing = supports_prefix_sharing(model)
+    if drop == "segments":  # the one-row layout is refused; the 4-D block mask still reaches SDPA
+        assert not one_row and sharing and "do not follow one-row segments" in capsys.readouterr().err
+        assert model.config._attn_implementation == "sdpa"
+    else:  # both layouts that need a mask are refused (segment attention's own masks never leave the kernel)
+        assert not sharing
+    batch = PreferenceCollator(0, prefix_sharing=sharing, one_row=one_row)(ITEMS)
+    expected = naive_logps(model, *naive_pairs())
+    torch.testing.assert_close(sequence_logps(model, batch).logps, expected, atol=1e-5, rtol=1e-5)

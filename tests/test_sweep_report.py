@@ -39,6 +39,7 @@ def sweep_dir(tmp_path_factory, tiny_model_dir):
     prompts.write_text(
         "".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": 2 * a}) + "\n" for a in range(1, 5))
     )
+    before = os.environ.get("ALIGNKIT_CACHE")
     os.environ["ALIGNKIT_CACHE"] = str(root / "cache")
     config = load_config(
         SweepConfig,
@@ -89,7 +90,7 @@ def sweep_dir(tmp_path_factory, tiny_model_dir):
         ],
     )
     result = run_sweep(config)
-    os.environ.pop("ALIGNKIT_CACHE")
+    os.environ["ALIGNKIT_CACHE"] = before  # the session's (conftest.alignkit_cache)
     return root, result
 
 

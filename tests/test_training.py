@@ -259,7 +259,10 @@ def test_precomputed_reference_gives_the_same_losses(tiny_model_dir, pairs_file,
     cache_files = sorted((tmp_path / "cache" / "ref_logps").glob("*.safetensors"))
     assert len(cache_files) == 2  # one for the train pairs, one for the eval pairs
     assert "reference log-probs of 12 examples computed in" in capsys.readouterr().err  # 9 train + 3 eval pairs
-    for a, b in zip(read_metrics(live.run_dir, timings=False), read_metrics(cached.run_dir, timings=False)):
+    live_records, cached_records = (read_metrics(r.run_dir, timings=False) for r in (live, cached))
+    assert len(live_records) == len(cached_records) > 3  # every log, evaluation and the summary
+    for a, b in zip(live_records, cached_records):
+        assert a.keys() == b.keys()
         for key in a:
             assert a[key] == pytest.approx(b[key], abs=1e-5), key
     again = train_dpo(

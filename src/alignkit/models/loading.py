@@ -14,6 +14,7 @@ from peft import (
     get_peft_model,
     prepare_model_for_kbit_training,
 )
+from peft.tuners.tuners_utils import check_target_module_exists
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -149,12 +150,15 @@ def apply_lora(
 ):
     """Wrap ``model`` with trainable LoRA adapters; base weights are frozen (a reward model's
     ``score`` head, task_type SEQ_CLS, is trained in full and saved with the adapter)."""
-    targets = target_modules
-    if isinstance(targets, list) and any(t in ("lm_head", "embed_tokens") for t in targets):
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type=task_type)
+    embeddings = embedding_layers(model)
+    refused = [name for name, module in model.named_modules() if id(module) in embeddings and targeted(config, name)]
+    if refused:
         raise AlignkitError(
-            "lora_target_modules: adapting lm_head/embed_tokens is not supported; target linear layers of the blocks"
+            f"lora_target_modules {target_modules!r} selects {', '.join(refused)}: adapting the output or "
+            "embedding layer is not supported (the log-prob engine reads the base output weight, so such an "
+            "adapter would never train); target linear layers of the blocks, e.g. all-linear or [q_proj, v_proj]"
         )
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type)
     try:
         return get_peft_model(model, config)
     except ValueError as exc:
@@ -174,6 +178,24 @@ def disable_dropout(model: torch.nn.Module) -> None:
         for name in DROPOUT_ATTRIBUTES:
             if isinstance(getattr(module, name, None), float):
                 setattr(module, name, 0.0)
+
+
+def embedding_layers(model) -> set[int]:
+    """ids of ``model``'s input embedding and output projection modules."""
+    layers = set()
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        module = getattr(model, getter, lambda: None)()
+        if module is not None:
+            layers.add(id(module))
+    return layers
+
+
+def targeted(config: LoraConfig, name: str) -> bool:
+    """Whether PEFT would adapt the module ``name`` under ``config`` (a regex string is matched whole, a
+    list by name suffix, "all-linear" never includes the output layer)."""
+    if config.target_modules == "all-linear":
+        return False
+    return bool(check_target_module_exists(config, name))
 
 
 def load_policy(config, reward_head: bool = False):

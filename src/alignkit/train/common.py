@@ -16,18 +16,14 @@ from alignkit.data.methods import data_loader, tokenize_for
 from alignkit.data.records import load_train_eval
 from alignkit.data.tokenize import TokenizedRows
 from alignkit.diagnose.doctor import preflight
+from alignkit.engine.fingerprint import reference_fingerprint
 from alignkit.engine.logprobs import (
     LogProbModel,
     supports_padding_free,
     supports_prefix_sharing,
     supports_segments,
 )
-from alignkit.engine.reference import (
-    Reference,
-    model_fingerprint,
-    precompute_reference,
-    precompute_wanted,
-)
+from alignkit.engine.reference import Reference, precompute_reference, precompute_wanted
 from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
 from alignkit.models.loading import load_policy, resolve_model_path
@@ -118,7 +114,7 @@ def begin_training(
     return PreparedRun(train_examples, eval_examples, train, evaluation, run_dir, lm, tokenizer)
 
 
-def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[dict]]) -> Reference:
+def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[dict]], tokenizer) -> Reference:
     """The reference model for ``policy`` (adapters off under LoRA, else a frozen copy), or, when
     precomputing (see :func:`precompute_wanted`), values attached to every item once and cached on disk.
     The pass itself waits for the training session (``reference.pending``): it runs on the accelerator's
@@ -126,16 +122,15 @@ def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[
     precompute = precompute_wanted(config, len(item_lists[0]), int(os.environ.get("WORLD_SIZE", "1")))
     reference = Reference(policy, use_adapter=config.use_peft, precompute_only=precompute)
     if precompute:
-        reference.pending = partial(_precompute, config, reference, collate, item_lists)
+        reference.pending = partial(_precompute, config, reference, collate, item_lists, tokenizer)
     return reference
 
 
-def _precompute(config, reference: Reference, collate, item_lists: list[list[dict]], accelerator) -> None:
+def _precompute(config, reference: Reference, collate, item_lists: list[list[dict]], tokenizer, accelerator) -> None:
     """The precomputing pass of :func:`make_reference`, on ``accelerator``'s device (after ``prepare``)."""
-    fingerprint = (
-        model_fingerprint(resolve_model_path(config.model))
-        + f"|{config.dtype}|{accelerator.mixed_precision}|{type(collate).__name__}"
-    )
+    model_path = resolve_model_path(config.model)
+    layout = type(collate).__name__
+    fingerprint = reference_fingerprint(config, tokenizer, model_path, accelerator.mixed_precision, layout, cache_dir())
     started = time.perf_counter()
     computed = 0
     for items in item_lists:

@@ -64,7 +64,7 @@ def train_dpo(
     reference = (
         None
         if config.loss_type in REFERENCE_FREE
-        else make_reference(config, policy, collate, [train_items, eval_items])
+        else make_reference(config, policy, collate, [train_items, eval_items], tokenizer)
     )
     task = TrainingTask(
         model=policy,

@@ -69,7 +69,7 @@ def train_kto(
     train_items = run.train.items
     eval_items = run.eval.items if len(run.eval_examples) >= 2 else []
     collate = run.collator(KTOCollator, config)
-    reference = make_reference(config, policy, collate, [train_items, eval_items])
+    reference = make_reference(config, policy, collate, [train_items, eval_items], tokenizer)
     task = TrainingTask(
         model=policy,
         train_items=train_items,

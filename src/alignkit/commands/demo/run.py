@@ -39,8 +39,8 @@ from alignkit.commands.demo.tasks import demo_tasks
 from alignkit.configs import DemoConfig, EvalFields
 from alignkit.data.records import write_jsonl
 from alignkit.data.synthetic import GOOD_SYSTEM_PROMPT
+from alignkit.engine.fingerprint import model_fingerprint
 from alignkit.engine.generation import generate_replies, generate_responses
-from alignkit.engine.reference import model_fingerprint
 from alignkit.evaluate.answers import answer_metrics, rule_outcome
 from alignkit.evaluate.probes import probe_result, probe_score
 from alignkit.evaluate.winrate import win_rate
@@ -167,7 +167,7 @@ def _reference_answers(config: DemoConfig, model, tokenizer, train_tasks, eval_t
     change only the held-out set) skip that work."""
     base = [
         DEMO_DATA_VERSION,
-        model_fingerprint(resolve_model_path(config.model)),
+        model_fingerprint(resolve_model_path(config.model), cache_dir()),
         config.dtype,
         config.max_new_tokens,
         config.generation_batch_size,
