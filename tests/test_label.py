@@ -302,3 +302,45 @@ def test_answers_generated_by_two_models_and_a_five_point_scale(tmp_path, tiny_m
     assert (score, choice) == (
         (2, "a") if shown_left(0, "ann", "1") == "a" else (4, "b")
     )  # stored unblinded: 1 = a much better
+
+
+def test_a_late_retry_keeps_its_place_and_undo_takes_the_newest_label(tmp_path):
+    from alignkit.commands.label.store import LabelStore
+
+    store = LabelStore(tmp_path / "labels.sqlite")
+    assert store.put_label("al", "X", "a", None, "", "a", request_id="r1") == "stored"
+    assert store.put_label("al", "Y", "b", None, "", "a", request_id="r2") == "stored"
+    assert store.put_label("al", "X", "a", None, "", "a", request_id="r1") == "retry"  # X's request, late
+    assert store.undo("al") == "Y"  # the newest label given; a retry did not make X newer
+    assert [(r["item_id"], r["choice"]) for r in store.all_labels()] == [("X", "a")]
+    assert store.put_label("al", "Y", "b", None, "", "a", request_id="r2") == "undone"  # a retry after the undo
+    assert [(r["item_id"], r["choice"]) for r in store.all_labels()] == [("X", "a")]
+
+
+def test_undo_of_a_changed_label_restores_what_it_replaced(tmp_path):
+    from alignkit.commands.label.store import LabelStore
+
+    store = LabelStore(tmp_path / "labels.sqlite")
+    store.put_label("al", "X", "a", None, "first", "a", request_id="r1")
+    store.put_label("al", "Y", "b", None, "", "a", request_id="r2")
+    assert store.put_label("al", "X", "tie", None, "changed my mind", "a", request_id="r3") == "stored"
+    current = {r["item_id"]: (r["choice"], r["reason"]) for r in store.all_labels()}
+    assert current == {"X": ("tie", "changed my mind"), "Y": ("b", "")}
+    assert store.undo("al") == "X"  # the change was the newest label: X goes back to its first choice
+    current = {r["item_id"]: (r["choice"], r["reason"]) for r in store.all_labels()}
+    assert current == {"X": ("a", "first"), "Y": ("b", "")}
+    assert store.undo("al") == "Y" and store.undo("al") == "X" and store.undo("al") is None
+    assert store.put_label("al", "X", "tie", None, "", "a", request_id="r3") == "undone"
+
+
+def test_retries_through_the_api_keep_their_place(project):
+    root, tokens = project
+    client = TestClient(create_app(root))
+    alice = {"Authorization": f"Bearer {tokens['alice']}"}
+    first, second = client.get("/api/state", headers=alice).json()["items"][:2]
+    label = lambda item, request: client.post(  # noqa: E731
+        "/api/label", headers=alice, json={"item_id": item["item_id"], "choice": "1", "request_id": request}
+    ).json()["outcome"]
+    assert (label(first, "p1"), label(second, "p2"), label(first, "p1")) == ("stored", "stored", "retry")
+    assert client.post("/api/undo", headers=alice, json={}).json() == {"item_id": second["item_id"]}
+    assert label(second, "p2") == "undone"

@@ -32,6 +32,16 @@ def healthy(step):
     )
 
 
+def symptom_run_args(model_dir, data, out, lr: str) -> list[str]:
+    """Three epochs of full-batch-4 DPO on the tiny model, logged every step (the symptom runs' settings)."""
+    return [
+        *("--model", str(model_dir), "--train_data", str(data), "--output_dir", str(out)),
+        *("--per_device_train_batch_size", "4", "--learning_rate", lr, "--logging_steps", "1"),
+        *("--max_length", "64", "--disable_tqdm", "--report_to", "none", "--eval_split", "0"),
+        *("--num_train_epochs", "3", "--preflight", "false"),
+    ]
+
+
 def test_a_healthy_run_raises_nothing():
     monitor = SymptomMonitor(total_steps=20)
     records = [healthy(s) for s in range(1, 21)]
@@ -142,29 +152,7 @@ def test_real_runs_healthy_is_silent_too_high_a_learning_rate_is_not(tiny_model_
             DPOConfig,
             None,
             [
-                "--model",
-                str(tiny_model_dir),
-                "--train_data",
-                str(pairs),
-                "--output_dir",
-                str(tmp_path / name),
-                "--per_device_train_batch_size",
-                "4",
-                "--learning_rate",
-                lr,
-                "--logging_steps",
-                "1",
-                "--max_length",
-                "64",
-                "--disable_tqdm",
-                "--report_to",
-                "none",
-                "--eval_split",
-                "0",
-                "--num_train_epochs",
-                "3",
-                "--preflight",
-                "false",
+                *symptom_run_args(tiny_model_dir, pairs, tmp_path / name, lr),
                 "--precompute_ref_log_probs",
                 "false",
                 *extra,
@@ -227,29 +215,7 @@ def test_each_remaining_rule_fires_on_a_real_run_that_goes_wrong_its_way(tiny_mo
             DPOConfig,
             None,
             [
-                "--model",
-                str(tiny_model_dir),
-                "--train_data",
-                str(data),
-                "--output_dir",
-                str(tmp_path / name),
-                "--per_device_train_batch_size",
-                "4",
-                "--learning_rate",
-                lr,
-                "--logging_steps",
-                "1",
-                "--max_length",
-                "64",
-                "--disable_tqdm",
-                "--report_to",
-                "none",
-                "--eval_split",
-                "0",
-                "--num_train_epochs",
-                "3",
-                "--preflight",
-                "false",
+                *symptom_run_args(tiny_model_dir, data, tmp_path / name, lr),
                 *extra,
             ],
         )

@@ -41,6 +41,7 @@ class LabelIn(BaseModel):
     choice: Literal["1", "2", "tie", "up", "down", "pass", "fail"] | None = None
     score: int | None = Field(None, ge=1, le=5)
     reason: str = Field("", max_length=4000)
+    request_id: str | None = Field(None, max_length=100, description="The page's id of this action, kept by retries.")
 
 
 def create_app(project_dir: str | Path) -> FastAPI:
@@ -103,8 +104,8 @@ def create_app(project_dir: str | Path) -> FastAPI:
         choice, score, left = _unblind(
             body.choice, body.score, shown_left(project.seed, name, body.item_id) if project.kind == "compare" else None
         )
-        store.put_label(name, body.item_id, choice, score, body.reason.strip(), left)
-        return {"ok": True}
+        outcome = store.put_label(name, body.item_id, choice, score, body.reason.strip(), left, body.request_id)
+        return {"ok": True, "outcome": outcome}
 
     def _unblind(choice: str | None, score: int | None, left: str | None) -> tuple[str, int | None, str | None]:
         allowed = {

@@ -1,7 +1,9 @@
 """The project's SQLite database (WAL mode): annotators, their item assignments and their labels.
 
 Every label is committed the moment it is given, in its own transaction; a label is keyed by
-(annotator, item), so a repeated request (a retry, two tabs) replaces rather than double-counts.
+(annotator, item), so a repeated request (a retry, two tabs) never double-counts: a retry (same item,
+choice and client request id) keeps its original place, a changed label replaces the earlier one (kept
+so that undo can restore it), and a label once undone is not brought back by a late retry.
 Tokens are stored as SHA-256 digests and compared in constant time; the plain token is shown once,
 when the annotator is added.
 """
@@ -29,7 +31,13 @@ CREATE TABLE IF NOT EXISTS labels (
     shown_left TEXT,               -- which answer was on the left (a or b): position bias
     given REAL NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (annotator, item_id));
+CREATE TABLE IF NOT EXISTS replaced (  -- labels a later label of the same item replaced: undo restores them
+    annotator TEXT NOT NULL, item_id TEXT NOT NULL, choice TEXT NOT NULL, score INTEGER, reason TEXT NOT NULL,
+    shown_left TEXT, given REAL NOT NULL, seq INTEGER NOT NULL, request_id TEXT);
+CREATE TABLE IF NOT EXISTS undone (annotator TEXT NOT NULL, request_id TEXT NOT NULL,
+    PRIMARY KEY (annotator, request_id));
 """
+LABEL_COLUMNS = "annotator, item_id, choice, score, reason, shown_left, given, seq, request_id"
 
 
 def digest(token: str) -> str:
@@ -46,6 +54,8 @@ class LabelStore:
         with self.connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            if "request_id" not in {row[1] for row in db.execute("PRAGMA table_info(labels)")}:
+                db.execute("ALTER TABLE labels ADD COLUMN request_id TEXT")  # a project from before retries had ids
 
     @contextmanager
     def connect(self):
@@ -113,26 +123,70 @@ class LabelStore:
             return {r[0] for r in db.execute("SELECT item_id FROM labels WHERE annotator = ?", (annotator,))}
 
     def put_label(
-        self, annotator: str, item_id: str, choice: str, score: int | None, reason: str, shown_left: str | None
-    ) -> None:
-        """Store (or replace) ``annotator``'s label of ``item_id`` in one transaction."""
+        self,
+        annotator: str,
+        item_id: str,
+        choice: str,
+        score: int | None,
+        reason: str,
+        shown_left: str | None,
+        request_id: str | None = None,
+    ) -> str:
+        """Store ``annotator``'s label of ``item_id`` in one transaction; returns what happened:
+
+        - "retry": the label is already there (same item and choice, and the same client ``request_id``
+          when one is sent): nothing changes, the label keeps its place in the order undo follows;
+        - "undone": ``request_id`` belongs to a label that was undone: a late retry never restores it;
+        - "stored": a new label, or a changed one (the one it replaces is kept for undo to restore)."""
         with self.transaction() as db:
-            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM labels").fetchone()[0]
+            if (
+                request_id
+                and db.execute(
+                    "SELECT 1 FROM undone WHERE annotator = ? AND request_id = ?", (annotator, request_id)
+                ).fetchone()
+            ):
+                return "undone"
+            old = db.execute(
+                f"SELECT {LABEL_COLUMNS} FROM labels WHERE annotator = ? AND item_id = ?", (annotator, item_id)
+            ).fetchone()
+            if old is not None and (old["choice"], old["score"]) == (choice, score):
+                if request_id is None or old["request_id"] in (None, request_id):
+                    return "retry"
+            if old is not None:
+                db.execute(f"INSERT INTO replaced ({LABEL_COLUMNS}) VALUES ({', '.join('?' * 9)})", tuple(old))
+            seq = db.execute(
+                "SELECT MAX(s) + 1 FROM (SELECT COALESCE(MAX(seq), 0) AS s FROM labels "
+                "UNION ALL SELECT COALESCE(MAX(seq), 0) FROM replaced)"
+            ).fetchone()[0]
             db.execute(
-                "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (annotator, item_id, choice, score, reason, shown_left, time.time(), seq),
+                f"INSERT OR REPLACE INTO labels ({LABEL_COLUMNS}) VALUES ({', '.join('?' * 9)})",
+                (annotator, item_id, choice, score, reason, shown_left, time.time(), seq, request_id),
             )
+            return "stored"
 
     def undo(self, annotator: str) -> str | None:
-        """Remove the annotator's latest label; the item it was for (None when there is none)."""
+        """Take back the annotator's newest label (by the order labels were given; retries keep their
+        place): a changed label goes back to what it replaced, a new one is removed. Its request id is
+        remembered, so a retry of it arriving later is refused. The item it was for (None when none)."""
         with self.transaction() as db:
             row = db.execute(
-                "SELECT item_id FROM labels WHERE annotator = ? ORDER BY seq DESC LIMIT 1", (annotator,)
+                "SELECT item_id, request_id FROM labels WHERE annotator = ? ORDER BY seq DESC LIMIT 1", (annotator,)
             ).fetchone()
             if row is None:
                 return None
-            db.execute("DELETE FROM labels WHERE annotator = ? AND item_id = ?", (annotator, row[0]))
-            return row[0]
+            item_id = row["item_id"]
+            db.execute("DELETE FROM labels WHERE annotator = ? AND item_id = ?", (annotator, item_id))
+            if row["request_id"]:
+                db.execute("INSERT OR IGNORE INTO undone VALUES (?, ?)", (annotator, row["request_id"]))
+            previous = db.execute(
+                f"SELECT rowid, {LABEL_COLUMNS} FROM replaced WHERE annotator = ? AND item_id = ? ORDER BY seq DESC "
+                "LIMIT 1",
+                (annotator, item_id),
+            ).fetchone()
+            if previous is not None:
+                db.execute(f"INSERT INTO labels ({LABEL_COLUMNS}) VALUES ({', '.join('?' * 9)})", tuple(previous)[1:])
+                db.execute("DELETE FROM replaced WHERE rowid = ?", (previous["rowid"],))
+            return item_id
 
     def all_labels(self) -> list[dict]:
         """Every label, oldest first."""
