@@ -139,3 +139,43 @@ def test_lora_targets_as_a_regex_adapt_what_they_match_and_read_the_same_from_th
     assert load_config(
         DPOConfig, None, ["--train_data", "x", "--lora_target_modules", "all-linear"]
     ).lora_target_modules == ("all-linear")
+
+
+def test_push_to_hub_fails_before_anything_is_written_when_the_hub_cannot_be_reached(tmp_path, monkeypatch):
+    from alignkit.train.dpo import train_dpo
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    config = load_config(
+        DPOConfig, None, ["--train_data", "x.jsonl", "--output_dir", str(tmp_path / "run"), "--push_to_hub", "true"]
+    )
+    with pytest.raises(Exception, match="push_to_hub: cannot push to 'run' at http://127.0.0.1:9"):
+        train_dpo(config)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="push_to_hub"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--hub_model_id", "me/model"])
+
+
+def test_dtype_auto_is_the_checkpoints_and_trust_remote_code_reaches_loading(tmp_path, monkeypatch):
+    import torch
+    from conftest import build_model, build_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.models.loading import load_policy
+
+    folder = tmp_path / "bf16-model"
+    build_model(300).to(torch.bfloat16).save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    seen = {}
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.update(kwargs)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    args = ["--train_data", "x", "--model", str(folder), "--torch_dtype", "auto", "--trust_remote_code", "true"]
+    model, _ = load_policy(load_config(DPOConfig, None, args))
+    assert seen["trust_remote_code"] is True and next(model.parameters()).dtype == torch.bfloat16
+    model, _ = load_policy(load_config(DPOConfig, None, ["--train_data", "x", "--model", str(folder)]))
+    assert seen["trust_remote_code"] is False and next(model.parameters()).dtype == torch.float32  # the default

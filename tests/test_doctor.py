@@ -291,7 +291,28 @@ def test_cli_exit_status_and_table(tmp_path, tiny_model_dir, capsys):
         )
         == 0
     )
-    assert main(["doctor", "--method", "ppo", "--train_data", str(train)]) == 2
+
+
+def test_the_doctor_checks_rl_configs(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    from conftest import write_prompts
+
+    monkeypatch.setenv("COLUMNS", "300")  # one line per finding
+    from alignkit.cli import main
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl")
+    base = ["--model", str(tiny_model_dir), "--train_data", str(prompts), "--max_new_tokens", "8"]
+    assert main(["doctor", "--method", "grpo", *base, "--eval_split", "0.25"]) == 0
+    err = capsys.readouterr().err
+    assert "prompt length" in err and "sample answers score from" in err and "0 failed" in err
+    # a verifier needs answers: rows without them fail as data; a length-only reward is fine but a regex that
+    # matches nothing gives every answer the same score (no signal)
+    no_answers = tmp_path / "no_answers.jsonl"
+    no_answers.write_text('{"prompt": "What is 2 + 2?"}\n' * 4)
+    assert main(["doctor", "--method", "ppo", "--model", str(tiny_model_dir), "--train_data", str(no_answers)]) == 1
+    assert main(["doctor", "--method", "rloo", *base, "--rewards", "[{kind: regex, pattern: zzz}]"]) == 0
+    assert "no signal" in capsys.readouterr().err
+    assert main(["doctor", "--method", "rloo", *base, "--max_new_tokens", "300"]) == 1  # 256 positions
+    assert "exceeds the model's 256 positions" in capsys.readouterr().err
 
 
 def test_training_runs_the_checks_first_and_a_fail_writes_nothing(tmp_path, tiny_model_dir, capsys):

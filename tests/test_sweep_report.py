@@ -208,3 +208,32 @@ def test_report_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 1
     assert "holds no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_report_reads_rl_runs(tiny_model_dir, tmp_path):
+    from conftest import tiny_run_args, write_prompts
+
+    from alignkit.configs import GRPOConfig, ReportConfig, load_config
+    from alignkit.report.build import build_report
+    from alignkit.train.grpo import train_grpo
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n=8)
+    out = tmp_path / "grpo"
+    args = tiny_run_args(tiny_model_dir, prompts, out, "--max_steps", "2", "--eval_steps", "1")
+    train_grpo(load_config(GRPOConfig, None, [*args, "--max_new_tokens", "6", "--rewards", "[{kind: length}]"]))
+    build_report(ReportConfig(runs=[str(out)]))
+    md = (out / "report.md").read_text()
+    assert "2 training logs up to step 2; 2 evaluations." in md  # RL logs loss/total and eval/reward/score
+    assert "| reward/score |" in md and "| objective/kl |" in md
+
+
+def test_report_panels_skip_one_value_and_all_zero_metrics():
+    from alignkit.report.plots import metric_series, worth_a_panel
+
+    records = [
+        {"step": 1, "loss": 0.7, "nonfinite_steps_skipped": 0},
+        {"step": 2, "loss": 0.6, "nonfinite_steps_skipped": 0, "eval/loss": 0.65},
+        {"step": 2, "train_runtime": 12.0},
+    ]
+    kept = {name for name, points in metric_series(records).items() if worth_a_panel(points)}
+    assert kept == {"loss"}

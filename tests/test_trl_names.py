@@ -90,7 +90,7 @@ def test_shipped_trl_yaml_files_load():
         "examples/data/sft_arithmetic.jsonl",
         0.0,
         True,
-        "float32",
+        "auto",  # torch_dtype: auto is the checkpoint's dtype, as in transformers and TRL
     )
 
 

@@ -49,3 +49,31 @@ def test_wandb_offline_run_records_every_logged_metric(tiny_model_dir, pairs_fil
         for key in ("loss", "logps/chosen", "rewards/margins"):
             assert json.dumps(record[key]).encode() in data, (record["step"], key)
     assert b"rewards/accuracies" in data and (out / "tensorboard").is_dir()  # TensorBoard stays on beside wandb
+
+
+def test_resume_purges_tensorboard_and_continues_the_wandb_run(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+    """A run stopped after step 4 with a checkpoint at step 2, then resumed: TensorBoard holds each step
+    once (the discarded steps 3-4 purged), and wandb continues the run under the id kept in the run directory."""
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_training import config_for
+
+    from alignkit.train.dpo import train_dpo
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    extra = ("--max_steps", "4", "--save_steps", "2", "--report_to", "wandb", "--run_name", "my-run")
+    train_dpo(config_for(tiny_model_dir, pairs_file, out, *extra))
+    run_id = (out / "wandb_run_id").read_text()
+    shutil.rmtree(out / "checkpoint-4")
+    shutil.rmtree(out / "final")
+    train_dpo(config_for(tiny_model_dir, pairs_file, out, *extra, "--resume"))
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]  # not 1, 2, 3, 4, 3, 4
+    assert (out / "wandb_run_id").read_text() == run_id
+    runs = sorted(p.name for p in (out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(f"-{run_id}" in name for name in runs)  # one wandb run id, continued
+    assert b"my-run" in next((out / "wandb").glob("offline-run-*/run-*.wandb")).read_bytes()

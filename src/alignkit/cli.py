@@ -23,6 +23,7 @@ class Command:
     config: str  # "module:ClassName"
     runner: str  # "module:function", called with the validated config
     summary: str
+    usage: str = "[config.yaml] [--key value ...]"  # what follows the command's name
 
 
 COMMANDS: dict[str, Command] = {
@@ -93,7 +94,8 @@ COMMANDS: dict[str, Command] = {
         "alignkit.configs:DPOConfig",
         "alignkit.diagnose.doctor:doctor_cli",
         "Pre-flight checks of a training config (--method "
-        "dpo|kto|orpo|sft|reward): data, template, model, hyper-parameters.",
+        "dpo|kto|orpo|sft|reward|ppo|grpo|rloo): data, template, model, hyper-parameters.",
+        "[config.yaml] [--method dpo|kto|orpo|sft|reward|ppo|grpo|rloo] [--key value ...]",
     ),
     "eval": Command(
         "alignkit.configs:EvalConfig",
@@ -110,6 +112,7 @@ COMMANDS: dict[str, Command] = {
         "alignkit.configs:ReportConfig",
         "alignkit.report.build:build_report",
         "Self-contained HTML report + markdown summary of run / eval / sweep directories.",
+        "RUN_DIR [RUN_DIR ...] [--key value ...]",
     ),
     "serve": Command(
         "alignkit.configs:ServeConfig",
@@ -120,6 +123,13 @@ COMMANDS: dict[str, Command] = {
         "alignkit.configs:LabelConfig",
         "alignkit.commands.label.run:run_label",
         "Web app where people compare answers blind: label [init|add-annotator|stats|export] PROJECT_DIR.",
+        "[init|add-annotator|serve|stats|export] PROJECT_DIR [NAME] [--key value ...]",
+    ),
+    "env": Command(
+        "alignkit.configs:EnvConfig",
+        "alignkit.commands.env:print_env",
+        "Versions, devices and bf16 support, to paste into a bug report.",
+        "",
     ),
 }
 LABEL_ACTIONS = ("init", "add-annotator", "serve", "stats", "export")
@@ -171,9 +181,13 @@ def _main(argv: list[str] | None) -> int:
             return 2
         config_cls = _load(COMMANDS[method].config)
     if "-h" in rest or "--help" in rest:
+        keys = describe_fields(config_cls)
+        if name == "doctor":
+            keys = f"(the keys of the config it checks: {method}'s; --method picks another)\n{keys}"
         print(
-            f"usage: alignkit {name} [config.yaml] [--key value "
-            f"...]\n\n{command.summary}\n\nkeys:\n{describe_fields(config_cls)}"
+            f"usage: alignkit {name} {command.usage}".rstrip()
+            + f"\n\n{command.summary}"
+            + (f"\n\n{keys}" if keys else "")
         )
         return 0
     if name == "report":  # alignkit report RUN_DIR [RUN_DIR ...] [--key value]
@@ -231,7 +245,7 @@ def _leave_process_group(code: int) -> None:
             os._exit(code)
 
 
-TRAINING_COMMANDS = ("dpo", "kto", "orpo", "sft", "reward")
+TRAINING_COMMANDS = ("dpo", "kto", "orpo", "sft", "reward", "ppo", "grpo", "rloo")
 
 
 def _pop_option(args: list[str], option: str, default: str | None) -> tuple[str | None, list[str]]:

@@ -25,9 +25,9 @@ def _truthy(value: Any) -> bool:
 
 
 def _dtype(value: Any) -> dict:
-    if str(value) in ("auto", "None", "none"):
+    if str(value) in ("None", "none"):
         return {}  # alignkit's default: float32 weights (mixed precision is a separate setting)
-    return {"dtype": str(value).removeprefix("torch.")}
+    return {"dtype": str(value).removeprefix("torch.")}  # auto: the checkpoint's dtype, as in transformers
 
 
 def _precision(kind: str) -> Callable[[Any], dict]:
@@ -89,14 +89,8 @@ NO_EFFECT = {
     "dataloader_pin_memory",
     "dataloader_persistent_workers",
     "dataloader_prefetch_factor",
-    "push_to_hub",
-    "hub_model_id",
-    "hub_strategy",
-    "hub_token",
-    "hub_private_repo",
     "logging_dir",
     "logging_first_step",
-    "run_name",
     "do_train",
     "do_eval",
     "do_predict",
@@ -108,7 +102,6 @@ NO_EFFECT = {
     "log_level_replica",
     "use_liger_kernel",
     "torch_compile",
-    "trust_remote_code",
     "include_tokens_per_second",
     "include_num_input_tokens_seen",
     "torch_empty_cache_steps",
@@ -137,6 +130,8 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
         "alignkit's LoRA uses lora_alpha / lora_r scaling; drop use_rslora (or scale lora_alpha yourself)",
     ),
     "use_dora": (False, "DoRA is not supported; use plain LoRA (use_peft: true)"),
+    "hub_token": (None, "set HF_TOKEN in the environment (or run huggingface-cli login) instead"),
+    "hub_strategy": ("every_save", "alignkit pushes final/ once, when training ends (hub_strategy: end)"),
     "load_in_8bit": (False, "8-bit loading is not supported; use load_in_4bit (QLoRA) or full precision"),
     "f_divergence_type": ("reverse_kl", "only the reverse-KL (standard DPO) divergence is supported"),
     "sync_ref_model": (False, "the reference stays fixed in alignkit; drop sync_ref_model"),
@@ -170,7 +165,7 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
 # renamed only where the command has that field and not TRL's: RL commands generate (max_new_tokens);
 # TRL's RLOO calls its KL coefficient beta, alignkit's RLOO and PPO call it kl_coef (GRPO: beta in both)
 RENAMED_IF_KNOWN = {"max_completion_length": "max_new_tokens", "beta": "kl_coef"}
-SAME_AS_ALIGNKIT = {"optim": {"adamw_torch_fused"}, "completion_only_loss": {True}}
+SAME_AS_ALIGNKIT = {"optim": {"adamw_torch_fused"}, "completion_only_loss": {True}, "hub_strategy": {"end"}}
 # TRL's list fields (``--loss_type sigmoid sft`` takes both words)
 LIST_NAMES = {"loss_type", "loss_weights", "report_to", "lora_target_modules", "lora_modules_to_save"}
 # TRL's boolean flags that are not booleans here (``--bf16`` alone means true, as in TRL)

@@ -33,6 +33,7 @@ from alignkit.configs.data import (
 from alignkit.configs.demo import DemoConfig
 from alignkit.configs.evaluation import (
     PROBES,
+    EnvConfig,
     EvalConfig,
     EvalFields,
     ReportConfig,
@@ -82,6 +83,7 @@ __all__ = [
     "PairsConfig",
     "RLConfig",
     "RLOOConfig",
+    "EnvConfig",
     "ReportConfig",
     "RewardConfig",
     "RewardSpec",

@@ -68,10 +68,11 @@ class TrainConfig(BaseModel):
         None, description="Evaluation data in the same formats; when unset, eval_split of train_data is held out."
     )
     eval_split: float = Field(
-        0.1,
+        0.0,
         ge=0.0,
         lt=1.0,
-        description="Fraction of train_data held out for evaluation when eval_data is unset (0 disables evaluation).",
+        description="Fraction of train_data held out for evaluation when eval_data is unset; 0 (as in TRL) trains "
+        "on all of it and evaluates nothing (the doctor recommends a hold-out, e.g. 0.1).",
     )
     dataset_train_split: str = Field(
         "train", description="Split of train_data to train on (hub datasets and save_to_disk folders with splits)."
@@ -93,6 +94,18 @@ class TrainConfig(BaseModel):
         False, description="Resume even though the config or the data differ from the checkpoint's."
     )
     seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
+    run_name: str | None = Field(
+        None, description="The run's name in every tracker (TensorBoard, wandb); default: output_dir's folder name."
+    )
+    push_to_hub: bool = Field(
+        False,
+        description="Upload final/ (model or adapter, tokenizer, model card) to the Hugging Face Hub after "
+        "training; the hub is checked before training starts, and an unreachable one is an error.",
+    )
+    hub_model_id: str | None = Field(
+        None, description="The hub repository to push to (user/name); default: output_dir's folder name."
+    )
+    hub_private_repo: bool | None = Field(None, description="Create the hub repository private.")
 
     # --- optimisation ---
     learning_rate: float = Field(1e-6, gt=0.0, description="Peak learning rate (AdamW).")
@@ -196,7 +209,14 @@ class TrainConfig(BaseModel):
     )
 
     # --- model / compute ---
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32",
+        description="Weights dtype for training; auto: the checkpoint's own (as in transformers and TRL: a bf16 "
+        "checkpoint loads in bf16).",
+    )
+    trust_remote_code: bool = Field(
+        False, description="Let transformers run the model repository's own code (models it does not ship)."
+    )
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] | None = Field(
         None,
         description="Mixed precision (autocast) over float32 weights: bf16 (GPUs, and CPUs "
@@ -274,6 +294,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"max_steps must be a positive number of steps or -1, got {self.max_steps}")
         if self.load_in_4bit and not self.use_peft:
             raise ValueError("load_in_4bit trains LoRA adapters on a frozen 4-bit model: set use_peft true")
+        if self.hub_model_id and not self.push_to_hub:
+            raise ValueError("hub_model_id is set but push_to_hub is false: set push_to_hub true to upload final/")
         if "none" in self.report_to and len(self.report_to) > 1:
             raise ValueError("report_to: 'none' cannot be combined with other loggers")
         return self

@@ -16,6 +16,7 @@ class DemoConfig(DPOConfig):
 
     output_dir: str = new_default(DPOConfig, "output_dir", "", "Default for the demo: alignkit-runs/demo-<timestamp>.")
     use_peft: bool = new_default(DPOConfig, "use_peft", True, "On for the demo (set false for full fine-tuning).")
+    eval_split: float = new_default(DPOConfig, "eval_split", 0.1, "The demo holds out a tenth of its pairs.")
     learning_rate: float = new_default(
         DPOConfig,
         "learning_rate",

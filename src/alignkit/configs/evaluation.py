@@ -177,3 +177,9 @@ class ScoreConfig(BaseModel):
                 f"max_prompt_length ({self.max_prompt_length}) must be smaller than max_length ({self.max_length})"
             )
         return self
+
+
+class EnvConfig(BaseModel):
+    """`alignkit env`: takes no keys."""
+
+    model_config = ConfigDict(extra="forbid")

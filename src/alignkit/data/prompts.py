@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from alignkit.data.preference import check_content
-from alignkit.data.records import FaultCollector, read_records
+from alignkit.data.records import FaultCollector, read_records, split_train_eval
 from alignkit.errors import AlignkitError
 
 
@@ -40,3 +40,13 @@ def load_prompt_rows(source: str, needs_answer: bool = False) -> list[dict]:
     if not rows:
         raise AlignkitError(f"{source}: contains no prompts")
     return rows
+
+
+def load_prompts(config) -> tuple[list[dict], list[dict]]:
+    """An RL config's validated train and eval prompt rows (with answers when a verifier scores them):
+    ``eval_data``, else an ``eval_split`` of ``train_data``."""
+    needs_answer = any(spec.kind == "verifier" for spec in config.rewards)
+    rows = load_prompt_rows(config.train_data, needs_answer=needs_answer)
+    if config.eval_data:
+        return rows, load_prompt_rows(config.eval_data, needs_answer=needs_answer)
+    return split_train_eval(rows, config.eval_split, config.seed)

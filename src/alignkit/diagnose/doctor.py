@@ -14,12 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from alignkit.data.methods import data_loader
+from alignkit.data.prompts import load_prompts
 from alignkit.data.records import load_train_eval
 from alignkit.data.tokenize import TokenizedRows
 from alignkit.diagnose.checks import SETUP_CHECKS, check_output_dir
 from alignkit.diagnose.context import Check, Context, views_of
 from alignkit.diagnose.data_checks import DATA_CHECKS
+from alignkit.diagnose.rl_checks import rl_checks
 from alignkit.errors import AlignkitError, DataValidationError
+from alignkit.judges.rewards import CombinedReward
 from alignkit.models.loading import load_model_and_tokenizer
 
 METHOD_OF_CONFIG = {
@@ -29,7 +32,11 @@ METHOD_OF_CONFIG = {
     "ORPOConfig": "orpo",
     "SFTConfig": "sft",
     "RewardConfig": "reward",
+    "PPOConfig": "ppo",
+    "GRPOConfig": "grpo",
+    "RLOOConfig": "rloo",
 }
+RL_METHODS = ("ppo", "grpo", "rloo")
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
@@ -120,6 +127,8 @@ def doctor(config, method: str | None = None, invalid: list[tuple[str, str]] = (
     ``alignkit doctor``). ``invalid``: (key, message) of values that failed validation (left at their
     defaults, so the other checks could run); each is a failed check."""
     method = method or method_of(config)
+    if method in RL_METHODS:
+        return _rl_doctor(config, method, invalid)
     try:
         train, evaluation = load_train_eval(config, data_loader(method))
     except DataValidationError as exc:
@@ -138,7 +147,13 @@ def doctor(config, method: str | None = None, invalid: list[tuple[str, str]] = (
         return report
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype, reward_head=method == "reward")
     report = run_checks(config, train, evaluation, tokenizer, model)
-    report.checks[:0] = [
+    report.checks[:0] = _invalid_checks(invalid, method)
+    print_report(report)
+    return report
+
+
+def _invalid_checks(invalid, method: str) -> list[Check]:
+    return [
         Check(
             f"config: {key}",
             "fail",
@@ -147,8 +162,29 @@ def doctor(config, method: str | None = None, invalid: list[tuple[str, str]] = (
         )
         for key, message in invalid
     ]
+
+
+def _rl_doctor(config, method: str, invalid) -> DoctorReport:
+    try:
+        train, evaluation = load_prompts(config)
+    except AlignkitError as exc:
+        report = DoctorReport([Check("data", "fail", str(exc).splitlines()[0], "Fix the prompt rows listed.")])
+        print_report(report)
+        print("\n".join(str(exc).splitlines()[1:]), file=sys.stderr)
+        return report
+    model, tokenizer = load_model_and_tokenizer(config.model, config.dtype, trust_remote_code=config.trust_remote_code)
+    checks = rl_checks(config, method, train, evaluation, tokenizer, model, CombinedReward(config.rewards))
+    report = DoctorReport(_invalid_checks(invalid, method) + checks)
     print_report(report)
     return report
+
+
+def rl_preflight(config, method: str, train_rows, eval_rows, tokenizer, model, reward_fn) -> DoctorReport | None:
+    """The RL commands' pre-flight (see :func:`preflight`)."""
+    if not config.preflight or config.resume:
+        return None
+    report = DoctorReport(rl_checks(config, method, train_rows, eval_rows, tokenizer, model, reward_fn))
+    return _stop_on_fail(report)
 
 
 def doctor_cli(config, invalid: list[tuple[str, str]] = ()) -> int:
@@ -164,6 +200,10 @@ def preflight(
     if not config.preflight or config.resume:
         return None
     report = run_checks(config, train_examples, eval_examples, tokenizer, model, False, tokenized)
+    return _stop_on_fail(report)
+
+
+def _stop_on_fail(report: DoctorReport) -> DoctorReport:
     print_report(report, title="pre-flight checks", only_findings=True)
     if report.failed:
         raise PreflightError(

@@ -29,7 +29,7 @@ from alignkit.data.tokenize import ensure_pad_token
 from alignkit.errors import AlignkitError, MissingDependencyError, require
 from alignkit.models.embedded import embedded_model_path
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
 def resolve_model_path(name: str) -> str:
@@ -59,11 +59,11 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, trust_remote_code: bool = False):
     """The tokenizer of ``name`` (a path, hub id or ``embedded``), given a pad token when it has none."""
     quiet_transformers()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise AlignkitError(f"could not load a tokenizer for model '{name}': {exc}") from None
     ensure_pad_token(tokenizer)
@@ -72,7 +72,7 @@ def load_tokenizer(name: str):
 
 def gpu_only_options(attn_implementation: str = "sdpa", load_in_4bit: bool = False) -> dict:
     """from_pretrained kwargs for GPU-only options; each fails clearly where it cannot run."""
-    kwargs: dict = {"attn_implementation": attn_implementation}
+    kwargs: dict = {"attn_implementation": attn_implementation}  # trust_remote_code is added by the caller
     if attn_implementation == "flash_attention_2":
         _need_cuda("attn_implementation: flash_attention_2")
         require("flash_attn", "flash", "attn_implementation: flash_attention_2")
@@ -101,12 +101,14 @@ def load_model_and_tokenizer(
     attn_implementation: str = "sdpa",
     load_in_4bit: bool = False,
     reward_head: bool = False,
+    trust_remote_code: bool = False,
 ):
     """A causal LM (or, with ``reward_head``, a one-output sequence classifier: a reward model,
-    whose head is freshly initialised when ``name`` is a causal LM) and its tokenizer (pad token ensured)."""
-    options = gpu_only_options(attn_implementation, load_in_4bit)
+    whose head is freshly initialised when ``name`` is a causal LM) and its tokenizer (pad token ensured).
+    ``dtype`` "auto" keeps the checkpoint's own dtype."""
+    options = {**gpu_only_options(attn_implementation, load_in_4bit), "trust_remote_code": trust_remote_code}
     path = resolve_model_path(name)
-    tokenizer = load_tokenizer(name)
+    tokenizer = load_tokenizer(name, trust_remote_code)
     if reward_head:
         options["num_labels"] = 1
     auto = AutoModelForSequenceClassification if reward_head else AutoModelForCausalLM
@@ -201,7 +203,12 @@ def targeted(config: LoraConfig, name: str) -> bool:
 def load_policy(config, reward_head: bool = False):
     """The model to train, per the config: dtype, LoRA, gradient checkpointing, dropout."""
     model, tokenizer = load_model_and_tokenizer(
-        config.model, config.dtype, config.attn_implementation, config.load_in_4bit, reward_head
+        config.model,
+        config.dtype,
+        config.attn_implementation,
+        config.load_in_4bit,
+        reward_head,
+        config.trust_remote_code,
     )
     if config.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)

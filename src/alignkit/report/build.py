@@ -114,29 +114,46 @@ def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+# what a training log of each kind of run holds: preference and supervised runs log `loss`, RL runs `loss/total`
+# and the reward; evaluations are `eval/`-prefixed (RL: the held-out reward)
+TRAIN_MARKERS = ("loss", "loss/total", "reward/score")
+SUMMARY_KEYS = (
+    "loss",
+    "rewards/accuracies",
+    "rewards/margins",
+    "rewards/chosen",
+    "rewards/rejected",
+    "logps/chosen",
+    "logps/rejected",
+    "loss/total",
+    "reward/score",
+    "objective/kl",
+    "objective/entropy",
+    "response_length",
+)
+
+
+def is_train_log(record: dict) -> bool:
+    """A training log of any method (not a summary, symptom or evaluation record)."""
+    return any(key in record for key in TRAIN_MARKERS) and "symptom" not in record
+
+
+def is_eval_log(record: dict) -> bool:
+    """An evaluation record (eval/loss for the supervised methods, eval/reward/score for RL)."""
+    return any(key.startswith("eval/") for key in record) and "symptom" not in record
+
+
 def add_training(page: Page, run: RunView) -> None:
     """The training section: final and first/last eval metrics, curves, symptoms."""
-    train = [r for r in run.records if "loss" in r]
-    evaluation = [r for r in run.records if "eval/loss" in r]
+    train = [r for r in run.records if is_train_log(r)]
+    evaluation = [r for r in run.records if is_eval_log(r)]
     last, first_eval, last_eval = (
         (train[-1] if train else {}),
         (evaluation[0] if evaluation else {}),
         (evaluation[-1] if evaluation else {}),
     )
     page.text(f"{len(train)} training logs up to step {last.get('step', '-')}; {len(evaluation)} evaluations.")
-    keys = [
-        k
-        for k in (
-            "loss",
-            "rewards/accuracies",
-            "rewards/margins",
-            "rewards/chosen",
-            "rewards/rejected",
-            "logps/chosen",
-            "logps/rejected",
-        )
-        if k in last or f"eval/{k}" in last_eval
-    ]
+    keys = [k for k in SUMMARY_KEYS if k in last or f"eval/{k}" in last_eval]
     if keys:
         page.table(
             ["metric", "train (last)", "eval (first)", "eval (last)"],

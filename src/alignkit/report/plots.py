@@ -16,7 +16,7 @@ SKIP = {"step", "epoch"}
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.96) if fig.get_suptitle() else None)  # a title above the panels, not on one
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
@@ -47,9 +47,16 @@ def _number(value) -> float | None:
     return None
 
 
+def worth_a_panel(points: dict[str, list]) -> bool:
+    """A metric with a curve to draw: at least two values, not all zero (one-value summaries such as
+    train_runtime, or a counter that never moved, would be empty or flat axes)."""
+    values = [v for split in ("train", "eval") for _, v in points[split]]
+    return (len(points["train"]) > 1 or len(points["eval"]) > 1) and any(v != 0 for v in values)
+
+
 def training_curves(records: list[dict], symptoms: list[dict], title: str = "") -> bytes | None:
     """A PNG of every logged training metric against steps, symptoms marked (None: no metrics)."""
-    series = metric_series(records)
+    series = {name: points for name, points in metric_series(records).items() if worth_a_panel(points)}
     if not series:
         return None
     names = sorted(series, key=lambda n: (n != "loss", n))
@@ -74,9 +81,10 @@ def training_curves(records: list[dict], symptoms: list[dict], title: str = "") 
     return _png(fig)
 
 
-def compare_runs(
-    runs: dict[str, list[dict]], metrics: tuple[str, ...] = ("loss", "rewards/margins", "rewards/accuracies")
-) -> bytes | None:
+COMPARED = ("loss", "rewards/margins", "rewards/accuracies", "loss/total", "reward/score", "objective/kl")
+
+
+def compare_runs(runs: dict[str, list[dict]], metrics: tuple[str, ...] = COMPARED) -> bytes | None:
     """A PNG comparing ``metrics`` across runs (None with fewer than two runs or no such metric)."""
     present = [m for m in metrics if any(m in r for records in runs.values() for r in records)]
     if len(runs) < 2 or not present:

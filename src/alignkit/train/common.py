@@ -26,6 +26,7 @@ from alignkit.engine.logprobs import (
 from alignkit.engine.reference import Reference, precompute_reference, precompute_wanted
 from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
+from alignkit.models.hub import check_hub
 from alignkit.models.loading import load_policy, resolve_model_path
 from alignkit.models.segment_attention import enable_segment_attention, uses_segment_attention
 from alignkit.train.run_dir import check_run_dir, prepare_run_dir
@@ -83,6 +84,7 @@ def begin_training(
     """Validated data (loaded from the config unless given), the model + tokenizer to train, the rows
     tokenized as ``method`` trains on them, the pre-flight checks on those tokens (a fail stops here,
     before anything is written), then the prepared run directory."""
+    check_hub(config)  # a run that could not push stops now, not after training
     if train_examples is None:
         train_examples, eval_examples = load_train_eval(config, data_loader(method))
     eval_examples = eval_examples or []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -13,14 +14,26 @@ from tqdm.auto import tqdm
 
 from alignkit.errors import require
 
+WANDB_ID_FILE = "wandb_run_id"  # the run's wandb id, so --resume continues that run
+
 
 class MetricsLogger:
     """One JSON object per log line: ``{"step": N, "loss": ..., "eval/loss": ...}``."""
 
     def __init__(
-        self, run_dir: Path, report_to: list[str], enabled: bool = True, config: dict | None = None, monitor=None
+        self,
+        run_dir: Path,
+        report_to: list[str],
+        enabled: bool = True,
+        config: dict | None = None,
+        monitor=None,
+        run_name: str | None = None,
+        resumed_at: int | None = None,
     ):
-        """``monitor``: anything with ``observe(step, metrics) -> [Symptom]`` (live symptom rules)."""
+        """``monitor``: anything with ``observe(step, metrics) -> [Symptom]`` (live symptom rules).
+        ``run_name`` names the run in every tracker (default: the run directory's name). ``resumed_at``: the
+        step a ``--resume`` continues from: TensorBoard drops what was logged after it (``purge_step``) and
+        wandb continues the same run (its id is kept in the run directory)."""
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
         self.monitor = monitor
@@ -28,11 +41,17 @@ class MetricsLogger:
         self.wandb = None
         if not enabled:
             return
+        run_name = run_name or run_dir.resolve().name
         if "tensorboard" in report_to:
-            self.tensorboard = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            purge = resumed_at + 1 if resumed_at is not None else None
+            self.tensorboard = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge)
+            self.tensorboard.add_text("run_name", run_name, 0)
         if "wandb" in report_to:
             self.wandb = require("wandb", "wandb", "report_to: wandb")
-            self.wandb.init(dir=str(run_dir), config=config or {}, resume="allow")
+            id_file = run_dir / WANDB_ID_FILE
+            run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)  # wandb's id form
+            id_file.write_text(run_id)
+            self.wandb.init(dir=str(run_dir), config=config or {}, resume="allow", id=run_id, name=run_name)
 
     def record(self, step: int, metrics: dict) -> None:
         """Log ``metrics``, then any symptom they trigger (written as its own line and printed once)."""

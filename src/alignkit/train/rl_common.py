@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from alignkit.data.prompts import load_prompt_rows
-from alignkit.data.records import split_train_eval
+from alignkit.data.prompts import load_prompts
+from alignkit.diagnose.doctor import rl_preflight
 from alignkit.engine.logprobs import LogProbModel, supports_segments
 from alignkit.engine.reference import Reference
 from alignkit.judges.rewards import CombinedReward
+from alignkit.models.hub import check_hub
 from alignkit.models.loading import load_policy, save_final_model
 from alignkit.models.segment_attention import enable_segment_attention
 from alignkit.train.common import is_main_process, start_run
@@ -21,17 +22,9 @@ from alignkit.train.rl_loop import PolicyWithValue, RLMethod, run_rl
 from alignkit.train.run_dir import check_run_dir
 
 
-def load_prompts(config) -> tuple[list[dict], list[dict]]:
-    """Validated train and eval prompt rows (with answers when a verifier scores them)."""
-    needs_answer = any(spec.kind == "verifier" for spec in config.rewards)
-    rows = load_prompt_rows(config.train_data, needs_answer=needs_answer)
-    if config.eval_data:
-        return rows, load_prompt_rows(config.eval_data, needs_answer=needs_answer)
-    return split_train_eval(rows, config.eval_split, config.seed)
-
-
 def train_rl(config, method: RLMethod) -> TrainingResult:
     """Set up and run ``method`` on the config's prompts: policy (dropout off), reference, rewards, value head."""
+    check_hub(config)  # a run that could not push stops now, not after training
     train_rows, eval_rows = load_prompts(config)
     if is_main_process():
         check_run_dir(config.output_dir, config.overwrite, config.resume)
@@ -39,10 +32,11 @@ def train_rl(config, method: RLMethod) -> TrainingResult:
     lm, tokenizer = load_policy(config)  # dropout off by default (disable_dropout), as in TRL
     if config.padding_free:  # rollout batches in one row, one attention call per layer on a GPU (as training's)
         enable_segment_attention(lm, supports_segments, config.max_prompt_length + config.max_new_tokens)
+    reward_fn = CombinedReward(config.rewards, Path(config.output_dir))  # the judge's reply cache goes in the run
+    rl_preflight(config, method.name, train_rows, eval_rows, tokenizer, lm, reward_fn)  # a fail writes nothing
     run_dir = start_run(config)
     policy = PolicyWithValue(lm, method.uses_value_head)
     reference = Reference(LogProbModel(lm, config.logprob_chunk_size), use_adapter=config.use_peft)
-    reward_fn = CombinedReward(config.rewards, run_dir)
 
     def save_final(path: Path) -> None:
         save_final_model(lm, tokenizer, path)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, NoReturn
@@ -29,6 +30,7 @@ import torch
 from transformers import get_scheduler
 
 from alignkit.errors import AlignkitError
+from alignkit.models.hub import push_final
 from alignkit.train.backends import Backend, make_accelerator
 from alignkit.train.checkpoint import checkpoint_error, resume_from_latest, write_checkpoint
 from alignkit.train.faults import StopSignals, TrainingInterrupted, run_fingerprint
@@ -139,9 +141,9 @@ class TrainingSession:
         self.params = [p for p in self.model.parameters() if p.requires_grad]  # FSDP replaces them with sharded ones
         sinks = [] if "none" in config.report_to else sorted({"tensorboard", *config.report_to})  # TensorBoard always
         main = self.accelerator.is_main_process
-        self.logger = MetricsLogger(self.run_dir, sinks, main, config=config.model_dump(mode="json"), monitor=monitor)
         fingerprint = run_fingerprint(config)
         self.state = LoopState(fingerprint=fingerprint)
+        saved = None
         if config.resume:
             saved = resume_from_latest(
                 self.backend,
@@ -154,6 +156,16 @@ class TrainingSession:
                 self.scheduler,
             )
             self.state = LoopState.from_checkpoint(saved, fingerprint)
+        self.logger = MetricsLogger(
+            self.run_dir,
+            sinks,
+            main,
+            config=config.model_dump(mode="json"),
+            monitor=monitor,
+            run_name=config.run_name,
+            resumed_at=self.state.global_step if saved is not None else None,
+        )
+        if saved is not None:
             self.logger.resume_at(self.state.global_step)
         self._bar_settings = (total_steps, config.disable_tqdm or not main, desc)
         return self.state
@@ -303,4 +315,7 @@ class TrainingSession:
             with self.backend.full_weights(self.unwrapped):
                 if self.accelerator.is_main_process:
                     save_final(self.run_dir / "final")
+            if self.config.push_to_hub and self.accelerator.is_main_process:
+                url = push_final(self.config, self.run_dir / "final")
+                print(f"alignkit: pushed {self.run_dir / 'final'} to {url}", file=sys.stderr)
         return last_train
