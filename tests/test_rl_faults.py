@@ -55,7 +55,10 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tiny_model_dir, 
     assert "checkpoint-4" in str(caught.value)
     kept = load_file(str(out / "checkpoint-4" / "trainable.safetensors"))
     assert all(torch.isfinite(v).all() for v in kept.values())
-    assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["nonfinite_skipped"] == 4
+    assert (
+        json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["alignkit_state"]["nonfinite_skipped"]
+        == 4
+    )
 
 
 def test_sigterm_checkpoints_and_exits_with_a_resume_hint(tiny_model_dir, prompts, tmp_path, monkeypatch, capsys):

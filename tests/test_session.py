@@ -4,6 +4,8 @@ resumes, and the rows are tokenized once (the pre-flight measures the trainer's 
 import json
 from dataclasses import fields
 
+import pytest
+
 from alignkit.train.dpo import train_dpo
 from alignkit.train.session import LoopState
 
@@ -13,8 +15,13 @@ def test_a_checkpoint_holds_exactly_the_loop_state(tiny_model_dir, pairs_file, t
 
     out = tmp_path / "run"
     train_dpo(config_for(tiny_model_dir, pairs_file, out, "--max_steps", "3", "--save_steps", "2"))
-    saved = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    hf_state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    saved = hf_state["alignkit_state"]
     assert set(saved) == {f.name for f in fields(LoopState)}
+    # transformers' TrainerState fields around it: what plotting scripts read
+    assert (hf_state["global_step"], hf_state["max_steps"], hf_state["epoch"]) == (2, 3, pytest.approx(2 / 5))
+    assert [r["step"] for r in hf_state["log_history"] if "loss" in r] == [1, 2]
+    assert hf_state["log_history"][0]["loss"] == pytest.approx(0.693147, abs=1e-5)
     # 12 pairs, eval_split 0.25 -> 9 train pairs in 5 micro-batches of 2; step 2 is 2 micro-batches in
     assert (saved["global_step"], saved["epoch"], saved["batches_done"], saved["last_good_step"]) == (2, 0, 2, 2)
     assert saved["nonfinite_skipped"] == 0 and saved["kl_coef"] is None
@@ -55,3 +62,39 @@ def test_rows_are_tokenized_once_for_the_preflight_and_the_trainer(tiny_model_di
     # 12 pairs (9 train, 3 eval): 12 prompts + 24 responses, and the pre-flight's one chat probe of the model;
     # the pre-flight's length checks read the trainer's tokens (measuring them again cost 27 more calls)
     assert len(calls) == 12 + 24 + 1
+
+
+def test_a_finished_run_writes_all_results_environment_and_a_model_card(tiny_model_dir, pairs_file, tmp_path):
+    from test_training import config_for
+
+    out = tmp_path / "run"
+    train_dpo(config_for(tiny_model_dir, pairs_file, out, "--max_steps", "2"))
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["train_runtime"] > 0 and "eval_loss" in results and "loss" in results
+    assert json.loads((out / "environment.json").read_text())["torch"].startswith("2.")
+    card = (out / "final" / "README.md").read_text()
+    assert "alignkit `dpo`" in card and "sha256 `" in card and "- beta: 0.1" in card and "tags:" in card
+
+
+@pytest.mark.parametrize("peft", ["true", "false"])
+def test_a_checkpoint_loads_as_the_model_it_holds(peft, tiny_model_dir, pairs_file, tmp_path):
+    """``--model run/checkpoint-N`` (eval, serve, or another run): the run's base model, its LoRA adapters
+    merged when it had them, and the checkpoint's weights: at the last step, the same model as final/."""
+    import torch
+    from test_training import config_for
+
+    from alignkit.models.loading import load_model_and_tokenizer
+
+    out = tmp_path / "run"
+    train_dpo(
+        config_for(tiny_model_dir, pairs_file, out, "--max_steps", "2", "--use_peft", peft, "--learning_rate", "5e-2")
+    )
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    logits = {}
+    for name in ("checkpoint-2", "final"):
+        model, tokenizer = load_model_and_tokenizer(str(out / name))
+        logits[name] = model(ids).logits
+        assert tokenizer.pad_token_id is not None
+    base, _ = load_model_and_tokenizer(str(tiny_model_dir))
+    torch.testing.assert_close(logits["checkpoint-2"], logits["final"], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(base(ids).logits, logits["final"], atol=1e-3)  # trained: not the base model

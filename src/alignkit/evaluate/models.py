@@ -16,12 +16,20 @@ import yaml
 from peft import PeftModel
 
 from alignkit.errors import AlignkitError
-from alignkit.models.loading import load_model_and_tokenizer, resolve_model_path
+from alignkit.models.loading import (
+    checkpoint_run_config,
+    is_checkpoint,
+    load_model_and_tokenizer,
+    resolve_model_path,
+)
 
 
 def run_config(model: str) -> dict:
-    """The resolved config.yaml of the run that wrote ``model`` (a run directory or its final/), else {}."""
+    """The resolved config.yaml of the run that wrote ``model`` (a run directory, its final/ or one of its
+    checkpoint-N/ folders), else {}."""
     path = Path(model)
+    if is_checkpoint(path):
+        return checkpoint_run_config(path)
     for candidate in (path / "config.yaml", path.parent / "config.yaml"):
         if candidate.is_file() and (candidate.parent / "final").is_dir():
             return yaml.safe_load(candidate.read_text()) or {}

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import yaml
 from peft import (
     LoraConfig,
     PeftConfig,
@@ -15,6 +16,7 @@ from peft import (
     prepare_model_for_kbit_training,
 )
 from peft.tuners.tuners_utils import check_target_module_exists
+from safetensors.torch import load_file
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -38,6 +40,8 @@ def resolve_model_path(name: str) -> str:
     if name == EMBEDDED_MODEL:
         return str(embedded_model_path())
     path = Path(name).expanduser()
+    if is_checkpoint(path):
+        return str(path)
     if (
         (path / "final").is_dir()
         and not (path / "config.json").is_file()
@@ -51,6 +55,41 @@ def resolve_model_path(name: str) -> str:
     return str(path) if path.exists() else name
 
 
+def is_checkpoint(path: Path) -> bool:
+    """A run's ``checkpoint-N/`` folder: trainable weights and training state, no config of its own."""
+    return (path / "trainable.safetensors").is_file() and not (path / "config.json").is_file()
+
+
+def checkpoint_run_config(folder: Path) -> dict:
+    """The resolved config of the run a checkpoint belongs to (its ``config.yaml``, one folder up)."""
+    config_file = folder.parent / "config.yaml"
+    if not config_file.is_file():
+        raise AlignkitError(f"{folder} is a checkpoint, but {config_file} (the run's config) is missing")
+    return yaml.safe_load(config_file.read_text())
+
+
+def _checkpoint_model(auto, folder: Path, dtype, options: dict):
+    """A checkpoint's model: the run's base model, its LoRA adapters (merged) when the run used them, and
+    the checkpoint's trained weights; the trainer's own modules (an RL value head) are left out."""
+    run = checkpoint_run_config(folder)
+    model = auto.from_pretrained(resolve_model_path(run["model"]), dtype=dtype, **options)
+    if run.get("use_peft"):
+        task = "SEQ_CLS" if auto is AutoModelForSequenceClassification else "CAUSAL_LM"
+        model = apply_lora(model, run["lora_r"], run["lora_alpha"], 0.0, run["lora_target_modules"], task)
+    weights = {
+        key.removeprefix("lm."): value
+        for key, value in load_file(str(folder / "trainable.safetensors")).items()
+        if key.startswith("lm.")
+    }
+    unexpected = model.load_state_dict(weights, strict=False).unexpected_keys
+    if unexpected or not weights:
+        raise AlignkitError(f"{folder} does not fit the run's model {run['model']} (unexpected: {unexpected[:3]})")
+    if run.get("use_peft"):
+        model = model.merge_and_unload()
+    model.config.name_or_path = model.name_or_path = str(folder.resolve())
+    return model
+
+
 def quiet_transformers() -> None:
     """Keep transformers' per-file loading bars and advisory warnings out of alignkit's output."""
 
@@ -62,8 +101,11 @@ def quiet_transformers() -> None:
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     """The tokenizer of ``name`` (a path, hub id or ``embedded``), given a pad token when it has none."""
     quiet_transformers()
+    path = resolve_model_path(name)
+    if is_checkpoint(Path(path)):  # a checkpoint holds no tokenizer: the run's base model's
+        path = resolve_model_path(checkpoint_run_config(Path(path))["model"])
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise AlignkitError(f"could not load a tokenizer for model '{name}': {exc}") from None
     ensure_pad_token(tokenizer)
@@ -116,6 +158,8 @@ def load_model_and_tokenizer(
     try:
         if adapter.is_file():  # a LoRA run's output: its base model with the adapter merged in
             model = _merged_adapter(auto, Path(path), DTYPES[dtype], options)
+        elif is_checkpoint(Path(path)):  # a run's checkpoint-N/: rebuilt from the run's config
+            model = _checkpoint_model(auto, Path(path), DTYPES[dtype], options)
         else:
             model = auto.from_pretrained(path, dtype=DTYPES[dtype], **options)
     except OSError as exc:

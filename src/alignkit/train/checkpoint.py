@@ -1,7 +1,8 @@
 """Atomic checkpoints: written to a temp folder, fsynced, renamed; verified by a checksum manifest.
 
 Layout of ``output_dir/checkpoint-<step>/``: ``trainable.safetensors`` (trainable parameters),
-``optimizer.pt``, ``scheduler.pt``, ``rng_state_<rank>.pt``, ``trainer_state.json`` and
+``optimizer.pt``, ``scheduler.pt``, ``rng_state_<rank>.pt``, ``trainer_state.json`` (transformers' layout, with
+alignkit's loop state inside: ``train.run_outputs``) and
 ``manifest.json`` (size and sha256 of every other file). A checkpoint whose manifest does not match
 is skipped, loudly, in favour of the previous good one.
 """
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from alignkit.atomic import fsync_tree
 from alignkit.errors import AlignkitError, RunDirError
 from alignkit.train.faults import check_resume
+from alignkit.train.run_outputs import loop_state_of
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 MANIFEST = "manifest.json"
@@ -151,8 +153,8 @@ def latest_good_checkpoint(run_dir: Path) -> Path | None:
 
 
 def read_trainer_state(path: Path) -> dict:
-    """A checkpoint's ``trainer_state.json``."""
-    return json.loads((path / "trainer_state.json").read_text())
+    """A checkpoint's alignkit loop state, from its ``trainer_state.json`` (transformers' layout around it)."""
+    return loop_state_of(json.loads((path / "trainer_state.json").read_text()))
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
@@ -172,7 +174,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(path / "rng_state_0.pt", weights_only=False))
-    return json.loads((path / "trainer_state.json").read_text())
+    return read_trainer_state(path)
 
 
 def write_checkpoint(

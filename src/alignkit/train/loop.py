@@ -169,6 +169,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                         window.add_step(norm)
                 state.batches_done += len(group)
                 fractional_epoch = state.epoch + state.batches_done / len(batches)
+                session.fractional_epoch = fractional_epoch
                 if state.batches_done >= len(batches):
                     state.epoch, state.batches_done, epoch_done = state.epoch + 1, 0, True
                 session.bar.update(1)
@@ -194,7 +195,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                     last_eval = evaluate(accelerator, model, task, config.per_device_eval_batch_size)
                     session.record(step, last_eval)
                 session.end_of_step()
-    last_train = session.finish(task.save_final, last_train)
+    last_train = session.finish(task.save_final, last_train, last_eval)
     return TrainingResult(run_dir, session.unwrapped, state.global_step, last_train, last_eval)
 
 

@@ -198,6 +198,7 @@ def run_rl(
             session.throughput.end_step(len(rollouts.texts), int(batch["sequence_lengths"].sum()))
             state.global_step = step = step + 1
             state.kl_coef = method.kl_coef
+            session.fractional_epoch = step / per_epoch
             session.bar.update(1)
             metrics = {
                 "reward/score": rollouts.scores.mean().item(),
@@ -230,7 +231,7 @@ def run_rl(
             if eval_rows and ((config.eval_steps and step % config.eval_steps == 0) or step == total_steps):
                 last_eval = evaluate(step)
             session.end_of_step()
-    last_train = session.finish(save_final, last_train)
+    last_train = session.finish(save_final, last_train, last_eval)
     return TrainingResult(run_dir, lm, state.global_step, last_train, last_eval)
 
 

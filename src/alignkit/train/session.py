@@ -35,6 +35,7 @@ from alignkit.train.backends import Backend, make_accelerator
 from alignkit.train.checkpoint import checkpoint_error, resume_from_latest, write_checkpoint
 from alignkit.train.faults import StopSignals, TrainingInterrupted, run_fingerprint
 from alignkit.train.metrics_log import MetricsLogger, Throughput, progress_bar, progress_postfix
+from alignkit.train.run_outputs import loop_state_of, trainer_state, write_model_card, write_results
 
 
 @dataclass
@@ -54,6 +55,7 @@ class LoopState:
     @classmethod
     def from_checkpoint(cls, saved: dict, fingerprint: dict) -> LoopState:
         """The state a checkpoint holds, with this run's fingerprint (``--force_resume`` may have changed it)."""
+        saved = loop_state_of(saved)
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in saved.items() if key in known}
         values.setdefault("last_good_step", saved["global_step"])
@@ -104,6 +106,7 @@ class TrainingSession:
         self.backend = Backend(self.accelerator)
         self.in_a_row = 0  # non-finite updates in a row (not checkpointed: a resumed run starts clean)
         self.unsettled: list = []  # (step, gradient norm) not yet read from the device (see settle)
+        self.fractional_epoch: float | None = None  # where the loop stands in epochs (trainer_state.json's epoch)
         self.window_state = None  # the loop's partly filled logging window, read when a checkpoint is written
 
     def prepare(
@@ -269,6 +272,9 @@ class TrainingSession:
         self.settle()
         if self.window_state is not None:
             self.state.window = self.window_state()
+        state = trainer_state(
+            asdict(self.state), self.config, self.total_steps, self.run_dir, self.fractional_epoch or self.state.epoch
+        )
         try:
             return write_checkpoint(
                 self.backend,
@@ -278,7 +284,7 @@ class TrainingSession:
                 self.unwrapped,
                 self.optimizer,
                 self.scheduler,
-                asdict(self.state),
+                state,
                 self.config.save_total_limit,
             )
         except OSError as exc:
@@ -301,9 +307,12 @@ class TrainingSession:
             self.logger.close()
             raise TrainingInterrupted.at(self.stop.received, step, path)
 
-    def finish(self, save_final: Callable[[Path], None] | None, last_train: dict[str, float]) -> dict[str, float]:
+    def finish(
+        self, save_final: Callable[[Path], None] | None, last_train: dict[str, float], last_eval: dict | None = None
+    ) -> dict[str, float]:
         """Record the run's throughput summary, close the logs, and save the final model (all processes
-        gather sharded weights, the main one writes); returns ``last_train`` with the summary added."""
+        gather sharded weights, the main one writes, with a model card), then ``all_results.json`` and
+        ``environment.json``; returns ``last_train`` with the summary added."""
         if self.throughput.totals[0]:
             summary = self.reduce(self.throughput.summary())
             self.record(self.state.global_step, summary)
@@ -315,7 +324,11 @@ class TrainingSession:
             with self.backend.full_weights(self.unwrapped):
                 if self.accelerator.is_main_process:
                     save_final(self.run_dir / "final")
+                    method = type(self.config).__name__.removesuffix("Config").lower()
+                    write_model_card(self.run_dir / "final", self.config, method, last_train, last_eval or {})
             if self.config.push_to_hub and self.accelerator.is_main_process:
                 url = push_final(self.config, self.run_dir / "final")
                 print(f"alignkit: pushed {self.run_dir / 'final'} to {url}", file=sys.stderr)
+        if self.accelerator.is_main_process:
+            write_results(self.run_dir, last_train, last_eval or {})
         return last_train
