@@ -264,3 +264,30 @@ def test_a_model_whose_attention_drops_the_layout_falls_back_and_does_not_leak(d
     batch = PreferenceCollator(0, prefix_sharing=sharing, one_row=one_row)(ITEMS)
     expected = naive_logps(model, *naive_pairs())
     torch.testing.assert_close(sequence_logps(model, batch).logps, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_failing_flex_kernel_falls_back_to_the_loop(monkeypatch, capsys):
+    """Where compiled FlexAttention cannot run (no compiler, a kernel error), the forward falls back to the
+    per-segment kernel once and for all, with the same values, instead of failing the run."""
+    from alignkit.engine.logprobs import backbone_of, last_hidden_states
+    from alignkit.models import segment_attention
+
+    model = segment_model().eval()
+    batch = many_blocks_batch()[0]
+    with torch.no_grad(), segment_attention.forced_kernel("loop"):
+        expected = last_hidden_states(backbone_of(model), batch)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no working C compiler")
+
+    monkeypatch.setattr(segment_attention, "flex_segment_attention", broken)
+    monkeypatch.setattr(segment_attention, "_flex_failed", [])
+    monkeypatch.setattr(
+        segment_attention,
+        "kernel_for",
+        lambda device, dropout: "flex" if not segment_attention._flex_failed else "loop",
+    )
+    with torch.no_grad():
+        hidden = last_hidden_states(backbone_of(model), batch)
+    torch.testing.assert_close(hidden, expected)
+    assert segment_attention._flex_failed and "no working C compiler" in capsys.readouterr().err

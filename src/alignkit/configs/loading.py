@@ -170,14 +170,107 @@ def save_config(config: BaseModel, path: Path) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
+HELP_GROUPS = {
+    "model": (
+        "model",
+        "dtype",
+        "trust_remote_code",
+        "attn_implementation",
+        "load_in_4bit",
+        "use_peft",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "disable_dropout",
+    ),
+    "data": (
+        "train_data",
+        "eval_data",
+        "eval_split",
+        "dataset_train_split",
+        "dataset_test_split",
+        "max_length",
+        "max_prompt_length",
+        "apply_chat_template",
+        "padding_free",
+        "padding_side",
+        "prefix_sharing",
+        "packing",
+    ),
+    "optimisation": (
+        "learning_rate",
+        "weight_decay",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "num_train_epochs",
+        "max_steps",
+        "warmup_ratio",
+        "warmup_steps",
+        "lr_scheduler_type",
+        "max_grad_norm",
+        "max_nonfinite_steps",
+        "seed",
+    ),
+    "logging and run directory": (
+        "output_dir",
+        "overwrite",
+        "resume",
+        "force_resume",
+        "run_name",
+        "logging_steps",
+        "eval_steps",
+        "eval_on_start",
+        "save_steps",
+        "save_total_limit",
+        "report_to",
+        "disable_tqdm",
+        "symptom_warnings",
+        "symptom_thresholds",
+        "preflight",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_private_repo",
+    ),
+    "hardware": ("mixed_precision", "gradient_checkpointing", "logprob_chunk_size"),
+}
+
+
+def _type_text(annotation) -> str:
+    """A field's type for --help: its choices when it has them."""
+    text = str(annotation).replace("typing.", "")
+    choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else ()
+    for arg in typing.get_args(annotation):  # Optional[Literal[...]] and the like
+        if typing.get_origin(arg) is typing.Literal:
+            choices = typing.get_args(arg)
+    if choices:
+        return "one of " + "|".join(str(c) for c in choices)
+    return getattr(annotation, "__name__", text).replace(" | None", "").replace("NoneType", "none")
+
+
+def _default_text(field) -> str:
+    if field.is_required():
+        return "required"
+    value = field.default_factory() if field.default_factory else field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "none"
+    if isinstance(value, BaseModel):
+        return "see description"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def describe_fields(cls: type[BaseModel]) -> str:
-    """Help text: one line per field with its default and description."""
-    rows = []
+    """Help text: the fields by group (model, data, method, optimisation, logging, hardware), each with its
+    type or choices, its default and its description."""
+    grouped: dict[str, list[str]] = {}
     for name, field in cls.model_fields.items():
-        default = (
-            "required"
-            if field.is_required()
-            else f"default: {(field.default_factory() if field.default_factory else field.default)!r}"
+        group = next((g for g, names in HELP_GROUPS.items() if name in names), "method")
+        grouped.setdefault(group, []).append(
+            f"  --{name} ({_type_text(field.annotation)}; default: {_default_text(field)})\n"
+            f"      {field.description or ''}"
         )
-        rows.append(f"  --{name} ({default})\n      {field.description or ''}")
-    return "\n".join(rows)
+    order = ["model", "data", "method", "optimisation", "logging and run directory", "hardware"]
+    return "\n\n".join(f"{group}:\n" + "\n".join(grouped[group]) for group in order if group in grouped)

@@ -41,6 +41,7 @@ SEGMENT_ATTENTION = "alignkit_segments"
 
 KERNELS = ("loop", "flex")
 _forced: list[str] = []  # the kernel a `forced_kernel` block asks for (innermost last)
+_flex_failed: list[str] = []  # why FlexAttention failed in this process (then the loop serves)
 
 
 @contextmanager
@@ -68,7 +69,8 @@ def kernel_for(device: torch.device, dropout: float) -> str:
     under attention dropout, which FlexAttention does not apply."""
     if _forced:
         return _forced[-1]
-    return "flex" if device.type == "cuda" and not dropout and "flex" in available_kernels() else "loop"
+    usable = "flex" in available_kernels() and not _flex_failed
+    return "flex" if device.type == "cuda" and not dropout and usable else "loop"
 
 
 class SegmentPlan:
@@ -120,8 +122,18 @@ def segment_attention_forward(
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     gqa = query.shape[1] != key.shape[1]
     if kernel_for(query.device, dropout) == "flex":
-        mask = segments.block_mask(query.shape[2], query.device)
-        return flex_segment_attention(query, key, value, mask, scaling, gqa).transpose(1, 2).contiguous(), None
+        try:
+            mask = segments.block_mask(query.shape[2], query.device)
+            return flex_segment_attention(query, key, value, mask, scaling, gqa).transpose(1, 2).contiguous(), None
+        except Exception as exc:  # noqa: BLE001 -- a compiler or kernel this machine lacks: the loop is always there
+            if _forced:
+                raise
+            _flex_failed.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            print(
+                f"alignkit: note: FlexAttention failed ({_flex_failed[0]}); segment attention runs one kernel per "
+                "segment from now on (slower on a GPU)",
+                file=sys.stderr,
+            )
     parts = []
     for start, prefix, continuations in segments.blocks:
         end = start + prefix + (continuations[0] if continuations else 0)

@@ -113,3 +113,83 @@ def write_model_card(folder: Path, config, method: str, train: dict, evaluation:
         "",
     ]
     ModelCard("\n".join(lines)).save(folder / "README.md")
+
+
+# What the generated reference (docs/reference/) lists: every file a training run writes and every metric its
+# logs hold. tests/test_docs.py fails when a run writes a file or logs a metric that is not described here.
+RUN_FILES = {
+    "config.yaml": "The resolved config: every key, defaults included (what --resume checks against).",
+    "metrics.jsonl": "One JSON object per log (training, evaluation, symptom warnings, the final summary).",
+    "tensorboard/": "The same metrics for TensorBoard (purged of discarded steps on --resume).",
+    "wandb/": "With report_to: wandb, the wandb run (offline or online).",
+    "wandb_run_id": "The wandb run's id, so that --resume continues the same run.",
+    "checkpoint-N/": "Every save_steps and at the end: trainable.safetensors, optimizer.pt, scheduler.pt, "
+    "rng_state_0.pt, trainer_state.json (transformers' layout, log_history included) and manifest.json "
+    "(checksums); written atomically; loads as a model (--model RUN/checkpoint-N).",
+    "final/": "save_pretrained output (a PEFT adapter, or the full model), the tokenizer and README.md (a model "
+    "card); PPO adds value_head.safetensors.",
+    "all_results.json": "The final train and eval figures, as transformers' Trainer writes them.",
+    "environment.json": "Library versions, devices and bf16 support of the machine that trained.",
+    "samples.jsonl": "RL: sampled prompts, responses and rewards every sample_every steps.",
+    "judge_cache.jsonl": "RL with a judge reward: the judge's replies, so a resumed run does not ask twice.",
+}
+METRICS = {
+    "step": "The optimizer step the record belongs to.",
+    "epoch": "Epochs done (fractional).",
+    "loss": "The training loss of the method (mean over the logging window).",
+    "grad_norm": "Global gradient norm before clipping.",
+    "learning_rate": "The learning rate after the step.",
+    "step_time": "Seconds per optimizer step in the logging window (training work only).",
+    "samples_per_second": "Examples (pairs, rows, rollouts) per second in the window, over all processes.",
+    "tokens_per_second": "Real tokens (never padding) per second in the window, over all processes.",
+    "train_runtime": "Summary: wall time of the run (as transformers' Trainer).",
+    "train_samples_per_second": "Summary: examples per second over the run.",
+    "train_steps_per_second": "Summary: optimizer steps per second over the run.",
+    "train_tokens_per_second": "Summary: real tokens per second over the run.",
+    "nonfinite_steps_skipped": "Updates skipped so far because a loss or gradient was NaN/inf.",
+    "nonfinite_updates_skipped": "RL: minibatch updates skipped so far for a NaN/inf loss or gradient.",
+    "rewards/chosen": "DPO family, KTO: beta x (policy - reference) log-prob of chosen (desirable) answers; "
+    "reward models: the score of chosen answers.",
+    "rewards/rejected": "The same for rejected (undesirable) answers.",
+    "rewards/margins": "rewards/chosen - rewards/rejected.",
+    "rewards/accuracies": "Fraction of pairs whose chosen reward beats the rejected one.",
+    "logps/chosen": "Policy log-prob of chosen answers (summed over response tokens).",
+    "logps/rejected": "Policy log-prob of rejected answers.",
+    "logps/rejected_per_token": "DPO: the rejected log-prob per response token.",
+    "logps/rejected_vs_ref_per_token": "DPO: how far the policy moved rejected answers from the reference, per "
+    "token (0 before any update; falling fast is the 'rejected collapsing' symptom).",
+    "nll_loss": "ORPO, DPO with rpo_alpha: the NLL of chosen answers per token.",
+    "log_odds_ratio": "ORPO: log-sigmoid of the log-odds ratio of chosen over rejected.",
+    "log_odds_chosen": "ORPO: the log-odds ratio of chosen over rejected.",
+    "kl": "KTO: the batch's KL estimate between policy and reference (the reference point).",
+    "accuracy": "Reward model: fraction of pairs scored chosen > rejected.",
+    "margin": "Reward model: mean chosen score - rejected score.",
+    "scored_tokens": "SFT: tokens the loss covered (assistant tokens) per batch.",
+    "loss/total": "RL: the whole loss of a minibatch update.",
+    "loss/policy": "PPO: the clipped policy loss.",
+    "loss/value": "PPO: the clipped value loss.",
+    "reward/score": "RL: mean reward of the step's samples (all terms, weighted).",
+    "reward/score_std": "RL: standard deviation of the samples' rewards.",
+    "reward/<term>": "RL: the mean of one reward term (verifier, length, regex0, python1, reward_model, judge).",
+    "rewards/with_kl_penalty": "RLOO: mean reward after the KL penalty.",
+    "objective/kl": "RL: mean sequence KL between policy and reference at sampling.",
+    "objective/entropy": "RL: mean per-token entropy of the policy at sampling.",
+    "objective/kl_coef": "RL: the KL coefficient in use (adaptive KL moves it).",
+    "policy/approx_kl": "PPO, RLOO: approximate KL between old and new policy over the update.",
+    "policy/clipfrac": "RL: fraction of tokens whose ratio was clipped.",
+    "policy/k3_kl": "GRPO: the k3 KL estimate in the loss.",
+    "value/clipfrac": "PPO: fraction of values clipped.",
+    "values/mean": "PPO: mean value estimate.",
+    "returns/mean": "PPO: mean return.",
+    "advantages/mean": "PPO: mean advantage before whitening.",
+    "advantages/std": "PPO: advantage standard deviation before whitening.",
+    "advantages/abs_mean": "GRPO: mean absolute group-normalised advantage.",
+    "response_length": "RL: mean response tokens of the step's samples.",
+    "truncated_fraction": "RL: fraction of samples cut at max_new_tokens (no end-of-turn).",
+    "response_words": "RL evaluation: mean words of the greedy held-out answers.",
+    "count/chosen": "KTO: desirable examples in the window.",
+    "count/rejected": "KTO: undesirable examples in the window.",
+    "symptom": "A symptom warning's name (its record also holds message and advice).",
+    "message": "A symptom warning: what happened.",
+    "advice": "A symptom warning: what to do.",
+}
