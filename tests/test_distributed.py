@@ -131,7 +131,15 @@ def test_two_processes_follow_the_single_process_run(setup, two_process_runs, ki
     needs_deepspeed(kind)
     out = two_process_run(setup, two_process_runs, kind)
     assert_same_run(setup[0] / "one", out)
-    expected = ["checkpoint-2", "checkpoint-4", "config.yaml", "final", "metrics.jsonl"]
+    expected = [
+        "all_results.json",
+        "checkpoint-2",
+        "checkpoint-4",
+        "config.yaml",
+        "environment.json",
+        "final",
+        "metrics.jsonl",
+    ]  # written once, by the main process
     assert sorted(p.name for p in out.iterdir()) == expected
     single, double = (
         load_file(str(setup[0] / "one" / "final" / "model.safetensors")),

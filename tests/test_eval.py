@@ -268,6 +268,7 @@ def test_reward_accuracy_from_a_reward_model(lora_run, tiny_tokenizer, tmp_path)
             output_dir=str(tmp_path / "ev"),
             probes=[],
             disable_tqdm=True,
+            max_new_tokens=8,  # the answers are judged too; what this test checks is the reward accuracy of pairs
         )
     )
     pairs = load_preference_data(str(lora_run / "held.jsonl"))

@@ -15,7 +15,10 @@ from alignkit.train.dpo import train_dpo
 
 
 @pytest.fixture
-def model_copy(tiny_model_dir, tmp_path):
+def model_copy(tiny_model_dir, tmp_path, monkeypatch):
+    """A copy of the tiny model to change, and a cache of this test's own (the session's cache may already hold
+    values for the same content: the key is the content, so that would be a correct hit)."""
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
     return shutil.copytree(tiny_model_dir, tmp_path / "model")
 
 
