@@ -237,3 +237,34 @@ def test_report_panels_skip_one_value_and_all_zero_metrics():
     ]
     kept = {name for name, points in metric_series(records).items() if worth_a_panel(points)}
     assert kept == {"loss"}
+
+
+def test_the_report_opens_with_the_verdict_and_the_worst_answers(tmp_path):
+    from alignkit.configs import ReportConfig
+    from alignkit.report.build import build_report
+
+    run = tmp_path / "demo-run"
+    run.mkdir()
+    records = [{"step": s, "loss": 0.7 - 0.1 * s, "rewards/margins": 0.1 * s} for s in (1, 2, 3)]
+    records.append({"step": 2, "symptom": "flat_margins", "message": "margins flat", "advice": "raise lr"})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "demo_results.json").write_text(
+        json.dumps(
+            {
+                "problems": ["probe facts fell 0.69 -> 0.50"],
+                "win_rate": {"win_rate": 0.6, "wins": 6, "ties": 2, "losses": 2},
+                "probes": [{"probe": "facts", "before": 0.69, "after": 0.5, "regressed": True}],
+            }
+        )
+    )
+    answers = [
+        {"kind": "arithmetic", "prompt": f"q{i}", "answer": "1", "before": "b", "after": "a", "outcome": outcome}
+        for i, outcome in enumerate(["win", "tie", "loss", "win"])
+    ]
+    (run / "demo_answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in answers))
+    html = build_report(ReportConfig(runs=[str(run)])).read_text()
+    card = html.index('class="card regressed"')
+    assert card < html.index("Answers, worst first") < html.index("is it learning the preference")
+    assert "probe facts fell 0.69 -&gt; 0.50" in html and "step 2: flat_margins (margins flat)" in html
+    rows = html[html.index("Answers, worst first") :]
+    assert rows.index("<td>q2</td>") < rows.index("<td>q1</td>") < rows.index("<td>q0</td>")  # loss, tie, win

@@ -2,22 +2,27 @@
 data URIs, no network) and a markdown summary (plots written beside it as PNG files).
 
 Each directory may be a training run (``metrics.jsonl``; its ``eval/`` is picked up), an eval
-directory (``eval_results.json``) or a sweep (``sweep.json``). Sections: training curves for every
-logged metric with symptom markers, symptom warnings, eval results (win-rate with interval,
-reward accuracy, capability deltas), the sweep, and each run's config.
+directory (``eval_results.json``) or a sweep (``sweep.json``). Per run, what a person wants first comes
+first: a verdict card (aligned or regressed, the win-rate and its interval, probes that regressed,
+symptoms that fired and when), answers to read (worst first), then the curves grouped by what they tell
+(each symptom marked on the metric it concerns; system curves folded away), eval results, the sweep, and
+the config. The page is rendered from Jinja2 templates (``report/templates``).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jinja2 import Environment, PackageLoader, select_autoescape
+
 from alignkit.configs import ReportConfig
 from alignkit.errors import AlignkitError
 from alignkit.report import plots
+from alignkit.report.cards import answers, verdict
+from alignkit.report.sections import Page, _fmt, add_eval, add_sweep
 
 
 @dataclass
@@ -60,60 +65,6 @@ def read_run(path: Path) -> RunView:
     return view
 
 
-class Page:
-    """Collects the same content as HTML (images inline) and markdown (images as files)."""
-
-    def __init__(self, assets: Path):
-        self.html: list[str] = []
-        self.md: list[str] = []
-        self.assets = assets
-        self.images = 0
-
-    def heading(self, text: str, level: int = 2) -> None:
-        """Add a heading."""
-        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
-        self.md.append(f"\n{'#' * level} {text}\n")
-
-    def text(self, text: str) -> None:
-        """Add a paragraph."""
-        self.html.append(f"<p>{html.escape(text)}</p>")
-        self.md.append(text + "\n")
-
-    def image(self, png: bytes | None, alt: str) -> None:
-        """Add a PNG figure (written beside the report; nothing when None)."""
-        if png is None:
-            return
-        self.images += 1
-        name = f"figure-{self.images}.png"
-        self.assets.mkdir(parents=True, exist_ok=True)
-        (self.assets / name).write_bytes(png)
-        self.html.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
-        self.md.append(f"![{alt}]({self.assets.name}/{name})\n")
-
-    def table(self, header: list[str], rows: list[list]) -> None:
-        """Add a table."""
-        cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-        self.html.append(f"<table><tr>{cells}</tr>{body}</table>")
-        self.md.append(
-            "| "
-            + " | ".join(header)
-            + " |\n|"
-            + "---|" * len(header)
-            + "\n"
-            + "".join("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |\n" for row in rows)
-        )
-
-    def pre(self, text: str) -> None:
-        """Add the config, folded."""
-        self.html.append(f"<details><summary>config.yaml</summary><pre>{html.escape(text)}</pre></details>")
-        self.md.append("<details><summary>config.yaml</summary>\n\n```yaml\n" + text + "```\n</details>\n")
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 # what a training log of each kind of run holds: preference and supervised runs log `loss`, RL runs `loss/total`
 # and the reward; evaluations are `eval/`-prefixed (RL: the held-out reward)
 TRAIN_MARKERS = ("loss", "loss/total", "reward/score")
@@ -143,133 +94,103 @@ def is_eval_log(record: dict) -> bool:
     return any(key.startswith("eval/") for key in record) and "symptom" not in record
 
 
-def add_training(page: Page, run: RunView) -> None:
-    """The training section: final and first/last eval metrics, curves, symptoms."""
+def training_view(run: RunView, figures: Figures) -> dict:
+    """A run's training part for the templates: a one-line summary, the main metrics table, grouped curves
+    and the symptom warnings."""
     train = [r for r in run.records if is_train_log(r)]
     evaluation = [r for r in run.records if is_eval_log(r)]
-    last, first_eval, last_eval = (
-        (train[-1] if train else {}),
-        (evaluation[0] if evaluation else {}),
-        (evaluation[-1] if evaluation else {}),
-    )
-    page.text(f"{len(train)} training logs up to step {last.get('step', '-')}; {len(evaluation)} evaluations.")
+    last = train[-1] if train else {}
+    first_eval, last_eval = (evaluation[0] if evaluation else {}), (evaluation[-1] if evaluation else {})
     keys = [k for k in SUMMARY_KEYS if k in last or f"eval/{k}" in last_eval]
-    if keys:
-        page.table(
-            ["metric", "train (last)", "eval (first)", "eval (last)"],
-            [
-                [k, _fmt(last.get(k), 4), _fmt(first_eval.get(f"eval/{k}"), 4), _fmt(last_eval.get(f"eval/{k}"), 4)]
-                for k in keys
-            ],
-        )
-    page.image(plots.training_curves(run.records, run.symptoms, run.name), f"training curves of {run.name}")
-    if run.symptoms:
-        page.heading("Symptom warnings", 3)
-        page.table(
-            ["step", "symptom", "what happened", "advice"],
-            [[s["step"], s["symptom"], s["message"], s["advice"]] for s in run.symptoms],
-        )
-    elif run.records:
-        page.text("No symptom warnings were raised.")
+    rows = [
+        [k, _fmt(last.get(k), 4), _fmt(first_eval.get(f"eval/{k}"), 4), _fmt(last_eval.get(f"eval/{k}"), 4)]
+        for k in keys
+    ]
+    curves = [
+        {"title": title, "folded": title.startswith("system") or title == "other", **figures.add(png, title)}
+        for title, png in plots.grouped_curves(run.records, run.symptoms)
+    ]
+    return {
+        "summary": f"{len(train)} training logs up to step {last.get('step', '-')}; {len(evaluation)} evaluations.",
+        "table": {"columns": ["metric", "train (last)", "eval (first)", "eval (last)"], "rows": rows} if rows else None,
+        "curves": curves,
+        "symptom_rows": [[s["step"], s["symptom"], s["message"], s["advice"]] for s in run.symptoms],
+    }
 
 
-def add_eval(page: Page, results: dict) -> None:
-    """The evaluation section: win-rate, reward accuracy, probes."""
-    page.heading("Evaluation", 3)
-    page.text(f"model: {results.get('model')}   reference: {results.get('reference')}")
-    win = results.get("win_rate")
-    if win:
-        page.text(
-            f"Win-rate vs reference: {win['win_rate']:.3f} (95% CI {win['ci_low']:.3f}-{win['ci_high']:.3f}); "
-            f"{win['wins']} wins, {win['ties']} ties, {win['losses']} losses of {win['n']}; judge: {win['judge']}."
-        )
-        page.image(plots.win_rate_bar(win), "win-rate with 95% interval")
-    else:
-        page.text("Win-rate: not measured (no judge applied).")
-    accuracy = results.get("reward_accuracy")
-    if accuracy:
-        page.text(
-            f"Held-out reward accuracy: {accuracy['accuracy']:.3f} on "
-            f"{accuracy['pairs']} pairs ({accuracy['kind']}); {accuracy['flag']}."
-        )
-    probes = results.get("probes") or []
-    if probes:
-        page.table(
-            ["probe", "metric", "before", "after", "delta", "regressed"],
-            [
-                [
-                    p["probe"],
-                    p["metric"],
-                    _fmt(p["before"]),
-                    _fmt(p["after"]),
-                    f"{p['delta']:+.3f}",
-                    "YES" if p["regressed"] else "no",
-                ]
-                for p in probes
-            ],
-        )
-        page.image(plots.probe_bars(probes), "capability probes before and after")
+class Figures:
+    """PNG figures written beside the report (for the markdown) and inlined as data URIs (in the HTML)."""
+
+    def __init__(self, assets: Path):
+        self.assets, self.count = assets, 0
+
+    def add(self, png: bytes, title: str) -> dict:
+        """``{"uri", "file"}`` of a new figure."""
+        self.count += 1
+        self.assets.mkdir(parents=True, exist_ok=True)
+        name = f"figure-{self.count}.png"
+        (self.assets / name).write_bytes(png)
+        return {"uri": "data:image/png;base64," + base64.b64encode(png).decode(), "file": f"{self.assets.name}/{name}"}
 
 
-def add_sweep(page: Page, run: RunView) -> None:
-    """The sweep section: one row per beta, the recommendation and its plot."""
-    sweep = run.sweep
-    page.heading("Beta sweep", 3)
-    best = sweep.get("recommended_beta")
-    page.text(f"Recommended beta: {'none' if best is None else f'{best:g}'} — {sweep.get('why', '')}")
-    page.table(
-        ["beta", "win-rate", "95% CI", "reward accuracy", "regressions"],
-        [
-            [
-                f"{r['beta']:g}",
-                _fmt(r["win_rate"]),
-                "-" if r["win_rate"] is None else f"{r['ci_low']:.3f}-{r['ci_high']:.3f}",
-                _fmt(r["reward_accuracy"]),
-                ", ".join(r["regressions"]) or "none",
-            ]
-            for r in sweep["rows"]
-        ],
-    )
-    figure = run.path / "sweep.png"
-    if figure.is_file():
-        page.image(figure.read_bytes(), "beta sweep")
-
-
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
 img{max-width:100%;display:block;margin:.6em 0}
-table{border-collapse:collapse;margin:.6em 0}
-td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top} th{background:#eee}
-pre{background:#f6f6f6;padding:1em;overflow:auto} h2{border-bottom:1px solid #ddd;padding-bottom:.2em}"""
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top;max-width:32em} th{background:#eee}
+pre{background:#f6f6f6;padding:1em;overflow:auto} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+details{margin:.6em 0} summary{cursor:pointer;font-weight:600}
+.card{border-radius:8px;padding:.8em 1.2em;margin:1em 0;border:2px solid #999;background:#fafafa}
+.card .headline{font-size:1.5em;font-weight:700}
+.card.aligned{border-color:#2e7d32;background:#f1f8f1} .card.aligned .headline{color:#2e7d32}
+.card.regressed{border-color:#c62828;background:#fdf1f1} .card.regressed .headline{color:#c62828}
+.card .symptoms{color:#c62828} .card .quiet{color:#555}"""
+
+
+def _templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("alignkit.report", "templates"),
+        autoescape=select_autoescape(["html.j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["md_cell"] = lambda value: str(value).replace("|", "\\|").replace("\n", " ")
+    return env
 
 
 def build_report(config: ReportConfig) -> Path:
-    """``alignkit report``: report.html (self-contained but for its figures) and report.md over the runs; returns
-    the HTML path."""
+    """``alignkit report``: report.html (self-contained) and report.md (figures beside it) over the runs;
+    returns the HTML path."""
     runs = [read_run(Path(p)) for p in config.runs]
     out = Path(config.output_dir) if config.output_dir else runs[0].path
     html_path, md_path = out / "report.html", out / "report.md"
     if not config.overwrite and (html_path.exists() or md_path.exists()):
         raise AlignkitError(f"{html_path} exists; pass --overwrite true or choose another --output_dir")
-    page = Page(out / "report_files")
-    page.heading("alignkit report", 1)
-    page.text("Runs: " + ", ".join(str(r.path) for r in runs))
-    page.image(plots.compare_runs({r.name: r.records for r in runs if r.records}), "runs compared")
+    figures = Figures(out / "report_files")
+    compared = plots.compare_runs({r.name: r.records for r in runs if r.records})
+    views, section_figures = [], 0
     for run in runs:
-        page.heading(f"Run: {run.name}")
-        if run.records:
-            add_training(page, run)
+        sections = Page(out / "report_files")
+        sections.images = offset = 1000 * (len(views) + 1)  # its figure names never meet the grouped curves'
         if run.eval_results:
-            add_eval(page, run.eval_results)
+            add_eval(sections, run.eval_results)
         if run.sweep:
-            add_sweep(page, run)
-        if run.config_text:
-            page.pre(run.config_text)
+            add_sweep(sections, run)
+        view = {
+            "name": run.name,
+            "path": str(run.path),
+            "verdict": verdict(run.path, run.eval_results, run.symptoms),
+            "answers": answers(run.path),
+            "config_text": run.config_text,
+            "sections_html": "\n".join(sections.html),
+            "sections_md": "".join(sections.md),
+            **(training_view(run, figures) if run.records else {"curves": [], "symptom_rows": []}),
+        }
+        views.append(view)
+        section_figures += sections.images - offset
+    context = {"runs": views, "style": STYLE, "compare": figures.add(compared, "runs compared") if compared else None}
+    env = _templates()
     out.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>alignkit "
-        f"report</title><style>{STYLE}</style></head><body>\n" + "\n".join(page.html) + "\n</body></html>\n",
-        encoding="utf-8",
-    )
-    md_path.write_text("".join(page.md), encoding="utf-8")
-    print(f"alignkit report: wrote {html_path} and {md_path} ({page.images} figures)")
+    html_path.write_text(env.get_template("report.html.j2").render(**context), encoding="utf-8")
+    md_path.write_text(env.get_template("report.md.j2").render(**context), encoding="utf-8")
+    print(f"alignkit report: wrote {html_path} and {md_path} ({figures.count + section_figures} figures)")
     return html_path

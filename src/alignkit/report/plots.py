@@ -127,3 +127,94 @@ def probe_bars(probes: list[dict]) -> bytes | None:
         ax.set_title(f"{probe['probe']} ({probe['metric']})", fontsize=9)
         ax.tick_params(labelsize=8)
     return _png(fig)
+
+
+# The curves a person reads, grouped by what they tell (the first group of a kind of run is shown open,
+# "system" folded away); a metric in no group lands in "other".
+CURVE_GROUPS = {
+    "preference: is it learning the preference?": (
+        "loss",
+        "rewards/margins",
+        "rewards/accuracies",
+        "rewards/chosen",
+        "rewards/rejected",
+        "nll_loss",
+    ),
+    "log-probs: what it does to chosen and rejected answers": (
+        "logps/chosen",
+        "logps/rejected",
+        "logps/rejected_vs_ref_per_token",
+        "kl",
+        "log_odds_ratio",
+    ),
+    "RL: reward, drift from the reference, length": (
+        "reward/score",
+        "objective/kl",
+        "response_length",
+        "truncated_fraction",
+        "objective/entropy",
+        "loss/total",
+    ),
+    "reward model": ("accuracy", "margin"),
+    "system: throughput, memory, learning rate": (
+        "tokens_per_second",
+        "samples_per_second",
+        "step_time",
+        "learning_rate",
+        "grad_norm",
+        "epoch",
+    ),
+}
+# the metric each symptom is about: its marker goes on that panel only
+SYMPTOM_METRIC = {
+    "early_accuracy": "rewards/accuracies",
+    "rejected_collapse": "logps/rejected_vs_ref_per_token",
+    "flat_margins": "rewards/margins",
+    "chosen_falling": "rewards/chosen",
+    "eval_divergence": "rewards/margins",
+    "nonfinite_loss": "loss",
+    "reward_hacking_kl": "objective/kl",
+    "length_runaway": "response_length",
+}
+
+
+def grouped_curves(records: list[dict], symptoms: list[dict]) -> list[tuple[str, bytes]]:
+    """One figure per group of metrics that has curves to draw: (group title, PNG)."""
+    series = {name: points for name, points in metric_series(records).items() if worth_a_panel(points)}
+    grouped = {title: [n for n in names if n in series] for title, names in CURVE_GROUPS.items()}
+    known = {n for names in CURVE_GROUPS.values() for n in names}
+    grouped["other"] = sorted(n for n in series if n not in known)
+    figures = []
+    for title, names in grouped.items():
+        if not names:
+            continue
+        cols = min(3, len(names))
+        fig, axes = plt.subplots(
+            math.ceil(len(names) / cols), cols, figsize=(4.2 * cols, 2.8 * math.ceil(len(names) / cols)), squeeze=False
+        )
+        for ax, name in zip(axes.flat, names):
+            for split, style in (("train", "-"), ("eval", "o--")):
+                points = series[name][split]
+                if points:
+                    ax.plot([p for p, _ in points], [v for _, v in points], style, label=split, markersize=4)
+            for symptom in symptoms:
+                if SYMPTOM_METRIC.get(symptom["symptom"], "loss" if name == "loss" else None) == name:
+                    ax.axvline(symptom["step"], color="tab:red", lw=1, ls=":")
+                    ax.annotate(
+                        symptom["symptom"],
+                        (symptom["step"], 0.95),
+                        xycoords=("data", "axes fraction"),
+                        color="tab:red",
+                        fontsize=7,
+                        ha="right",
+                        rotation=90,
+                        va="top",
+                    )
+            ax.set_title(name, fontsize=9)
+            ax.tick_params(labelsize=7)
+            if series[name]["eval"] and series[name]["train"]:
+                ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(names) :]:
+            ax.axis("off")
+        figures.append((title, _png(fig)))
+    return figures
