@@ -7,8 +7,11 @@ from pathlib import Path
 
 from alignkit import trl_names
 from alignkit.cli import COMMANDS, _load
+from alignkit.configs import TrainConfig
 from alignkit.configs.loading import HELP_GROUPS, _default_text, _type_text
-from alignkit.train.run_outputs import METRICS, RUN_FILES
+from alignkit.diagnose.symptoms import ADVICE
+from alignkit.report.plots import SYMPTOM_METRIC
+from alignkit.train.run_outputs import METHOD_METRICS, METRICS, RUN_FILES
 
 
 def _cell(text: str) -> str:
@@ -63,6 +66,33 @@ def table_page(title: str, intro: str, rows: dict[str, str], head: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def method_page(method: str) -> str:
+    """One method: its command, the keys it adds to the shared ones, its metrics, and the symptom rules that
+    watch them."""
+    command = COMMANDS[method]
+    cls = _load(command.config)
+    own = {k: f for k, f in cls.model_fields.items() if k not in TrainConfig.model_fields}
+    metrics = METHOD_METRICS[method]
+    symptoms = [name for name, metric in SYMPTOM_METRIC.items() if metric in metrics] + ["nonfinite_loss"]
+    lines = [f"# `alignkit {method}`", "", command.summary, "", (cls.__doc__ or "").strip().replace("\n    ", " "), ""]
+    lines += [
+        "## Its own keys",
+        "",
+        "The shared keys (model, data, optimisation, logging) are in [command keys](commands.md).",
+        "",
+    ]
+    lines += ["| key | type | default | description |", "|---|---|---|---|"]
+    lines += [
+        f"| `{k}` | {_cell(_type_text(f.annotation))} | {_cell(_default_text(f))} | {_cell(f.description or '')} |"
+        for k, f in own.items()
+    ]
+    lines += ["", "## Metrics it logs", "", "Besides step, epoch, grad_norm, learning rate and throughput:", ""]
+    lines += ["| metric | what it is |", "|---|---|"] + [f"| `{m}` | {_cell(METRICS[m])} |" for m in metrics]
+    lines += ["", "## Symptom warnings that watch it", "", "| symptom | what to do |", "|---|---|"]
+    lines += [f"| `{name}` | {_cell(ADVICE[name])} |" for name in symptoms if name in ADVICE]
+    return "\n".join(lines) + "\n"
+
+
 def write_reference(folder: Path) -> None:
     """Write the reference pages into ``folder`` (only the ones whose text changed)."""
     folder.mkdir(exist_ok=True)
@@ -79,6 +109,7 @@ def write_reference(folder: Path) -> None:
             "metric",
         ),
     }
+    pages.update({f"method-{m}.md": method_page(m) for m in METHOD_METRICS})
     for name, text in pages.items():
         path = folder / name
         if not path.is_file() or path.read_text() != text:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -238,15 +239,13 @@ HELP_GROUPS = {
 
 
 def _type_text(annotation) -> str:
-    """A field's type for --help: its choices when it has them."""
-    text = str(annotation).replace("typing.", "")
-    choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else ()
-    for arg in typing.get_args(annotation):  # Optional[Literal[...]] and the like
-        if typing.get_origin(arg) is typing.Literal:
-            choices = typing.get_args(arg)
-    if choices:
-        return "one of " + "|".join(str(c) for c in choices)
-    return getattr(annotation, "__name__", text).replace(" | None", "").replace("NoneType", "none")
+    """A field's type for --help: its choices when it has them; a union's parts joined by "or"."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "one of " + "|".join(str(c) for c in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(a) for a in typing.get_args(annotation) if a is not type(None))
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 
 
 def _default_text(field) -> str:
