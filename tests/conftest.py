@@ -147,11 +147,14 @@ def tiny_run_args(model_dir, data, out, *extra: str, eval_split: str = "0.25") -
 
 
 @pytest.fixture(autouse=True, scope="session")
-def alignkit_cache(tmp_path_factory):
-    """Every test (and every process it launches) caches under a folder of this session, never the user's
-    ``~/.cache/alignkit`` (converted model, reference log-probs, demo answers)."""
+def alignkit_cache():
+    """Every test (and every process it launches) caches in the tests' own folder, never the user's
+    ``~/.cache/alignkit``: ``$ALIGNKIT_TEST_CACHE``, else ``~/.cache/alignkit-tests``. It persists between runs
+    (the converted model and the demo's reference answers take minutes to make); every cache entry is keyed by
+    content, and the tests of caching itself use a folder of their own."""
     before = os.environ.get("ALIGNKIT_CACHE")
-    path = tmp_path_factory.mktemp("alignkit-cache")
+    path = Path(os.environ.get("ALIGNKIT_TEST_CACHE") or Path.home() / ".cache" / "alignkit-tests")
+    path.mkdir(parents=True, exist_ok=True)
     os.environ["ALIGNKIT_CACHE"] = str(path)
     yield path
     if before is None:
