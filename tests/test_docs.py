@@ -74,3 +74,43 @@ def test_the_commands_the_docs_show_that_take_seconds_run():
             [sys.executable, "-m", "alignkit", *command.split()[1:]], capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0 and done.stdout.strip(), (command, done.stderr[-500:])
+
+
+def test_the_shipped_example_data_is_what_the_documented_script_writes(tmp_path):
+    """``python examples/make_example_data.py`` (docs/methods.md) rewrites examples/data: run on a copy, it must
+    reproduce every shipped file byte for byte (without --retention, which needs the embedded model)."""
+    import shutil
+
+    copy = shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shipped = {p.name: p.read_bytes() for p in (ROOT / "examples" / "data").glob("*.jsonl")}
+    done = subprocess.run(
+        [sys.executable, str(copy / "make_example_data.py")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    written = {p.name: p.read_bytes() for p in (copy / "data").glob("*.jsonl")}
+    assert written.keys() == shipped.keys() and all(written[k] == shipped[k] for k in shipped)
+
+
+def test_the_documented_labelling_and_doctor_commands_run(tmp_path, capsys, monkeypatch):
+    """docs/data.md's labelling sequence (without the server) and README's doctor on a shipped example, through
+    the CLI's entry point in this process."""
+    from alignkit.cli import main
+
+    def alignkit(*args: str) -> str:
+        code = main(list(args))
+        out = capsys.readouterr()
+        assert code == 0, (args, out.err[-800:])
+        return out.out + out.err
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pairs.jsonl").write_text((ROOT / "examples" / "data" / "arithmetic_pairs_heldout.jsonl").read_text())
+    (tmp_path / "rubric.md").write_text("Prefer the correct, direct answer.\n")
+    alignkit("label", "init", "audit", "--rows", "pairs.jsonl", "--overlap", "2", "--rubric", "rubric.md")
+    assert "token" in alignkit("label", "add-annotator", "audit", "alice")
+    alignkit("label", "add-annotator", "audit", "bob")
+    alignkit("label", "stats", "audit")
+    alignkit("label", "export", "audit", "--output", "labelled.jsonl")
+    assert (tmp_path / "labelled.jsonl").is_file()
+    monkeypatch.chdir(ROOT)  # the example's data paths are relative to the repository
+    doctor = alignkit("doctor", "examples/dpo_lora.yaml", "--output_dir", str(tmp_path / "run"))
+    assert "0 failed" in doctor and "max_length" in doctor

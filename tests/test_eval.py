@@ -201,6 +201,10 @@ def test_evaluates_a_lora_run_against_its_starting_model(lora_run, tiny_model_di
     assert (out / "inspection.md").read_text().count("\n| ") == 1 + 3  # header + 3 rows
     assert "<table>" in (out / "inspection.html").read_text()
     assert [p["probe"] for p in saved["probes"]] == ["perplexity", "facts"]
+    card = (lora_run / "run" / "final" / "README.md").read_text()  # the run's model card now holds the eval
+    section = card[card.index("## Evaluation (alignkit eval)") :]
+    assert f"{saved['win_rate']['win_rate']:.3f} (95% CI" in section and section.count("- probe ") == 2
+    assert card.index("## Hyper-parameters") < card.index("## Evaluation (alignkit eval)")
 
     # reward accuracy on the run's 18 held-out pairs, recomputed independently with full logits
     from alignkit.data.preference import load_preference_data

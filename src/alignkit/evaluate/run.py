@@ -42,6 +42,7 @@ from alignkit.evaluate.winrate import judge_outcomes, win_rate
 from alignkit.judges.endpoint_job import EndpointJob
 from alignkit.judges.scorers import RewardModelScorer
 from alignkit.models.loading import resolve_model_path
+from alignkit.train.run_outputs import add_eval_to_model_card
 
 
 @dataclass
@@ -148,6 +149,10 @@ def evaluate_model(
     (out / "eval_results.json").write_text(
         json.dumps({k: v for k, v in results.items() if k != "reference_answers"}, indent=1)
     )
+    final = Path(resolve_model_path(config.model))
+    run_card = final.name == "final" and (final.parent / "config.yaml").is_file()  # an alignkit run's, not a user's
+    if run_card and add_eval_to_model_card(final, results):
+        console.print(f"alignkit eval: added the results to the model card {final / 'README.md'}")
     console.print(f"alignkit eval: wrote {out}")
     return EvalResult(out, results, records)
 

@@ -11,7 +11,6 @@ the config. The page is rendered from Jinja2 templates (``report/templates``).
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from alignkit.configs import ReportConfig
 from alignkit.errors import AlignkitError
 from alignkit.report import plots
 from alignkit.report.cards import answers, verdict
-from alignkit.report.sections import Page, _fmt, add_eval, add_sweep
+from alignkit.report.sections import Figures, _fmt, eval_blocks, sweep_blocks
 
 
 @dataclass
@@ -118,21 +117,6 @@ def training_view(run: RunView, figures: Figures) -> dict:
     }
 
 
-class Figures:
-    """PNG figures written beside the report (for the markdown) and inlined as data URIs (in the HTML)."""
-
-    def __init__(self, assets: Path):
-        self.assets, self.count = assets, 0
-
-    def add(self, png: bytes, title: str) -> dict:
-        """``{"uri", "file"}`` of a new figure."""
-        self.count += 1
-        self.assets.mkdir(parents=True, exist_ok=True)
-        name = f"figure-{self.count}.png"
-        (self.assets / name).write_bytes(png)
-        return {"uri": "data:image/png;base64," + base64.b64encode(png).decode(), "file": f"{self.assets.name}/{name}"}
-
-
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px;color:#222}
 img{max-width:100%;display:block;margin:.6em 0}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
@@ -167,30 +151,25 @@ def build_report(config: ReportConfig) -> Path:
         raise AlignkitError(f"{html_path} exists; pass --overwrite true or choose another --output_dir")
     figures = Figures(out / "report_files")
     compared = plots.compare_runs({r.name: r.records for r in runs if r.records})
-    views, section_figures = [], 0
+    views = []
     for run in runs:
-        sections = Page(out / "report_files")
-        sections.images = offset = 1000 * (len(views) + 1)  # its figure names never meet the grouped curves'
-        if run.eval_results:
-            add_eval(sections, run.eval_results)
-        if run.sweep:
-            add_sweep(sections, run)
-        view = {
-            "name": run.name,
-            "path": str(run.path),
-            "verdict": verdict(run.path, run.eval_results, run.symptoms),
-            "answers": answers(run.path),
-            "config_text": run.config_text,
-            "sections_html": "\n".join(sections.html),
-            "sections_md": "".join(sections.md),
-            **(training_view(run, figures) if run.records else {"curves": [], "symptom_rows": []}),
-        }
-        views.append(view)
-        section_figures += sections.images - offset
+        blocks = eval_blocks(run.eval_results, figures) if run.eval_results else []
+        blocks += sweep_blocks(run.sweep, run.path, figures) if run.sweep else []
+        views.append(
+            {
+                "name": run.name,
+                "path": str(run.path),
+                "verdict": verdict(run.path, run.eval_results, run.symptoms),
+                "answers": answers(run.path),
+                "config_text": run.config_text,
+                "blocks": blocks,
+                **(training_view(run, figures) if run.records else {"curves": [], "symptom_rows": []}),
+            }
+        )
     context = {"runs": views, "style": STYLE, "compare": figures.add(compared, "runs compared") if compared else None}
     env = _templates()
     out.mkdir(parents=True, exist_ok=True)
     html_path.write_text(env.get_template("report.html.j2").render(**context), encoding="utf-8")
     md_path.write_text(env.get_template("report.md.j2").render(**context), encoding="utf-8")
-    print(f"alignkit report: wrote {html_path} and {md_path} ({figures.count + section_figures} figures)")
+    print(f"alignkit report: wrote {html_path} and {md_path} ({figures.count} figures)")
     return html_path

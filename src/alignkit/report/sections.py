@@ -1,126 +1,94 @@
-"""The report's eval and sweep sections as HTML and markdown fragments (tables and figures), collected by a
-:class:`Page`; the page around them is a Jinja2 template (``templates/``)."""
+"""The report's eval and sweep sections as data: a list of blocks (a heading, a paragraph, a figure or a
+table) that the HTML and markdown templates (``templates/``) both render, and the figures they refer to."""
 
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 
 from alignkit.report import plots
 
 
-class Page:
-    """Collects the same content as HTML (images inline) and markdown (images as files)."""
+class Figures:
+    """PNG figures written beside the report (for the markdown) and inlined as data URIs (in the HTML)."""
 
     def __init__(self, assets: Path):
-        self.html: list[str] = []
-        self.md: list[str] = []
-        self.assets = assets
-        self.images = 0
+        self.assets, self.count = assets, 0
 
-    def heading(self, text: str, level: int = 2) -> None:
-        """Add a heading."""
-        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
-        self.md.append(f"\n{'#' * level} {text}\n")
-
-    def text(self, text: str) -> None:
-        """Add a paragraph."""
-        self.html.append(f"<p>{html.escape(text)}</p>")
-        self.md.append(text + "\n")
-
-    def image(self, png: bytes | None, alt: str) -> None:
-        """Add a PNG figure (written beside the report; nothing when None)."""
-        if png is None:
-            return
-        self.images += 1
-        name = f"figure-{self.images}.png"
+    def add(self, png: bytes, title: str) -> dict:
+        """``{"uri", "file"}`` of a new figure."""
+        self.count += 1
         self.assets.mkdir(parents=True, exist_ok=True)
+        name = f"figure-{self.count}.png"
         (self.assets / name).write_bytes(png)
-        self.html.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
-        self.md.append(f"![{alt}]({self.assets.name}/{name})\n")
-
-    def table(self, header: list[str], rows: list[list]) -> None:
-        """Add a table."""
-        cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-        self.html.append(f"<table><tr>{cells}</tr>{body}</table>")
-        self.md.append(
-            "| "
-            + " | ".join(header)
-            + " |\n|"
-            + "---|" * len(header)
-            + "\n"
-            + "".join("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |\n" for row in rows)
-        )
-
-    def pre(self, text: str) -> None:
-        """Add the config, folded."""
-        self.html.append(f"<details><summary>config.yaml</summary><pre>{html.escape(text)}</pre></details>")
-        self.md.append("<details><summary>config.yaml</summary>\n\n```yaml\n" + text + "```\n</details>\n")
+        return {"uri": "data:image/png;base64," + base64.b64encode(png).decode(), "file": f"{self.assets.name}/{name}"}
 
 
 def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def add_eval(page: Page, results: dict) -> None:
+def _figure(figures: Figures, png: bytes | None, alt: str) -> list[dict]:
+    return [{"figure": figures.add(png, alt), "alt": alt}] if png is not None else []
+
+
+def eval_blocks(results: dict, figures: Figures) -> list[dict]:
     """The evaluation section: win-rate, reward accuracy, probes."""
-    page.heading("Evaluation", 3)
-    page.text(f"model: {results.get('model')}   reference: {results.get('reference')}")
+    blocks: list[dict] = [
+        {"heading": "Evaluation"},
+        {"text": f"model: {results.get('model')}   reference: {results.get('reference')}"},
+    ]
     win = results.get("win_rate")
     if win:
-        page.text(
-            f"Win-rate vs reference: {win['win_rate']:.3f} (95% CI {win['ci_low']:.3f}-{win['ci_high']:.3f}); "
-            f"{win['wins']} wins, {win['ties']} ties, {win['losses']} losses of {win['n']}; judge: {win['judge']}."
+        blocks.append(
+            {
+                "text": f"Win-rate vs reference: {win['win_rate']:.3f} (95% CI {win['ci_low']:.3f}-"
+                f"{win['ci_high']:.3f}); {win['wins']} wins, {win['ties']} ties, {win['losses']} losses of "
+                f"{win['n']}; judge: {win['judge']}."
+            }
         )
-        page.image(plots.win_rate_bar(win), "win-rate with 95% interval")
+        blocks += _figure(figures, plots.win_rate_bar(win), "win-rate with 95% interval")
     else:
-        page.text("Win-rate: not measured (no judge applied).")
+        blocks.append({"text": "Win-rate: not measured (no judge applied)."})
     accuracy = results.get("reward_accuracy")
     if accuracy:
-        page.text(
-            f"Held-out reward accuracy: {accuracy['accuracy']:.3f} on "
-            f"{accuracy['pairs']} pairs ({accuracy['kind']}); {accuracy['flag']}."
+        blocks.append(
+            {
+                "text": f"Held-out reward accuracy: {accuracy['accuracy']:.3f} on {accuracy['pairs']} pairs "
+                f"({accuracy['kind']}); {accuracy['flag']}."
+            }
         )
     probes = results.get("probes") or []
     if probes:
-        page.table(
-            ["probe", "metric", "before", "after", "delta", "regressed"],
-            [
-                [
-                    p["probe"],
-                    p["metric"],
-                    _fmt(p["before"]),
-                    _fmt(p["after"]),
-                    f"{p['delta']:+.3f}",
-                    "YES" if p["regressed"] else "no",
-                ]
-                for p in probes
-            ],
+        rows = [
+            [p["probe"], p["metric"], _fmt(p["before"]), _fmt(p["after"]), f"{p['delta']:+.3f}"]
+            + ["YES" if p["regressed"] else "no"]
+            for p in probes
+        ]
+        blocks.append(
+            {"table": {"columns": ["probe", "metric", "before", "after", "delta", "regressed"], "rows": rows}}
         )
-        page.image(plots.probe_bars(probes), "capability probes before and after")
+        blocks += _figure(figures, plots.probe_bars(probes), "capability probes before and after")
+    return blocks
 
 
-def add_sweep(page: Page, run) -> None:
+def sweep_blocks(sweep: dict, path: Path, figures: Figures) -> list[dict]:
     """The sweep section: one row per beta, the recommendation and its plot."""
-    sweep = run.sweep
-    page.heading("Beta sweep", 3)
     best = sweep.get("recommended_beta")
-    page.text(f"Recommended beta: {'none' if best is None else f'{best:g}'} — {sweep.get('why', '')}")
-    page.table(
-        ["beta", "win-rate", "95% CI", "reward accuracy", "regressions"],
+    rows = [
         [
-            [
-                f"{r['beta']:g}",
-                _fmt(r["win_rate"]),
-                "-" if r["win_rate"] is None else f"{r['ci_low']:.3f}-{r['ci_high']:.3f}",
-                _fmt(r["reward_accuracy"]),
-                ", ".join(r["regressions"]) or "none",
-            ]
-            for r in sweep["rows"]
-        ],
-    )
-    figure = run.path / "sweep.png"
-    if figure.is_file():
-        page.image(figure.read_bytes(), "beta sweep")
+            f"{r['beta']:g}",
+            _fmt(r["win_rate"]),
+            "-" if r["win_rate"] is None else f"{r['ci_low']:.3f}-{r['ci_high']:.3f}",
+            _fmt(r["reward_accuracy"]),
+            ", ".join(r["regressions"]) or "none",
+        ]
+        for r in sweep["rows"]
+    ]
+    blocks = [
+        {"heading": "Beta sweep"},
+        {"text": f"Recommended beta: {'none' if best is None else f'{best:g}'} — {sweep.get('why', '')}"},
+        {"table": {"columns": ["beta", "win-rate", "95% CI", "reward accuracy", "regressions"], "rows": rows}},
+    ]
+    figure = path / "sweep.png"
+    return blocks + (_figure(figures, figure.read_bytes(), "beta sweep") if figure.is_file() else [])

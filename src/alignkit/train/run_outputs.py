@@ -115,6 +115,36 @@ def write_model_card(folder: Path, config, method: str, train: dict, evaluation:
     ModelCard("\n".join(lines)).save(folder / "README.md")
 
 
+EVAL_START, EVAL_END = "<!-- alignkit eval -->", "<!-- /alignkit eval -->"
+
+
+def add_eval_to_model_card(folder: Path, results: dict) -> bool:
+    """Put ``alignkit eval``'s results (win-rate with its interval, reward accuracy, probes) into the model card
+    of ``folder`` (a run's final/), replacing those of an earlier eval; False when the folder has no card."""
+    card_path = folder / "README.md"
+    if not card_path.is_file():
+        return False
+    lines = [EVAL_START, "## Evaluation (alignkit eval)", ""]
+    win = results.get("win_rate")
+    if win:
+        lines.append(
+            f"- win-rate vs `{results.get('reference')}`: {win['win_rate']:.3f} (95% CI {win['ci_low']:.3f}-"
+            f"{win['ci_high']:.3f}; {win['wins']} wins, {win['ties']} ties, {win['losses']} losses; {win['judge']})"
+        )
+    accuracy = results.get("reward_accuracy")
+    if accuracy:
+        lines.append(f"- held-out reward accuracy: {accuracy['accuracy']:.3f} on {accuracy['pairs']} pairs")
+    for probe in results.get("probes") or []:
+        flag = " (regressed)" if probe.get("regressed") else ""
+        lines.append(f"- probe {probe['probe']}: {probe['before']:.3f} -> {probe['after']:.3f}{flag}")
+    lines.append(EVAL_END)
+    text = card_path.read_text()
+    if EVAL_START in text and EVAL_END in text:
+        text = text[: text.index(EVAL_START)] + text[text.index(EVAL_END) + len(EVAL_END) :].lstrip("\n")
+    ModelCard(text.rstrip() + "\n\n" + "\n".join(lines) + "\n").save(card_path)
+    return True
+
+
 # What the generated reference (docs/reference/) lists: every file a training run writes and every metric its
 # logs hold. tests/test_docs.py fails when a run writes a file or logs a metric that is not described here.
 RUN_FILES = {
