@@ -54,33 +54,6 @@ def worth_a_panel(points: dict[str, list]) -> bool:
     return (len(points["train"]) > 1 or len(points["eval"]) > 1) and any(v != 0 for v in values)
 
 
-def training_curves(records: list[dict], symptoms: list[dict], title: str = "") -> bytes | None:
-    """A PNG of every logged training metric against steps, symptoms marked (None: no metrics)."""
-    series = {name: points for name, points in metric_series(records).items() if worth_a_panel(points)}
-    if not series:
-        return None
-    names = sorted(series, key=lambda n: (n != "loss", n))
-    cols = 3
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
-    for ax, name in zip(axes.flat, names):
-        for split, style in (("train", "-"), ("eval", "o--")):
-            points = series[name][split]
-            if points:
-                ax.plot([s for s, _ in points], [v for _, v in points], style, label=split, markersize=4)
-        for symptom in symptoms:
-            ax.axvline(symptom["step"], color="tab:red", lw=0.8, ls=":")
-        ax.set_title(name, fontsize=9)
-        ax.tick_params(labelsize=7)
-        if series[name]["eval"] and series[name]["train"]:
-            ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title + ("   (dotted red: symptom warnings)" if symptoms else ""), fontsize=10)
-    return _png(fig)
-
-
 COMPARED = ("loss", "rewards/margins", "rewards/accuracies", "loss/total", "reward/score", "objective/kl")
 
 
