@@ -269,3 +269,31 @@ def test_deferred_host_reads_log_what_per_step_reads_log(straight, tiny_model_di
     assert len(deferred) == len(host) == 2
     for ours, theirs in zip(deferred, host):
         assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+def test_a_stop_signal_between_logs_resumes_exactly_with_deferred_reads(
+    straight, tiny_model_dir, tmp_path, deferred_reads
+):
+    """On a GPU the gradient norms of a logging window are read at the log; a SIGTERM that lands mid-window
+    (after the loop last looked) checkpoints there, and the checkpoint's window must still hold those norms:
+    the resumed run logs what the uninterrupted one does."""
+    import os
+
+    from alignkit.train.faults import TrainingInterrupted
+
+    data, _ = straight
+    extra = ("--max_steps", "8", "--logging_steps", "4", "--save_steps", "100")
+    train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, tmp_path / "straight", *extra)))
+    out = tmp_path / "stopped"
+
+    def stop_at_3(step: int) -> None:
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted):
+        train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, *extra)), on_step=stop_at_3)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
+    train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, *extra, "--resume")))
+    logged = [r for r in read_metrics(out, timings=False) if "loss" in r]
+    assert [r["step"] for r in logged] == [4, 8]
+    assert read_metrics(out, timings=False) == read_metrics(tmp_path / "straight", timings=False)

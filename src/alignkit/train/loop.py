@@ -137,7 +137,15 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     if config.eval_on_start and task.eval_items and state.global_step == 0:
         session.record(0, evaluate(accelerator, model, task, config.per_device_eval_batch_size))
     model.train()
-    session.window_state = lambda: window.state()  # read when a checkpoint is written
+
+    def window_state(late_norms: list[float]) -> dict:
+        """The logging window a checkpoint keeps, with the norms its own settle read (a stop signal between logs)."""
+        for norm in late_norms:
+            if math.isfinite(norm):
+                window.add_step(norm)
+        return window.state()
+
+    session.window_state = window_state
     with session:
         while state.global_step < total_steps:
             batches = micro_batches(

@@ -107,7 +107,7 @@ class TrainingSession:
         self.in_a_row = 0  # non-finite updates in a row (not checkpointed: a resumed run starts clean)
         self.unsettled: list = []  # (step, gradient norm) not yet read from the device (see settle)
         self.fractional_epoch: float | None = None  # where the loop stands in epochs (trainer_state.json's epoch)
-        self.window_state = None  # the loop's partly filled logging window, read when a checkpoint is written
+        self.window_state = None  # norms -> the loop's partly filled logging window, when a checkpoint is written
 
     def prepare(
         self,
@@ -269,12 +269,14 @@ class TrainingSession:
     def save(self) -> Path:
         """Write a checkpoint of the current state atomically; a failed write names the checkpoint kept."""
         step = self.state.global_step
-        self.settle()
+        late = self.settle()  # norms still on the device (a GPU run stopped between logs) go into the window
         if self.window_state is not None:
-            self.state.window = self.window_state()
-        state = trainer_state(
-            asdict(self.state), self.config, self.total_steps, self.run_dir, self.fractional_epoch or self.state.epoch
-        )
+            self.state.window = self.window_state(late)
+        state = asdict(self.state)
+        if self.accelerator.is_main_process:  # the one that writes it, and metrics.jsonl (log_history)
+            state = trainer_state(
+                state, self.config, self.total_steps, self.run_dir, self.fractional_epoch or state["epoch"]
+            )
         try:
             return write_checkpoint(
                 self.backend,
