@@ -48,10 +48,6 @@ class Reference:
         self.autocast = autocast
         return self
 
-    def modules(self) -> list[torch.nn.Module]:
-        """The modules a reference forward runs that the policy does not hold (the frozen copy)."""
-        return [self.frozen] if self.frozen is not None else []
-
     @contextmanager
     def model(self):
         """The reference as a LogProbModel (context manager), under the policy's autocast: the frozen copy,

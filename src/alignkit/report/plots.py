@@ -16,7 +16,7 @@ SKIP = {"step", "epoch"}
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
-    fig.tight_layout(rect=(0, 0, 1, 0.96) if fig.get_suptitle() else None)  # a title above the panels, not on one
+    fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()

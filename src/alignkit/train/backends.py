@@ -85,14 +85,6 @@ def run_precision(mixed_precision: str | None) -> str:
     return mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
 
 
-def precision_autocast(precision: str, device: torch.device):
-    """The autocast the training forward runs under with ``precision`` (what accelerate applies), for passes
-    made outside it, such as the precomputed reference: the policy and its reference then round alike."""
-    if precision == "no":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 def make_accelerator(mixed_precision: str | None = None) -> Accelerator:
     """The accelerator for this launch; ``mixed_precision`` (no/bf16/fp16/auto) overrides what `accelerate launch`
     set."""
