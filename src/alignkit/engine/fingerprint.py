@@ -17,8 +17,7 @@ from pathlib import Path
 from huggingface_hub import snapshot_download
 
 from alignkit.atomic import atomic_path
-
-CHUNK = 1 << 24  # 16 MB per read while hashing
+from alignkit.hashing import sha256_file
 
 
 def _hash_store(cache: Path) -> Path:
@@ -37,11 +36,7 @@ def file_digest(path: Path, cache: Path) -> str:
     except (OSError, ValueError):
         store = {}
     if key not in store:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-        store[key] = digest.hexdigest()
+        store[key] = sha256_file(path)
         with atomic_path(store_path) as tmp:
             tmp.write_text(json.dumps(store))
     return store[key]

@@ -67,7 +67,7 @@ def read_run(path: Path) -> RunView:
 # what a training log of each kind of run holds: preference and supervised runs log `loss`, RL runs `loss/total`
 # and the reward; evaluations are `eval/`-prefixed (RL: the held-out reward)
 TRAIN_MARKERS = ("loss", "loss/total", "reward/score")
-SUMMARY_KEYS = (
+PREFERENCE_SUMMARY_KEYS = (  # the DPO family's headline metrics (the demo prints the same table)
     "loss",
     "rewards/accuracies",
     "rewards/margins",
@@ -75,6 +75,9 @@ SUMMARY_KEYS = (
     "rewards/rejected",
     "logps/chosen",
     "logps/rejected",
+)
+SUMMARY_KEYS = (
+    *PREFERENCE_SUMMARY_KEYS,
     "loss/total",
     "reward/score",
     "objective/kl",

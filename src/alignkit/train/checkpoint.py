@@ -9,7 +9,6 @@ is skipped, loudly, in favour of the previous good one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -24,19 +23,12 @@ from safetensors.torch import load_file, save_file
 
 from alignkit.atomic import fsync_tree
 from alignkit.errors import AlignkitError, RunDirError
+from alignkit.hashing import sha256_file
 from alignkit.train.faults import check_resume
 from alignkit.train.run_outputs import loop_state_of
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 MANIFEST = "manifest.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rng_state() -> dict:
@@ -93,7 +85,7 @@ def save_checkpoint(
         torch.save(rng_state(), tmp / "rng_state_0.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+        manifest = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=1))
         fsync_tree(tmp)
     except BaseException:  # disk full, killed by a signal, ...: no half-written checkpoint stays behind
@@ -137,7 +129,7 @@ def verify_checkpoint(path: Path) -> str | None:
         file = path / name
         if not file.is_file():
             return f"{name} is missing"
-        if file.stat().st_size != expected["size"] or _sha256(file) != expected["sha256"]:
+        if file.stat().st_size != expected["size"] or sha256_file(file) != expected["sha256"]:
             return f"{name} is truncated or corrupt (checksum mismatch)"
     return None
 

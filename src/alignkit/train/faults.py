@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from alignkit.errors import AlignkitError, RunDirError
+from alignkit.hashing import update_with_file
 
 # Fields that may change between a run and its resume without changing what is computed.
 RESUME_EXEMPT = {
@@ -70,12 +71,6 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-def _file_digest(path: Path, digest) -> None:
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-
-
 def data_digest(*sources: str | None) -> str:
     """sha256 over the bytes of the data files (folders: every file in them; hub ids: the name)."""
     digest = hashlib.sha256()
@@ -87,7 +82,7 @@ def data_digest(*sources: str | None) -> str:
         digest.update(source.encode() if not files else b"")
         for file in files:
             digest.update(file.name.encode())
-            _file_digest(file, digest)
+            update_with_file(digest, file)
     return digest.hexdigest()
 
 

@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from alignkit.engine.fingerprint import file_digest
+from alignkit.models.embedded import cache_dir
 from alignkit.train.environment import environment
 from alignkit.train.metrics_log import TIMING_KEYS, read_metrics
 
@@ -75,11 +76,9 @@ def write_results(run_dir: Path, train: dict, evaluation: dict) -> None:
     (run_dir / "environment.json").write_text(json.dumps(environment(), indent=1))
 
 
-def file_sha256(path: str | None) -> str | None:
-    """sha256 of a data file (None for a folder, a hub id or nothing)."""
-    if not path or not Path(path).is_file():
-        return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def _data_sha256(path: str) -> str | None:
+    """sha256 of a data file, streamed and kept in the hash store (None for a folder or a hub id)."""
+    return file_digest(Path(path), cache_dir()) if Path(path).is_file() else None
 
 
 def write_model_card(folder: Path, config, method: str, train: dict, evaluation: dict) -> None:
@@ -100,7 +99,7 @@ def write_model_card(folder: Path, config, method: str, train: dict, evaluation:
         f"Trained with alignkit `{method}` from `{config.model}`.",
         "",
         "## Data",
-        *(f"- {name}: `{path}` (sha256 `{file_sha256(path)}`)" for name, path in data if path),
+        *(f"- {name}: `{path}` (sha256 `{_data_sha256(path)}`)" for name, path in data if path),
         "",
         "## Hyper-parameters",
         *(f"- {key}: {getattr(config, key)}" for key in CARD_KEYS if hasattr(config, key)),

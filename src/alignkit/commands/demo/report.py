@@ -9,6 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from alignkit.report.build import PREFERENCE_SUMMARY_KEYS
+
 # key -> (label, better is); "accuracy" is arithmetic, as in alignkit.evaluate.answers.answer_metrics
 METRIC_LABELS = {
     "accuracy": ("arithmetic answered correctly", "higher"),
@@ -105,15 +107,7 @@ def print_dpo_metrics(console: Console, train: dict, evaluation: dict) -> None:
     table = Table(title="Final DPO metrics")
     for column in ("metric", "train (last log)", "eval (held-out pairs)"):
         table.add_column(column)
-    for key in (
-        "loss",
-        "rewards/accuracies",
-        "rewards/margins",
-        "rewards/chosen",
-        "rewards/rejected",
-        "logps/chosen",
-        "logps/rejected",
-    ):
+    for key in PREFERENCE_SUMMARY_KEYS:
         table.add_row(key, _fmt(train.get(key)), _fmt(evaluation.get(f"eval/{key}")))
     console.print(table)
 
