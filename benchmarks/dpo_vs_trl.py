@@ -41,7 +41,25 @@ from pathlib import Path
 from bench_workers import PROFILES, run_profile  # benchmarks/, this script's folder, is on sys.path
 
 HERE = Path(__file__).resolve().parent
-REGIMES = {"spread": HERE / "data" / "bench_pairs.jsonl", "similar": HERE / "data" / "similar_pairs.jsonl"}
+REGIMES = {
+    "spread": HERE / "data" / "bench_pairs.jsonl",
+    "similar": HERE / "data" / "similar_pairs.jsonl",
+    # held out (make_bench_pairs.py --prose): real prose, never used to tune the engine
+    "prose": HERE / "data" / "prose_pairs.jsonl",
+    "short": HERE / "data" / "short_pairs.jsonl",
+    "equal": HERE / "data" / "equal_pairs.jsonl",
+}
+
+
+def regime_file(name: str) -> Path:
+    """A named regime, or any prompt/chosen/rejected JSONL given by its path (pairs the harness never saw)."""
+    if name in REGIMES:
+        return REGIMES[name]
+    if Path(name).is_file():
+        return Path(name)
+    raise SystemExit(f"--regimes: {name!r} is neither {' nor '.join(REGIMES)} nor a JSONL file")
+
+
 PARITY_DATA = HERE / "data" / "parity_pairs.jsonl"
 SWEEP_DATA = HERE / "data" / "sweep_pairs.jsonl"
 RESULTS = HERE / "results"
@@ -143,7 +161,7 @@ def summarize(samples: list[dict], tokens: int) -> dict:
 def compare(args) -> dict:
     """Every regime x setting x profile; prints markdown tables and the ratios against TRL's fastest and leanest."""
     rows_by_regime = {
-        name: [json.loads(line) for line in REGIMES[name].read_text().splitlines()][: args.pairs]
+        name: [json.loads(line) for line in regime_file(name).read_text().splitlines()][: args.pairs]
         for name in args.regimes.split(",")
     }
     results: dict = {}
@@ -154,7 +172,7 @@ def compare(args) -> dict:
             samples: dict[str, list[dict]] = {p: [] for p in profiles}
             for _ in range(args.repeat):  # profiles interleaved, so a slow spell of the machine hits all alike
                 for p in profiles:
-                    samples[p].append(measure_epoch(p, setting, args, REGIMES[regime]))
+                    samples[p].append(measure_epoch(p, setting, args, regime_file(regime)))
             table = {p: summarize(samples[p], tokens) for p in profiles}
             results[f"{regime}/{setting}"] = table
             print_table(
@@ -284,7 +302,8 @@ def main() -> None:
     parser.add_argument(
         "--regimes",
         default="similar,spread",
-        help="comma-separated: similar (about 27%% padding in TRL's batches), spread",
+        help="comma-separated: similar (about 27%% padding in TRL's batches), spread; held out: prose, short, "
+        "equal (nearly equal lengths: 18%% padding in TRL's batches); or paths of JSONL pair files",
     )
     parser.add_argument("--settings", default="full,lora")
     parser.add_argument("--profiles", default="alignkit,alignkit-no-gc,trl-default,trl-no-gc,trl-fast,trl-lean")

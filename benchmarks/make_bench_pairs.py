@@ -6,10 +6,24 @@
   30-200), about 27% padding in TRL's batches of 4 pairs: the regime where padding-free packing
   gains least;
 - ``parity_pairs.jsonl`` (first-step numerics) and ``sweep_pairs.jsonl`` (long pairs for the
-  max_length sweep)."""
+  max_length sweep).
+
+Held-out sets (``--prose``), made after the engine was tuned and never used to tune it: spans of real
+prose (this repository's ``docs/*.md`` as of 2026-11-28, markdown and code included, so words split
+into several tokens), in three length shapes:
+
+- ``prose_pairs.jsonl``: prompts 10-40 words, responses 70-150 words;
+- ``short_pairs.jsonl``: prompts 8-25 words, responses 20-60 words;
+- ``equal_pairs.jsonl``: prompts 40-42 words, responses 110-114 words: nearly equal lengths, so a padded
+  trainer wastes little (18% padding in TRL's batches) and prompts are a small share of each sequence,
+  the regime where padding-free batches and prefix sharing save least.
+
+The docs change, so ``--prose`` rewrites these files differently later: they are shipped as made."""
 
 import json
 import random
+import re
+import sys
 from pathlib import Path
 
 WORDS = (
@@ -51,6 +65,25 @@ def similar_pairs(seed: int, n: int, prompt_words: tuple[int, int], response_wor
     return rows
 
 
+def prose_pairs(seed: int, n: int, prompt_words: tuple[int, int], response_words: tuple[int, int]) -> list[dict]:
+    """Pairs of random spans of the docs' prose (tables, fences and headings left out)."""
+    docs = sorted((Path(__file__).parent.parent / "docs").glob("*.md"))
+    words = [
+        w for w in re.findall(r"\S+", " ".join(p.read_text() for p in docs)) if not w.startswith(("|", "```", "#"))
+    ]
+    rng = random.Random(seed)
+
+    def span(bounds: tuple[int, int]) -> str:
+        k = rng.randint(*bounds)
+        start = rng.randrange(len(words) - k)
+        return " ".join(words[start : start + k])
+
+    return [
+        {"prompt": span(prompt_words) + "?", "chosen": span(response_words), "rejected": span(response_words)}
+        for _ in range(n)
+    ]
+
+
 def write(name: str, rows: list[dict]) -> None:
     (OUT / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -62,3 +95,7 @@ if __name__ == "__main__":
     write("parity_pairs.jsonl", pairs(1, 8, (5, 30), (3, 40)))
     # long pairs for the max_length sweep: up to ~2.5k tokens, so every max_length up to 2048 truncates some
     write("sweep_pairs.jsonl", pairs(2, 64, (16, 1000), (8, 1500)))
+    if "--prose" in sys.argv:
+        write("prose_pairs.jsonl", prose_pairs(7, 64, (10, 40), (70, 150)))
+        write("short_pairs.jsonl", prose_pairs(13, 64, (8, 25), (20, 60)))
+        write("equal_pairs.jsonl", prose_pairs(21, 64, (40, 42), (110, 114)))
