@@ -160,9 +160,9 @@ def summarize(samples: list[dict], tokens: int) -> dict:
 
 def compare(args) -> dict:
     """Every regime x setting x profile; prints markdown tables and the ratios against TRL's fastest and leanest."""
+    files = {name: regime_file(name) for name in args.regimes.split(",")}
     rows_by_regime = {
-        name: [json.loads(line) for line in regime_file(name).read_text().splitlines()][: args.pairs]
-        for name in args.regimes.split(",")
+        name: [json.loads(line) for line in path.read_text().splitlines()][: args.pairs] for name, path in files.items()
     }
     results: dict = {}
     for regime, rows in rows_by_regime.items():
@@ -172,7 +172,7 @@ def compare(args) -> dict:
             samples: dict[str, list[dict]] = {p: [] for p in profiles}
             for _ in range(args.repeat):  # profiles interleaved, so a slow spell of the machine hits all alike
                 for p in profiles:
-                    samples[p].append(measure_epoch(p, setting, args, regime_file(regime)))
+                    samples[p].append(measure_epoch(p, setting, args, files[regime]))
             table = {p: summarize(samples[p], tokens) for p in profiles}
             results[f"{regime}/{setting}"] = table
             print_table(

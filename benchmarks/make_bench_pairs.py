@@ -65,12 +65,17 @@ def similar_pairs(seed: int, n: int, prompt_words: tuple[int, int], response_wor
     return rows
 
 
-def prose_pairs(seed: int, n: int, prompt_words: tuple[int, int], response_words: tuple[int, int]) -> list[dict]:
-    """Pairs of random spans of the docs' prose (tables, fences and headings left out)."""
+def docs_words() -> list[str]:
+    """The words of the docs' prose, in order (tables, fences and headings left out)."""
     docs = sorted((Path(__file__).parent.parent / "docs").glob("*.md"))
-    words = [
-        w for w in re.findall(r"\S+", " ".join(p.read_text() for p in docs)) if not w.startswith(("|", "```", "#"))
-    ]
+    text = " ".join(p.read_text() for p in docs)
+    return [w for w in re.findall(r"\S+", text) if not w.startswith(("|", "```", "#"))]
+
+
+def prose_pairs(
+    words: list[str], seed: int, n: int, prompt_words: tuple[int, int], response_words: tuple[int, int]
+) -> list[dict]:
+    """Pairs of random spans of ``words`` (see :func:`docs_words`)."""
     rng = random.Random(seed)
 
     def span(bounds: tuple[int, int]) -> str:
@@ -96,6 +101,7 @@ if __name__ == "__main__":
     # long pairs for the max_length sweep: up to ~2.5k tokens, so every max_length up to 2048 truncates some
     write("sweep_pairs.jsonl", pairs(2, 64, (16, 1000), (8, 1500)))
     if "--prose" in sys.argv:
-        write("prose_pairs.jsonl", prose_pairs(7, 64, (10, 40), (70, 150)))
-        write("short_pairs.jsonl", prose_pairs(13, 64, (8, 25), (20, 60)))
-        write("equal_pairs.jsonl", prose_pairs(21, 64, (40, 42), (110, 114)))
+        words = docs_words()
+        write("prose_pairs.jsonl", prose_pairs(words, 7, 64, (10, 40), (70, 150)))
+        write("short_pairs.jsonl", prose_pairs(words, 13, 64, (8, 25), (20, 60)))
+        write("equal_pairs.jsonl", prose_pairs(words, 21, 64, (40, 42), (110, 114)))
