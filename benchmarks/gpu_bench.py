@@ -8,7 +8,9 @@ fine-tuning and LoRA (r 16, q/k/v/o) on both data regimes of ``benchmarks/data``
 lengths, and a wide spread), alignkit's defaults against TRL with gradient checkpointing on (its
 default) and off, both with a precomputed reference; and SFT with packing against TRL's SFTTrainer
 with packing. A random-weight model of Llama-3.2-1B's shape with SmolLM2's vocabulary, bf16, 8 pairs
-(or 8 packed rows) a step, max_length 1024.
+(or 8 packed rows) a step, max_length 1024. ``--kernels flex,varlen`` adds a run of alignkit per
+segment-attention kernel (rows ``alignkit:<kernel>``; the default run uses what ``kernel_for`` picks);
+``--trainers alignkit,alignkit-no-gc,trl-gc,trl-no-gc`` adds alignkit without gradient checkpointing.
 
 Each run is its own process (clean peak memory). Per run it prints the mean seconds per step over
 every step after the first (the first holds compilation and warm-up), the real tokens per second
@@ -33,25 +35,32 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from random_models import build_tokenizer, save_random_model  # noqa: E402
+from random_models import build_tokenizer, emit, save_random_model  # noqa: E402
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 REGIMES = {"similar": HERE / "data" / "similar_pairs.jsonl", "spread": HERE / "data" / "bench_pairs.jsonl"}
 TRAINERS = {  # name: (library, options)
     "alignkit": ("alignkit", {}),
+    "alignkit-no-gc": ("alignkit", {"gradient_checkpointing": False}),  # only when --trainers names it
     "trl-gc": ("trl", {"gradient_checkpointing": True}),
     "trl-no-gc": ("trl", {"gradient_checkpointing": False}),
 }
+DEFAULT_TRAINERS = ("alignkit", "trl-gc", "trl-no-gc")
 
 
-def cases() -> list[tuple[str, str, str, str]]:
-    """(case name, method+setting, regime, trainer) in the order they run."""
+def cases(kernels: list[str] = (), trainers: tuple[str, ...] = DEFAULT_TRAINERS) -> list[tuple[str, str, str, str]]:
+    """(case name, method+setting, regime, trainer) in the order they run; ``kernels`` adds a run of
+    each alignkit trainer per segment-attention kernel (trainer ``<name>:<kernel>``) after its own."""
+    ours = [t for t in trainers if t.startswith("alignkit")]
+    ours = [f"{t}{suffix}" for t in ours for suffix in ("", *(f":{k}" for k in kernels))]
+    theirs = [t for t in trainers if not t.startswith("alignkit")]
     out = []
     for regime in REGIMES:
         for setting in ("dpo-full", "dpo-lora"):
-            out += [(f"{setting}-{regime}", setting, regime, trainer) for trainer in TRAINERS]
+            out += [(f"{setting}-{regime}", setting, regime, trainer) for trainer in ours + theirs]
     for regime in REGIMES:
-        out += [(f"sft-packing-{regime}", "sft-packing", regime, trainer) for trainer in ("alignkit", "trl-gc")]
+        sft = ours + [t for t in theirs if t == "trl-gc"]
+        out += [(f"sft-packing-{regime}", "sft-packing", regime, trainer) for trainer in sft]
     return out
 
 
@@ -86,12 +95,15 @@ def worker(args) -> dict:
     rows = [json.loads(line) for line in REGIMES[args.regime].read_text().splitlines()]
     clock = StepClock()
     method, setting = args.setting.split("-", 1)
-    library, options = TRAINERS[args.trainer]
+    trainer, _, kernel = args.trainer.partition(":")
+    library, options = TRAINERS[trainer]
+    if kernel:  # read by segment attention at every layer: this run uses that kernel only
+        os.environ["ALIGNKIT_SEGMENT_KERNEL"] = kernel
     out = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     os.environ["ALIGNKIT_CACHE"] = str(out / "cache")  # every run computes its own reference pass
     bf16 = torch.cuda.is_available()
     if library == "alignkit":
-        run_alignkit(args, method, setting, rows, out, bf16, clock)
+        run_alignkit(args, method, setting, rows, out, bf16, options, clock)
     else:
         run_trl(args, method, setting, rows, out, bf16, options, clock)
     tokenizer = build_tokenizer(args.tokenizer)
@@ -115,7 +127,7 @@ def worker(args) -> dict:
     }
 
 
-def run_alignkit(args, method, setting, rows, out, bf16, clock) -> None:
+def run_alignkit(args, method, setting, rows, out, bf16, options, clock) -> None:
     from alignkit.configs import DPOConfig, SFTConfig
     from alignkit.train.dpo import train_dpo
     from alignkit.train.sft import train_sft
@@ -134,6 +146,7 @@ def run_alignkit(args, method, setting, rows, out, bf16, clock) -> None:
         preflight=False,
         mixed_precision="bf16" if bf16 else None,
         eval_split=0.0,
+        **options,
     )
     data = out / "data.jsonl"
     if method == "dpo":
@@ -251,7 +264,7 @@ def table(results: list[dict], header: str) -> str:
         lines.append(
             f"| {r['case']} | {r['trainer']} | {fmt(r['s_per_step'], '.3f')} | {fmt(r['tokens_per_s'], '.0f')} | "
             f"{fmt(r['max_memory_allocated_gb'], '.1f')} | {fmt(r.get('smi_gb'), '.1f')} | "
-            f"{'' if ratio is None or r['trainer'] != 'alignkit' else f'x{ratio:.2f}'} |"
+            f"{'' if ratio is None or not r['trainer'].startswith('alignkit') else f'x{ratio:.2f}'} |"
         )
     return "\n".join(lines)
 
@@ -264,7 +277,14 @@ def main() -> int:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--max_length", type=int, default=1024)
     parser.add_argument("--cases", default=None, help="comma-separated case names (see the docstring)")
-    parser.add_argument("--trainers", default=None, help="comma-separated trainers: alignkit,trl-gc,trl-no-gc")
+    parser.add_argument(
+        "--trainers",
+        default=",".join(DEFAULT_TRAINERS),
+        help=f"comma-separated, of {', '.join(TRAINERS)} (default: {','.join(DEFAULT_TRAINERS)})",
+    )
+    parser.add_argument(
+        "--kernels", default="", help="also run alignkit with each of these segment-attention kernels: loop,flex,varlen"
+    )
     parser.add_argument("--timeout", type=int, default=150, help="seconds per run")
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -284,10 +304,14 @@ def main() -> int:
     model = save_random_model(work / "model", args.shape, args.tokenizer)
     print(f"model ({args.shape}) built in {time.perf_counter() - started:.0f} s", flush=True)
     wanted = set(args.cases.split(",")) if args.cases else None
-    trainers = set(args.trainers.split(",")) if args.trainers else None
+    trainers = tuple(t for t in args.trainers.split(",") if t)
+    unknown = [t for t in trainers if t not in TRAINERS]
+    if unknown:
+        parser.error(f"--trainers: unknown {', '.join(unknown)} (known: {', '.join(TRAINERS)})")
     results = []
-    for case, setting, regime, trainer in cases():
-        if (wanted and case not in wanted) or (trainers and trainer not in trainers):
+    kernels = [k for k in args.kernels.split(",") if k]
+    for case, setting, regime, trainer in cases(kernels, trainers):
+        if wanted and case not in wanted:
             continue
         result_file = work / f"{case}-{trainer}.json"
         command = [sys.executable, __file__, "--worker", "--model", str(model), "--setting", setting]
@@ -318,9 +342,7 @@ def main() -> int:
         f"{time.perf_counter() - started:.0f} s in all"
     )
     text = table(results, header)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(text, args.out)
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from random_models import save_random_model  # noqa: E402
+from random_models import emit, save_random_model  # noqa: E402
 
 LOG2 = math.log(2)
 # name, command, example config, extra flags, what step 1 must show
@@ -158,9 +158,7 @@ def main() -> int:
         f"{time.strftime('%Y-%m-%d')}, {time.perf_counter() - started:.0f} s in all"
     )
     text = table(results, header)
-    print(text)
-    if options.out:
-        Path(options.out).write_text(text + "\n")
+    emit(text, options.out)
     return 0 if all(r["ok"] for r in results) else 1
 
 

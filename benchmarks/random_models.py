@@ -86,3 +86,10 @@ def save_random_model(folder: Path, shape: str, tokenizer_source: str | None = N
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def emit(text: str, out: str | None) -> None:
+    """Print a result table, and write it to ``out`` (markdown) when given."""
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")

@@ -33,6 +33,7 @@ LAZY_ALLOWED = (
     "openai",
     "lm_eval",
     "bitsandbytes",
+    "flash_attn",
     "wandb",
     "uvicorn",
     "torch.distributed",

@@ -174,6 +174,18 @@ def many_blocks_batch():
     )
 
 
+def each_sequence_alone(backbone, blocks, plain) -> torch.Tensor:
+    """The hidden states a one-row batch of ``many_blocks_batch`` must have: every sequence run alone (a
+    block's later answers without their prompt's positions), in the row's order."""
+    expected = []
+    for prefix, continuations in blocks:
+        for j, continuation in enumerate(continuations):
+            alone = backbone(input_ids=torch.tensor([prefix + continuation])).last_hidden_state[0]
+            expected.append(alone if j == 0 else alone[len(prefix) :])
+    expected += [backbone(input_ids=torch.tensor([p])).last_hidden_state[0] for p in plain]
+    return torch.cat(expected)
+
+
 @torch.no_grad()
 def test_flex_kernel_is_one_attention_call_per_layer_and_matches_each_sequence_alone(monkeypatch):
     """The GPU path (forced here: FlexAttention has no backward on CPU, so a CPU forward is what can be
@@ -205,26 +217,115 @@ def test_flex_kernel_is_one_attention_call_per_layer_and_matches_each_sequence_a
     assert len(batch["segments"]) + sum(len(c) - 1 for _, c in blocks) == 10  # ten attention spans in the row
     monkeypatch.setattr(flex_segments, "flex_attention", real_flex)
     monkeypatch.setattr(segment_attention.F, "scaled_dot_product_attention", real_sdpa)
-    expected = []
-    for prefix, continuations in blocks:
-        for j, continuation in enumerate(continuations):
-            alone = backbone(input_ids=torch.tensor([prefix + continuation])).last_hidden_state[0]
-            expected.append(alone if j == 0 else alone[len(prefix) :])
-    expected += [backbone(input_ids=torch.tensor([p])).last_hidden_state[0] for p in plain]
-    torch.testing.assert_close(hidden, torch.cat(expected), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hidden, each_sequence_alone(backbone, blocks, plain), atol=1e-5, rtol=1e-5)
     with segment_attention.forced_kernel("loop"):  # the CPU path, the same values
         torch.testing.assert_close(last_hidden_states(backbone, batch)[0], hidden, atol=1e-5, rtol=1e-5)
     assert flex_segments.TILE == 128 and batch["input_ids"].shape[1] > 2 * flex_segments.TILE
 
 
-def test_the_kernel_follows_the_device_and_dropout():
+def reference_varlen(calls: list):
+    """FlashAttention-2's documented varlen semantics, on a CPU: query span ``i`` (``cu_q``) over key span
+    ``i`` (``cu_k``), causal aligned to the bottom right (query ``j`` of ``q`` sees keys up to ``k - q + j``);
+    its contract checked on the way (int32 boundaries, the longest spans, ``[tokens, heads, dim]``)."""
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def run(query, key, value, cu_q, cu_k, max_q, max_k, scale):
+        calls.append(len(cu_q) - 1)
+        assert cu_q.dtype == cu_k.dtype == torch.int32 and query.is_contiguous() and key.is_contiguous()
+        assert (max_q, max_k) == (int(cu_q.diff().max()), int(cu_k.diff().max()))
+        assert int(cu_q[-1]) == query.shape[0] and int(cu_k[-1]) == key.shape[0]
+        out = []
+        for i in range(len(cu_q) - 1):
+            q, k, v = (t[c[i] : c[i + 1]].transpose(0, 1) for t, c in ((query, cu_q), (key, cu_k), (value, cu_k)))
+            mask = torch.ones(q.shape[1], k.shape[1], dtype=torch.bool).tril(k.shape[1] - q.shape[1])
+            gqa = q.shape[0] != k.shape[0]
+            out.append(real_sdpa(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa).transpose(0, 1))
+        return torch.cat(out)
+
+    return run
+
+
+def test_varlen_spans_of_a_row_worked_by_hand():
+    from alignkit.models.varlen_segments import build_layout, spans
+
+    # a block: prompt of 3, answers of 2 and 4; then a plain sequence of 5 (a block with no continuations)
+    blocks = [(0, 3, [2, 4]), (9, 5, [])]
+    q_lengths, k_lengths, index = spans(blocks, 14)
+    assert (q_lengths, k_lengths) == ([5, 4, 5], [5, 7, 5])  # the second answer's keys: prompt + itself
+    assert index == [0, 1, 2, 3, 4] + [0, 1, 2, 5, 6, 7, 8] + [9, 10, 11, 12, 13]
+    layout = build_layout(blocks, 14, "cpu")
+    assert layout.cu_q.tolist() == [0, 5, 9, 14] and layout.cu_k.tolist() == [0, 5, 12, 17]
+    assert (layout.max_q, layout.max_k) == (5, 7)
+    assert spans([(0, 4, []), (4, 2, [3])], 9)[2] is None  # plain packing: the keys are the row itself
+    with pytest.raises(ValueError, match="cover 9 tokens of a row of 10"):
+        spans([(0, 4, []), (4, 2, [3])], 10)
+    with pytest.raises(ValueError, match="a block starts at 5, expected 4"):
+        spans([(0, 4, []), (5, 2, [3])], 10)
+
+
+def test_varlen_kernel_is_one_call_per_layer_with_each_sequences_values_and_gradients(monkeypatch):
+    """The varlen path end to end on a CPU, the kernel replaced by FlashAttention's semantics
+    (:func:`reference_varlen`): one call per layer and no SDPA call from segment attention, the hidden
+    states of every sequence alone, and the per-segment kernel's gradients (the key gather's backward)."""
+    from alignkit.engine.logprobs import backbone_of, last_hidden_states
+    from alignkit.models import segment_attention, varlen_segments
+
+    calls = []
+    monkeypatch.setattr(varlen_segments, "_KERNEL", [reference_varlen(calls)])
+    model = segment_model()
+    backbone = backbone_of(model)
+    batch, blocks, plain = many_blocks_batch()
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+    with monkeypatch.context() as patch:
+        patch.setattr(segment_attention, "_attend", lambda *a: pytest.fail("segment attention called SDPA"))
+        with segment_attention.forced_kernel("varlen"):
+            hidden = last_hidden_states(backbone, batch)[0]
+    assert calls == [10] * model.config.num_hidden_layers  # ten spans in one call per layer
+    with torch.no_grad():
+        expected = each_sequence_alone(backbone, blocks, plain)
+    torch.testing.assert_close(hidden, expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(hidden.shape, generator=torch.Generator().manual_seed(1))
+    (hidden * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in backbone.named_parameters()}
+    backbone.zero_grad()
+    assert torch.nn.functional.scaled_dot_product_attention is real_sdpa
+    with segment_attention.forced_kernel("loop"):
+        (last_hidden_states(backbone, batch)[0] * weights).sum().backward()
+    for name, param in backbone.named_parameters():
+        torch.testing.assert_close(grads[name], param.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_the_kernel_follows_the_device_precision_and_dropout(monkeypatch):
+    from types import SimpleNamespace
+
+    from alignkit.models import segment_attention, varlen_segments
     from alignkit.models.segment_attention import forced_kernel, kernel_for
 
-    assert kernel_for(torch.device("cuda"), 0.0) == "flex"
-    assert kernel_for(torch.device("cpu"), 0.0) == "loop"
-    assert kernel_for(torch.device("cuda"), 0.1) == "loop"  # FlexAttention applies no attention dropout
+    def query(device, dtype=torch.bfloat16, head_dim=64):
+        return SimpleNamespace(device=torch.device(device), dtype=dtype, shape=(1, 8, 100, head_dim))
+
+    monkeypatch.delenv(segment_attention.KERNEL_VARIABLE, raising=False)
+    monkeypatch.setattr(varlen_segments, "_KERNEL", [None])  # no flash-attn, a torch without varlen_attn
+    assert kernel_for(query("cuda"), 0.0) == "flex"
+    monkeypatch.setattr(varlen_segments, "_KERNEL", [reference_varlen([])])
+    monkeypatch.setattr(varlen_segments, "_ampere_or_later", lambda index: False)  # a T4 or V100
+    assert kernel_for(query("cuda"), 0.0) == "flex"
+    monkeypatch.setattr(varlen_segments, "_ampere_or_later", lambda index: True)
+    assert kernel_for(query("cuda"), 0.0) == "varlen"
+    assert kernel_for(query("cuda", torch.float32), 0.0) == "flex"  # FlashAttention takes fp16/bf16 only
+    assert kernel_for(query("cuda", head_dim=512), 0.0) == "flex"
+    assert kernel_for(query("cpu"), 0.0) == "loop"
+    assert kernel_for(query("cuda"), 0.1) == "loop"  # neither one-call kernel applies attention dropout
     with forced_kernel("flex"):
-        assert kernel_for(torch.device("cpu"), 0.1) == "flex"
+        assert kernel_for(query("cpu"), 0.1) == "flex"
+    monkeypatch.setenv(segment_attention.KERNEL_VARIABLE, "Flex")
+    assert kernel_for(query("cuda"), 0.0) == "flex"
+    monkeypatch.setenv(segment_attention.KERNEL_VARIABLE, "varlen")
+    with pytest.raises(RuntimeError, match=r"ALIGNKIT_SEGMENT_KERNEL=varlen, but .* here \(cpu, torch.bfloat16"):
+        kernel_for(query("cpu"), 0.0)
+    monkeypatch.setenv(segment_attention.KERNEL_VARIABLE, "flash")
+    with pytest.raises(ValueError, match="'flash': expected auto or one of loop, flex, varlen"):
+        kernel_for(query("cuda"), 0.0)
 
 
 def _attention_that(drop: str):
@@ -266,9 +367,10 @@ def test_a_model_whose_attention_drops_the_layout_falls_back_and_does_not_leak(d
     torch.testing.assert_close(sequence_logps(model, batch).logps, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_a_failing_flex_kernel_falls_back_to_the_loop(monkeypatch, capsys):
-    """Where compiled FlexAttention cannot run (no compiler, a kernel error), the forward falls back to the
-    per-segment kernel once and for all, with the same values, instead of failing the run."""
+def test_failing_one_call_kernels_fall_back_in_turn_to_the_loop(monkeypatch, capsys):
+    """Where a one-call kernel cannot run (a GPU too old for FlashAttention, no compiler for FlexAttention),
+    the forward falls back to the next kernel once and for all, with the same values, instead of failing
+    the run: varlen, then flex, then the per-segment loop."""
     from alignkit.engine.logprobs import backbone_of, last_hidden_states
     from alignkit.models import segment_attention
 
@@ -277,17 +379,51 @@ def test_a_failing_flex_kernel_falls_back_to_the_loop(monkeypatch, capsys):
     with torch.no_grad(), segment_attention.forced_kernel("loop"):
         expected = last_hidden_states(backbone_of(model), batch)
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("no working C compiler")
+    def broken(reason):
+        def kernel(*args, **kwargs):
+            raise RuntimeError(reason)
 
-    monkeypatch.setattr(segment_attention, "flex_segment_attention", broken)
-    monkeypatch.setattr(segment_attention, "_flex_failed", [])
+        return kernel
+
+    monkeypatch.setattr(segment_attention, "varlen_segment_attention", broken("FlashAttention needs sm80"))
+    monkeypatch.setattr(segment_attention, "flex_segment_attention", broken("no working C compiler"))
+    monkeypatch.setattr(segment_attention, "_failed", {})
+    order = ("varlen", "flex", "loop")  # kernel_for's order on a CUDA device under bf16
     monkeypatch.setattr(
         segment_attention,
         "kernel_for",
-        lambda device, dropout: "flex" if not segment_attention._flex_failed else "loop",
+        lambda query, dropout: next(k for k in order if k not in segment_attention._failed),
     )
     with torch.no_grad():
         hidden = last_hidden_states(backbone_of(model), batch)
     torch.testing.assert_close(hidden, expected)
-    assert segment_attention._flex_failed and "no working C compiler" in capsys.readouterr().err
+    assert segment_attention._failed == {
+        "varlen": "RuntimeError: FlashAttention needs sm80",
+        "flex": "RuntimeError: no working C compiler",
+    }
+    err = capsys.readouterr().err
+    assert "the varlen segment-attention kernel failed (RuntimeError: FlashAttention needs sm80); the flex" in err
+    assert "the flex segment-attention kernel failed" in err and "the loop kernel serves" in err
+    assert err.count("kernel failed") == 2  # once each, not once per layer
+
+
+def test_the_support_check_runs_the_varlen_kernel_where_the_device_has_it(monkeypatch):
+    """On a device with the varlen kernel the check runs it too (under bf16 autocast): right spans pass,
+    a kernel that lets the whole row attend causally (a leak across sequences) is refused."""
+    from alignkit.engine import logprobs
+    from alignkit.models import varlen_segments
+
+    monkeypatch.setattr(logprobs, "available_kernels", lambda device: ("loop", "varlen"))
+    calls = []
+    monkeypatch.setattr(varlen_segments, "_KERNEL", [reference_varlen(calls)])
+    model = build_model(64)
+    assert enable_segment_attention(model, supports_segments) and calls
+
+    def whole_row(query, key, value, cu_q, cu_k, max_q, max_k, scale):
+        n = query.shape[0]
+        one = torch.tensor([0, n], dtype=torch.int32)
+        return reference_varlen([])(query, key[:n], value[:n], one, one, n, n, scale)
+
+    monkeypatch.setattr(varlen_segments, "_KERNEL", [whole_row])
+    set_attention(model, "sdpa")
+    assert not enable_segment_attention(model, supports_segments)

@@ -17,12 +17,15 @@ argument of the decoder's forward, which transformers passes down to the attenti
 registered here as ``alignkit_segments``. Without that keyword the function is SDPA itself, so
 generation, padded batches and saving behave exactly as with ``sdpa``.
 
-Two kernels compute it (see :func:`kernel_for`): on a CPU, one SDPA call per segment (above); on CUDA,
-one FlexAttention call per layer for the whole row (:mod:`alignkit.models.flex_segments`).
+Three kernels compute it (see :func:`kernel_for`): on a CPU, one SDPA call per segment (above); on CUDA,
+one call per layer for the whole row: FlashAttention-2's varlen kernel under fp16/bf16
+(:mod:`alignkit.models.varlen_segments`), else FlexAttention (:mod:`alignkit.models.flex_segments`).
+``ALIGNKIT_SEGMENT_KERNEL=loop|flex|varlen`` picks one for a whole process (to measure them).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 
@@ -33,21 +36,24 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from alignkit.models import flex_segments
+from alignkit.models import flex_segments, varlen_segments
 from alignkit.models.flex_segments import build_block_mask, flex_segment_attention
+from alignkit.models.varlen_segments import build_layout, varlen_segment_attention
 
 SEGMENT_ATTENTION = "alignkit_segments"
 
 
-KERNELS = ("loop", "flex")
+KERNELS = ("loop", "flex", "varlen")
+KERNEL_VARIABLE = "ALIGNKIT_SEGMENT_KERNEL"
 _forced: list[str] = []  # the kernel a `forced_kernel` block asks for (innermost last)
-_flex_failed: list[str] = []  # why FlexAttention failed in this process (then the loop serves)
+_failed: dict[str, str] = {}  # kernel: why it failed in this process (then the next one serves)
 
 
 @contextmanager
 def forced_kernel(name: str):
     """Inside, segment attention runs ``name`` ("loop": one SDPA call per segment; "flex": one
-    FlexAttention call per layer) whatever the device: for the support check and tests."""
+    FlexAttention call per layer; "varlen": one FlashAttention varlen call per layer) whatever the
+    device: for the support check and tests."""
     if name not in KERNELS:
         raise ValueError(f"segment attention kernel {name!r} is not one of {KERNELS}")
     _forced.append(name)
@@ -57,31 +63,64 @@ def forced_kernel(name: str):
         _forced.pop()
 
 
-def available_kernels() -> tuple[str, ...]:
-    """The kernels this torch has (FlexAttention arrived in torch 2.5)."""
-    return KERNELS if flex_segments.flex_attention is not None else ("loop",)
+def available_kernels(device: torch.device | None = None) -> tuple[str, ...]:
+    """The kernels this torch can run on ``device`` (FlexAttention arrived in torch 2.5; the varlen
+    kernel needs CUDA and flash-attn or torch >= 2.9)."""
+    kernels = ["loop"] + (["flex"] if flex_segments.flex_attention is not None else [])
+    if device is not None and device.type == "cuda" and varlen_segments.varlen_kernel() is not None:
+        kernels.append("varlen")
+    return tuple(kernels)
 
 
-def kernel_for(device: torch.device, dropout: float) -> str:
-    """The kernel for a layer on ``device``: one FlexAttention call on CUDA, where every small SDPA call
-    is a kernel launch (measured launch-bound: 2-3 s a step for any model size); the per-segment loop on
-    CPU, where FlexAttention has no backward and SDPA's per-segment flash kernel is cheap; the loop too
-    under attention dropout, which FlexAttention does not apply."""
-    if _forced:
-        return _forced[-1]
-    usable = "flex" in available_kernels() and not _flex_failed
-    return "flex" if device.type == "cuda" and not dropout and usable else "loop"
+def requested_kernel() -> str | None:
+    """The kernel ``ALIGNKIT_SEGMENT_KERNEL`` names (None when unset or ``auto``)."""
+    name = os.environ.get(KERNEL_VARIABLE, "auto").strip().lower()
+    if name == "auto":
+        return None
+    if name not in KERNELS:
+        raise ValueError(f"{KERNEL_VARIABLE}={name!r}: expected auto or one of {', '.join(KERNELS)}")
+    return name
+
+
+def kernel_for(query: torch.Tensor, dropout: float) -> str:
+    """The kernel for a layer's ``query`` ``[1, heads, N, head_dim]``. On CUDA, one call per layer: every
+    small SDPA call is a kernel launch there (measured launch-bound: 2-3 s a step for any model size);
+    FlashAttention's varlen kernel under fp16/bf16, else FlexAttention. On CPU the per-segment loop:
+    FlexAttention has no backward there and SDPA's per-segment flash kernel is cheap. Under attention
+    dropout the loop too (neither one-call kernel applies it)."""
+    name = _forced[-1] if _forced else requested_kernel()
+    if name is not None:
+        if name == "varlen" and not varlen_segments.usable(query, dropout) and not _forced:
+            raise RuntimeError(
+                f"{KERNEL_VARIABLE}=varlen, but the varlen kernel cannot attend here ({query.device.type}, "
+                f"{query.dtype}, dropout {dropout}): it needs CUDA, fp16/bf16 and flash-attn or torch >= 2.9"
+            )
+        return name
+    if query.device.type != "cuda" or dropout:
+        return "loop"
+    if "varlen" not in _failed and varlen_segments.usable(query, dropout):
+        return "varlen"
+    return "flex" if "flex" in available_kernels() and "flex" not in _failed else "loop"
 
 
 class SegmentPlan:
     """The segments of one batch row, read once per forward (not once per layer), with what each kernel
-    needs built once: the ``[c, prefix + c]`` masks of later continuations (loop), the block mask (flex).
-    ``segments`` should be a CPU tensor (collation leaves it there): reading it is then no device sync."""
+    needs built once: the ``[c, prefix + c]`` masks of later continuations (loop), the block mask (flex),
+    the spans (varlen). ``segments`` should be a CPU tensor (collation leaves it there): reading it is then
+    no device sync."""
 
     def __init__(self, segments: torch.Tensor):
         self.blocks = [(row[0], row[1], [c for c in row[2:] if c]) for row in segments.tolist()]
         self._masks: dict[tuple[int, int, torch.device], torch.Tensor] = {}
         self._block_masks: dict[tuple[int, torch.device], object] = {}
+        self._layouts: dict[tuple[int, torch.device], object] = {}
+
+    def varlen_layout(self, n: int, device: torch.device):
+        """The varlen kernel's spans of this row of ``n`` tokens (built by the first layer, reused)."""
+        key = (n, device)
+        if key not in self._layouts:
+            self._layouts[key] = build_layout(self.blocks, n, device)
+        return self._layouts[key]
 
     def block_mask(self, n: int, device: torch.device):
         """The FlexAttention block mask of this row of ``n`` tokens (built by the first layer, reused)."""
@@ -121,17 +160,23 @@ def segment_attention_forward(
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     gqa = query.shape[1] != key.shape[1]
-    if kernel_for(query.device, dropout) == "flex":
+    kernel = kernel_for(query, dropout)
+    while kernel != "loop":
         try:
+            if kernel == "varlen":
+                layout = segments.varlen_layout(query.shape[2], query.device)
+                return varlen_segment_attention(query, key, value, layout, scaling), None
             mask = segments.block_mask(query.shape[2], query.device)
             return flex_segment_attention(query, key, value, mask, scaling, gqa).transpose(1, 2).contiguous(), None
         except Exception as exc:  # noqa: BLE001 -- a compiler or kernel this machine lacks: the loop is always there
-            if _forced:
+            if _forced or requested_kernel():
                 raise
-            _flex_failed.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            failed = kernel
+            _failed[failed] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            kernel = kernel_for(query, dropout)
             print(
-                f"alignkit: note: FlexAttention failed ({_flex_failed[0]}); segment attention runs one kernel per "
-                "segment from now on (slower on a GPU)",
+                f"alignkit: note: the {failed} segment-attention kernel failed ({_failed[failed]}); the {kernel} "
+                "kernel serves from now on" + (" (one call per segment: slower on a GPU)" if kernel == "loop" else ""),
                 file=sys.stderr,
             )
     parts = []
