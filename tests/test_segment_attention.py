@@ -232,6 +232,7 @@ def reference_varlen(calls: list):
     def run(query, key, value, cu_q, cu_k, max_q, max_k, scale):
         calls.append(len(cu_q) - 1)
         assert cu_q.dtype == cu_k.dtype == torch.int32 and query.is_contiguous() and key.is_contiguous()
+        assert query.dtype == key.dtype == value.dtype  # FlashAttention takes one dtype
         assert (max_q, max_k) == (int(cu_q.diff().max()), int(cu_k.diff().max()))
         assert int(cu_q[-1]) == query.shape[0] and int(cu_k[-1]) == key.shape[0]
         out = []
@@ -427,3 +428,33 @@ def test_the_support_check_runs_the_varlen_kernel_where_the_device_has_it(monkey
     monkeypatch.setattr(varlen_segments, "_KERNEL", [whole_row])
     set_attention(model, "sdpa")
     assert not enable_segment_attention(model, supports_segments)
+
+
+def test_torchs_varlen_attn_is_called_right_in_each_of_its_signatures(monkeypatch):
+    """torch 2.9-2.10's ``varlen_attn`` takes ``is_causal`` and neither a scale nor GQA; later ones a causal
+    window, a scale and ``enable_gqa``. Both fakes below follow FlashAttention's semantics and accept only
+    what their torch took: the adapter must give the same attention (8 query heads over 2 key heads, a
+    scale that is not 1/sqrt(head_dim)) through each."""
+    from alignkit.models import varlen_segments
+
+    generator = torch.Generator().manual_seed(3)
+    query = torch.randn(17, 8, 16, generator=generator)
+    key, value = torch.randn(2, 20, 2, 16, generator=generator)
+    cu_q, cu_k = torch.tensor([0, 5, 9, 17], dtype=torch.int32), torch.tensor([0, 5, 12, 20], dtype=torch.int32)
+    reference = reference_varlen([])
+    expected = reference(query, key, value, cu_q, cu_k, 8, 8, 0.3)
+
+    def newer(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
+        assert window_size == (-1, 0) and enable_gqa == (k.shape[1] != q.shape[1]) and scale == 0.3
+        return reference(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, scale)
+
+    def older(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
+        assert is_causal and k.shape[1] == q.shape[1]  # no GQA: the key/value heads come repeated
+        return reference(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, None)  # its own scale, 1/sqrt(head_dim)
+
+    for fake in (newer, older):
+        monkeypatch.setattr(varlen_segments, "varlen_attn", fake)
+        out = varlen_segments._torch_kernel()(query, key, value, cu_q, cu_k, 8, 8, 0.3)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5, msg=fake.__name__)
+    monkeypatch.setattr(varlen_segments, "varlen_attn", None)
+    assert varlen_segments._torch_kernel() is None

@@ -159,6 +159,11 @@ def segment_attention_forward(
     (see the module docstring); plain SDPA when no ``segments`` are given."""
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    if torch.is_autocast_enabled(query.device.type):
+        # what SDPA does under autocast, done once here for every kernel: under fp32 weights RoPE leaves the
+        # query and key in fp32 and the value in bf16; FlashAttention and FlexAttention take one half dtype
+        precision = torch.get_autocast_dtype(query.device.type)
+        query, key, value = (t.to(precision) for t in (query, key, value))
     gqa = query.shape[1] != key.shape[1]
     kernel = kernel_for(query, dropout)
     while kernel != "loop":

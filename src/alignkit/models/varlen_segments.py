@@ -108,8 +108,8 @@ def _torch_kernel():
     if varlen_attn is None:
         return None
     parameters = inspect.signature(varlen_attn).parameters
-    gqa = "enable_gqa" in parameters
-    # causal, aligned to the bottom right: torch 2.9 takes is_causal, later ones a (left, right) window
+    gqa, scaled = "enable_gqa" in parameters, "scale" in parameters
+    # causal, aligned to the bottom right: torch 2.9-2.10 take is_causal, later ones a (left, right) window
     causal = {"window_size": (-1, 0)} if "window_size" in parameters else {"is_causal": True}
 
     def run(query, key, value, cu_q, cu_k, max_q, max_k, scale):
@@ -117,7 +117,11 @@ def _torch_kernel():
             groups = query.shape[1] // key.shape[1]
             key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
         options = {"enable_gqa": key.shape[1] != query.shape[1]} if gqa else {}
-        return varlen_attn(query, key, value, cu_q, cu_k, max_q, max_k, scale=scale, **causal, **options)
+        if scaled:
+            options["scale"] = scale
+        elif scale is not None:  # an older varlen_attn scales by 1/sqrt(head_dim): fold the rest into the query
+            query = query * (scale * query.shape[-1] ** 0.5)
+        return varlen_attn(query, key, value, cu_q, cu_k, max_q, max_k, **causal, **options)
 
     return run
 
