@@ -85,3 +85,32 @@ def test_tests_never_write_into_the_users_cache():
     from alignkit.models.embedded import cache_dir
 
     assert cache_dir() != Path.home() / ".cache" / "alignkit" and cache_dir().is_dir()
+
+
+@needs_bf16
+def test_a_bf16_lora_run_through_the_one_call_varlen_path_matches_the_per_segment_loop(
+    tiny_model_dir, pairs_file, tmp_path, monkeypatch
+):
+    """What a GPU under bf16 runs, on a CPU: every forward (reference pass, checkpointed recompute,
+    backward) through the varlen kernel, here a stand-in with FlashAttention's semantics. Step 1 is
+    log 2 (the reference cache keeps the two kernels' values apart: they differ at bf16's rounding) and
+    the losses are the per-segment loop's."""
+    from test_segment_attention import reference_varlen
+    from test_training import config_for
+
+    from alignkit.models import segment_attention, varlen_segments
+    from alignkit.train.dpo import train_dpo
+
+    calls = []
+    losses = {}
+    for kernel in ("loop", "varlen"):
+        with monkeypatch.context() as patch:
+            patch.setenv(segment_attention.KERNEL_VARIABLE, kernel)
+            patch.setattr(varlen_segments, "_KERNEL", [reference_varlen(calls)])
+            patch.setattr(varlen_segments, "usable", lambda query, dropout: True)
+            out = tmp_path / kernel
+            train_dpo(config_for(tiny_model_dir, pairs_file, out, "--max_steps", "3", "--mixed_precision", "bf16"))
+        losses[kernel] = [r["loss"] for r in read_metrics(out) if "loss" in r]
+        assert bool(calls) == (kernel == "varlen")
+    assert losses["varlen"][0] == pytest.approx(math.log(2), abs=1e-5)
+    assert losses["varlen"] == pytest.approx(losses["loop"], abs=2e-3)

@@ -28,7 +28,7 @@ from alignkit.errors import AlignkitError
 from alignkit.models.embedded import cache_dir
 from alignkit.models.hub import check_hub
 from alignkit.models.loading import load_policy, resolve_model_path
-from alignkit.models.segment_attention import enable_segment_attention, uses_segment_attention
+from alignkit.models.segment_attention import enable_segment_attention, requested_kernel, uses_segment_attention
 from alignkit.train.run_dir import check_run_dir, prepare_run_dir
 
 
@@ -131,7 +131,8 @@ def make_reference(config, policy: LogProbModel, collate, item_lists: list[list[
 def _precompute(config, reference: Reference, collate, item_lists: list[list[dict]], tokenizer, accelerator) -> None:
     """The precomputing pass of :func:`make_reference`, on ``accelerator``'s device (after ``prepare``)."""
     model_path = resolve_model_path(config.model)
-    layout = type(collate).__name__
+    # the values depend, at the precision's rounding, on the device's kernels and the segment-attention kernel
+    layout = f"{type(collate).__name__}|{accelerator.device.type}|kernel={requested_kernel() or 'auto'}"
     fingerprint = reference_fingerprint(config, tokenizer, model_path, accelerator.mixed_precision, layout, cache_dir())
     started = time.perf_counter()
     computed = 0
