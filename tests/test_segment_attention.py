@@ -314,7 +314,7 @@ def test_the_kernel_follows_the_device_precision_and_dropout(monkeypatch):
     monkeypatch.setattr(varlen_segments, "_ampere_or_later", lambda index: True)
     assert kernel_for(query("cuda"), 0.0) == "varlen"
     assert kernel_for(query("cuda", torch.float32), 0.0) == "flex"  # FlashAttention takes fp16/bf16 only
-    assert kernel_for(query("cuda", head_dim=512), 0.0) == "flex"
+    assert kernel_for(query("cuda", head_dim=512), 0.0) == kernel_for(query("cuda", head_dim=60), 0.0) == "flex"
     assert kernel_for(query("cpu"), 0.0) == "loop"
     assert kernel_for(query("cuda"), 0.1) == "loop"  # neither one-call kernel applies attention dropout
     with forced_kernel("flex"):

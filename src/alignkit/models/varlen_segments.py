@@ -143,11 +143,13 @@ def _ampere_or_later(index: int | None) -> bool:
 
 def usable(query: torch.Tensor, dropout: float) -> bool:
     """Whether the varlen kernel can attend over ``query`` ``[1, heads, N, head_dim]``: CUDA (Ampere or
-    later), fp16/bf16, a head size FlashAttention-2 takes, no attention dropout (torch's applies none)."""
+    later), fp16/bf16, a head size FlashAttention-2 takes (a multiple of 8 up to 256), no attention dropout
+    (torch's applies none)."""
     return (
         query.device.type == "cuda"
         and query.dtype in HALF
         and query.shape[-1] <= MAX_HEAD_DIM
+        and query.shape[-1] % 8 == 0
         and not dropout
         and varlen_kernel() is not None
         and _ampere_or_later(query.device.index)
