@@ -110,18 +110,24 @@ def worker_alignkit(args, rows: list[dict], options: dict) -> dict:
         os.environ["ALIGNKIT_CACHE"] = str(
             Path(out) / "cache"
         )  # the reference pass is timed in every run, never read from a cache
+        step_ends: dict[int, float] = {}
         start = time.perf_counter()
-        train_dpo(config)
+        try:
+            train_dpo(config, on_step=lambda step: step_ends.__setitem__(step, time.perf_counter() - start))
+        except TypeError:  # alignkit-at-issue: no step callback then
+            train_dpo(config)
         wall = time.perf_counter() - start
         records = [r for r in read_metrics(config.output_dir) if "loss" in r]
-    return _result(wall, records, counted)
+    # the steps that close an epoch log a whole epoch number (logging_steps 1)
+    epoch_ends = [step_ends[r["step"]] for r in records if r.get("epoch", 0.5) % 1 == 0 and r.get("step") in step_ends]
+    return _result(wall, records, counted, epoch_ends)
 
 
 def worker_trl(args, rows: list[dict], options: dict) -> dict:
     import datasets
     import torch
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     torch.manual_seed(args.seed)
@@ -169,19 +175,28 @@ def worker_trl(args, rows: list[dict], options: dict) -> dict:
             return batch
 
         trainer.data_collator = counting
+        epoch_ends: list[float] = []
+
+        class EpochClock(TrainerCallback):
+            def on_epoch_end(self, *args, **kwargs):
+                epoch_ends.append(time.perf_counter() - start)
+
+        trainer.add_callback(EpochClock())
         start = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - start
         records = [r for r in trainer.state.log_history if "loss" in r and "train_runtime" not in r]
-    return _result(wall, records, counted)
+    return _result(wall, records, counted, epoch_ends)
 
 
-def _result(wall: float, records: list[dict], counted: dict) -> dict:
-    """One run's figures; ``counted``: the real and the total positions of every batch it computed."""
+def _result(wall: float, records: list[dict], counted: dict, epoch_ends: list[float]) -> dict:
+    """One run's figures; ``counted``: the real and the total positions of every batch it computed;
+    ``epoch_ends``: seconds from the start of training to the end of each epoch, timed in the process."""
     import alignkit
 
     return {
         "wall_s": wall,
+        "epoch_ends_s": epoch_ends,
         "losses": [r["loss"] for r in records][:3],
         "padding": 1 - counted["real"] / max(counted["total"], 1),
         "first": {k: records[0].get(k) for k in ("loss", "logps/chosen", "logps/rejected")} if records else {},

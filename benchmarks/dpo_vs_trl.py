@@ -13,6 +13,9 @@ in a second fresh process, for 2 epochs; the figure is the difference of the two
 time of epoch 2: model loading, reference precomputation and warm-up cancel out), and throughput is
 the epoch's real tokens (prompt+chosen and prompt+rejected, cut to max_length; never padding) over
 that time. Both trainers see exactly the same pairs each epoch. Peak RSS is the 2-epoch process's.
+As a check, the 2-epoch run also times its epoch 2 from inside (alignkit's step callback, TRL's
+``on_epoch_end``): the "in-run" column. A sample where the two disagree by more than 15% is flagged
+(one of its runs started slow, or the epoch is too short for the noise): rerun with ``--repeat``.
 
 Profiles: alignkit with its defaults (gradient checkpointing, prefix sharing, padding-free rows with
 segment attention, precomputed reference: ``auto``, fused AdamW) and without checkpointing; alignkit
@@ -131,12 +134,33 @@ def run_worker(
 
 
 def measure_epoch(profile: str, setting: str, args, data: Path) -> dict:
-    """One sample: epoch 2's wall time (2-epoch run minus 1-epoch run) and the 2-epoch run's figures."""
+    """One sample: epoch 2's wall time (2-epoch run minus 1-epoch run) and the 2-epoch run's figures, with
+    epoch 2 as timed inside that run (``inner_epoch_s``: a check on the difference, which a slow start of
+    either run skews; None when the trainer gives no epoch ends)."""
     one = run_worker(profile, setting, args, data, args.pairs, 1)
     two = run_worker(profile, setting, args, data, args.pairs, 2)
     if "error" in one or "error" in two:
         return {"error": one.get("error") or two.get("error")}
-    return {"epoch_s": two["wall_s"] - one["wall_s"], "runs_s": [one["wall_s"], two["wall_s"]], **two}
+    ends = two.get("epoch_ends_s") or []
+    inner = ends[1] - ends[0] if len(ends) == 2 else None
+    return {
+        "epoch_s": two["wall_s"] - one["wall_s"],
+        "inner_epoch_s": inner,
+        "runs_s": [one["wall_s"], two["wall_s"]],
+        **two,
+    }
+
+
+DISAGREEMENT = 0.15  # a sample whose difference and in-run epoch times differ by more is flagged
+
+
+def disagreeing(samples: list[dict]) -> list[str]:
+    """The samples whose epoch-2 difference and in-run time disagree by more than DISAGREEMENT, described."""
+    return [
+        f"{s['epoch_s']:.1f} s by difference, {s['inner_epoch_s']:.1f} s in the run"
+        for s in samples
+        if s.get("inner_epoch_s") and abs(s["epoch_s"] / s["inner_epoch_s"] - 1) > DISAGREEMENT
+    ]
 
 
 def summarize(samples: list[dict], tokens: int) -> dict:
@@ -153,6 +177,8 @@ def summarize(samples: list[dict], tokens: int) -> dict:
         "peak_gpu_mb": samples[0]["peak_gpu_mb"],
         "padding": samples[0]["padding"],
         "epoch_samples_s": [s["epoch_s"] for s in samples],
+        "inner_epoch_samples_s": [s.get("inner_epoch_s") for s in samples],
+        "disagreeing": disagreeing(samples),
         "runs_s": [s["runs_s"] for s in samples] if len(samples) > 1 else samples[0]["runs_s"],
         "first_losses": samples[0]["losses"],
     }
@@ -187,20 +213,24 @@ def compare(args) -> dict:
 
 def print_table(title: str, table: dict[str, dict]) -> None:
     print(
-        f"\n{title}\n\n| profile | epoch 2 (s) | tokens/s | peak RSS (MB) | "
-        "padding computed | first losses |\n|---|---|---|---|---|---|"
+        f"\n{title}\n\n| profile | epoch 2 (s) | in-run epoch 2 (s) | tokens/s | peak RSS (MB) | "
+        "padding computed | first losses |\n|---|---|---|---|---|---|---|"
     )
     for name, row in table.items():
         if "error" in row:
-            print(f"| {name} | did not run: {row['error'][:120]} | | | | |")
+            print(f"| {name} | did not run: {row['error'][:120]} | | | | | |")
             continue
         losses = ", ".join(f"{x:.4f}" for x in row["first_losses"])
         spread = row.get("epoch_samples_s", [])
         spread = f" [{min(spread):.1f}-{max(spread):.1f}]" if len(spread) > 1 else ""
+        inner = [x for x in row.get("inner_epoch_samples_s", []) if x]
+        inner = f"{statistics.median(inner):.1f}" if inner else ""
         print(
-            f"| {name} | {row['epoch_s']:.1f}{spread} | {row['tokens_per_s']:.1f} | "
+            f"| {name} | {row['epoch_s']:.1f}{spread} | {inner} | {row['tokens_per_s']:.1f} | "
             f"{row['peak_rss_mb']:.0f} | {row['padding']:.0%} | {losses} |"
         )
+        for text in row.get("disagreeing", []):
+            print(f"|   ^ check this sample: {text} (one run started slow? rerun with --repeat) | | | | | | |")
     trl = {n: r for n, r in table.items() if n.startswith("trl") and "error" not in r}
     mine = table.get("alignkit", {})
     if trl and "error" not in mine and mine:
