@@ -431,7 +431,7 @@ def test_the_support_check_runs_the_varlen_kernel_where_the_device_has_it(monkey
 
 
 def test_torchs_varlen_attn_is_called_right_in_each_of_its_signatures(monkeypatch):
-    """torch 2.9-2.10's ``varlen_attn`` takes ``is_causal`` and neither a scale nor GQA; later ones a causal
+    """torch 2.10's ``varlen_attn`` (the first) takes ``is_causal`` and neither a scale nor GQA; later ones a causal
     window, a scale and ``enable_gqa``. Both fakes below follow FlashAttention's semantics and accept only
     what their torch took: the adapter must give the same attention (8 query heads over 2 key heads, a
     scale that is not 1/sqrt(head_dim)) through each."""

@@ -65,7 +65,7 @@ def forced_kernel(name: str):
 
 def available_kernels(device: torch.device | None = None) -> tuple[str, ...]:
     """The kernels this torch can run on ``device`` (FlexAttention arrived in torch 2.5; the varlen
-    kernel needs CUDA and flash-attn or torch >= 2.9)."""
+    kernel needs CUDA and flash-attn or torch >= 2.10)."""
     kernels = ["loop"] + (["flex"] if flex_segments.flex_attention is not None else [])
     if device is not None and device.type == "cuda" and varlen_segments.varlen_kernel() is not None:
         kernels.append("varlen")
@@ -93,7 +93,7 @@ def kernel_for(query: torch.Tensor, dropout: float) -> str:
         if name == "varlen" and not varlen_segments.usable(query, dropout) and not _forced:
             raise RuntimeError(
                 f"{KERNEL_VARIABLE}=varlen, but the varlen kernel cannot attend here ({query.device.type}, "
-                f"{query.dtype}, dropout {dropout}): it needs CUDA, fp16/bf16 and flash-attn or torch >= 2.9"
+                f"{query.dtype}, dropout {dropout}): it needs CUDA, fp16/bf16 and flash-attn or torch >= 2.10"
             )
         return name
     if query.device.type != "cuda" or dropout:

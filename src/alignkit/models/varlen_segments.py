@@ -16,7 +16,7 @@ A continuation thus sees its prefix and, causally, itself; never a sibling or an
 (gather index, cumulative lengths) is built once per batch and shared by every layer.
 
 The kernel is ``flash_attn.flash_attn_varlen_func`` where the ``flash-attn`` package is installed, else
-PyTorch's own ``torch.nn.attention.varlen.varlen_attn`` (the same FlashAttention-2 code, torch >= 2.9).
+PyTorch's own ``torch.nn.attention.varlen.varlen_attn`` (the same FlashAttention-2 code, torch >= 2.10).
 Both need CUDA and fp16/bf16 inputs, so :func:`usable` says per call whether this kernel can serve.
 """
 
@@ -31,7 +31,7 @@ import torch
 
 try:
     from torch.nn.attention.varlen import varlen_attn
-except ImportError:  # torch < 2.9: flash-attn's kernel, or none (then FlexAttention serves)
+except ImportError:  # torch < 2.10: flash-attn's kernel, or none (then FlexAttention serves)
     varlen_attn = None
 
 HALF = (torch.float16, torch.bfloat16)
@@ -104,12 +104,12 @@ def _flash_attn_kernel():
 
 
 def _torch_kernel():
-    """PyTorch's ``varlen_attn`` in the varlen calling convention below, or None before torch 2.9."""
+    """PyTorch's ``varlen_attn`` in the varlen calling convention below, or None before torch 2.10."""
     if varlen_attn is None:
         return None
     parameters = inspect.signature(varlen_attn).parameters
     gqa, scaled = "enable_gqa" in parameters, "scale" in parameters
-    # causal, aligned to the bottom right: torch 2.9-2.10 take is_causal, later ones a (left, right) window
+    # causal, aligned to the bottom right: torch 2.10 takes is_causal, later ones a (left, right) window
     causal = {"window_size": (-1, 0)} if "window_size" in parameters else {"is_causal": True}
 
     def run(query, key, value, cu_q, cu_k, max_q, max_k, scale):
