@@ -407,6 +407,15 @@ def test_failing_one_call_kernels_fall_back_in_turn_to_the_loop(monkeypatch, cap
     assert "the flex segment-attention kernel failed" in err and "the loop kernel serves" in err
     assert err.count("kernel failed") == 2  # once each, not once per layer
 
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(segment_attention, "varlen_segment_attention", out_of_memory)
+    monkeypatch.setattr(segment_attention, "_failed", {})
+    with torch.no_grad(), pytest.raises(torch.OutOfMemoryError):  # not a kernel's failure: no fallback
+        last_hidden_states(backbone_of(model), batch)
+    assert segment_attention._failed == {}
+
 
 def test_the_support_check_runs_the_varlen_kernel_where_the_device_has_it(monkeypatch):
     """On a device with the varlen kernel the check runs it too (under bf16 autocast): right spans pass,

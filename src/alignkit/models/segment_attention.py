@@ -174,8 +174,8 @@ def segment_attention_forward(
             mask = segments.block_mask(query.shape[2], query.device)
             return flex_segment_attention(query, key, value, mask, scaling, gqa).transpose(1, 2).contiguous(), None
         except Exception as exc:  # noqa: BLE001 -- a compiler or kernel this machine lacks: the loop is always there
-            if _forced or requested_kernel():
-                raise
+            if _forced or requested_kernel() or isinstance(exc, torch.OutOfMemoryError):
+                raise  # out of memory is the run's problem, not the kernel's: every kernel needs the memory
             failed = kernel
             _failed[failed] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             kernel = kernel_for(query, dropout)
