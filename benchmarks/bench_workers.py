@@ -4,6 +4,7 @@ wall time, first losses, the padding it really computed and its peak memory."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import resource
@@ -112,9 +113,9 @@ def worker_alignkit(args, rows: list[dict], options: dict) -> dict:
         )  # the reference pass is timed in every run, never read from a cache
         step_ends: dict[int, float] = {}
         start = time.perf_counter()
-        try:
+        if "on_step" in inspect.signature(train_dpo).parameters:  # alignkit-at-issue had no step callback
             train_dpo(config, on_step=lambda step: step_ends.__setitem__(step, time.perf_counter() - start))
-        except TypeError:  # alignkit-at-issue: no step callback then
+        else:
             train_dpo(config)
         wall = time.perf_counter() - start
         records = [r for r in read_metrics(config.output_dir) if "loss" in r]

@@ -48,7 +48,9 @@ TRAINERS = {  # name: (library, options)
 DEFAULT_TRAINERS = ("alignkit", "trl-gc", "trl-no-gc")
 
 
-def cases(kernels: list[str] = (), trainers: tuple[str, ...] = DEFAULT_TRAINERS) -> list[tuple[str, str, str, str]]:
+def cases(
+    kernels: tuple[str, ...] = (), trainers: tuple[str, ...] = DEFAULT_TRAINERS
+) -> list[tuple[str, str, str, str]]:
     """(case name, method+setting, regime, trainer) in the order they run; ``kernels`` adds a run of
     each alignkit trainer per segment-attention kernel (trainer ``<name>:<kernel>``) after its own."""
     ours = [t for t in trainers if t.startswith("alignkit")]
@@ -309,7 +311,7 @@ def main() -> int:
     if unknown:
         parser.error(f"--trainers: unknown {', '.join(unknown)} (known: {', '.join(TRAINERS)})")
     results = []
-    kernels = [k for k in args.kernels.split(",") if k]
+    kernels = tuple(k for k in args.kernels.split(",") if k)
     for case, setting, regime, trainer in cases(kernels, trainers):
         if wanted and case not in wanted:
             continue

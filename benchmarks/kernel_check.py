@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from random_models import SHAPES, VOCAB, build_tokenizer, emit  # noqa: E402
+from random_models import SHAPES, build_tokenizer, emit, random_model  # noqa: E402
 
 
 def one_row_batch(tokenizer, regime: Path, pairs: int):
@@ -77,24 +77,18 @@ def main() -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
+    from alignkit.data.collate import to_device
     from alignkit.engine.logprobs import backbone_of
     from alignkit.models.segment_attention import SEGMENT_ATTENTION, available_kernels, set_attention
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     tokenizer = build_tokenizer(args.tokenizer)
-    vocab = max(VOCAB if args.shape != "tiny" else 0, len(tokenizer))
-    torch.manual_seed(0)
-    with device:
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, max_position_embeddings=8192, **SHAPES[args.shape]))
+    model = random_model(args.shape, tokenizer)  # the model gpu_bench.py and gpu_check.py train
     set_attention(model, SEGMENT_ATTENTION)
     backbone = backbone_of(model)
-    batch = one_row_batch(tokenizer, HERE / "data" / args.regime, args.pairs)
-    from alignkit.data.collate import to_device
-
-    batch = to_device(batch, device)
+    batch = to_device(one_row_batch(tokenizer, HERE / "data" / args.regime, args.pairs), device)
     tokens = batch["input_ids"].shape[1]
     projection = torch.randn(tokens, model.config.hidden_size, device=device)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext

@@ -62,12 +62,11 @@ def build_tokenizer(source: str | None = None):
     return fast
 
 
-def save_random_model(folder: Path, shape: str, tokenizer_source: str | None = None, seed: int = 0) -> Path:
-    """A random-weight causal LM of ``shape`` (see ``SHAPES``) and a tokenizer, saved with save_pretrained."""
+def random_model(shape: str, tokenizer, seed: int = 0):
+    """A random-weight Llama causal LM of ``shape`` (see ``SHAPES``) for ``tokenizer``, on the GPU if any."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_tokenizer(tokenizer_source)
     vocab = VOCAB if shape != "tiny" else len(tokenizer)
     config = LlamaConfig(
         vocab_size=max(vocab, len(tokenizer)),
@@ -82,8 +81,13 @@ def save_random_model(folder: Path, shape: str, tokenizer_source: str | None = N
     )
     torch.manual_seed(seed)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = LlamaForCausalLM(config)
-    model.save_pretrained(folder)
+        return LlamaForCausalLM(config)
+
+
+def save_random_model(folder: Path, shape: str, tokenizer_source: str | None = None, seed: int = 0) -> Path:
+    """:func:`random_model` and its tokenizer, saved with save_pretrained."""
+    tokenizer = build_tokenizer(tokenizer_source)
+    random_model(shape, tokenizer, seed).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
