@@ -146,6 +146,17 @@ def tiny_run_args(model_dir, data, out, *extra: str, eval_split: str = "0.25") -
     ]
 
 
+@pytest.fixture
+def deferred_reads(monkeypatch):
+    """The GPU's way on this CPU: gradient norms stay on the device, non-finite updates are skipped there
+    (fused AdamW's found_inf) and read at logging steps only."""
+    from alignkit.train.session import TrainingSession
+
+    monkeypatch.setattr(
+        TrainingSession, "defers_host_reads", property(lambda self: self.backend.can_defer(self.optimizer))
+    )
+
+
 @pytest.fixture(autouse=True, scope="session")
 def alignkit_cache():
     """Every test (and every process it launches) caches in the tests' own folder, never the user's

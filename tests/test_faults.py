@@ -118,17 +118,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(straight, tiny_model_dir, 
     assert read_metrics(out, timings=False) == read_metrics(reference, timings=False)
 
 
-@pytest.fixture
-def deferred_reads(monkeypatch):
-    """The GPU's way on this CPU: gradient norms stay on the device, non-finite updates are skipped there
-    (fused AdamW's found_inf) and read at logging steps only."""
-    from alignkit.train.session import TrainingSession
-
-    monkeypatch.setattr(
-        TrainingSession, "defers_host_reads", property(lambda self: self.backend.can_defer(self.optimizer))
-    )
-
-
 @pytest.mark.parametrize("deferred", [False, True])
 def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(
     deferred, straight, tiny_model_dir, tmp_path, monkeypatch, request

@@ -23,8 +23,16 @@ def grpo_args(model_dir, prompts, out, *extra):
     )
 
 
-def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tiny_model_dir, prompts, tmp_path, monkeypatch):
+@pytest.mark.parametrize("deferred", [False, True])
+def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(
+    deferred, tiny_model_dir, prompts, tmp_path, monkeypatch, request
+):
+    """Per-update reads stop at the third bad update in a row; deferred reads (a GPU's way) read the norms
+    once per step, after its updates, so step 4's second bad update is skipped on the device too."""
     from alignkit.train.grpo import GRPO, train_grpo
+
+    if deferred:
+        request.getfixturevalue("deferred_reads")
 
     real, calls = GRPO.loss, {"n": 0}
 
@@ -37,7 +45,7 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tiny_model_dir, 
 
     monkeypatch.setattr(GRPO, "loss", poisoned)
     out = tmp_path / "nan"
-    with pytest.raises(AlignkitError, match="3 updates in a row") as caught:
+    with pytest.raises(AlignkitError, match=f"{4 if deferred else 3} updates in a row") as caught:
         train_grpo(
             load_config(
                 GRPOConfig,
@@ -46,18 +54,14 @@ def test_nonfinite_updates_are_skipped_counted_and_stop_the_run(tiny_model_dir, 
             )
         )
     records = [r for r in read_metrics(out) if "reward/score" in r]
-    assert [r["nonfinite_updates_skipped"] for r in records] == [
-        1,
-        1,
-        3,
-        4,
-    ]  # step 4's first update is the third in a row
+    # step 4's first update is the third in a row
+    assert [r["nonfinite_updates_skipped"] for r in records] == [1, 1, 3, 5 if deferred else 4]
     assert "checkpoint-4" in str(caught.value)
     kept = load_file(str(out / "checkpoint-4" / "trainable.safetensors"))
     assert all(torch.isfinite(v).all() for v in kept.values())
     assert (
         json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["alignkit_state"]["nonfinite_skipped"]
-        == 4
+        == records[-1]["nonfinite_updates_skipped"]
     )
 
 

@@ -28,7 +28,7 @@ class GRPO(RLMethod):
         """Advantages of a rollout batch; returns (tensors for the loss, stats)."""
         advantages = grpo_advantages(rollouts.scores, config.num_generations, config.scale_rewards).to(old.logps.device)
         return {"old_logps": old.logps, "ref_logps": ref_logps, "advantages": advantages, "mask": old.mask}, {
-            "advantages/abs_mean": advantages.abs().mean().item()
+            "advantages/abs_mean": advantages.abs().mean()
         }
 
     def loss(self, config: GRPOConfig, out, p: dict):
@@ -57,7 +57,7 @@ class RLOO(RLMethod):
         advantages = rloo_advantages(rewards, config.num_generations)
         token_advantages = advantages.unsqueeze(1).expand_as(old.logps).contiguous()
         return {"old_logps": old.logps, "advantages": token_advantages, "mask": old.mask}, {
-            "rewards/with_kl_penalty": rewards.mean().item()
+            "rewards/with_kl_penalty": rewards.mean()
         }
 
     def loss(self, config: RLOOConfig, out, p: dict):

@@ -56,6 +56,18 @@ class TrainingResult:
     eval_metrics: dict[str, float]
 
 
+def host_floats(values: dict) -> dict[str, float]:
+    """``values`` (numbers and one-element tensors) as numbers, every tensor read in one transfer: on a GPU
+    each read waits for the queued work, so a step reads its numbers together, once."""
+    tensors = [key for key, value in values.items() if torch.is_tensor(value)]
+    out = dict(values)
+    if tensors:
+        device = values[tensors[0]].device
+        read = torch.stack([values[k].detach().float().to(device).reshape(()) for k in tensors]).tolist()
+        out.update(zip(tensors, read))
+    return out
+
+
 class _Window:
     """Running means over the micro-batches (and optimizer steps) since the last log; kept in checkpoints."""
 
@@ -74,13 +86,7 @@ class _Window:
 
     def floats(self) -> dict[str, float]:
         """The sums as numbers: every device tensor read in one transfer."""
-        tensors = [key for key, value in self.sums.items() if torch.is_tensor(value)]
-        values = dict(self.sums)
-        if tensors:
-            device = self.sums[tensors[0]].device
-            read = torch.stack([self.sums[k].to(device).reshape(()) for k in tensors]).tolist()
-            values.update(zip(tensors, read))
-        return values
+        return host_floats(self.sums)
 
     def means(self) -> dict[str, float]:
         means = {key: total / max(self.count, 1) for key, total in self.floats().items()}

@@ -39,14 +39,13 @@ class PPO(RLMethod):
         rewards = token_rewards(rollouts.scores.to(kl.device), kl, mask, kl_coef)
         advantages, returns = gae(rewards, old.values, mask, config.gamma, config.lam)
         stats = {
-            "returns/mean": masked_mean(returns, mask).item(),
-            "advantages/mean": masked_mean(advantages, mask).item(),
+            "returns/mean": masked_mean(returns, mask),
+            "advantages/mean": masked_mean(advantages, mask),
             "advantages/std": masked_mean(advantages**2, mask)
             .sub(masked_mean(advantages, mask) ** 2)
             .clamp(min=0)
-            .sqrt()
-            .item(),
-            "values/mean": masked_mean(old.values, mask).item(),
+            .sqrt(),
+            "values/mean": masked_mean(old.values, mask),
         }
         if config.whiten_advantages:
             advantages = whiten(advantages, mask)

@@ -26,7 +26,7 @@ from alignkit.engine.generation import generate_responses, sample_token_ids
 from alignkit.engine.token_outputs import TokenOutputs, token_outputs
 from alignkit.losses.rl import kl_estimate, masked_mean
 from alignkit.models.segment_attention import uses_segment_attention
-from alignkit.train.loop import TrainingResult, epoch_order
+from alignkit.train.loop import TrainingResult, epoch_order, host_floats
 from alignkit.train.session import TrainingSession
 
 
@@ -51,7 +51,8 @@ class RLMethod:
     def prepare(
         self, config, rollouts: Rollouts, old: TokenOutputs, ref_logps: torch.Tensor, kl_coef: float
     ) -> tuple[dict, dict]:
-        """The method's tensors for its loss (advantages, old log-probs ...) and stats, from a rollout batch."""
+        """The method's tensors for its loss (advantages, old log-probs ...) and stats (numbers or one-element
+        device tensors, read with the step's other numbers), from a rollout batch."""
         raise NotImplementedError
 
     def loss(self, config, out: TokenOutputs, prepared: dict) -> tuple[torch.Tensor, dict]:
@@ -194,7 +195,15 @@ def run_rl(
             prepared, stats = method.prepare(config, rollouts, old, ref_logps, kl_coef)
             update_stats = _optimise(config, method, session, rollouts, tokenizer, prepared, step)
             seq_kl = (kl_estimate(old.logps, ref_logps, "k1") * old.mask).sum(1)
-            method.after_step(seq_kl.mean().item(), len(rollouts.texts))
+            read = host_floats(  # the step's numbers from the device, in one read
+                {
+                    "objective/kl": seq_kl.mean(),
+                    "objective/entropy": masked_mean(old.entropy, old.mask),
+                    "response_length": old.mask.sum(1).float().mean(),
+                    **stats,
+                }
+            )
+            method.after_step(read["objective/kl"], len(rollouts.texts))
             session.throughput.end_step(len(rollouts.texts), int(batch["sequence_lengths"].sum()))
             state.global_step = step = step + 1
             state.kl_coef = method.kl_coef
@@ -204,13 +213,13 @@ def run_rl(
                 "reward/score": rollouts.scores.mean().item(),
                 "reward/score_std": rollouts.scores.std().item() if len(rollouts.scores) > 1 else 0.0,
                 **{f"reward/{k}": sum(v) / len(v) for k, v in rollouts.components.items()},
-                "objective/kl": seq_kl.mean().item(),
-                "objective/entropy": masked_mean(old.entropy, old.mask).item(),
+                "objective/kl": read["objective/kl"],
+                "objective/entropy": read["objective/entropy"],
                 "objective/kl_coef": kl_coef,
-                "response_length": old.mask.sum(1).float().mean().item(),
+                "response_length": read["response_length"],
                 "truncated_fraction": sum(tokenizer.eos_token_id not in r for r in rollouts.response_ids)
                 / len(rollouts.response_ids),
-                **stats,
+                **{key: read[key] for key in stats},
                 **update_stats,
                 "learning_rate": session.scheduler.get_last_lr()[0],
                 "epoch": round(step / per_epoch, 4),
@@ -271,31 +280,43 @@ def _batch(rollouts: Rollouts, tokenizer, config, device, lm, index: list[int] |
     return to_device(batch, device)
 
 
-def _optimise(config, method, session: TrainingSession, rollouts, tokenizer, prepared, step) -> dict:
-    """``num_ppo_epochs`` passes of minibatch updates; an update whose loss or gradients are not finite
-    is skipped and counted by the session (stopping early once too many came in a row)."""
-    model, device = session.model, session.accelerator.device
-    n = len(rollouts.response_ids)
-    sums: dict[str, float] = {}
-    count = 0
+def _minibatches(config, n: int, step: int):
+    """The index sets of a step's updates: ``num_ppo_epochs`` seeded shuffles of the ``n`` rollouts, cut
+    into ``mini_batch_size`` pieces."""
     generator = torch.Generator().manual_seed(config.seed * 7919 + step)
     for _ in range(config.num_ppo_epochs):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, config.mini_batch_size):
-            index = order[start : start + config.mini_batch_size]
-            batch = _batch(rollouts, tokenizer, config, device, session.unwrapped.lm, index.tolist())
-            out = model(batch, config.logprob_chunk_size, config.temperature)
-            loss, stats = method.loss(config, out, _subset(prepared, index.to(device), out.logps.shape[1]))
-            session.backend.backward(model, loss)
-            grad_norm = session.optimizer_step()
-            if not math.isfinite(grad_norm):
-                if session.too_many_nonfinite:
-                    return {key: value / max(count, 1) for key, value in sums.items()}
-                continue
-            for key, value in {"loss/total": loss.detach(), "grad_norm": grad_norm, **stats}.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
-            count += 1
-    return {key: value / max(count, 1) for key, value in sums.items()}
+            yield order[start : start + config.mini_batch_size]
+
+
+def _optimise(config, method, session: TrainingSession, rollouts, tokenizer, prepared, step) -> dict:
+    """``num_ppo_epochs`` passes of minibatch updates; returns the means of the applied updates' loss, stats
+    and gradient norm. An update whose loss or gradients are not finite is skipped and counted by the
+    session. Where the session defers its reads (a GPU), an update reads nothing: the norms and stats are
+    read once, after the last update; elsewhere the step stops early once too many came in a row."""
+    model, device = session.model, session.accelerator.device
+    norms: list[float | None] = []  # None: left on the device, read by settle()
+    rows: list[torch.Tensor] = []
+    keys: list[str] = []
+    for index in _minibatches(config, len(rollouts.response_ids), step):
+        batch = _batch(rollouts, tokenizer, config, device, session.unwrapped.lm, index.tolist())
+        out = model(batch, config.logprob_chunk_size, config.temperature)
+        loss, stats = method.loss(config, out, _subset(prepared, index.to(device), out.logps.shape[1]))
+        session.backend.backward(model, loss)
+        norm = session.optimizer_step(defer=True)
+        values = {"loss/total": loss, **stats}
+        keys = list(values)
+        rows.append(
+            torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(()) for v in values.values()])
+        )
+        norms.append(norm)
+        if norm is not None and not math.isfinite(norm) and session.too_many_nonfinite:
+            break
+    settled = iter(session.settle())
+    norms = [next(settled) if norm is None else norm for norm in norms]
+    applied = [row + [norm] for row, norm in zip(torch.stack(rows).tolist(), norms) if math.isfinite(norm)]
+    return {key: sum(column) / len(applied) for key, column in zip([*keys, "grad_norm"], zip(*applied))}
 
 
 def _write_samples(run_dir: Path, step: int, rollouts: Rollouts, count: int) -> None:
