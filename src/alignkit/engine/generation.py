@@ -101,8 +101,7 @@ def sample_token_ids(
                 **sampling,
                 **({"synced_gpus": True} if synced else {}),
             )
-            for row, i in enumerate(idx):
-                new = output[row, width:].tolist()
+            for i, new in zip(idx, output[:, width:].tolist()):  # one read of the batch's new tokens
                 responses[i] = new[: new.index(eos) + 1] if eos in new else new
     finally:
         model.train(was_training)
