@@ -51,6 +51,7 @@ REGIMES = {
     "prose": HERE / "data" / "prose_pairs.jsonl",
     "short": HERE / "data" / "short_pairs.jsonl",
     "equal": HERE / "data" / "equal_pairs.jsonl",
+    "long": HERE / "data" / "long_pairs.jsonl",  # make_bench_pairs.py --long, 2026-11-29: the weakest regime
 }
 
 

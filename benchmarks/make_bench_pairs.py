@@ -18,7 +18,13 @@ into several tokens), in three length shapes:
   trainer wastes little (18% padding in TRL's batches) and prompts are a small share of each sequence,
   the regime where padding-free batches and prefix sharing save least.
 
-The docs change, so ``--prose`` rewrites these files differently later: they are shipped as made."""
+The docs change, so ``--prose`` rewrites these files differently later: they are shipped as made.
+
+``--long`` (made 2026-11-29, after the engine was tuned; never used to tune it) writes ``long_pairs.jsonl``:
+prose spans cut by token count with the embedded model's tokenizer, prompts of 6-15 tokens and both
+responses of 236-244 tokens. A padded trainer wastes almost nothing there (2% padding in TRL's batches)
+and a prompt is 4% of a sequence: nothing for padding-free batches or prefix sharing to save, so what is
+left is the engine itself. It is the weakest regime measured."""
 
 import json
 import random
@@ -89,6 +95,30 @@ def prose_pairs(
     ]
 
 
+def token_span_pairs(words: list[str], seed: int, n: int, prompt_tokens, response_tokens) -> list[dict]:
+    """Pairs of random spans of ``words`` whose token counts (the embedded model's tokenizer, no special
+    tokens) fall in the given bounds: lengths equal in tokens, not in words."""
+    from transformers import AutoTokenizer
+
+    from alignkit.models.embedded import embedded_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+    rng = random.Random(seed)
+
+    def span(bounds: tuple[int, int]) -> str:
+        while True:
+            k = rng.randint(bounds[0] // 2, bounds[1])  # docs prose runs 1-2 tokens a word
+            start = rng.randrange(len(words) - k)
+            text = " ".join(words[start : start + k])
+            if bounds[0] <= len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= bounds[1]:
+                return text
+
+    return [
+        {"prompt": span(prompt_tokens) + "?", "chosen": span(response_tokens), "rejected": span(response_tokens)}
+        for _ in range(n)
+    ]
+
+
 def write(name: str, rows: list[dict]) -> None:
     (OUT / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -105,3 +135,7 @@ if __name__ == "__main__":
         write("prose_pairs.jsonl", prose_pairs(words, 7, 64, (10, 40), (70, 150)))
         write("short_pairs.jsonl", prose_pairs(words, 13, 64, (8, 25), (20, 60)))
         write("equal_pairs.jsonl", prose_pairs(words, 21, 64, (40, 42), (110, 114)))
+    if "--long" in sys.argv:
+        write(
+            "long_pairs.jsonl", token_span_pairs(docs_words(), 47, 64, (6, 14), (236, 244))
+        )  # prompts 6-15 tokens with the "?"
