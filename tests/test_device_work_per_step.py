@@ -51,7 +51,7 @@ def host_reads(monkeypatch, deferred_reads):
 
     reads = HostReads()
     # FlexAttention refuses to run under a dispatch mode; the CPU trains with the loop kernel anyway
-    monkeypatch.setattr(logprobs, "available_kernels", lambda device: ("loop",))
+    monkeypatch.setattr(logprobs, "kernels_to_check", lambda device: ("loop",))
     tolist, begin_step, end_of_step = torch.Tensor.tolist, Throughput.begin_step, TrainingSession.end_of_step
 
     def counted_tolist(self):
@@ -202,7 +202,7 @@ def device_ops(monkeypatch):
     from alignkit.train.session import TrainingSession
 
     ops = DeviceOps()
-    monkeypatch.setattr(logprobs, "available_kernels", lambda device: ("loop",))
+    monkeypatch.setattr(logprobs, "kernels_to_check", lambda device: ("loop",))
     monkeypatch.setenv(segment_attention.KERNEL_VARIABLE, "varlen")
     monkeypatch.setattr(varlen_segments, "_KERNEL", [one_call_varlen(ops)])
     monkeypatch.setattr(varlen_segments, "usable", lambda query, dropout: True)

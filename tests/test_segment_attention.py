@@ -329,6 +329,28 @@ def test_the_kernel_follows_the_device_precision_and_dropout(monkeypatch):
         kernel_for(query("cuda"), 0.0)
 
 
+def test_the_support_check_runs_the_kernels_a_run_may_pick_on_the_models_device(monkeypatch):
+    """A CPU-only run only ever runs the loop, so only the loop is checked there (eager FlexAttention took
+    seconds of every run's start); with a GPU present a model loaded on the CPU trains there, so
+    FlexAttention is checked too; a requested kernel always is; on CUDA every kernel it has."""
+    from alignkit.models import segment_attention, varlen_segments
+    from alignkit.models.segment_attention import kernels_to_check
+
+    if segment_attention.flex_segments.flex_attention is None:
+        pytest.skip("this torch has no FlexAttention")
+    monkeypatch.delenv(segment_attention.KERNEL_VARIABLE, raising=False)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert kernels_to_check(cpu) == ("loop",)
+    monkeypatch.setenv(segment_attention.KERNEL_VARIABLE, "flex")
+    assert kernels_to_check(cpu) == ("loop", "flex")
+    monkeypatch.setenv(segment_attention.KERNEL_VARIABLE, "auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert kernels_to_check(cpu) == ("loop", "flex")
+    monkeypatch.setattr(varlen_segments, "_KERNEL", [reference_varlen([])])
+    assert kernels_to_check(cuda) == ("loop", "flex", "varlen")
+
+
 def _attention_that(drop: str):
     """LlamaAttention.forward that loses the layout on its way to the kernel: the ``segments`` keyword
     (a layer that does not pass its keywords on) or a 4-D mask (a wrapper that only takes 2-D ones)."""
@@ -423,7 +445,7 @@ def test_the_support_check_runs_the_varlen_kernel_where_the_device_has_it(monkey
     from alignkit.engine import logprobs
     from alignkit.models import varlen_segments
 
-    monkeypatch.setattr(logprobs, "available_kernels", lambda device: ("loop", "varlen"))
+    monkeypatch.setattr(logprobs, "kernels_to_check", lambda device: ("loop", "varlen"))
     calls = []
     monkeypatch.setattr(varlen_segments, "_KERNEL", [reference_varlen(calls)])
     model = build_model(64)

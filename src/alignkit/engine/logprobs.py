@@ -20,8 +20,8 @@ from alignkit.data.prefix_sharing import build_shared_batch
 from alignkit.models.segment_attention import (
     NO_MASK,
     SegmentPlan,
-    available_kernels,
     forced_kernel,
+    kernels_to_check,
     uses_segment_attention,
 )
 
@@ -284,7 +284,7 @@ def supports_prefix_sharing(model: nn.Module) -> bool:
 def supports_segments(model: nn.Module) -> bool:
     """Whether one-row segments (a shared-prefix block and a plain sequence, see
     ``models.segment_attention``) give ``model`` the hidden states each sequence has alone, with every
-    kernel a device may run them with."""
+    kernel a run may pick on the model's device (``kernels_to_check``)."""
     prompt, first, second, plain = [3, 4, 5], [6, 7], [8, 9, 10], [11, 12, 13, 14]
     with _in_eval_mode(backbone_of(model)) as backbone:
         device = next(backbone.parameters()).device
@@ -296,7 +296,7 @@ def supports_segments(model: nn.Module) -> bool:
             "segments": torch.tensor([[0, len(prompt), len(first), len(second)], [width, len(plain), 0, 0]]),
         }
         expected = {}  # per precision: the hidden states of each sequence alone
-        for kernel in available_kernels(device):  # whichever the device may run: each must keep segments apart
+        for kernel in kernels_to_check(device):  # whichever a run may pick there: each must keep segments apart
             half = kernel == "varlen"  # it takes fp16/bf16 only: checked under bf16 autocast, against bf16 alone
             with torch.autocast(device.type, dtype=torch.bfloat16) if half else nullcontext():
                 if half not in expected:

@@ -72,6 +72,19 @@ def available_kernels(device: torch.device | None = None) -> tuple[str, ...]:
     return tuple(kernels)
 
 
+def kernels_to_check(device: torch.device) -> tuple[str, ...]:
+    """The kernels a model's support for segments is checked with on ``device`` (``supports_segments``):
+    those :func:`kernel_for` may pick for it. On CUDA every available one. Elsewhere the loop, the kernel
+    ``ALIGNKIT_SEGMENT_KERNEL`` asks for, and FlexAttention where a GPU is present (a model loaded on the
+    CPU trains there, and FlexAttention is the one-call kernel a CPU can run). A CPU-only run never runs
+    FlexAttention, so it is not checked there: eagerly on a CPU that took seconds per run."""
+    available = available_kernels(device)
+    if device.type == "cuda":
+        return available
+    wanted = {"loop", requested_kernel()} | ({"flex"} if torch.cuda.is_available() else set())
+    return tuple(kernel for kernel in available if kernel in wanted)
+
+
 def requested_kernel() -> str | None:
     """The kernel ``ALIGNKIT_SEGMENT_KERNEL`` names (None when unset or ``auto``)."""
     name = os.environ.get(KERNEL_VARIABLE, "auto").strip().lower()
