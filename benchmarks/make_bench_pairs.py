@@ -136,6 +136,5 @@ if __name__ == "__main__":
         write("short_pairs.jsonl", prose_pairs(words, 13, 64, (8, 25), (20, 60)))
         write("equal_pairs.jsonl", prose_pairs(words, 21, 64, (40, 42), (110, 114)))
     if "--long" in sys.argv:
-        write(
-            "long_pairs.jsonl", token_span_pairs(docs_words(), 47, 64, (6, 14), (236, 244))
-        )  # prompts 6-15 tokens with the "?"
+        # prompts of 6-14 tokens, 6-15 with the "?" appended
+        write("long_pairs.jsonl", token_span_pairs(docs_words(), 47, 64, (6, 14), (236, 244)))

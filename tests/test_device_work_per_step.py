@@ -99,8 +99,7 @@ def run(trainer: str, model_dir, out, *extra: str) -> None:
     data = sft_rows(out.parent / "sft.jsonl") if module == "sft" else write_pairs(out.parent / "pairs.jsonl", 24)
     args = tiny_run_args(model_dir, data, out, "--max_steps", str(STEPS), *settings, *extra, eval_split="0")
     args += ["--logging_steps", str(LOGGING_STEPS), "--save_steps", "100"]
-    train = {"dpo": dpo.train_dpo, "kto": kto.train_kto, "orpo": orpo.train_orpo, "reward": reward.train_reward}
-    train = {**train, "sft": sft.train_sft}[module]
+    train = getattr({"dpo": dpo, "kto": kto, "orpo": orpo, "reward": reward, "sft": sft}[module], f"train_{module}")
     train(load_config(config_class, None, args))
 
 
