@@ -126,7 +126,17 @@ def worker(args) -> dict:
         "s_per_step": sum(timed) / len(timed) if timed else None,
         "tokens_per_s": tokens_per_step / (sum(timed) / len(timed)) if timed else None,
         "max_memory_allocated_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        "compiled_graphs": compiled_graphs(),  # FlexAttention: 1 (2 if a row fits one tile); more: recompiles
     }
+
+
+def compiled_graphs() -> int:
+    """The graphs ``torch.compile`` built in this process (FlexAttention's forward, and its backward)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0
+    return int(counters["stats"]["unique_graphs"])
 
 
 def run_alignkit(args, method, setting, rows, out, bf16, options, clock) -> None:

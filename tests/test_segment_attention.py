@@ -489,3 +489,40 @@ def test_torchs_varlen_attn_is_called_right_in_each_of_its_signatures(monkeypatc
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5, msg=fake.__name__)
     monkeypatch.setattr(varlen_segments, "varlen_attn", None)
     assert varlen_segments._torch_kernel() is None
+
+
+@torch.no_grad()
+def test_compiled_flex_kernel_traces_once_for_rows_of_any_length_and_layout(monkeypatch):
+    """The GPU's FlexAttention is compiled (``compiled_flex``); a recompile per batch length or number of
+    segments would cost seconds a step there. Compiled here on the CPU (forward: no backward on CPU), the
+    same tracing: three rows of different lengths and layouts, one graph, and the per-segment loop's values."""
+    from alignkit.engine.logprobs import backbone_of, last_hidden_states
+    from alignkit.models import flex_segments, segment_attention
+
+    if flex_segments.flex_attention is None:
+        pytest.skip("this torch has no FlexAttention")
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(flex_segments, "_COMPILED", None)
+    monkeypatch.setattr(flex_segments, "flex_kernel", lambda device_type: flex_segments.compiled_flex())
+    backbone = backbone_of(segment_model().eval())
+    full, blocks, plain = many_blocks_batch()
+    cut = int(full["segments"][3, 0])  # the first three blocks only: a shorter row, fewer segments
+    rows = [
+        full,
+        {
+            "input_ids": full["input_ids"][:, :cut],
+            "position_ids": full["position_ids"][:, :cut],
+            "segments": full["segments"][:3],
+        },
+    ]
+    rows.append({**rows[1], "segments": torch.tensor([[0, cut, 0, 0]])})  # one causal sequence of the same tokens
+    graphs = counters["stats"]["unique_graphs"]
+    for batch in rows:
+        with segment_attention.forced_kernel("flex"):
+            hidden = last_hidden_states(backbone, batch)[0]
+        with segment_attention.forced_kernel("loop"):
+            torch.testing.assert_close(hidden, last_hidden_states(backbone, batch)[0], atol=1e-5, rtol=1e-5)
+    assert counters["stats"]["unique_graphs"] - graphs == 1
+    assert len({batch["input_ids"].shape[1] for batch in rows}) == 2 and cut > flex_segments.TILE

@@ -80,7 +80,21 @@ def build_block_mask(blocks: list[tuple[int, int, list[int]]], n: int, device):
         indices = torch.argsort(~which, dim=-1, stable=True).to(torch.int32)[None, None]
         return counts, indices
 
-    return BlockMask.from_kv_blocks(*counts_and_indices(partial), *counts_and_indices(full), TILE, mask_mod, (n, n))
+    mask = BlockMask.from_kv_blocks(*counts_and_indices(partial), *counts_and_indices(full), TILE, mask_mod, (n, n))
+    _dynamic_tiles(mask)
+    return mask
+
+
+def _dynamic_tiles(mask) -> None:
+    """Mark the tile dimensions of ``mask``'s tensors dynamic for the compiled kernel. ``dynamic=True`` leaves
+    a ``BlockMask``'s tensors static at the first compile, so the second row length recompiled (measured on
+    CPU: one recompile, then one graph for every length); marked, the first graph serves every row of more
+    than one tile. Eager FlexAttention ignores the marks."""
+    tensors = (mask.kv_num_blocks, mask.kv_indices, mask.full_kv_num_blocks, mask.full_kv_indices)
+    tensors += (mask.q_num_blocks, mask.q_indices, mask.full_q_num_blocks, mask.full_q_indices)
+    for tensor in tensors:
+        for dim in range(2, tensor.dim()) if tensor is not None else ():
+            torch._dynamo.maybe_mark_dynamic(tensor, dim)
 
 
 _COMPILED = None
@@ -89,9 +103,13 @@ _COMPILED = None
 def flex_kernel(device_type: str):
     """``flex_attention``, compiled on CUDA (one fused kernel; dynamic shapes, as every batch's length
     differs), eager elsewhere (no-grad passes and tests)."""
+    return compiled_flex() if device_type == "cuda" else _quiet(flex_attention)
+
+
+def compiled_flex():
+    """``flex_attention`` compiled once per process with dynamic shapes: one graph for rows of any length
+    and any number of segments (a recompile per batch would cost seconds a step)."""
     global _COMPILED
-    if device_type != "cuda":
-        return _quiet(flex_attention)
     if _COMPILED is None:
         _COMPILED = torch.compile(flex_attention, dynamic=True)
     return _COMPILED
