@@ -114,3 +114,20 @@ def test_the_documented_labelling_and_doctor_commands_run(tmp_path, capsys, monk
     monkeypatch.chdir(ROOT)  # the example's data paths are relative to the repository
     doctor = alignkit("doctor", "examples/dpo_lora.yaml", "--output_dir", str(tmp_path / "run"))
     assert "0 failed" in doctor and "max_length" in doctor
+
+
+def test_every_repository_file_the_docs_name_exists():
+    """A page that names a test, script, example or data file of this repository (``tests/test_x.py``) names
+    one that is there: a renamed test left ``docs/gpu.md`` pointing at a file that was gone."""
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    named = re.compile(
+        r"\b((?:tests|benchmarks|examples|docs|src/alignkit)/[\w/.-]*\w\.(?:py|sh|md|yaml|jsonl|json))\b"
+    )
+    missing = {
+        (page.relative_to(ROOT).as_posix(), path)
+        for page in pages
+        for path in named.findall(page.read_text())
+        if not (ROOT / path).exists()
+    }
+    assert not missing, sorted(missing)
+    assert len(pages) > 10
