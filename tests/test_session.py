@@ -98,3 +98,20 @@ def test_a_checkpoint_loads_as_the_model_it_holds(peft, tiny_model_dir, pairs_fi
     base, _ = load_model_and_tokenizer(str(tiny_model_dir))
     torch.testing.assert_close(logits["checkpoint-2"], logits["final"], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(base(ids).logits, logits["final"], atol=1e-3)  # trained: not the base model
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_freed_memory_goes_back_to_the_os_after_each_step_only_under_checkpointing(
+    checkpointing, tiny_model_dir, pairs_file, tmp_path, monkeypatch
+):
+    """On a CPU the lean setting (gradient checkpointing) trims the heap after every optimizer step; a run
+    without it has chosen speed, and re-taking what a trim gave back cost it a quarter of its step."""
+    from test_training import config_for
+
+    import alignkit.train.session as session
+
+    trims = []
+    monkeypatch.setattr(session, "return_freed_memory", lambda: trims.append(1))
+    flag = ("--gradient_checkpointing", str(checkpointing).lower())
+    train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "run", "--max_steps", "3", *flag))
+    assert len(trims) == (3 if checkpointing else 0)

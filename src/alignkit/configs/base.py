@@ -229,7 +229,7 @@ class TrainConfig(BaseModel):
         True,
         description="Recompute activations in the backward pass: ~0.6x the peak memory for "
         "~1.2x the step time (on, as in TRL); turn off for speed when memory "
-        "is plentiful.",
+        "is plentiful (a CPU run then also keeps the memory a step frees for the next one).",
     )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel; flash_attention_2 needs a CUDA GPU and the [flash] extra."
