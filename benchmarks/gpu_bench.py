@@ -126,7 +126,7 @@ def worker(args) -> dict:
         "s_per_step": sum(timed) / len(timed) if timed else None,
         "tokens_per_s": tokens_per_step / (sum(timed) / len(timed)) if timed else None,
         "max_memory_allocated_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
-        "compiled_graphs": compiled_graphs(),  # FlexAttention: 1 (2 if a row fits one tile); more: recompiles
+        "compiled_graphs": compiled_graphs(),  # FlexAttention: 1 per grad mode (+1: a one-tile row); more: recompiles
     }
 
 
