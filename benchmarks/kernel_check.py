@@ -10,7 +10,9 @@ FlexAttention call per layer; ``varlen``: one FlashAttention-2 varlen call per l
 prints the largest difference from the per-segment loop of the final hidden states and of the
 gradients of a fixed random projection of them, and the mean seconds of a forward and backward
 (after two warm-up passes, which hold FlexAttention's compilation). On a CPU FlexAttention has no
-backward, so it is checked and timed forward only. This is the measurement ``kernel_for`` follows.
+backward, so it is checked and timed forward only. On CUDA, compiled FlexAttention then runs a row of
+one pair fewer, and the table gives the graphs ``torch.compile`` built for both lengths (1 expected: a
+second one means it recompiles per batch). This is the measurement ``kernel_for`` follows.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from gpu_bench import compiled_graphs  # noqa: E402
 from random_models import SHAPES, build_tokenizer, emit, random_model  # noqa: E402
 
 
@@ -99,7 +102,14 @@ def main() -> int:
             results[kernel] = measure(backbone, batch, kernel, projection, backward, args.repeats, autocast)
         except Exception as exc:  # noqa: BLE001 -- report a kernel that cannot run here, keep the others
             results[kernel] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"}
-        print(kernel, {k: v for k, v in results[kernel].items() if k in ("seconds", "error")}, flush=True)
+        if kernel == "flex" and cuda and "error" not in results[kernel]:  # compiled: does a new row length recompile?
+            shorter = to_device(one_row_batch(tokenizer, HERE / "data" / args.regime, max(1, args.pairs - 1)), device)
+            try:
+                measure(backbone, shorter, kernel, projection[: shorter["input_ids"].shape[1]], backward, 1, autocast)
+                results[kernel]["graphs"] = compiled_graphs()
+            except Exception as exc:  # noqa: BLE001 -- reported in the table, the other kernels still run
+                results[kernel]["graphs"] = f"{type(exc).__name__} on a second row length"
+        print(kernel, {k: v for k, v in results[kernel].items() if k in ("seconds", "error", "graphs")}, flush=True)
     loop = results["loop"]
     name = torch.cuda.get_device_name(0) if cuda else "CPU"
     lines = [
@@ -107,18 +117,19 @@ def main() -> int:
         f"{'bf16 autocast' if cuda else 'fp32'}, {args.pairs} pairs of {args.regime} in one row of {tokens} tokens "
         f"({len(batch['segments'])} blocks), {time.strftime('%Y-%m-%d')}",
         "",
-        "| kernel | passes | s per pass | max diff hidden vs loop | max diff grad vs loop |",
-        "|---|---|---|---|---|",
+        "| kernel | passes | s per pass | max diff hidden vs loop | max diff grad vs loop | graphs, 2 row lengths |",
+        "|---|---|---|---|---|---|",
     ]
     for kernel, r in results.items():
         if "error" in r:
-            lines.append(f"| {kernel} | {r['error']} | | | |")
+            lines.append(f"| {kernel} | {r['error']} | | | | |")
             continue
         hidden = (r["hidden"] - loop["hidden"]).abs().max().item() if "hidden" in loop else None
         grad = max(((a - b).abs().max().item() for a, b in zip(r["grads"], loop.get("grads", []))), default=None)
         passes = "forward + backward" if r["grads"] else "forward"
         fmt = lambda v: "" if v is None else f"{v:.2e}"  # noqa: E731
-        lines.append(f"| {kernel} | {passes} | {r['seconds']:.4f} | {fmt(hidden)} | {fmt(grad)} |")
+        graphs = r.get("graphs", "")  # FlexAttention's: 1 per grad mode; more means a recompile per row length
+        lines.append(f"| {kernel} | {passes} | {r['seconds']:.4f} | {fmt(hidden)} | {fmt(grad)} | {graphs} |")
     text = "\n".join(lines)
     emit(text, args.out)
     return 0
