@@ -526,3 +526,30 @@ def test_compiled_flex_kernel_traces_once_for_rows_of_any_length_and_layout(monk
             torch.testing.assert_close(hidden, last_hidden_states(backbone, batch)[0], atol=1e-5, rtol=1e-5)
     assert counters["stats"]["unique_graphs"] - graphs == 1
     assert len({batch["input_ids"].shape[1] for batch in rows}) == 2 and cut > flex_segments.TILE
+
+
+def test_a_one_call_kernel_that_raises_in_the_support_check_is_passed_over_not_the_model(monkeypatch, capsys):
+    """A GPU without a compiler for FlexAttention: the check used to refuse segments altogether (padded rows
+    for the whole run) when the flex kernel raised. Now flex is passed over for the run and the loop serves;
+    the loop itself raising still refuses the model."""
+    from alignkit.engine import logprobs
+    from alignkit.models import segment_attention
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Failed to find C compiler")
+
+    with_flex = lambda device: segment_attention.kernels_to_check(device) + ("flex",)  # noqa: E731 -- as on a GPU
+    monkeypatch.setattr(logprobs, "kernels_to_check", with_flex)
+    monkeypatch.setattr(segment_attention, "flex_segment_attention", no_compiler)
+    monkeypatch.setattr(segment_attention, "_failed", {})
+    model = build_model(64)
+    assert enable_segment_attention(model, supports_segments)
+    assert segment_attention._failed == {"flex": "RuntimeError: Failed to find C compiler"}
+    note = "the flex segment-attention kernel failed (RuntimeError: Failed to find C compiler)"
+    assert note in capsys.readouterr().err
+    assert "flex" not in segment_attention.kernels_to_check(torch.device("cuda"))  # on a GPU, not checked again
+
+    monkeypatch.setattr(segment_attention, "_attend", no_compiler)  # now the loop (the model's own path) raises
+    set_attention(model, "sdpa")
+    assert not enable_segment_attention(model, supports_segments)
+    assert set(segment_attention._failed) == {"flex"}  # the loop is never recorded as a failed kernel

@@ -21,7 +21,9 @@ from alignkit.models.segment_attention import (
     NO_MASK,
     SegmentPlan,
     forced_kernel,
+    kernel_failed,
     kernels_to_check,
+    requested_kernel,
     uses_segment_attention,
 )
 
@@ -284,7 +286,9 @@ def supports_prefix_sharing(model: nn.Module) -> bool:
 def supports_segments(model: nn.Module) -> bool:
     """Whether one-row segments (a shared-prefix block and a plain sequence, see
     ``models.segment_attention``) give ``model`` the hidden states each sequence has alone, with every
-    kernel a run may pick on the model's device (``kernels_to_check``)."""
+    kernel a run may pick on the model's device (``kernels_to_check``). A one-call kernel that raises (no
+    compiler for FlexAttention, a GPU FlashAttention does not support) is passed over from then on and the
+    check goes on with the others; the loop raising is the model's failure."""
     prompt, first, second, plain = [3, 4, 5], [6, 7], [8, 9, 10], [11, 12, 13, 14]
     with _in_eval_mode(backbone_of(model)) as backbone:
         device = next(backbone.parameters()).device
@@ -308,8 +312,11 @@ def supports_segments(model: nn.Module) -> bool:
                 try:
                     with forced_kernel(kernel):
                         hidden = last_hidden_states(backbone, to_device(batch, device))[0]
-                except Exception:  # noqa: BLE001 -- a model whose layers do not pass the segments on fails in its own way
-                    return False
+                except Exception as exc:  # noqa: BLE001 -- a model whose layers do not pass the segments on fails in its own way
+                    if kernel == "loop" or isinstance(exc, torch.OutOfMemoryError) or requested_kernel() == kernel:
+                        return False  # the model's failure (or the kernel the user asked for): no segments
+                    kernel_failed(kernel, exc)  # a compiler or library this machine lacks: runs pass it over
+                    continue
             if not same_hidden_states(hidden, expected[half], backbone, autocast=half):
                 return False
     return True

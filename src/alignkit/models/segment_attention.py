@@ -77,8 +77,9 @@ def kernels_to_check(device: torch.device) -> tuple[str, ...]:
     those :func:`kernel_for` may pick for it. On CUDA every available one. Elsewhere the loop, the kernel
     ``ALIGNKIT_SEGMENT_KERNEL`` asks for, and FlexAttention where a GPU is present (a model loaded on the
     CPU trains there, and FlexAttention is the one-call kernel a CPU can run). A CPU-only run never runs
-    FlexAttention, so it is not checked there: eagerly on a CPU that took seconds per run."""
-    available = available_kernels(device)
+    FlexAttention, so it is not checked there: eagerly on a CPU that took seconds per run. A kernel that
+    failed in this process is passed over."""
+    available = tuple(kernel for kernel in available_kernels(device) if kernel not in _failed)
     if device.type == "cuda":
         return available
     wanted = {"loop", requested_kernel()} | ({"flex"} if torch.cuda.is_available() else set())
@@ -114,6 +115,18 @@ def kernel_for(query: torch.Tensor, dropout: float) -> str:
     if "varlen" not in _failed and varlen_segments.usable(query, dropout):
         return "varlen"
     return "flex" if "flex" in available_kernels() and "flex" not in _failed else "loop"
+
+
+def kernel_failed(kernel: str, exc: BaseException, next_kernel=None) -> str | None:
+    """Record that ``kernel`` cannot run in this process (``exc``), so :func:`kernel_for` passes it over from
+    now on, and say so once on stderr with the kernel that serves instead (``next_kernel()``, when given)."""
+    _failed[kernel] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    serving = next_kernel() if next_kernel else None
+    instead = f"; the {serving} kernel serves from now on" if serving else "; it is passed over from now on"
+    slower = " (one call per segment: slower on a GPU)" if serving == "loop" else ""
+    note = f"alignkit: note: the {kernel} segment-attention kernel failed ({_failed[kernel]}){instead}{slower}"
+    print(note, file=sys.stderr)
+    return serving
 
 
 class SegmentPlan:
@@ -189,14 +202,7 @@ def segment_attention_forward(
         except Exception as exc:  # noqa: BLE001 -- a compiler or kernel this machine lacks: the loop is always there
             if _forced or requested_kernel() or isinstance(exc, torch.OutOfMemoryError):
                 raise  # out of memory is the run's problem, not the kernel's: every kernel needs the memory
-            failed = kernel
-            _failed[failed] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            kernel = kernel_for(query, dropout)
-            print(
-                f"alignkit: note: the {failed} segment-attention kernel failed ({_failed[failed]}); the {kernel} "
-                "kernel serves from now on" + (" (one call per segment: slower on a GPU)" if kernel == "loop" else ""),
-                file=sys.stderr,
-            )
+            kernel = kernel_failed(kernel, exc, lambda: kernel_for(query, dropout))
     parts = []
     for start, prefix, continuations in segments.blocks:
         end = start + prefix + (continuations[0] if continuations else 0)
