@@ -173,3 +173,58 @@ def test_rl_kl_at_the_first_step_is_zero_with_a_frozen_reference(precision, tiny
     train_grpo(load_config(GRPOConfig, None, [*args, "--max_new_tokens", "6", "--rewards", "[{kind: length}]"]))
     first = next(r for r in read_metrics(tmp_path / "run") if "objective/kl" in r)
     assert first["objective/kl"] == 0.0
+
+
+class _BackwardFails(torch.autograd.Function):
+    """Passes its input through; its backward raises what compiled FlexAttention raises on a GPU with too
+    little shared memory (pytorch/pytorch#133254)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("out of resource: shared memory, Required: 131074, Hardware limit: 101376")
+
+
+def test_a_kernel_whose_backward_fails_is_passed_over_and_the_step_redone(
+    monkeypatch, capsys, tiny_model_dir, pairs_file, tmp_path
+):
+    """A one-call kernel that attends forward but fails backward: the first step is redone with the loop
+    (its partial gradients dropped: LoRA's last o_proj got its gradient before the attention's backward
+    raised), so the run logs exactly what a loop-only run logs, instead of crashing."""
+    from alignkit.models import segment_attention
+    from alignkit.models.segment_attention import SegmentPlan, forced_kernel, segment_attention_forward
+
+    args = ("--max_steps", "2", "--logging_steps", "1", "--eval_split", "0", "--use_peft", "true")
+    args += ("--precompute_ref_log_probs", "true")
+
+    def logged(out):
+        from alignkit.train.dpo import train_dpo
+
+        train_dpo(config_for(tiny_model_dir, pairs_file, out, *args))
+        return [(r["loss"], r["grad_norm"]) for r in read_metrics(out) if "grad_norm" in r]
+
+    expected = logged(tmp_path / "loop")
+
+    def flex_failing_backward(query, key, value, plan, scaling, gqa):
+        with forced_kernel("loop"):
+            out, _ = segment_attention_forward(None, query, key, value, None, 0.0, scaling, segments=plan)
+        return _BackwardFails.apply(out.transpose(1, 2))
+
+    monkeypatch.setattr(SegmentPlan, "block_mask", lambda plan, n, device: plan)  # the stand-in gets the plan
+    monkeypatch.setattr(segment_attention, "flex_segment_attention", flex_failing_backward)
+    monkeypatch.setattr(segment_attention, "_failed", {})
+
+    def kernel_for(query, dropout):  # a GPU's choice: flex until it fails (a forced kernel still wins)
+        forced = segment_attention._forced
+        return forced[-1] if forced else "loop" if "flex" in segment_attention._failed else "flex"
+
+    monkeypatch.setattr(segment_attention, "kernel_for", kernel_for)
+    got = logged(tmp_path / "flex")
+    assert segment_attention._failed == {
+        "flex": "RuntimeError: out of resource: shared memory, Required: 131074, Hardware limit: 101376"
+    }
+    assert capsys.readouterr().err.count("the flex segment-attention kernel failed") == 1
+    assert len(got) == 2 and got == [pytest.approx(row, rel=1e-6) for row in expected]

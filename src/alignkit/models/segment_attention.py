@@ -47,6 +47,7 @@ KERNELS = ("loop", "flex", "varlen")
 KERNEL_VARIABLE = "ALIGNKIT_SEGMENT_KERNEL"
 _forced: list[str] = []  # the kernel a `forced_kernel` block asks for (innermost last)
 _failed: dict[str, str] = {}  # kernel: why it failed in this process (then the next one serves)
+_serving: list[str] = []  # the kernel that served the latest segment-attention forward (see pass_over_serving)
 
 
 @contextmanager
@@ -129,6 +130,25 @@ def kernel_failed(kernel: str, exc: BaseException, next_kernel=None) -> str | No
     return serving
 
 
+def pass_over_serving(exc: BaseException) -> bool:
+    """After an update's forward or backward raised ``exc``: whether a one-call kernel served its forward
+    and is now passed over for the run (then the caller drops the update's gradients and runs it again).
+    A kernel can attend forward and still fail backward: compiled FlexAttention's backward can ask for more
+    shared memory than a smaller GPU has. Not when out of memory, nor for a kernel that was asked for."""
+    kernel = _serving[0] if _serving else None
+    if kernel in (None, "loop") or kernel in _failed or _forced or requested_kernel():
+        return False
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
+    kernel_failed(kernel, exc)
+    return True
+
+
+def clear_serving() -> None:
+    """Forget which kernel served (at the start of an update, so a failure is blamed on this update's kernel)."""
+    _serving.clear()
+
+
 class SegmentPlan:
     """The segments of one batch row, read once per forward (not once per layer), with what each kernel
     needs built once: the ``[c, prefix + c]`` masks of later continuations (loop), the block mask (flex),
@@ -195,10 +215,14 @@ def segment_attention_forward(
     while kernel != "loop":
         try:
             if kernel == "varlen":
-                layout = segments.varlen_layout(query.shape[2], query.device)
-                return varlen_segment_attention(query, key, value, layout, scaling), None
-            mask = segments.block_mask(query.shape[2], query.device)
-            return flex_segment_attention(query, key, value, mask, scaling, gqa).transpose(1, 2).contiguous(), None
+                out = varlen_segment_attention(
+                    query, key, value, segments.varlen_layout(query.shape[2], query.device), scaling
+                )
+            else:
+                mask = segments.block_mask(query.shape[2], query.device)
+                out = flex_segment_attention(query, key, value, mask, scaling, gqa).transpose(1, 2).contiguous()
+            _serving[:] = [kernel]
+            return out, None
         except Exception as exc:  # noqa: BLE001 -- a compiler or kernel this machine lacks: the loop is always there
             if _forced or requested_kernel() or isinstance(exc, torch.OutOfMemoryError):
                 raise  # out of memory is the run's problem, not the kernel's: every kernel needs the memory
@@ -216,6 +240,7 @@ def segment_attention_forward(
             mask = segments.mask(prefix, length, query.device)
             parts.append(_attend(query[:, :, span], keys, values, mask, dropout, scaling, gqa))
             end += length
+    _serving[:] = ["loop"]
     return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
 
 

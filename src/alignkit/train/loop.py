@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -152,6 +153,21 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
         return window.state()
 
     session.window_state = window_state
+
+    def accumulate(group: list[list[int]]) -> tuple[int, int, list[dict]]:
+        """Forward and backward of one optimizer step's micro-batches: (samples, tokens, their metrics)."""
+        samples = tokens = 0
+        group_metrics = []
+        for i, indices in enumerate(group):
+            batch = task.collate([task.train_items[j] for j in indices])
+            samples, tokens = samples + len(indices), tokens + int(batch["sequence_lengths"].sum())
+            batch = to_device(batch, accelerator.device)
+            with backend.micro_step(model, last=i == len(group) - 1):
+                loss, metrics = task.compute_loss(model, batch, True)
+                backend.backward(model, loss / len(group))
+            group_metrics.append(metrics)
+        return samples, tokens, group_metrics
+
     with session:
         while state.global_step < total_steps:
             batches = micro_batches(
@@ -162,14 +178,8 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                 # one optimizer step: gradients accumulated over up to `ga` micro-batches
                 group = batches[state.batches_done : state.batches_done + ga]
                 session.throughput.begin_step()
-                samples = tokens = 0
-                for i, indices in enumerate(group):
-                    batch = task.collate([task.train_items[j] for j in indices])
-                    samples, tokens = samples + len(indices), tokens + int(batch["sequence_lengths"].sum())
-                    batch = to_device(batch, accelerator.device)
-                    with backend.micro_step(model, last=i == len(group) - 1):
-                        loss, metrics = task.compute_loss(model, batch, True)
-                        backend.backward(model, loss / len(group))
+                samples, tokens, group_metrics = session.accumulate(partial(accumulate, group))
+                for metrics in group_metrics:
                     window.add(metrics)  # on the device: nothing is read back until the window is logged
                 # not finite: a NaN/inf somewhere, nothing was applied; on a GPU the norm is read at the next log
                 grad_norm = session.optimizer_step(defer=True)

@@ -301,9 +301,14 @@ def _optimise(config, method, session: TrainingSession, rollouts, tokenizer, pre
     keys: list[str] = []
     for index in _minibatches(config, len(rollouts.response_ids), step):
         batch = _batch(rollouts, tokenizer, config, device, session.unwrapped.lm, index.tolist())
-        out = model(batch, config.logprob_chunk_size, config.temperature)
-        loss, stats = method.loss(config, out, _subset(prepared, index.to(device), out.logps.shape[1]))
-        session.backend.backward(model, loss)
+
+        def update(batch=batch, index=index):
+            out = model(batch, config.logprob_chunk_size, config.temperature)
+            loss, stats = method.loss(config, out, _subset(prepared, index.to(device), out.logps.shape[1]))
+            session.backend.backward(model, loss)
+            return loss, stats
+
+        loss, stats = session.accumulate(update)
         norm = session.optimizer_step(defer=True)
         values = {"loss/total": loss, **stats}
         keys = list(values)

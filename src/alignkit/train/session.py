@@ -31,6 +31,7 @@ from transformers import get_scheduler
 
 from alignkit.errors import AlignkitError
 from alignkit.models.hub import push_final
+from alignkit.models.segment_attention import clear_serving, pass_over_serving
 from alignkit.train.backends import Backend, make_accelerator
 from alignkit.train.checkpoint import checkpoint_error, resume_from_latest, write_checkpoint
 from alignkit.train.faults import StopSignals, TrainingInterrupted, run_fingerprint
@@ -219,6 +220,20 @@ class TrainingSession:
         tokens, 2-core CPU; 6.3 GB peak without the trim, 5.3 GB with it) and 3.5 s of 16.7 s in full
         fine-tuning; under checkpointing the same cost is 0.3-0.6 s for 0.4 GB less peak memory."""
         return self.accelerator.device.type == "cpu" and self.config.gradient_checkpointing
+
+    def accumulate(self, work: Callable[[], object]):
+        """``work()``: one update's forward and backward (its gradients accumulate). When it raises after a
+        one-call segment-attention kernel served its forward (``pass_over_serving``: FlexAttention's
+        compiled backward can need more shared memory than a smaller GPU has), that kernel is passed over
+        for the rest of the run, the gradients ``work`` left are dropped and it runs again."""
+        while True:
+            clear_serving()
+            try:
+                return work()
+            except Exception as exc:  # noqa: BLE001 -- re-raised unless a one-call kernel is to blame
+                if not pass_over_serving(exc):
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
 
     def optimizer_step(self, defer: bool = False) -> float | None:
         """Clip, step the optimizer and the schedule, zero the gradients. Returns the global gradient norm,
