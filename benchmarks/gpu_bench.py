@@ -127,7 +127,15 @@ def worker(args) -> dict:
         "tokens_per_s": tokens_per_step / (sum(timed) / len(timed)) if timed else None,
         "max_memory_allocated_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "compiled_graphs": compiled_graphs(),  # FlexAttention: 1 per grad mode (+1: a one-tile row); more: recompiles
+        "kernel": segment_kernel() if library == "alignkit" else "",
     }
+
+
+def segment_kernel() -> str:
+    """The segment-attention kernel that served alignkit's last step, and any passed over (they failed)."""
+    from alignkit.models.segment_attention import kernel_status
+
+    return kernel_status()
 
 
 def compiled_graphs() -> int:
@@ -260,8 +268,9 @@ def table(results: list[dict], header: str) -> str:
     lines = [
         header,
         "",
-        "| case | trainer | s/step | tokens/s | max_memory_allocated GB | nvidia-smi GB | vs TRL's fastest |",
-        "|---|---|---|---|---|---|---|",
+        "| case | trainer | s/step | tokens/s | max_memory_allocated GB | nvidia-smi GB | vs TRL's fastest "
+        "| kernel, graphs |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     fastest = {}
     for r in results:
@@ -270,13 +279,14 @@ def table(results: list[dict], header: str) -> str:
     fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['case']} | {r['trainer']} | {r['error']} | | | | |")
+            lines.append(f"| {r['case']} | {r['trainer']} | {r['error']} | | | | | |")
             continue
         ratio = fastest.get(r["case"]) / r["s_per_step"] if r["case"] in fastest and r["s_per_step"] else None
         lines.append(
             f"| {r['case']} | {r['trainer']} | {fmt(r['s_per_step'], '.3f')} | {fmt(r['tokens_per_s'], '.0f')} | "
             f"{fmt(r['max_memory_allocated_gb'], '.1f')} | {fmt(r.get('smi_gb'), '.1f')} | "
-            f"{'' if ratio is None or not r['trainer'].startswith('alignkit') else f'x{ratio:.2f}'} |"
+            f"{'' if ratio is None or not r['trainer'].startswith('alignkit') else f'x{ratio:.2f}'} | "
+            f"{', '.join(str(v) for v in (r.get('kernel'), r.get('compiled_graphs')) if v not in (None, ''))} |"
         )
     return "\n".join(lines)
 

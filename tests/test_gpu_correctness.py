@@ -227,4 +227,5 @@ def test_a_kernel_whose_backward_fails_is_passed_over_and_the_step_redone(
         "flex": "RuntimeError: out of resource: shared memory, Required: 131074, Hardware limit: 101376"
     }
     assert capsys.readouterr().err.count("the flex segment-attention kernel failed") == 1
+    assert segment_attention.kernel_status() == "loop (flex failed)"  # what gpu_bench.py's rows report
     assert len(got) == 2 and got == [pytest.approx(row, rel=1e-6) for row in expected]

@@ -144,6 +144,13 @@ def pass_over_serving(exc: BaseException) -> bool:
     return True
 
 
+def kernel_status() -> str:
+    """The kernel that served the latest segment-attention forward, and any passed over in this process
+    (for benchmarks' reports): "varlen", "flex (varlen failed)", "none" before any forward."""
+    served = _serving[0] if _serving else "none"
+    return served + (f" ({', '.join(sorted(_failed))} failed)" if _failed else "")
+
+
 def clear_serving() -> None:
     """Forget which kernel served (at the start of an update, so a failure is blamed on this update's kernel)."""
     _serving.clear()
