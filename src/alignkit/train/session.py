@@ -11,7 +11,8 @@ A loop uses it in this order::
     session.prepare(model, total_steps, micro_batch_size, monitor=...)   # optimizer, scheduler, logger, resume
     with session:                                        # stop signals
         while session.state.global_step < total_steps:
-            ...                                          # the method's step; session.optimizer_step()
+            session.accumulate(forward_and_backward)     # the method's step (redone if a kernel fails)
+            session.optimizer_step()
             session.end_of_step()                        # checkpoint / stop
     last_train = session.finish(save_final, last_train)
 """
