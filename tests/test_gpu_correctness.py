@@ -188,25 +188,36 @@ class _BackwardFails(torch.autograd.Function):
         raise RuntimeError("out of resource: shared memory, Required: 131074, Hardware limit: 101376")
 
 
+def _logged_run(trainer: str, model_dir, pairs_file, out) -> list[tuple[float, float]]:
+    """(loss, grad_norm) per logged step of a 2-step LoRA run of ``trainer`` ("dpo" or "grpo")."""
+    if trainer == "dpo":
+        from alignkit.train.dpo import train_dpo
+
+        args = ("--max_steps", "2", "--logging_steps", "1", "--eval_split", "0", "--use_peft", "true")
+        train_dpo(config_for(model_dir, pairs_file, out, *args, "--precompute_ref_log_probs", "true"))
+        return [(r["loss"], r["grad_norm"]) for r in read_metrics(out) if "grad_norm" in r]
+    from alignkit.configs import GRPOConfig, load_config
+    from alignkit.train.grpo import train_grpo
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prompts = write_prompts(out.parent / "prompts.jsonl", n=4)
+    args = tiny_run_args(model_dir, prompts, out, "--max_steps", "2", "--logging_steps", "1", "--use_peft", "true")
+    train_grpo(load_config(GRPOConfig, None, [*args, "--max_new_tokens", "6", "--rewards", "[{kind: length}]"]))
+    return [(r["loss/total"], r["grad_norm"]) for r in read_metrics(out) if "grad_norm" in r]
+
+
+@pytest.mark.parametrize("trainer", ["dpo", "grpo"])
 def test_a_kernel_whose_backward_fails_is_passed_over_and_the_step_redone(
-    monkeypatch, capsys, tiny_model_dir, pairs_file, tmp_path
+    trainer, monkeypatch, capsys, tiny_model_dir, pairs_file, tmp_path
 ):
-    """A one-call kernel that attends forward but fails backward: the first step is redone with the loop
+    """A one-call kernel that attends forward but fails backward: the first update is redone with the loop
     (its partial gradients dropped: LoRA's last o_proj got its gradient before the attention's backward
-    raised), so the run logs exactly what a loop-only run logs, instead of crashing."""
+    raised), so the run logs exactly what a loop-only run logs, instead of crashing. The supervised loop
+    and RL's updates both go through ``TrainingSession.accumulate``."""
     from alignkit.models import segment_attention
     from alignkit.models.segment_attention import SegmentPlan, forced_kernel, segment_attention_forward
 
-    args = ("--max_steps", "2", "--logging_steps", "1", "--eval_split", "0", "--use_peft", "true")
-    args += ("--precompute_ref_log_probs", "true")
-
-    def logged(out):
-        from alignkit.train.dpo import train_dpo
-
-        train_dpo(config_for(tiny_model_dir, pairs_file, out, *args))
-        return [(r["loss"], r["grad_norm"]) for r in read_metrics(out) if "grad_norm" in r]
-
-    expected = logged(tmp_path / "loop")
+    expected = _logged_run(trainer, tiny_model_dir, pairs_file, tmp_path / "loop" / "run")
 
     def flex_failing_backward(query, key, value, plan, scaling, gqa):
         with forced_kernel("loop"):
@@ -222,7 +233,7 @@ def test_a_kernel_whose_backward_fails_is_passed_over_and_the_step_redone(
         return forced[-1] if forced else "loop" if "flex" in segment_attention._failed else "flex"
 
     monkeypatch.setattr(segment_attention, "kernel_for", kernel_for)
-    got = logged(tmp_path / "flex")
+    got = _logged_run(trainer, tiny_model_dir, pairs_file, tmp_path / "flex" / "run")
     assert segment_attention._failed == {
         "flex": "RuntimeError: out of resource: shared memory, Required: 131074, Hardware limit: 101376"
     }
