@@ -21,9 +21,9 @@ from alignkit.models.segment_attention import (
     NO_MASK,
     SegmentPlan,
     forced_kernel,
+    kernel_at_fault,
     kernel_failed,
     kernels_to_check,
-    requested_kernel,
     uses_segment_attention,
 )
 
@@ -327,7 +327,7 @@ def supports_segments(model: nn.Module) -> bool:
                     with forced_kernel(kernel):
                         hidden = last_hidden_states(backbone, to_device(batch, device))[0]
                 except Exception as exc:  # noqa: BLE001 -- a model whose layers do not pass the segments on fails in its own way
-                    if kernel == "loop" or isinstance(exc, torch.OutOfMemoryError) or requested_kernel() == kernel:
+                    if not kernel_at_fault(kernel, exc):
                         return False  # the model's failure (or the kernel the user asked for): no segments
                     kernel_failed(kernel, exc)  # a compiler or library this machine lacks: runs pass it over
                     continue

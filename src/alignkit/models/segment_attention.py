@@ -118,6 +118,13 @@ def kernel_for(query: torch.Tensor, dropout: float) -> str:
     return "flex" if "flex" in available_kernels() and "flex" not in _failed else "loop"
 
 
+def kernel_at_fault(kernel: str | None, exc: BaseException) -> bool:
+    """Whether ``exc``, raised where ``kernel`` attended, is the kernel's failure on this machine (then it is
+    passed over for the run): a one-call kernel that ``ALIGNKIT_SEGMENT_KERNEL`` did not ask for, and not out
+    of memory (every kernel needs the memory: that is the run's problem)."""
+    return kernel not in (None, "loop") and kernel != requested_kernel() and not isinstance(exc, torch.OutOfMemoryError)
+
+
 def kernel_failed(kernel: str, exc: BaseException, next_kernel=None) -> str | None:
     """Record that ``kernel`` cannot run in this process (``exc``), so :func:`kernel_for` passes it over from
     now on, and say so once on stderr with the kernel that serves instead (``next_kernel()``, when given)."""
@@ -136,9 +143,7 @@ def pass_over_serving(exc: BaseException) -> bool:
     A kernel can attend forward and still fail backward: compiled FlexAttention's backward can ask for more
     shared memory than a smaller GPU has. Not when out of memory, nor for a kernel that was asked for."""
     kernel = _serving[0] if _serving else None
-    if kernel in (None, "loop") or kernel in _failed or _forced or requested_kernel():
-        return False
-    if isinstance(exc, torch.OutOfMemoryError):
+    if _forced or kernel in _failed or not kernel_at_fault(kernel, exc):
         return False
     kernel_failed(kernel, exc)
     return True
@@ -231,8 +236,8 @@ def segment_attention_forward(
             _serving[:] = [kernel]
             return out, None
         except Exception as exc:  # noqa: BLE001 -- a compiler or kernel this machine lacks: the loop is always there
-            if _forced or requested_kernel() or isinstance(exc, torch.OutOfMemoryError):
-                raise  # out of memory is the run's problem, not the kernel's: every kernel needs the memory
+            if _forced or not kernel_at_fault(kernel, exc):
+                raise
             kernel = kernel_failed(kernel, exc, lambda: kernel_for(query, dropout))
     parts = []
     for start, prefix, continuations in segments.blocks:

@@ -154,7 +154,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
 
     session.window_state = window_state
 
-    def accumulate(group: list[list[int]]) -> tuple[int, int, list[dict]]:
+    def forward_backward(group: list[list[int]]) -> tuple[int, int, list[dict]]:
         """Forward and backward of one optimizer step's micro-batches: (samples, tokens, their metrics)."""
         samples = tokens = 0
         group_metrics = []
@@ -178,7 +178,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
                 # one optimizer step: gradients accumulated over up to `ga` micro-batches
                 group = batches[state.batches_done : state.batches_done + ga]
                 session.throughput.begin_step()
-                samples, tokens, group_metrics = session.accumulate(partial(accumulate, group))
+                samples, tokens, group_metrics = session.accumulate(partial(forward_backward, group))
                 for metrics in group_metrics:
                     window.add(metrics)  # on the device: nothing is read back until the window is logged
                 # not finite: a NaN/inf somewhere, nothing was applied; on a GPU the norm is read at the next log
