@@ -180,11 +180,13 @@ class _BackwardFails(torch.autograd.Function):
     little shared memory (pytorch/pytorch#133254)."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, counts):
+        ctx.counts = counts
         return x.clone()
 
     @staticmethod
     def backward(ctx, grad):
+        ctx.counts["failures"] += 1
         raise RuntimeError("out of resource: shared memory, Required: 131074, Hardware limit: 101376")
 
 
@@ -206,37 +208,100 @@ def _logged_run(trainer: str, model_dir, pairs_file, out) -> list[tuple[float, f
     return [(r["loss/total"], r["grad_norm"]) for r in read_metrics(out) if "grad_norm" in r]
 
 
-@pytest.mark.parametrize("trainer", ["dpo", "grpo"])
-def test_a_kernel_whose_backward_fails_is_passed_over_and_the_step_redone(
-    trainer, monkeypatch, capsys, tiny_model_dir, pairs_file, tmp_path
-):
-    """A one-call kernel that attends forward but fails backward: the first update is redone with the loop
-    (its partial gradients dropped: LoRA's last o_proj got its gradient before the attention's backward
-    raised), so the run logs exactly what a loop-only run logs, instead of crashing. The supervised loop
-    and RL's updates both go through ``TrainingSession.accumulate``."""
+def _flex_failing_backward(monkeypatch, backward_fails: bool = True) -> dict:
+    """A stand-in for FlexAttention on this CPU: the loop's numbers forward, a backward that raises (or not),
+    chosen as a GPU chooses (flex until it fails); returns the count of its calls and of its failures."""
     from alignkit.models import segment_attention
     from alignkit.models.segment_attention import SegmentPlan, forced_kernel, segment_attention_forward
 
-    expected = _logged_run(trainer, tiny_model_dir, pairs_file, tmp_path / "loop" / "run")
+    counts = {"calls": 0, "failures": 0}
 
-    def flex_failing_backward(query, key, value, plan, scaling, gqa):
+    def flex(query, key, value, plan, scaling, gqa):
+        counts["calls"] += 1
         with forced_kernel("loop"):
             out, _ = segment_attention_forward(None, query, key, value, None, 0.0, scaling, segments=plan)
-        return _BackwardFails.apply(out.transpose(1, 2))
-
-    monkeypatch.setattr(SegmentPlan, "block_mask", lambda plan, n, device: plan)  # the stand-in gets the plan
-    monkeypatch.setattr(segment_attention, "flex_segment_attention", flex_failing_backward)
-    monkeypatch.setattr(segment_attention, "_failed", {})
+        return _BackwardFails.apply(out.transpose(1, 2), counts) if backward_fails else out.transpose(1, 2)
 
     def kernel_for(query, dropout):  # a GPU's choice: flex until it fails (a forced kernel still wins)
         forced = segment_attention._forced
         return forced[-1] if forced else "loop" if "flex" in segment_attention._failed else "flex"
 
+    monkeypatch.setattr(SegmentPlan, "block_mask", lambda plan, n, device: plan)  # the stand-in gets the plan
+    monkeypatch.setattr(segment_attention, "flex_segment_attention", flex)
+    monkeypatch.setattr(segment_attention, "_failed", {})
     monkeypatch.setattr(segment_attention, "kernel_for", kernel_for)
+    return counts
+
+
+SHARED_MEMORY = "RuntimeError: out of resource: shared memory, Required: 131074, Hardware limit: 101376"
+
+
+@pytest.mark.parametrize("trainer, caught_by", [("dpo", "first update"), ("grpo", "first update"), ("dpo", "probe")])
+def test_a_kernel_whose_backward_fails_is_passed_over_and_the_step_redone(
+    trainer, caught_by, monkeypatch, capsys, tiny_model_dir, pairs_file, tmp_path
+):
+    """A one-call kernel that attends forward but fails backward: the run logs exactly what a loop-only run
+    logs, instead of crashing. On a GPU the probe before ``accelerate.prepare`` (``check_kernels_train``)
+    meets the failure first, so no update is redone (a distributed run's gradient reduction never starts
+    twice); without it (a CPU run here), the first update is redone with the loop, its partial gradients
+    dropped (LoRA's last o_proj got its gradient before the attention's backward raised). The supervised
+    loop and RL's updates both go through ``TrainingSession.accumulate``."""
+    from alignkit.models import segment_attention
+    from alignkit.train.session import TrainingSession
+
+    expected = _logged_run(trainer, tiny_model_dir, pairs_file, tmp_path / "loop" / "run")
+    counts = _flex_failing_backward(monkeypatch)
+    monkeypatch.setattr(segment_attention, "kernel_probe_wanted", lambda device: caught_by == "probe")
+    failed_at_first_update = []
+    accumulate = TrainingSession.accumulate
+
+    def first_update_sees(self, work):
+        failed_at_first_update.append(dict(segment_attention._failed))
+        return accumulate(self, work)
+
+    monkeypatch.setattr(TrainingSession, "accumulate", first_update_sees)
     got = _logged_run(trainer, tiny_model_dir, pairs_file, tmp_path / "flex" / "run")
-    assert segment_attention._failed == {
-        "flex": "RuntimeError: out of resource: shared memory, Required: 131074, Hardware limit: 101376"
-    }
+    assert segment_attention._failed == {"flex": SHARED_MEMORY} and counts["failures"] == 1
+    assert failed_at_first_update[0] == ({"flex": SHARED_MEMORY} if caught_by == "probe" else {})
     assert capsys.readouterr().err.count("the flex segment-attention kernel failed") == 1
     assert segment_attention.kernel_status() == "loop (flex failed)"  # what gpu_bench.py's rows report
     assert len(got) == 2 and got == [pytest.approx(row, rel=1e-6) for row in expected]
+
+
+def test_the_kernel_probe_attends_forward_and_backward_in_the_models_shape(monkeypatch, capsys, tiny_model_dir):
+    """``check_kernels_train`` reads the attention's shape from the model (heads, key/value heads, head size,
+    dtype), passes over a kernel whose backward fails, keeps one that works (called once: forward and
+    backward), touches no parameter's gradient, and re-raises the failure of a kernel the user asked for."""
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.models import segment_attention
+    from alignkit.models.segment_attention import SEGMENT_ATTENTION, check_kernels_train, set_attention
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    cpu = torch.device("cpu")
+    check_kernels_train(model, cpu)  # no segment attention: nothing to probe
+    set_attention(model, SEGMENT_ATTENTION)
+    config = model.config
+    shape = segment_attention.attention_shape(model)
+    assert shape[:3] == (config.num_attention_heads, config.num_key_value_heads, config.hidden_size // 4)
+    assert shape[4] == torch.float32 and config.num_attention_heads == 4 != config.num_key_value_heads
+
+    counts = _flex_failing_backward(monkeypatch, backward_fails=False)
+    check_kernels_train(model, cpu)  # a CPU run never probes
+    assert counts["calls"] == 0
+    monkeypatch.setattr(segment_attention, "kernel_probe_wanted", lambda device: True)
+    check_kernels_train(model, cpu)
+    assert counts["calls"] == 1 and segment_attention._failed == {}
+    assert all(p.grad is None for p in model.parameters())
+
+    counts = _flex_failing_backward(monkeypatch)
+    check_kernels_train(model, cpu)
+    assert counts == {"calls": 1, "failures": 1} and segment_attention._failed == {"flex": SHARED_MEMORY}
+    assert capsys.readouterr().err.count("the flex segment-attention kernel failed") == 1
+    check_kernels_train(model, cpu)  # the loop serves from now on
+    assert counts["calls"] == 1
+
+    _flex_failing_backward(monkeypatch)
+    monkeypatch.setenv(segment_attention.KERNEL_VARIABLE, "flex")
+    with pytest.raises(RuntimeError, match="out of resource: shared memory"):
+        check_kernels_train(model, cpu)

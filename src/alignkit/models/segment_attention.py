@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -159,6 +159,19 @@ def kernel_status() -> str:
 def clear_serving() -> None:
     """Forget which kernel served (at the start of an update, so a failure is blamed on this update's kernel)."""
     _serving.clear()
+
+
+def passing_over_kernels(work, before_retry=lambda: None):
+    """``work()`` (a forward and its backward), run again after ``before_retry()`` each time it raised because a
+    one-call kernel that served its forward failed (:func:`pass_over_serving`); any other failure raises."""
+    while True:
+        clear_serving()
+        try:
+            return work()
+        except Exception as exc:  # noqa: BLE001 -- re-raised unless a one-call kernel is to blame
+            if not pass_over_serving(exc):
+                raise
+            before_retry()
 
 
 class SegmentPlan:
@@ -299,3 +312,59 @@ def enable_segment_attention(model: nn.Module, check, max_length: int | None = N
         file=sys.stderr,
     )
     return False
+
+
+# a probe's row: a shared-prefix block with two continuations and a plain sequence, over three 128-token tiles
+PROBE_SEGMENTS = ((0, 130, 40, 50), (220, 150, 0, 0))
+PROBE_TOKENS = max(start + sum(lengths) for start, *lengths in PROBE_SEGMENTS)  # 370
+
+
+def kernel_probe_wanted(device: torch.device) -> bool:
+    """Whether :func:`check_kernels_train` probes on ``device``: CUDA, where one-call kernels serve."""
+    return device.type == "cuda"
+
+
+def attention_shape(model: nn.Module) -> tuple[int, int, int, float | None, torch.dtype] | None:
+    """(heads, key/value heads, head size, scaling, weights' dtype) of ``model``'s segment-attention layers,
+    or None when it has none (or none whose shape is read as transformers' attention layers give it)."""
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if getattr(config, "_attn_implementation", None) != SEGMENT_ATTENTION:
+            continue
+        if isinstance(getattr(module, "head_dim", None), int) and isinstance(
+            getattr(config, "num_attention_heads", None), int
+        ):
+            heads = config.num_attention_heads
+            dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+            kv_heads = getattr(config, "num_key_value_heads", None) or heads
+            return heads, kv_heads, module.head_dim, getattr(module, "scaling", None), dtype
+    return None
+
+
+def check_kernels_train(model: nn.Module, device: torch.device, autocast=nullcontext) -> None:
+    """Before training on ``device``: the segment-attention kernel a run picks there attends forward and
+    backward, on stand-in queries of ``model``'s attention shape and dtype, under the run's ``autocast``.
+    A one-call kernel that fails either way is passed over now (compiled FlexAttention's backward can ask
+    for more shared memory than a smaller GPU has), as ``TrainingSession.accumulate`` would at the first
+    update, but before ``accelerate.prepare`` wraps the model: a distributed run never has to redo an update
+    whose gradient reduction has begun. The probe's tensors are its own (no parameter gets a gradient) and
+    made without the random generator (a run's randomness is unchanged)."""
+    shape = attention_shape(model)
+    if shape is None or not kernel_probe_wanted(device):
+        return
+    heads, kv_heads, head_dim, scaling, dtype = shape
+    plan = SegmentPlan(torch.tensor(PROBE_SEGMENTS))
+
+    def stand_in(count: int) -> torch.Tensor:
+        values = torch.linspace(-3.0, 3.0, count * PROBE_TOKENS * head_dim, device=device).sin()
+        return values.view(1, count, PROBE_TOKENS, head_dim).to(dtype).requires_grad_()
+
+    def forward_backward() -> None:
+        with torch.enable_grad():
+            with autocast():
+                out, _ = segment_attention_forward(
+                    None, stand_in(heads), stand_in(kv_heads), stand_in(kv_heads), None, 0.0, scaling, segments=plan
+                )
+            out.float().sum().backward()
+
+    passing_over_kernels(forward_backward)

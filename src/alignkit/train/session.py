@@ -8,7 +8,7 @@ A loop uses it in this order::
 
     session = TrainingSession(config, run_dir)           # accelerator + backend
     total_steps = ...                                    # may depend on session.accelerator.num_processes
-    session.prepare(model, total_steps, micro_batch_size, monitor=...)   # optimizer, scheduler, logger, resume
+    session.prepare(model, total_steps, micro_batch_size, monitor=...)   # optimizer, kernel probe, logger, resume
     with session:                                        # stop signals
         while session.state.global_step < total_steps:
             session.accumulate(forward_and_backward)     # the method's step (redone if a kernel fails)
@@ -32,7 +32,7 @@ from transformers import get_scheduler
 
 from alignkit.errors import AlignkitError
 from alignkit.models.hub import push_final
-from alignkit.models.segment_attention import clear_serving, pass_over_serving
+from alignkit.models.segment_attention import check_kernels_train, passing_over_kernels
 from alignkit.train.backends import Backend, make_accelerator
 from alignkit.train.checkpoint import checkpoint_error, resume_from_latest, write_checkpoint
 from alignkit.train.faults import StopSignals, TrainingInterrupted, run_fingerprint
@@ -142,6 +142,8 @@ class TrainingSession:
             num_training_steps=total_updates,
         )
         self.backend.configure(micro_batch_size, config.max_grad_norm)
+        # a one-call attention kernel that cannot train here is passed over before any wrapper sees the model
+        check_kernels_train(model, self.accelerator.device, self.accelerator.autocast)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.unwrapped = self.accelerator.unwrap_model(self.model)
         self.backend.prepared(self.model, self.unwrapped)
@@ -226,15 +228,9 @@ class TrainingSession:
         """``work()``: one update's forward and backward (its gradients accumulate). When it raises after a
         one-call segment-attention kernel served its forward (``pass_over_serving``: FlexAttention's
         compiled backward can need more shared memory than a smaller GPU has), that kernel is passed over
-        for the rest of the run, the gradients ``work`` left are dropped and it runs again."""
-        while True:
-            clear_serving()
-            try:
-                return work()
-            except Exception as exc:  # noqa: BLE001 -- re-raised unless a one-call kernel is to blame
-                if not pass_over_serving(exc):
-                    raise
-                self.optimizer.zero_grad(set_to_none=True)
+        for the rest of the run, the gradients ``work`` left are dropped and it runs again. (:meth:`prepare`'s
+        probe, ``check_kernels_train``, meets such a kernel first; this catches one that fails only later.)"""
+        return passing_over_kernels(work, lambda: self.optimizer.zero_grad(set_to_none=True))
 
     def optimizer_step(self, defer: bool = False) -> float | None:
         """Clip, step the optimizer and the schedule, zero the gradients. Returns the global gradient norm,
