@@ -34,15 +34,16 @@ def needs_deepspeed(kind: str) -> None:  # (FSDP2 is part of torch)
         pytest.skip("deepspeed is not installed (pip install 'alignkit[deepspeed]')")
 
 
-def run(args: list[str], kind: str | None) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], kind: str | None, program: tuple[str, ...] = ("-m", "alignkit")
+) -> subprocess.CompletedProcess:
+    """``alignkit dpo ARGS`` (or ``program``'s) in one process, or in two launched as ``kind``."""
     launch = (
         [sys.executable, "-m", "accelerate.commands.launch", *LAUNCHES[kind], "--num_processes", "2"]
         if kind
         else [sys.executable]
     )
-    return subprocess.run(
-        [*launch, "-m", "alignkit", "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
+    return subprocess.run([*launch, *program, "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 def assert_same_run(one: Path, two: Path, rel: float = 1e-4, atol: float = 1e-5) -> None:
@@ -271,3 +272,18 @@ def test_ppo_with_lora_under_sharding_follows_one_process_and_resumes(setup, tin
     assert read_metrics(root / resumed, timings=False) == sharded
     wc = load_file(str(root / resumed / "checkpoint-3" / "trainable.safetensors"))
     assert all(torch.equal(wb[k], wc[k]) for k in wb)
+
+
+def test_an_update_whose_attention_backward_fails_is_redone_under_ddp(setup, two_process_runs):
+    """A one-call kernel that fails in a step's backward (the stand-in of tests/kernel_stand_ins.py) under
+    DDP: the failed backward had begun DDP's gradient reduction, which is reset before the update is redone
+    with the loop, so the two processes follow the plain DDP run exactly instead of stopping with DDP's
+    "Expected to have finished reduction in the prior iteration". (A sharded run refuses the redo:
+    tests/test_gpu_correctness.py.)"""
+    expected = two_process_run(setup, two_process_runs, "ddp")
+    root, args = setup
+    out = root / "ddp-flex-fails"
+    result = run(args + ["--output_dir", str(out)], "ddp", program=(str(REPO / "tests" / "kernel_stand_ins.py"),))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("the flex segment-attention kernel failed") == 2  # once in each process
+    assert_same_run(expected, out)

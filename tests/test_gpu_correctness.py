@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from conftest import build_tokenizer, needs_bf16, tiny_llama_config, tiny_run_args, write_prompts
+from kernel_stand_ins import SHARED_MEMORY, install_flex_stand_in
 from test_training import config_for
 
 from alignkit.train.metrics_log import read_metrics
@@ -175,21 +176,6 @@ def test_rl_kl_at_the_first_step_is_zero_with_a_frozen_reference(precision, tiny
     assert first["objective/kl"] == 0.0
 
 
-class _BackwardFails(torch.autograd.Function):
-    """Passes its input through; its backward raises what compiled FlexAttention raises on a GPU with too
-    little shared memory (pytorch/pytorch#133254)."""
-
-    @staticmethod
-    def forward(ctx, x, counts):
-        ctx.counts = counts
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        ctx.counts["failures"] += 1
-        raise RuntimeError("out of resource: shared memory, Required: 131074, Hardware limit: 101376")
-
-
 def _logged_run(trainer: str, model_dir, pairs_file, out) -> list[tuple[float, float]]:
     """(loss, grad_norm) per logged step of a 2-step LoRA run of ``trainer`` ("dpo" or "grpo")."""
     if trainer == "dpo":
@@ -208,34 +194,6 @@ def _logged_run(trainer: str, model_dir, pairs_file, out) -> list[tuple[float, f
     return [(r["loss/total"], r["grad_norm"]) for r in read_metrics(out) if "grad_norm" in r]
 
 
-def _flex_failing_backward(monkeypatch, backward_fails: bool = True) -> dict:
-    """A stand-in for FlexAttention on this CPU: the loop's numbers forward, a backward that raises (or not),
-    chosen as a GPU chooses (flex until it fails); returns the count of its calls and of its failures."""
-    from alignkit.models import segment_attention
-    from alignkit.models.segment_attention import SegmentPlan, forced_kernel, segment_attention_forward
-
-    counts = {"calls": 0, "failures": 0}
-
-    def flex(query, key, value, plan, scaling, gqa):
-        counts["calls"] += 1
-        with forced_kernel("loop"):
-            out, _ = segment_attention_forward(None, query, key, value, None, 0.0, scaling, segments=plan)
-        return _BackwardFails.apply(out.transpose(1, 2), counts) if backward_fails else out.transpose(1, 2)
-
-    def kernel_for(query, dropout):  # a GPU's choice: flex until it fails (a forced kernel still wins)
-        forced = segment_attention._forced
-        return forced[-1] if forced else "loop" if "flex" in segment_attention._failed else "flex"
-
-    monkeypatch.setattr(SegmentPlan, "block_mask", lambda plan, n, device: plan)  # the stand-in gets the plan
-    monkeypatch.setattr(segment_attention, "flex_segment_attention", flex)
-    monkeypatch.setattr(segment_attention, "_failed", {})
-    monkeypatch.setattr(segment_attention, "kernel_for", kernel_for)
-    return counts
-
-
-SHARED_MEMORY = "RuntimeError: out of resource: shared memory, Required: 131074, Hardware limit: 101376"
-
-
 @pytest.mark.parametrize("trainer, caught_by", [("dpo", "first update"), ("grpo", "first update"), ("dpo", "probe")])
 def test_a_kernel_whose_backward_fails_is_passed_over_and_the_step_redone(
     trainer, caught_by, monkeypatch, capsys, tiny_model_dir, pairs_file, tmp_path
@@ -250,7 +208,7 @@ def test_a_kernel_whose_backward_fails_is_passed_over_and_the_step_redone(
     from alignkit.train.session import TrainingSession
 
     expected = _logged_run(trainer, tiny_model_dir, pairs_file, tmp_path / "loop" / "run")
-    counts = _flex_failing_backward(monkeypatch)
+    counts = install_flex_stand_in(monkeypatch.setattr)
     monkeypatch.setattr(segment_attention, "kernel_probe_wanted", lambda device: caught_by == "probe")
     failed_at_first_update = []
     accumulate = TrainingSession.accumulate
@@ -266,6 +224,34 @@ def test_a_kernel_whose_backward_fails_is_passed_over_and_the_step_redone(
     assert capsys.readouterr().err.count("the flex segment-attention kernel failed") == 1
     assert segment_attention.kernel_status() == "loop (flex failed)"  # what gpu_bench.py's rows report
     assert len(got) == 2 and got == [pytest.approx(row, rel=1e-6) for row in expected]
+
+
+def test_a_sharded_run_refuses_to_redo_an_update_whose_backward_failed(
+    monkeypatch, tiny_model_dir, pairs_file, tmp_path
+):
+    """Under FSDP2 a redone update trained on silently wrong gradients (measured with two processes: a zero
+    gradient norm from step 2 on), so a sharded run stops at the failed backward with what to do. Here the
+    session is told after ``prepare`` that its state is sharded (FSDP), as a two-process FSDP2 run's is."""
+    from alignkit.errors import AlignkitError
+    from alignkit.train.session import TrainingSession
+
+    install_flex_stand_in(monkeypatch.setattr)
+    prepare = TrainingSession.prepare
+
+    def prepare_sharded(self, *args, **kwargs):
+        state = prepare(self, *args, **kwargs)
+        self.backend.sharded_state, self.backend.kind = True, "FSDP"
+        return state
+
+    monkeypatch.setattr(TrainingSession, "prepare", prepare_sharded)
+    with pytest.raises(AlignkitError) as raised:
+        _logged_run("dpo", tiny_model_dir, pairs_file, tmp_path / "run")
+    assert str(raised.value) == (
+        f"a segment-attention kernel failed in this update's backward (flex: {SHARED_MEMORY}), and an update of "
+        "a sharded run (FSDP) cannot be redone in place. Run again with ALIGNKIT_SEGMENT_KERNEL=loop (no "
+        "checkpoint was written yet: add --overwrite)"
+    )
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no step was logged
 
 
 def test_the_kernel_probe_attends_forward_and_backward_in_the_models_shape(monkeypatch, capsys, tiny_model_dir):
@@ -286,7 +272,7 @@ def test_the_kernel_probe_attends_forward_and_backward_in_the_models_shape(monke
     assert shape[:3] == (config.num_attention_heads, config.num_key_value_heads, config.hidden_size // 4)
     assert shape[4] == torch.float32 and config.num_attention_heads == 4 != config.num_key_value_heads
 
-    counts = _flex_failing_backward(monkeypatch, backward_fails=False)
+    counts = install_flex_stand_in(monkeypatch.setattr, backward_fails=False)
     check_kernels_train(model, cpu)  # a CPU run never probes
     assert counts["calls"] == 0
     monkeypatch.setattr(segment_attention, "kernel_probe_wanted", lambda device: True)
@@ -294,14 +280,14 @@ def test_the_kernel_probe_attends_forward_and_backward_in_the_models_shape(monke
     assert counts["calls"] == 1 and segment_attention._failed == {}
     assert all(p.grad is None for p in model.parameters())
 
-    counts = _flex_failing_backward(monkeypatch)
+    counts = install_flex_stand_in(monkeypatch.setattr)
     check_kernels_train(model, cpu)
     assert counts == {"calls": 1, "failures": 1} and segment_attention._failed == {"flex": SHARED_MEMORY}
     assert capsys.readouterr().err.count("the flex segment-attention kernel failed") == 1
     check_kernels_train(model, cpu)  # the loop serves from now on
     assert counts["calls"] == 1
 
-    _flex_failing_backward(monkeypatch)
+    install_flex_stand_in(monkeypatch.setattr)
     monkeypatch.setenv(segment_attention.KERNEL_VARIABLE, "flex")
     with pytest.raises(RuntimeError, match="out of resource: shared memory"):
         check_kernels_train(model, cpu)

@@ -156,14 +156,20 @@ def kernel_status() -> str:
     return served + (f" ({', '.join(sorted(_failed))} failed)" if _failed else "")
 
 
+def failed_kernels() -> dict[str, str]:
+    """The kernels passed over in this process, each with why (the error's type and first line)."""
+    return dict(_failed)
+
+
 def clear_serving() -> None:
     """Forget which kernel served (at the start of an update, so a failure is blamed on this update's kernel)."""
     _serving.clear()
 
 
-def passing_over_kernels(work, before_retry=lambda: None):
-    """``work()`` (a forward and its backward), run again after ``before_retry()`` each time it raised because a
-    one-call kernel that served its forward failed (:func:`pass_over_serving`); any other failure raises."""
+def passing_over_kernels(work, before_retry=lambda exc: None):
+    """``work()`` (a forward and its backward), run again after ``before_retry(exc)`` each time it raised ``exc``
+    because a one-call kernel that served its forward failed (:func:`pass_over_serving`); any other failure
+    raises (and so does ``before_retry``, to refuse the retry)."""
     while True:
         clear_serving()
         try:
@@ -171,7 +177,7 @@ def passing_over_kernels(work, before_retry=lambda: None):
         except Exception as exc:  # noqa: BLE001 -- re-raised unless a one-call kernel is to blame
             if not pass_over_serving(exc):
                 raise
-            before_retry()
+            before_retry(exc)
 
 
 class SegmentPlan:

@@ -32,9 +32,9 @@ from transformers import get_scheduler
 
 from alignkit.errors import AlignkitError
 from alignkit.models.hub import push_final
-from alignkit.models.segment_attention import check_kernels_train, passing_over_kernels
+from alignkit.models.segment_attention import check_kernels_train, failed_kernels, passing_over_kernels
 from alignkit.train.backends import Backend, make_accelerator
-from alignkit.train.checkpoint import checkpoint_error, resume_from_latest, write_checkpoint
+from alignkit.train.checkpoint import checkpoint_error, latest_good_checkpoint, resume_from_latest, write_checkpoint
 from alignkit.train.faults import StopSignals, TrainingInterrupted, run_fingerprint
 from alignkit.train.metrics_log import MetricsLogger, Throughput, progress_bar, progress_postfix
 from alignkit.train.run_outputs import loop_state_of, trainer_state, write_model_card, write_results
@@ -230,7 +230,26 @@ class TrainingSession:
         compiled backward can need more shared memory than a smaller GPU has), that kernel is passed over
         for the rest of the run, the gradients ``work`` left are dropped and it runs again. (:meth:`prepare`'s
         probe, ``check_kernels_train``, meets such a kernel first; this catches one that fails only later.)"""
-        return passing_over_kernels(work, lambda: self.optimizer.zero_grad(set_to_none=True))
+        return passing_over_kernels(work, self._drop_update)
+
+    def _drop_update(self, exc: BaseException) -> None:
+        """Forget an update whose backward raised ``exc``: its gradients, and under DDP the reduction it began
+        (else the redone forward stops with DDP's "Expected to have finished reduction in the prior
+        iteration"). A sharded run (FSDP, DeepSpeed) cannot redo it: FSDP2 measured silently wrong gradients
+        after a redo (a zero gradient norm from the next step on), so it stops here with what to do."""
+        if self.backend.sharded_state:
+            kept = latest_good_checkpoint(self.run_dir)
+            again = f"--resume continues from {kept.name}" if kept else "no checkpoint was written yet: add --overwrite"
+            failed = "; ".join(f"{kernel}: {why}" for kernel, why in failed_kernels().items())
+            raise AlignkitError(
+                f"a segment-attention kernel failed in this update's backward ({failed}), and an update of a "
+                f"sharded run ({self.backend.kind}) cannot be redone in place. Run again with "
+                f"ALIGNKIT_SEGMENT_KERNEL=loop ({again})"
+            ) from exc
+        self.optimizer.zero_grad(set_to_none=True)
+        reducer = getattr(self.model, "reducer", None)
+        if reducer is not None:
+            reducer._reset_state()  # torch's own reset for a backward that did not finish
 
     def optimizer_step(self, defer: bool = False) -> float | None:
         """Clip, step the optimizer and the schedule, zero the gradients. Returns the global gradient norm,
