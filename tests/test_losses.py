@@ -67,6 +67,9 @@ def test_preference_metrics_trl_names_and_values():
         "logps/rejected",
     }
     assert metrics["rewards/accuracies"].item() == pytest.approx(0.5)
+    # a tie is not a win (as in TRL): accuracy counts chosen strictly above rejected
+    tied = preference_metrics(t(0.2, 0.3), t(0.2, 0.1), t(-5.0, -7.0), t(-9.0, -11.0))
+    assert tied["rewards/accuracies"].item() == pytest.approx(0.5)
     assert metrics["rewards/margins"].item() == pytest.approx(((0.3 - 0.1) + (-0.1 - 0.2)) / 2)
     assert metrics["rewards/chosen"].item() == pytest.approx(0.1)
     assert metrics["logps/rejected"].item() == pytest.approx(-10.0)
