@@ -31,12 +31,12 @@ def test_robust_dpo_hand_computed_and_reduces_to_dpo():
     losses, chosen, _ = robust_dpo_loss(t(-1.0), t(-2.0), t(-1.5), t(-1.5), beta=0.1, label_smoothing=0.2)
     assert losses.item() == pytest.approx(0.6110633267402376, abs=1e-6)
     assert chosen.item() == pytest.approx(0.05, abs=1e-7)
-    # references that differ, h != 1: h = (-1 - -3) - (-1.5 - -2) = 1.5, beta = 0.2 -> beta h = 0.3, eps = 0.1:
-    # (0.9 * log(1 + e^-0.3) - 0.1 * log(1 + e^0.3)) / 0.8 = (0.9 * 0.55435524 - 0.1 * 0.85435524) / 0.8 = 0.51685524
-    # rewards: 0.2 * (-1 - -1.5) = 0.1 and 0.2 * (-3 - -2) = -0.2
-    losses, chosen, rejected = robust_dpo_loss(t(-1.0), t(-3.0), t(-1.5), t(-2.0), beta=0.2, label_smoothing=0.1)
-    assert losses.item() == pytest.approx(0.516855244468527, abs=1e-6)
-    assert (chosen.item(), rejected.item()) == pytest.approx((0.1, -0.2), abs=1e-7)
+    # references that differ, h != 1: h = (-1 - -3.5) - (-1.5 - -2) = 2, beta = 0.2 -> beta h = 0.4, eps = 0.1:
+    # (0.9 * log(1 + e^-0.4) - 0.1 * log(1 + e^0.4)) / 0.8 = (0.9 * 0.51301525 - 0.1 * 0.91301525) / 0.8 = 0.46301525
+    # rewards: 0.2 * (-1 - -1.5) = 0.1 and 0.2 * (-3.5 - -2) = -0.3
+    losses, chosen, rejected = robust_dpo_loss(t(-1.0), t(-3.5), t(-1.5), t(-2.0), beta=0.2, label_smoothing=0.1)
+    assert losses.item() == pytest.approx(0.46301525239995256, abs=1e-6)
+    assert (chosen.item(), rejected.item()) == pytest.approx((0.1, -0.3), abs=1e-7)
     # eps = 0 is plain DPO: log(1 + e^-0.1)
     assert robust_dpo_loss(t(-1.0), t(-2.0), t(-1.5), t(-1.5), 0.1, 0.0)[0].item() == pytest.approx(
         0.6443966600735709, abs=1e-6
@@ -49,10 +49,10 @@ def test_hinge_loss():
     # h = 1, beta = 0.1: max(0, 1 - 0.1) = 0.9; h = 20: max(0, 1 - 2) = 0
     losses, _, _ = hinge_loss(t(-1.0, 0.0), t(-2.0, -20.0), t(-1.5, 0.0), t(-1.5, 0.0), beta=0.1)
     assert losses.tolist() == pytest.approx([0.9, 0.0], abs=1e-6)
-    # references that differ: h = (-1 - -3) - (-1.5 - -2) = 1.5, beta = 0.2: max(0, 1 - 0.3) = 0.7;
-    # rewards 0.2 * (-1 - -1.5) = 0.1 and 0.2 * (-3 - -2) = -0.2
-    losses, chosen, rejected = hinge_loss(t(-1.0), t(-3.0), t(-1.5), t(-2.0), beta=0.2)
-    assert (losses.item(), chosen.item(), rejected.item()) == pytest.approx((0.7, 0.1, -0.2), abs=1e-6)
+    # references that differ: h = (-1 - -3.5) - (-1.5 - -2) = 2, beta = 0.2: max(0, 1 - 0.4) = 0.6;
+    # rewards 0.2 * (-1 - -1.5) = 0.1 and 0.2 * (-3.5 - -2) = -0.3
+    losses, chosen, rejected = hinge_loss(t(-1.0), t(-3.5), t(-1.5), t(-2.0), beta=0.2)
+    assert (losses.item(), chosen.item(), rejected.item()) == pytest.approx((0.6, 0.1, -0.3), abs=1e-6)
 
 
 def test_ipo_uses_length_averaged_log_ratios():
@@ -64,11 +64,11 @@ def test_ipo_uses_length_averaged_log_ratios():
     # (chosen ratio (-4 - -4)/4 = 0, rejected -1: h = 1 = the target)
     assert ipo_loss(t(-4.0), t(-9.0), t(-4.0), t(-6.0), t(4.0), t(3.0), 0.5)[0].item() == pytest.approx(0.0, abs=1e-9)
     assert ipo_loss(t(-3.0), t(-3.0), t(-3.0), t(-3.0), t(2.0), t(2.0), 0.5)[0].item() == pytest.approx(1.0, abs=1e-6)
-    # beta = 0.25 (target 1 / 0.5 = 2, where 2 beta would be 0.5) and a one-token chosen answer:
-    # chosen (-4 - -6) / 1 = 2, rejected (-9 - -6) / 3 = -1, h = 3 -> (3 - 2)^2 = 1;
+    # beta = 0.25 (target 1 / 0.5 = 2, where 2 beta would be 0.5) and one-token answers:
+    # chosen (-4 - -6) / 1 = 2, rejected (-9 - -6) / 1 = -3, h = 5 -> (5 - 2)^2 = 9;
     # rewards 0.25 * 2 = 0.5 and 0.25 * -3 = -0.75 (summed, not averaged)
-    losses, chosen, rejected = ipo_loss(t(-4.0), t(-9.0), t(-6.0), t(-6.0), t(1.0), t(3.0), beta=0.25)
-    assert (losses.item(), chosen.item(), rejected.item()) == pytest.approx((1.0, 0.5, -0.75), abs=1e-6)
+    losses, chosen, rejected = ipo_loss(t(-4.0), t(-9.0), t(-6.0), t(-6.0), t(1.0), t(1.0), beta=0.25)
+    assert (losses.item(), chosen.item(), rejected.item()) == pytest.approx((9.0, 0.5, -0.75), abs=1e-6)
 
 
 def test_simpo_is_reference_free_and_length_normalised():
@@ -92,15 +92,16 @@ def test_preference_loss_dispatch_and_unknown_type():
         preference_loss("dpo2", CR(t(-1.0), t(-2.0)), CR(t(-1.5), t(-1.5)), CR(t(1.0), t(1.0)), 0.1)
     with pytest.raises(ValueError, match="reference"):  # only SimPO goes without reference log-probs
         preference_loss("sigmoid", CR(t(-1.0), t(-2.0)), None, CR(t(1.0), t(1.0)), 0.1)
-    # each name reaches its own loss (the values of the tests above)
-    policy, reference, tokens = CR(t(-1.0), t(-3.0)), CR(t(-1.5), t(-2.0)), CR(t(1.0), t(3.0))
+    # each name reaches its own loss (robust and hinge: the values of the tests above; IPO: chosen
+    # (-4 - -6) / 1 = 2, rejected (-9 - -6) / 3 = -1, h = 3, beta 0.25 -> (3 - 2)^2 = 1)
+    policy, reference, tokens = CR(t(-1.0), t(-3.5)), CR(t(-1.5), t(-2.0)), CR(t(1.0), t(3.0))
     robust = preference_loss("robust", policy, reference, tokens, 0.2, label_smoothing=0.1)[0]
     hinge = preference_loss("hinge", policy, reference, tokens, 0.2)[0]
     ipo = preference_loss("ipo", CR(t(-4.0), t(-9.0)), CR(t(-6.0), t(-6.0)), tokens, 0.25)[0]
-    assert (robust.item(), hinge.item(), ipo.item()) == pytest.approx((0.516855244468527, 0.7, 1.0), abs=1e-6)
-    # SimPO's gamma defaults to TRL's 0.5: beta 2, one-token answers -> -log sigmoid(2 * -1 - 2 * -3 - 0.5)
+    assert (robust.item(), hinge.item(), ipo.item()) == pytest.approx((0.46301525239995256, 0.6, 1.0), abs=1e-6)
+    # SimPO's gamma defaults to TRL's 0.5: beta 2, one-token answers -> -log sigmoid(2 * -1 - 2 * -3.5 - 0.5)
     simpo = preference_loss("simpo", policy, None, CR(t(1.0), t(1.0)), 2.0)[0]
-    assert simpo.item() == pytest.approx(math.log1p(math.exp(-3.5)), abs=1e-6)
+    assert simpo.item() == pytest.approx(math.log1p(math.exp(-4.5)), abs=1e-6)
 
 
 def test_a_pair_batch_splits_into_chosen_then_rejected():
@@ -123,6 +124,7 @@ def test_kto_loss_hand_computed():
     )
     assert losses.tolist() == pytest.approx([0.42555748318834097, 2 * 0.33181222783183384], abs=1e-6)
     assert rewards.tolist() == pytest.approx([0.5, -0.5])
+    assert kto_loss(t(-4.0), t(-6.0), torch.tensor([True]), t(0.0), 0.5)[1].item() == pytest.approx(1.0)  # 0.5 x 2
     # equal log-probs and zero KL: 1 - sigmoid(0) = 0.5 for both kinds
     assert kto_loss(t(-3.0, -3.0), t(-3.0, -3.0), torch.tensor([True, False]), t(0.0), 0.1)[
         0
@@ -161,6 +163,9 @@ def test_orpo_loss_hand_computed():
     # equal responses: log 2; probabilities near 1 stay finite
     assert orpo_loss(t(-1.0), t(-1.0), torch.tensor(0.0), 1.0)[0].item() == pytest.approx(math.log(2), abs=1e-6)
     assert torch.isfinite(orpo_loss(t(-1e-9), t(-50.0), torch.tensor(0.0), 1.0)[0])
+    # a mean log-prob of exactly 0 is read as -1e-6: -1e-6 - log(1 - e^-1e-6) = 13.81551006 (13.80 in fp32,
+    # which rounds e^-1e-6; -1.5e-6 would give 13.41, no clamp inf)
+    assert log_odds(t(0.0)).item() == pytest.approx(13.815510057980095, abs=0.05)
 
 
 def test_bradley_terry_with_and_without_margin():
@@ -171,3 +176,4 @@ def test_bradley_terry_with_and_without_margin():
     assert bradley_terry_loss(t(-500.0), t(500.0)).item() == pytest.approx(1000.0, rel=1e-6)
     metrics = reward_metrics(t(2.0, 0.0, 1.0), t(1.0, 1.0, 0.5))
     assert metrics["accuracy"].item() == pytest.approx(2 / 3) and metrics["margin"].item() == pytest.approx(0.5 / 3)
+    assert reward_metrics(t(1.0, 2.0), t(1.0, 1.0))["accuracy"].item() == pytest.approx(0.5)  # a tie is not right

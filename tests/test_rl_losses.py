@@ -68,6 +68,16 @@ def test_clipped_policy_loss_both_signs():
     )
     loss, clipfrac, _ = clipped_policy_loss(T([[0.0]]), old, T([[-1.0]]), T([[True]]), 0.2)
     assert loss.item() == pytest.approx(2.0) and clipfrac.item() == 0.0  # a worse action is penalised unclipped
+    # ratio 0.5, below 1 - 0.2: a worse action's gain is clipped at 0.8 (max(0.5, 0.8)); a better one's is not
+    halved = T([[math.log(0.5)]])
+    loss, clipfrac, approx_kl = clipped_policy_loss(halved, T([[0.0]]), T([[-1.0]]), T([[True]]), 0.2)
+    assert (loss.item(), clipfrac.item()) == pytest.approx((0.8, 1.0))
+    assert approx_kl.item() == pytest.approx(0.5 * math.log(0.5) ** 2)
+    loss, clipfrac, _ = clipped_policy_loss(halved, T([[0.0]]), T([[1.0]]), T([[True]]), 0.2)
+    assert (loss.item(), clipfrac.item()) == pytest.approx((-0.5, 0.0))  # max(-0.5, -0.8)
+    # inside the range (ratio 1) nothing is clipped, though both terms are equal
+    loss, clipfrac, _ = clipped_policy_loss(T([[-1.0]]), T([[-1.0]]), T([[1.5]]), T([[True]]), 0.2)
+    assert (loss.item(), clipfrac.item()) == pytest.approx((-1.5, 0.0))
 
 
 def test_clipped_value_loss():
@@ -77,6 +87,13 @@ def test_clipped_value_loss():
     assert (
         loss.item() == pytest.approx(0.5 * 1.8**2) and clipfrac.item() == 1.0
     )  # the clipped value (0.2) is further from 2
+    # a value moved down from 0.5 to -0.5 is clipped to 0.5 - 0.2 = 0.3, further from -0.6:
+    # max((-0.5 + 0.6)^2, (0.3 + 0.6)^2) / 2 = 0.81 / 2
+    loss, clipfrac = clipped_value_loss(T([[-0.5]]), T([[0.5]]), T([[-0.6]]), T([[True]]), 0.2)
+    assert (loss.item(), clipfrac.item()) == pytest.approx((0.405, 1.0))
+    # inside the range nothing is clipped, though both terms are equal: (0.1 - 0.5)^2 / 2
+    loss, clipfrac = clipped_value_loss(T([[0.1]]), T([[0.0]]), T([[0.5]]), T([[True]]), 0.2)
+    assert (loss.item(), clipfrac.item()) == pytest.approx((0.08, 0.0))
 
 
 def test_group_advantages():
@@ -89,6 +106,17 @@ def test_group_advantages():
     assert rloo_advantages(scores, 4).tolist() == pytest.approx([1.0, -1 / 3, -1 / 3, -1 / 3, 0, 0, 0, 0])
     with pytest.raises(ValueError):
         rloo_advantages(scores, 1)
+    # two samples a prompt, the smallest group RLOO takes: each score minus the other one
+    assert rloo_advantages(T([3.0, 1.0, 0.5, 2.0]), 2).tolist() == pytest.approx([2.0, -2.0, -1.5, 1.5])
+
+
+def test_grpo_loss_clips_the_ratio_on_both_sides():
+    # no KL term; ratio 2 with advantage 1: -min(2, 1.2) = -1.2; ratio 0.5 with advantage -1:
+    # -min(-0.5, -0.8) = 0.8; each sequence's token mean, then the mean: (-1.2 + 0.8) / 2; both clipped
+    logps = T([[0.0], [math.log(0.5)]])
+    old = T([[math.log(0.5)], [0.0]])
+    loss, clipfrac, _ = grpo_loss(logps, old, logps, T([1.0, -1.0]), T([[True], [True]]), 0.2, beta=0.0)
+    assert (loss.item(), clipfrac.item()) == pytest.approx((-0.2, 1.0))
 
 
 def test_grpo_loss_with_kl_term():
