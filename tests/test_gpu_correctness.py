@@ -291,3 +291,6 @@ def test_the_kernel_probe_attends_forward_and_backward_in_the_models_shape(monke
     monkeypatch.setenv(segment_attention.KERNEL_VARIABLE, "flex")
     with pytest.raises(RuntimeError, match="out of resource: shared memory"):
         check_kernels_train(model, cpu)
+    # a 4-bit model's projections hold integers; the hidden states have its embedding's dtype
+    model.get_input_embeddings().to(torch.bfloat16)
+    assert segment_attention.attention_shape(model)[4] == torch.bfloat16

@@ -331,8 +331,11 @@ def kernel_probe_wanted(device: torch.device) -> bool:
 
 
 def attention_shape(model: nn.Module) -> tuple[int, int, int, float | None, torch.dtype] | None:
-    """(heads, key/value heads, head size, scaling, weights' dtype) of ``model``'s segment-attention layers,
-    or None when it has none (or none whose shape is read as transformers' attention layers give it)."""
+    """(heads, key/value heads, head size, scaling, hidden states' dtype) of ``model``'s segment-attention
+    layers, or None when it has none (or none whose shape is read as transformers' attention layers give
+    it). The dtype is the input embedding's (a 4-bit model's projections hold integers; its embedding holds
+    the compute dtype), else the attention layer's first floating-point weight's."""
+    embedding = next((m.weight.dtype for m in model.modules() if isinstance(m, nn.Embedding)), None)
     for module in model.modules():
         config = getattr(module, "config", None)
         if getattr(config, "_attn_implementation", None) != SEGMENT_ATTENTION:
@@ -341,7 +344,7 @@ def attention_shape(model: nn.Module) -> tuple[int, int, int, float | None, torc
             getattr(config, "num_attention_heads", None), int
         ):
             heads = config.num_attention_heads
-            dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+            dtype = embedding or next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
             kv_heads = getattr(config, "num_key_value_heads", None) or heads
             return heads, kv_heads, module.head_dim, getattr(module, "scaling", None), dtype
     return None
