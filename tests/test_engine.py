@@ -5,10 +5,13 @@ import torch
 from conftest import build_model
 
 from alignkit.data.collate import (
+    HOST_KEYS,
     build_batch,
     build_packed_batch,
     build_sequence_batch,
     pack_rows,
+    scored_positions,
+    to_device,
 )
 from alignkit.engine.logprobs import sequence_logps, supports_padding_free, token_logps
 
@@ -177,3 +180,46 @@ def test_token_logps_backward_under_bf16_autocast_is_the_gradient_of_its_forward
     # bf16 products summed in another order: a few bf16 ulps; a mismatched backward is off by ~0.1 relative
     for ours, theirs in ((h1.grad, h2.grad), (w1.grad, w2.grad)):
         assert (ours - theirs).norm() / theirs.norm() < 1e-2
+
+
+def test_every_layout_places_tokens_targets_and_last_tokens_where_they_are_read():
+    """Hand-laid batches of two sequences, [5, 6, 7, 8] scored from token 2 and [9, 10] scored by a mask
+    (its token 0 cannot be scored: no position predicts it): position p holds the target token p + 1, and
+    ``last_token`` the flat index a reward head reads, in every layout."""
+    sequences, scored, pad = [[5, 6, 7, 8], [9, 10]], [2, [True, True]], 0
+    right = build_sequence_batch(sequences, scored, pad)
+    assert right["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 0, 0]]
+    assert right["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert right["target_ids"].tolist() == [[0, 7, 8, 0], [10, 0, 0, 0]]
+    assert right["seq_index"].tolist() == [[-1, 0, 0, -1], [1, -1, -1, -1]]
+    assert right["last_token"].tolist() == [3, 5] and right["sequence_lengths"].tolist() == [4, 2]
+    left = build_sequence_batch(sequences, scored, pad, padding_side="left")
+    assert left["input_ids"].tolist() == [[5, 6, 7, 8], [0, 0, 9, 10]]
+    assert left["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
+    assert left["target_ids"][1].tolist() == [0, 0, 10, 0] and left["last_token"].tolist() == [3, 7]
+    rows = build_packed_batch(sequences, scored, pad)  # 4 + 2 tokens do not fit a row of 4: two rows
+    assert rows["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 0, 0]] and "attention_mask" not in rows
+    assert rows["position_ids"].tolist() == [[0, 1, 2, 3], [0, 1, 0, 1]]  # the padding is its own sequence
+    assert rows["last_token"].tolist() == [3, 5]
+    one_row = build_packed_batch(sequences, scored, pad, one_row=True)
+    assert one_row["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10]] and one_row["last_token"].tolist() == [3, 5]
+    assert one_row["target_ids"].tolist() == [[0, 7, 8, 0, 10, 0]]
+    assert one_row["segments"].tolist() == [[0, 4], [4, 2]]
+    with pytest.raises(ValueError, match="sequence 1: loss mask has 3 entries for 2 tokens"):
+        build_sequence_batch(sequences, [2, [False, True, True]], pad)
+    with pytest.raises(ValueError, match="sequence 1: no scored tokens"):
+        build_sequence_batch(sequences, [2, [True, False]], pad)
+
+
+def test_to_device_lists_scored_positions_on_the_host_and_leaves_the_layout_there():
+    """The scored positions are found before the move (on a GPU, after it, they would cost a sync per
+    forward) and the segment layout stays on the host; every other tensor moves (here to ``meta``)."""
+    batch = build_packed_batch([[5, 6, 7, 8], [9, 10]], [2, 1], 0, one_row=True)
+    positions, targets, owner = scored_positions(batch)
+    assert (positions.tolist(), targets.tolist(), owner.tolist()) == ([1, 2, 4], [7, 8, 10], [0, 0, 1])
+    moved = to_device(batch, torch.device("meta"))
+    assert HOST_KEYS == {"segments"} and moved["segments"].device.type == "cpu"
+    assert {k for k, v in moved.items() if v.device.type == "cpu"} == {"segments"}
+    assert {k: moved[k].shape for k in ("score_positions", "score_targets", "score_owner")} == dict.fromkeys(
+        ("score_positions", "score_targets", "score_owner"), (3,)
+    )

@@ -43,6 +43,10 @@ def test_block_layout_positions_mask_and_targets():
     assert batch["score_positions"].tolist() == [1, 2, 1] and batch["score_targets"].tolist() == [7, 8, 9]
     assert batch["score_owner"].tolist() == [0, 0, 1]
     assert batch["sequence_lengths"].tolist() == [4, 3] and batch["last_token"].tolist() == [3, 4]
+    # a block needs a prompt and every slot's answer: anything else is refused, naming the item
+    for group in [([], [[7], [9]]), ([5, 6], [[7, 8], []]), ([5, 6], [[7, 8]])]:
+        with pytest.raises(ValueError, match="item 1: a shared block needs a non-empty prefix and 2 non-empty"):
+            build_shared_batch([([5], [[7], [8]]), group], pad_id=0)
 
 
 @pytest.mark.parametrize("padding_free", [True, False])
