@@ -20,7 +20,9 @@ generation, padded batches and saving behave exactly as with ``sdpa``.
 Three kernels compute it (see :func:`kernel_for`): on a CPU, one SDPA call per segment (above); on CUDA,
 one call per layer for the whole row: FlashAttention-2's varlen kernel under fp16/bf16
 (:mod:`alignkit.models.varlen_segments`), else FlexAttention (:mod:`alignkit.models.flex_segments`).
-``ALIGNKIT_SEGMENT_KERNEL=loop|flex|varlen`` picks one for a whole process (to measure them).
+``ALIGNKIT_SEGMENT_KERNEL=loop|flex|varlen`` picks one for a whole process (to measure them). A one-call
+kernel that fails on the machine is passed over for the process: in the support check, in the probe before
+training (:func:`check_kernels_train`: forward and backward), or in a step (:func:`passing_over_kernels`).
 """
 
 from __future__ import annotations
