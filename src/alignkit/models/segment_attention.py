@@ -337,7 +337,6 @@ def attention_shape(model: nn.Module) -> tuple[int, int, int, float | None, torc
     layers, or None when it has none (or none whose shape is read as transformers' attention layers give
     it). The dtype is the input embedding's (a 4-bit model's projections hold integers; its embedding holds
     the compute dtype), else the attention layer's first floating-point weight's."""
-    embedding = next((m.weight.dtype for m in model.modules() if isinstance(m, nn.Embedding)), None)
     for module in model.modules():
         config = getattr(module, "config", None)
         if getattr(config, "_attn_implementation", None) != SEGMENT_ATTENTION:
@@ -346,6 +345,7 @@ def attention_shape(model: nn.Module) -> tuple[int, int, int, float | None, torc
             getattr(config, "num_attention_heads", None), int
         ):
             heads = config.num_attention_heads
+            embedding = next((m.weight.dtype for m in model.modules() if isinstance(m, nn.Embedding)), None)
             dtype = embedding or next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
             kv_heads = getattr(config, "num_key_value_heads", None) or heads
             return heads, kv_heads, module.head_dim, getattr(module, "scaling", None), dtype
@@ -360,8 +360,10 @@ def check_kernels_train(model: nn.Module, device: torch.device, autocast=nullcon
     update, but before ``accelerate.prepare`` wraps the model: a distributed run never has to redo an update
     whose gradient reduction has begun. The probe's tensors are its own (no parameter gets a gradient) and
     made without the random generator (a run's randomness is unchanged)."""
+    if not kernel_probe_wanted(device):
+        return
     shape = attention_shape(model)
-    if shape is None or not kernel_probe_wanted(device):
+    if shape is None:
         return
     heads, kv_heads, head_dim, scaling, dtype = shape
     plan = SegmentPlan(torch.tensor(PROBE_SEGMENTS))
