@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alignkit import trl_names
 from alignkit.cli import COMMANDS, _load
 from alignkit.configs import TrainConfig
 from alignkit.configs.loading import HELP_GROUPS, _default_text, _type_text
 from alignkit.diagnose.symptoms import ADVICE
+from alignkit.peer_names import trl as trl_names
 from alignkit.report.plots import SYMPTOM_METRIC
 from alignkit.train.run_outputs import METHOD_METRICS, METRICS, RUN_FILES
 

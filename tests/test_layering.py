@@ -13,7 +13,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 # bottom to top; a module may import from its own layer and the layers below it
 LAYERS = [
-    ["alignkit", "alignkit.errors", "alignkit.atomic", "alignkit.trl_names"],
+    ["alignkit", "alignkit.errors", "alignkit.atomic", "alignkit.peer_names"],
     ["alignkit.data"],
     ["alignkit.configs"],
     ["alignkit.models"],

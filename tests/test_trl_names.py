@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from alignkit.configs import DPOConfig, SFTConfig, load_config
 from alignkit.errors import AlignkitError, ConfigError
@@ -145,11 +146,17 @@ def test_a_trl_command_line_trains(tiny_model_dir, pairs_file, tmp_path):
             "--gradient_checkpointing",
             "--eval_strategy",
             "no",
+            "--adam_beta2",
+            "0.95",
+            "--adam_epsilon",
+            "1e-6",
         ]
     )
     assert code == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["loss"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at the first step
+    groups = torch.load(out / "checkpoint-2" / "optimizer.pt", weights_only=False)["param_groups"]
+    assert [(g["betas"], g["eps"]) for g in groups] == [((0.9, 0.95), 1e-6)] * len(groups)
 
 
 # Command lines from TRL's documentation (hub ids replaced by local paths), with `trl` changed to `alignkit`.
@@ -248,8 +255,8 @@ def test_negated_flags_and_generation_length():
     assert (
         load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--max_completion_length", "64"]).max_new_tokens == 64
     )
-    with pytest.raises(ConfigError, match="eos_token.*tokenizer's own eos token"):
-        load_config(SFTConfig, None, ["--train_data", "d", "--eos_token", "<|im_end|>"])
+    with pytest.raises(ConfigError, match="'use_dora: True' is not supported"):
+        load_config(SFTConfig, None, ["--train_data", "d", "--use_dora"])
 
 
 def test_rl_names_follow_each_trainer():

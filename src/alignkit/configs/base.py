@@ -110,6 +110,9 @@ class TrainConfig(BaseModel):
     # --- optimisation ---
     learning_rate: float = Field(1e-6, gt=0.0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0, description="AdamW's first-moment decay (beta1).")
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0, description="AdamW's second-moment decay (beta2).")
+    adam_epsilon: float = Field(1e-8, gt=0.0, description="AdamW's epsilon.")
     per_device_train_batch_size: int = Field(
         8, ge=1, description="Examples (pairs for DPO) per device per micro-batch."
     )
@@ -119,6 +122,21 @@ class TrainConfig(BaseModel):
         1.0, gt=0.0, description="Passes over the training data (ignored when max_steps > 0)."
     )
     max_steps: int = Field(-1, description="Optimizer steps to run; -1 means derive from num_train_epochs.")
+    data_fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Your rows' names for the fields alignkit reads, e.g. {prompt: question, completion: response} "
+        "(OpenRLHF's input_key/output_key/chosen_key ...); fields not named keep their names.",
+    )
+    eos_token: str | None = Field(
+        None,
+        description="A token of the vocabulary that ends responses instead of the tokenizer's eos token (e.g. "
+        "'<|im_end|>' for a base model trained on ChatML); training, sampling and the saved tokenizer use it.",
+    )
+    max_samples: int | None = Field(
+        None,
+        ge=1,
+        description="Train on only the first N examples of train_data (and evaluate on at most N of eval_data).",
+    )
     warmup_ratio: float = Field(
         0.1, ge=0.0, le=1.0, description="Fraction of steps spent warming the learning rate up from 0."
     )

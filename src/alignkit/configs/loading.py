@@ -1,6 +1,7 @@
-"""Loading a command's config: a YAML file plus ``--key value`` overrides (ours or TRL's names, see
-:mod:`alignkit.trl_names`) -> a validated pydantic model; errors name the key, the value and where it
-came from (the YAML file or the command line). Also writes the resolved config and the ``--help`` text."""
+"""Loading a command's config: a YAML file plus ``--key value`` overrides (ours, or another tool's names:
+TRL's, LLaMA-Factory's, OpenRLHF's, see :mod:`alignkit.peer_names`) -> a validated pydantic model; errors
+name the key, the value and where it came from (the YAML file or the command line). Also writes the
+resolved config and the ``--help`` text."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from alignkit import trl_names
+from alignkit import peer_names
 from alignkit.configs.base import TrainConfig
 from alignkit.errors import ConfigError
 
@@ -25,7 +26,7 @@ def _is_list_field(annotation: Any) -> bool:
 
 def parse_overrides(cls: type[TrainConfig], args: list[str]) -> dict[str, Any]:
     """Turn ``--key value`` / ``--key=value`` / ``--flag`` / ``--key v1 v2`` into a dict of raw values
-    (keys as given: ours or TRL's, see :mod:`alignkit.trl_names`)."""
+    (keys as given: ours or another tool's, see :mod:`alignkit.peer_names`)."""
     values: dict[str, Any] = {}
     i = 0
     while i < len(args):
@@ -52,13 +53,15 @@ def parse_overrides(cls: type[TrainConfig], args: list[str]) -> dict[str, Any]:
 
 
 def _takes_several(cls: type[TrainConfig], key: str) -> bool:
-    return key in trl_names.LIST_NAMES or (key in cls.model_fields and _is_list_field(cls.model_fields[key].annotation))
+    return key in peer_names.LIST_NAMES or (
+        key in cls.model_fields and _is_list_field(cls.model_fields[key].annotation)
+    )
 
 
 def _raw_value(cls: type[TrainConfig], key: str, words: list[str]) -> Any:
     annotation = cls.model_fields[key].annotation if key in cls.model_fields else None
     if not words:
-        if annotation is bool or bool in typing.get_args(annotation) or key in trl_names.BARE_FLAGS:
+        if annotation is bool or bool in typing.get_args(annotation) or key in peer_names.BARE_FLAGS:
             return True
         raise ConfigError(f"--{key} needs a value (e.g. --{key} VALUE)")
     if (_is_list_field(annotation) or len(words) > 1) and not words[0].lstrip().startswith("["):
@@ -76,12 +79,12 @@ def _scalar(raw: str) -> Any:
 
 
 def _is_known(cls: type[TrainConfig], key: str) -> bool:
-    return key in cls.model_fields or key in trl_names.all_names()
+    return key in cls.model_fields or peer_names.knows(key)
 
 
 def _check_known(cls: type[TrainConfig], key: str, origin: str) -> None:
     if not _is_known(cls, key):
-        close = difflib.get_close_matches(key, [*cls.model_fields, *trl_names.all_names()], n=1)
+        close = difflib.get_close_matches(key, [*cls.model_fields, *peer_names.all_names()], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{origin}: unknown key '{key}'{hint}")
 
@@ -121,11 +124,11 @@ def load_config(
         cli_values = parse_overrides(cls, list(overrides or []))
     notices: list[str] = []
     known = set(cls.model_fields)
-    file_values = trl_names.translate(file_values, known, str(path), notices)
-    cli_values = trl_names.translate(cli_values, known, "command line", notices)
+    file_values = peer_names.translate(file_values, known, str(path), notices)
+    cli_values = peer_names.translate(cli_values, known, "command line", notices)
     for notice in dict.fromkeys(notices):
         print(f"alignkit: note: {notice}", file=sys.stderr)
-    merged = {**file_values, **cli_values}
+    merged = peer_names.finish({**file_values, **cli_values}, cls)
     while True:
         try:
             return cls(**merged)
@@ -194,6 +197,9 @@ HELP_GROUPS = {
         "max_length",
         "max_prompt_length",
         "apply_chat_template",
+        "data_fields",
+        "eos_token",
+        "max_samples",
         "padding_free",
         "padding_side",
         "prefix_sharing",
@@ -202,6 +208,9 @@ HELP_GROUPS = {
     "optimisation": (
         "learning_rate",
         "weight_decay",
+        "adam_beta1",
+        "adam_beta2",
+        "adam_epsilon",
         "per_device_train_batch_size",
         "per_device_eval_batch_size",
         "gradient_accumulation_steps",

@@ -134,6 +134,11 @@ class GRPOConfig(GroupConfig):
 
     beta: float = Field(0.04, ge=0.0, description="Weight of the k3 KL term in the loss.")
     scale_rewards: bool = Field(True, description="Divide by the group's reward std (Dr. GRPO sets false).")
+    loss_type: Literal["grpo", "bnpo", "dapo", "dr_grpo"] = Field(
+        "grpo",
+        description="How token losses are averaged: grpo (per sequence, then over sequences), bnpo/dapo (over "
+        "all tokens of a minibatch; TRL's default is dapo), dr_grpo (sum over sequences x max_new_tokens).",
+    )
 
 
 class RLOOConfig(GroupConfig):

@@ -34,9 +34,9 @@ class KTOExample:
     where: str
 
 
-def load_kto_data(source: str, split: str = "train") -> list[KTOExample]:
+def load_kto_data(source: str, split: str = "train", fields: dict | None = None) -> list[KTOExample]:
     """Validated KTO rows (prompt/completion/label, or pairs split into one desirable and one undesirable row)."""
-    return validate_records(read_records(source, split), str(source), _validate_row)
+    return validate_records(read_records(source, split, fields), str(source), _validate_row)
 
 
 def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[KTOExample] | None:

@@ -34,9 +34,10 @@ class PreferenceExample:
     margin: float | None = None  # optional: how much better chosen is (reward-model margin loss)
 
 
-def load_preference_data(source: str, split: str = "train") -> list[PreferenceExample]:
-    """Read and validate ``source``; raises DataValidationError listing every fault (exit status 2)."""
-    records = read_records(source, split)
+def load_preference_data(source: str, split: str = "train", fields: dict | None = None) -> list[PreferenceExample]:
+    """Read and validate ``source`` (``fields``: see :func:`read_records`); raises DataValidationError
+    listing every fault (exit status 2)."""
+    records = read_records(source, split, fields)
     return validate_preference_records(records, str(source))
 
 

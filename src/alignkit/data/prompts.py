@@ -8,9 +8,9 @@ from alignkit.data.records import FaultCollector, read_records, split_train_eval
 from alignkit.errors import AlignkitError
 
 
-def load_prompt_rows(source: str, needs_answer: bool = False) -> list[dict]:
-    """Prompt rows, validated up front; faults name file:line and field."""
-    records = read_records(source)
+def load_prompt_rows(source: str, needs_answer: bool = False, fields: dict | None = None) -> list[dict]:
+    """Prompt rows, validated up front; faults name file:line and field (``fields``: see read_records)."""
+    records = read_records(source, fields=fields)
     faults = FaultCollector(source)
     rows = []
     for record in records:
@@ -46,7 +46,8 @@ def load_prompts(config) -> tuple[list[dict], list[dict]]:
     """An RL config's validated train and eval prompt rows (with answers when a verifier scores them):
     ``eval_data``, else an ``eval_split`` of ``train_data``."""
     needs_answer = any(spec.kind == "verifier" for spec in config.rewards)
-    rows = load_prompt_rows(config.train_data, needs_answer=needs_answer)
+    limit, fields = config.max_samples, config.data_fields or None
+    rows = load_prompt_rows(config.train_data, needs_answer=needs_answer, fields=fields)[:limit]
     if config.eval_data:
-        return rows, load_prompt_rows(config.eval_data, needs_answer=needs_answer)
+        return rows, load_prompt_rows(config.eval_data, needs_answer=needs_answer, fields=fields)[:limit]
     return split_train_eval(rows, config.eval_split, config.seed)

@@ -45,8 +45,22 @@ class FaultCollector:
             raise DataValidationError(self.source, self.faults, self.total)
 
 
-def read_records(source: str | Path, split: str = "train") -> list[Record]:
-    """All rows of ``source``; invalid JSON lines are reported together as a DataValidationError."""
+def read_records(source: str | Path, split: str = "train", fields: dict[str, str] | None = None) -> list[Record]:
+    """All rows of ``source``; invalid JSON lines are reported together as a DataValidationError. With
+    ``fields`` ({ours: yours}), each row's field ``yours`` is read as ``ours``."""
+    records = _read_records(source, split)
+    if not fields:
+        return records
+    return [Record(_renamed(r.data, fields), r.where) if isinstance(r.data, dict) else r for r in records]
+
+
+def _renamed(row: dict, fields: dict[str, str]) -> dict:
+    out = {key: value for key, value in row.items() if key not in fields.values()}
+    out.update({ours: row[yours] for ours, yours in fields.items() if yours in row})
+    return out
+
+
+def _read_records(source: str | Path, split: str) -> list[Record]:
     path = Path(source)
     if path.is_dir():
         return _read_saved_dataset(path, split)
@@ -159,9 +173,11 @@ def split_train_eval(items: list, fraction: float, seed: int) -> tuple[list, lis
 def load_train_eval(config, load: Callable[..., list]) -> tuple[list, list]:
     """Validated train and eval examples: eval from eval_data, else from train_data's
     dataset_test_split, else an eval_split of train_data."""
-    train = load(config.train_data, config.dataset_train_split)
+    limit = config.max_samples  # the first N examples of each file, as LLaMA-Factory's max_samples
+    fields = config.data_fields or None
+    train = load(config.train_data, config.dataset_train_split, fields=fields)[:limit]
     if config.eval_data:
-        return train, load(config.eval_data, config.dataset_test_split or "train")
+        return train, load(config.eval_data, config.dataset_test_split or "train", fields=fields)[:limit]
     if config.dataset_test_split:
-        return train, load(config.train_data, config.dataset_test_split)
+        return train, load(config.train_data, config.dataset_test_split, fields=fields)[:limit]
     return split_train_eval(train, config.eval_split, config.seed)

@@ -1,10 +1,11 @@
-"""SFT data: conversations (``messages``) or ``prompt``/``completion`` rows, validated, then tokenized
-with a loss mask covering only what the assistant says.
+"""SFT data: conversations (``messages``), ``prompt``/``completion`` or plain ``text`` rows, validated,
+then tokenized with a loss mask covering only what the assistant says.
 
 * conversational: ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}, ...]}``: every
   assistant turn is trained on (its text and end-of-turn token), nothing else;
 * prompt/completion: ``{"prompt": "..." or [messages], "completion": "..." or [assistant message]}``:
-  the completion (plus EOS) is trained on.
+  the completion (plus EOS) is trained on;
+* plain text (TRL's language-modelling rows): ``{"text": "..."}``: every token (plus EOS) is trained on.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from alignkit.errors import AlignkitError
 
 @dataclass(frozen=True)
 class SFTExample:
-    """One SFT row: a conversation (``messages``), or a prompt and its completion."""
+    """One SFT row: a conversation (``messages``), a prompt and its completion, or plain text (``prompt``
+    None, the text in ``completion``)."""
 
     messages: Messages | None  # the conversational form
     prompt: str | Messages | None  # the prompt/completion form
@@ -33,16 +35,21 @@ class SFTExample:
     where: str
 
 
-def load_sft_data(source: str, split: str = "train") -> list[SFTExample]:
-    """Validated SFT rows (``messages``, or ``prompt``/``completion``)."""
-    return validate_records(read_records(source, split), str(source), _validate_row)
+def load_sft_data(source: str, split: str = "train", fields: dict | None = None) -> list[SFTExample]:
+    """Validated SFT rows (``messages``, ``prompt``/``completion``, or ``text``)."""
+    return validate_records(read_records(source, split, fields), str(source), _validate_row)
 
 
 def _validate_row(record: Record, faults: FaultCollector) -> SFTExample | None:
     row, where = record.data, record.where
-    if not isinstance(row, dict) or not ("messages" in row or "prompt" in row or "completion" in row):
-        faults.add(where, None, "expected an object with 'messages', or with 'prompt' and 'completion'")
+    if not isinstance(row, dict) or not ("messages" in row or "prompt" in row or "completion" in row or "text" in row):
+        faults.add(where, None, "expected an object with 'messages', with 'prompt' and 'completion', or with 'text'")
         return None
+    if "text" in row and not ("messages" in row or "prompt" in row or "completion" in row):
+        if not isinstance(row["text"], str) or not row["text"].strip():
+            faults.add(where, "text", f"expected non-empty text, got {row['text']!r}"[:200])
+            return None
+        return SFTExample(None, None, row["text"], where)  # plain text: every token is trained on
     if "messages" in row:
         if not isinstance(row["messages"], list):
             faults.add(
@@ -110,6 +117,11 @@ def sft_rows(
         if example.messages is not None:
             ids, mask = conversation_tokens(tokenizer, example.messages)
             rows.add_lengths(mask.index(1) if 1 in mask else len(ids), len(ids))
+        elif example.prompt is None:  # plain text, as TRL's language-modelling rows: BOS (if any), text, EOS
+            start = tokenizer("", add_special_tokens=True)["input_ids"]
+            ids = start + response_token_ids(tokenizer, example.completion)
+            mask = [0] * len(start) + [1] * (len(ids) - len(start))
+            rows.add_lengths(len(start), len(ids))
         else:
             prompt = prompt_token_ids(tokenizer, example.prompt, apply_chat_template)
             completion = response_token_ids(tokenizer, example.completion)

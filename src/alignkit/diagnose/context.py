@@ -96,8 +96,8 @@ def views_of(examples: list) -> list[View]:
         elif getattr(e, "messages", None) is not None:
             replies = tuple(m["content"] for m in e.messages if m["role"] == "assistant")
             out.append(View([m for m in e.messages if m["role"] != "assistant"], replies, e.where))
-        else:
-            out.append(View(e.prompt, (e.completion,), e.where))
+        else:  # prompt/completion, or plain text (no prompt)
+            out.append(View(e.prompt if e.prompt is not None else "", (e.completion,), e.where))
     return out
 
 

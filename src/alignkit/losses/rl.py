@@ -125,16 +125,35 @@ def grpo_loss(
     mask: torch.Tensor,
     cliprange: float,
     beta: float,
+    loss_type: str = "grpo",
+    max_tokens: int | None = None,
 ):
     """GRPO: the clipped surrogate with a sequence-level advantage, plus beta x k3 KL to the reference,
-    averaged over each sequence's tokens, then over sequences. Returns (loss, clip fraction, mean KL)."""
+    summed over tokens and normalised as ``loss_type`` says (TRL's names):
+
+    - ``grpo``: each sequence's mean over its tokens, then the mean over sequences;
+    - ``bnpo`` / ``dapo``: the sum over every token of the minibatch over its number of tokens (long
+      completions weigh more; one minibatch is one update here, so ``dapo``'s "tokens of the global
+      batch" are the minibatch's on one process, and processes' means are averaged);
+    - ``dr_grpo``: the sum over sequences x ``max_tokens`` (the generation limit), a constant.
+
+    Returns (loss, clip fraction, mean KL)."""
     ratio = torch.exp(logps - old_logps)
     adv = advantages.unsqueeze(1)
     per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange) * adv)
     kl = kl_estimate(logps, ref_logps, "k3")
     if beta:
         per_token = per_token + beta * kl
-    loss = masked_mean(per_token, mask, dim=1).mean()
+    if loss_type == "grpo":
+        loss = masked_mean(per_token, mask, dim=1).mean()
+    elif loss_type in ("bnpo", "dapo"):
+        loss = masked_mean(per_token, mask)
+    elif loss_type == "dr_grpo":
+        if not max_tokens:
+            raise ValueError("loss_type dr_grpo needs max_tokens (the generation limit)")
+        loss = (per_token * mask.to(per_token.dtype)).sum() / (per_token.shape[0] * max_tokens)
+    else:
+        raise ValueError(f"unknown GRPO loss_type '{loss_type}' (grpo, bnpo, dapo, dr_grpo)")
     clipfrac = masked_mean(((ratio - 1.0).abs() > cliprange).float(), mask)
     return loss, clipfrac.detach(), masked_mean(kl, mask).detach()
 

@@ -244,6 +244,17 @@ def targeted(config: LoraConfig, name: str) -> bool:
     return bool(check_target_module_exists(config, name))
 
 
+def use_eos_token(model, tokenizer, token: str) -> None:
+    """End responses with ``token`` (TRL's ``eos_token``): it becomes the tokenizer's eos token (so the saved
+    tokenizer keeps it) and the model's generation stops at it."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or (token_id == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        raise AlignkitError(f"eos_token '{token}' is not a token of the model's vocabulary")
+    tokenizer.eos_token = token
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = token_id
+
+
 def load_policy(config, reward_head: bool = False):
     """The model to train, per the config: dtype, LoRA, gradient checkpointing, dropout."""
     model, tokenizer = load_model_and_tokenizer(
@@ -254,6 +265,8 @@ def load_policy(config, reward_head: bool = False):
         reward_head,
         config.trust_remote_code,
     )
+    if config.eos_token:
+        use_eos_token(model, tokenizer, config.eos_token)
     if config.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:

@@ -41,6 +41,8 @@ class GRPO(RLMethod):
             out.mask & p["mask"],
             config.cliprange,
             config.beta,
+            config.loss_type,
+            config.max_new_tokens,
         )
         return loss, {"policy/clipfrac": clipfrac, "policy/k3_kl": kl}
 

@@ -132,6 +132,8 @@ class TrainingSession:
             trainable,
             lr=config.learning_rate,
             weight_decay=config.weight_decay,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
             fused=fused_adamw_fits(trainable, self.backend.sharded_state) or None,
         )
         total_updates = total_steps * updates_per_step

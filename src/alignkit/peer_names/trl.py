@@ -7,10 +7,10 @@ TRL (``DPOConfig``/``SFTConfig``/``RewardConfig``/``KTOConfig``/``GRPOConfig``/`
 - the same name as ours (``beta``, ``learning_rate``, ``max_length``, ``lora_r`` ...): kept;
 - ``RENAMED``: ours under another name, with its value converted (``model_name_or_path`` -> ``model``,
   ``bf16: true`` -> ``mixed_precision: bf16`` ...);
-- ``NO_EFFECT``: cannot change the result here (data-loader workers, hub uploads ...): dropped with a
-  one-line notice;
-- ``UNSUPPORTED``: would change the result and alignkit lacks it: accepted at TRL's default value
-  (which is what alignkit does), refused otherwise with what to do instead.
+- ``NO_EFFECT`` / ``NOTED`` (:mod:`.trl_dropped`): cannot change the result here (data-loader workers,
+  hub uploads, how a run is launched ...): dropped with a one-line notice;
+- ``UNSUPPORTED`` (:mod:`.trl_dropped`): would change the result and alignkit lacks it: accepted at the
+  value that means what alignkit does (mostly TRL's default), refused otherwise with what to do instead.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from alignkit.errors import ConfigError
+from alignkit.peer_names.trl_dropped import NO_EFFECT, NOTED, SAME_AS_ALIGNKIT, UNSUPPORTED
 
 
 def _truthy(value: Any) -> bool:
@@ -62,6 +63,50 @@ def _loss_type(value: Any) -> dict:
     return {"loss_type": value}
 
 
+def _scale_rewards(value: Any) -> dict:
+    """TRL's GRPO ``scale_rewards``: "group" (or true) divides by each group's std, as alignkit's true
+    does; "none" (or false) does not; "batch" (the batch's std) alignkit lacks."""
+    word = "none" if value is False or value is None else "group" if value is True else str(value).lower()
+    if word in ("group", "true"):
+        return {"scale_rewards": True}
+    if word in ("none", "false"):
+        return {"scale_rewards": False}
+    raise ConfigError(f"scale_rewards '{value}': alignkit scales by each group's std (group) or not at all (none)")
+
+
+def _resume_from(value: Any) -> dict:
+    """TRL's ``resume_from_checkpoint``: true resumes from output_dir's newest checkpoint (alignkit's
+    ``resume``); a checkpoint path is refused with the way to say it here."""
+    if value is None or value is False or str(value).strip().lower() in ("false", "none", ""):
+        return {}
+    if _truthy(value):
+        return {"resume": True}
+    raise ConfigError(
+        f"resume_from_checkpoint '{value}': alignkit resumes from the newest good checkpoint of output_dir; "
+        "set output_dir to the run's folder and pass --resume"
+    )
+
+
+def _model_init_kwargs(value: Any) -> dict:
+    """TRL's ``model_init_kwargs`` (a dict, or its JSON on the command line): the loading options alignkit
+    has as keys of its own; any other is refused."""
+    if value in (None, {}, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"model_init_kwargs {value!r}: expected a mapping such as {{torch_dtype: bfloat16}}")
+    out: dict = {}
+    for key, item in value.items():
+        if key in ("torch_dtype", "dtype"):
+            out.update(_dtype(item))
+        elif key in ("attn_implementation", "trust_remote_code"):
+            out[key] = item
+        elif key != "device_map":  # placement is accelerate's
+            raise ConfigError(
+                f"model_init_kwargs '{key}' is not supported (dtype, attn_implementation, trust_remote_code)"
+            )
+    return out
+
+
 def _report_to(value: Any) -> dict:
     items = value if isinstance(value, list) else [part.strip() for part in str(value).split(",") if part.strip()]
     return {"report_to": ["tensorboard"] if items == ["all"] else items}
@@ -81,100 +126,28 @@ RENAMED: dict[str, Callable[[Any], dict]] = {
     "logging_strategy": _strategy("logging_steps", {}),
     "loss_type": _loss_type,
     "report_to": _report_to,
+    "scale_rewards": _scale_rewards,
+    "model_init_kwargs": _model_init_kwargs,
+    "resume_from_checkpoint": _resume_from,
+    "max_seq_length": lambda v: {"max_length": v},  # SFTConfig's name before TRL 0.20
+    # TRL's PPO: a reward model's folder; the run's length in prompts; minibatches per rollout batch
+    "reward_model_path": lambda v: {"rewards": [{"kind": "reward_model", "model": v}]} if v else {},
+    "total_episodes": lambda v: {"_total_episodes": int(v)} if v else {},
+    "sft_model_path": lambda v: {"_sft_model_path": v},  # the policy and reference (model_name_or_path: tokenizer)
+    "num_mini_batches": lambda v: {"_num_mini_batches": int(v)},
 }
 
-NO_EFFECT = {
-    "remove_unused_columns",
-    "dataloader_num_workers",
-    "dataloader_pin_memory",
-    "dataloader_persistent_workers",
-    "dataloader_prefetch_factor",
-    "logging_dir",
-    "logging_first_step",
-    "do_train",
-    "do_eval",
-    "do_predict",
-    "ddp_find_unused_parameters",
-    "ddp_timeout",
-    "dataset_num_proc",
-    "save_safetensors",
-    "log_level",
-    "log_level_replica",
-    "use_liger_kernel",
-    "torch_compile",
-    "include_tokens_per_second",
-    "include_num_input_tokens_seen",
-    "torch_empty_cache_steps",
-    "activation_offloading",
-    "lora_task_type",
-    "use_cpu",
-    "bf16_full_eval",
-    "fp16_full_eval",
-    "tf32",
-    "gradient_checkpointing_kwargs",
-    "eval_accumulation_steps",
-    "precompute_ref_batch_size",
-    "save_only_model",
-    "dataset_streaming",
-    "ignore_bias_buffers",
-    "pad_to_multiple_of",
-    "label_names",
-    "prediction_loss_only",
-    "eval_do_concat_batches",
-}
-
-# name -> (TRL's default, what to do instead when it differs)
-UNSUPPORTED: dict[str, tuple[Any, str]] = {
-    "use_rslora": (
-        False,
-        "alignkit's LoRA uses lora_alpha / lora_r scaling; drop use_rslora (or scale lora_alpha yourself)",
-    ),
-    "use_dora": (False, "DoRA is not supported; use plain LoRA (use_peft: true)"),
-    "hub_token": (None, "set HF_TOKEN in the environment (or run huggingface-cli login) instead"),
-    "hub_strategy": ("every_save", "alignkit pushes final/ once, when training ends (hub_strategy: end)"),
-    "load_in_8bit": (False, "8-bit loading is not supported; use load_in_4bit (QLoRA) or full precision"),
-    "f_divergence_type": ("reverse_kl", "only the reverse-KL (standard DPO) divergence is supported"),
-    "sync_ref_model": (False, "the reference stays fixed in alignkit; drop sync_ref_model"),
-    "use_weighting": (False, "WPO weighting is not supported"),
-    "loss_weights": (None, "one loss at a time: pick loss_type, and add rpo_alpha for an NLL term"),
-    "ld_alpha": (None, "LD-DPO is not supported"),
-    "use_vllm": (False, "generation runs in the training process (transformers generate); drop use_vllm"),
-    "reference_free": (False, "for a reference-free loss use --loss_type simpo, or alignkit orpo"),
-    "optim": ("adamw_torch", "alignkit trains with torch AdamW (adamw_torch / adamw_torch_fused)"),
-    "neftune_noise_alpha": (None, "NEFTune is not supported"),
-    "lr_scheduler_kwargs": (None, "scheduler arguments are not supported; pick lr_scheduler_type"),
-    "completion_only_loss": (None, "alignkit always trains on the completion only (the prompt is masked)"),
-    "model_revision": ("main", "point model at a local folder holding the revision you want"),
-    "use_bnb_nested_quant": (False, "QLoRA here always uses double quantisation"),
-    "bnb_4bit_quant_type": ("nf4", "QLoRA here uses nf4"),
-    "dataset_config": (None, "save the configuration you want with datasets.save_to_disk and pass that folder"),
-    "max_completion_length": (None, "set max_length (alignkit cuts the pair to max_length, keeping the response)"),
-    "eos_token": (
-        None,
-        "alignkit ends responses with the tokenizer's own eos token; set it in the tokenizer files of the model folder",
-    ),
-    "pad_token": (
-        None,
-        "alignkit pads with the tokenizer's pad token (or its eos token); padding is masked, so any token does",
-    ),
-    "chat_template_path": (
-        None,
-        "save the template into the model folder's tokenizer_config.json (tokenizer.chat_template)",
-    ),
-}
 # renamed only where the command has that field and not TRL's: RL commands generate (max_new_tokens);
 # TRL's RLOO calls its KL coefficient beta, alignkit's RLOO and PPO call it kl_coef (GRPO: beta in both)
-RENAMED_IF_KNOWN = {"max_completion_length": "max_new_tokens", "beta": "kl_coef"}
-SAME_AS_ALIGNKIT = {"optim": {"adamw_torch_fused"}, "completion_only_loss": {True}, "hub_strategy": {"end"}}
+RENAMED_IF_KNOWN = {
+    "max_completion_length": "max_new_tokens",
+    "response_length": "max_new_tokens",  # TRL's PPO before 0.20
+    "beta": "kl_coef",
+    "num_iterations": "num_ppo_epochs",  # GRPO/RLOO: updates per generation batch
+    "epsilon": "cliprange",
+}
 # TRL's list fields (``--loss_type sigmoid sft`` takes both words)
 LIST_NAMES = {"loss_type", "loss_weights", "report_to", "lora_target_modules", "lora_modules_to_save"}
-# TRL's boolean flags that are not booleans here (``--bf16`` alone means true, as in TRL)
-BARE_FLAGS = {
-    "bf16",
-    "fp16",
-    "overwrite_output_dir",
-    *(k for k, (default, _) in UNSUPPORTED.items() if isinstance(default, bool)),
-}
 
 
 def translate(values: dict[str, Any], known: set[str], origin: str, notices: list[str] | None = None) -> dict[str, Any]:
@@ -183,7 +156,9 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
     alignkit lacks raises a ConfigError naming ``origin``."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if (
+        if key == "loss_type" and key not in known:  # KTO's and SFT's single loss: TRL's name for it is checked
+            out["_loss_type"] = _convert(key, value, origin)["loss_type"]
+        elif (
             key in RENAMED
         ):  # TRL's name, or a name both share whose values TRL spells differently (dtype, loss_type, report_to)
             out.update(_convert(key, value, origin))
@@ -191,9 +166,12 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
             out[key] = value
         elif RENAMED_IF_KNOWN.get(key) in known:
             out[RENAMED_IF_KNOWN[key]] = value
-        elif key in NO_EFFECT:
+        elif key in NO_EFFECT or key.startswith("vllm_"):
             if notices is not None:
                 notices.append(f"{origin}: '{key}' (TRL/transformers) has no effect in alignkit; ignored")
+        elif key in NOTED:
+            if notices is not None and value not in (None, False, "", {}):
+                notices.append(f"{origin}: '{key}' ignored: {NOTED[key]}")
         elif key in UNSUPPORTED:
             default, advice = UNSUPPORTED[key]
             if (
@@ -216,4 +194,16 @@ def _convert(key: str, value: Any, origin: str) -> dict:
 
 def all_names() -> list[str]:
     """Every TRL name alignkit understands (for "did you mean" suggestions)."""
-    return sorted({*RENAMED, *NO_EFFECT, *UNSUPPORTED, *RENAMED_IF_KNOWN})
+    return sorted({*RENAMED, *NO_EFFECT, *NOTED, *UNSUPPORTED, *RENAMED_IF_KNOWN})
+
+
+def knows(key: str) -> bool:
+    """Whether ``key`` is a TRL name alignkit understands (``vllm_*``: vLLM's settings, dropped)."""
+    return (
+        key in RENAMED
+        or key in NO_EFFECT
+        or key in NOTED
+        or key in UNSUPPORTED
+        or key in RENAMED_IF_KNOWN
+        or (key.startswith("vllm_"))
+    )

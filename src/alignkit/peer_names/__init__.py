@@ -1,0 +1,144 @@
+"""Other tools' names for alignkit's settings, so a config or command line written for TRL,
+LLaMA-Factory or OpenRLHF runs under alignkit as it is.
+
+Every key of a config file or command line passes through :func:`translate` before validation:
+LLaMA-Factory's and OpenRLHF's names become TRL's or ours (:mod:`.others`), then TRL's become ours
+(:mod:`.trl`, :mod:`.trl_dropped`). Once the file's and the command line's values are merged,
+:func:`finish` settles what needs the whole config (a global batch size, a tool's defaults, which
+command a config was written for).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from alignkit.errors import ConfigError
+from alignkit.peer_names import others, trl, trl_dropped
+
+BARE_FLAGS = trl_dropped.BARE_FLAGS | others.BARE_FLAGS
+LIST_NAMES = trl.LIST_NAMES | others.LIST_NAMES
+# LLaMA-Factory's stage -> the alignkit command that trains it
+STAGES = {"sft": "sft", "rm": "reward", "dpo": "dpo", "kto": "kto", "ppo": "ppo"}
+# TRL's loss_type where alignkit's command has one loss: the value that names it
+SINGLE_LOSS = {"kto": "kto", "sft": "nll"}
+COMMANDS = {f"{name.upper() if name != 'reward' else 'Reward'}Config": name for name in (*STAGES.values(), "orpo")}
+COMMANDS.update({"GRPOConfig": "grpo", "RLOOConfig": "rloo"})
+
+
+def translate(values: dict[str, Any], known: set[str], origin: str, notices: list[str] | None = None) -> dict[str, Any]:
+    """Our fields for ``values`` given under our names or another tool's (see the module docstring);
+    notices for dropped keys go to ``notices``, and a key that would change the result and that alignkit
+    lacks raises a ConfigError naming ``origin``."""
+    return trl.translate(others.translate(values, known, origin, notices), known, origin, notices)
+
+
+def knows(key: str) -> bool:
+    """Whether ``key`` is another tool's name alignkit understands."""
+    return trl.knows(key) or key in others.NAMES or key in others.DROPPED
+
+
+def all_names() -> list[str]:
+    """Every other tool's name alignkit understands (for "did you mean" suggestions)."""
+    return sorted({*trl.all_names(), *others.NAMES, *others.DROPPED})
+
+
+def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
+    """``merged`` (file values under command-line ones, translated) with the private ``_keys`` that
+    :mod:`.others` left settled against the whole config:
+
+    - ``_stage`` (LLaMA-Factory's ``stage``): the config must be run by the command that trains it;
+    - ``_lf_lora`` (``finetuning_type: lora``): LLaMA-Factory's LoRA defaults where the config is silent
+      (rank 8, alpha twice the rank, no dropout);
+    - ``_global_batch_size`` (OpenRLHF's ``train_batch_size``, examples per optimizer step over all
+      processes): becomes ``gradient_accumulation_steps`` for this launch's number of processes
+      (``WORLD_SIZE``), which must divide it;
+    - ``_total_episodes`` (TRL's PPO: prompts over the whole run): ``max_steps`` of
+      ``per_device_train_batch_size`` prompts per process;
+    - ``_num_mini_batches`` (TRL's PPO: minibatches per rollout batch): ``mini_batch_size``;
+    - ``_sft_model_path`` (TRL's PPO: the policy and reference to start from): ``model``, whatever the
+      order it came in beside ``model_name_or_path``;
+    - ``_loss_type`` (TRL's ``loss_type`` where the command has one loss): accepted when it names it;
+    - ``_resume_if_present`` (OpenRLHF's ``load_checkpoint``): ``resume`` when output_dir holds a run;
+    - ``_key_*`` (OpenRLHF's ``input_key``, ``chosen_key`` ...): ``data_fields``. An SFT ``input_key``
+      without an ``output_key`` holds a conversation (with the chat template) or plain text.
+    """
+    out = {key: value for key, value in merged.items() if not key.startswith("_")}
+    command = COMMANDS.get(cls.__name__)
+    stage, orpo = merged.get("_stage"), merged.get("_orpo", False)
+    if stage is not None and command is not None:
+        if stage not in STAGES:
+            raise ConfigError(
+                f"LLaMA-Factory stage '{stage}' has no alignkit command (stages: {', '.join(STAGES)}; pref_loss "
+                "orpo under stage dpo is alignkit orpo)"
+            )
+        wanted = "orpo" if stage == "dpo" and orpo else STAGES[stage]
+        if wanted != command:
+            raise ConfigError(f"this config is for LLaMA-Factory's stage '{stage}': run it with alignkit {wanted}")
+    if orpo and command == "orpo":
+        out.pop("loss_type", None)
+    if "_loss_type" in merged and merged["_loss_type"] != SINGLE_LOSS.get(command):
+        one = SINGLE_LOSS.get(command)
+        raise ConfigError(
+            f"loss_type '{merged['_loss_type']}': alignkit {command} trains one loss"
+            + (f" ({one}, TRL's default)" if one else " and has no loss_type")
+        )
+    if merged.get("_lf_lora"):
+        out.setdefault("lora_r", 8)
+        out.setdefault("lora_alpha", 2 * int(out["lora_r"]))
+        out.setdefault("lora_dropout", 0.0)
+    if "_global_batch_size" in merged:
+        micro = _setting(out, cls, "per_device_train_batch_size")
+        out["gradient_accumulation_steps"] = _accumulation(merged["_global_batch_size"], micro)
+    if merged.get("_resume_if_present"):
+        run = Path(out.get("output_dir", cls.model_fields["output_dir"].default))
+        out["resume"] = run.is_dir() and any(run.iterdir())
+    fields = _data_fields(merged, command, out.get("apply_chat_template", True))
+    if fields:
+        out["data_fields"] = {**fields, **(out.get("data_fields") or {})}
+    if merged.get("_sft_model_path"):
+        out["model"] = merged["_sft_model_path"]
+    if "_total_episodes" in merged:
+        out["max_steps"] = max(
+            1, math.ceil(merged["_total_episodes"] / (_setting(out, cls, "per_device_train_batch_size") * _processes()))
+        )
+    if "_num_mini_batches" in merged:
+        rollouts = _setting(out, cls, "per_device_train_batch_size") * _setting(out, cls, "num_generations")
+        out["mini_batch_size"] = max(1, math.ceil(rollouts / merged["_num_mini_batches"]))
+    return out
+
+
+def _data_fields(merged: dict[str, Any], command: str | None, chat_template: bool) -> dict[str, str]:
+    keys = {key.removeprefix("_key_"): value for key, value in merged.items() if key.startswith("_key_")}
+    ours = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "label": "label", "output": "completion"}
+    fields = {ours[which]: value for which, value in keys.items() if which in ours}
+    if "input" in keys:
+        whole = command == "sft" and "output" not in keys
+        fields["messages" if whole and chat_template else "text" if whole else "prompt"] = keys["input"]
+    return {field: yours for field, yours in fields.items() if field != yours}
+
+
+def _setting(values: dict[str, Any], cls: type, name: str) -> int:
+    """``name``'s value as given, else the command's default; a command without it cannot take the key."""
+    if name in values:
+        return int(values[name])
+    if name not in cls.model_fields:
+        raise ConfigError(f"a key given needs {name}, which alignkit {COMMANDS.get(cls.__name__, cls.__name__)} lacks")
+    return int(cls.model_fields[name].default)
+
+
+def _processes() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _accumulation(global_batch: int, micro: int) -> int:
+    processes = _processes()
+    steps, left = divmod(global_batch, micro * processes)
+    if left or not steps:
+        raise ConfigError(
+            f"train_batch_size {global_batch} (OpenRLHF: examples per step over all processes) is not a multiple of "
+            f"micro_train_batch_size {micro} x {processes} process(es)"
+        )
+    return steps

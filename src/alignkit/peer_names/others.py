@@ -1,0 +1,270 @@
+"""LLaMA-Factory's and OpenRLHF's names for alignkit's settings (a LLaMA-Factory training YAML, an
+OpenRLHF ``train_sft``/``train_rm``/``train_dpo``/``train_kto``/``train_ppo`` command line).
+
+Each name becomes TRL's or ours (which :mod:`.trl` then maps), is dropped with a notice, or is
+refused where it would change the result and alignkit lacks it. Values that need the rest of the
+config (OpenRLHF's global ``train_batch_size``, LLaMA-Factory's LoRA defaults and its ``stage``) are
+passed on as private ``_keys`` that :func:`alignkit.peer_names.finish` settles after merging.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from alignkit.errors import ConfigError
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
+
+
+def _to(field: str) -> Callable[[Any], dict]:
+    return lambda value: {field: value}
+
+
+def _only(expected: set, advice: str) -> Callable[[Any], dict]:
+    """Accepted where ``value`` means what alignkit does (in ``expected``), else refused with ``advice``."""
+
+    def convert(value: Any) -> dict:
+        if value in expected or str(value).lower() in {str(e).lower() for e in expected}:
+            return {}
+        raise ConfigError(f"{value!r} is not supported by alignkit: {advice}")
+
+    return convert
+
+
+def _finetuning_type(value: Any) -> dict:
+    if value == "lora":
+        return {"use_peft": True, "_lf_lora": True}
+    if value == "full":
+        return {"use_peft": False}
+    raise ConfigError(f"finetuning_type '{value}': alignkit trains all weights (full) or LoRA adapters (lora)")
+
+
+def _lora_target(value: Any) -> dict:
+    items = value if isinstance(value, list) else [part.strip() for part in str(value).split(",") if part.strip()]
+    return {"lora_target_modules": "all-linear" if items in (["all"], ["all-linear"]) else items}
+
+
+def _lora_rank(value: Any) -> dict:
+    return {"lora_r": value, "use_peft": True} if int(value) > 0 else {}  # OpenRLHF: rank 0 means no LoRA
+
+
+def _pref_loss(value: Any) -> dict:
+    if value in ("sigmoid", "hinge", "ipo", "simpo"):
+        return {"loss_type": value}
+    if value == "orpo":
+        return {"_orpo": True}
+    raise ConfigError(f"pref_loss '{value}': alignkit dpo trains sigmoid, hinge, ipo or simpo (orpo: alignkit orpo)")
+
+
+def _nonzero(field: str) -> Callable[[Any], dict]:
+    return lambda value: {field: value} if float(value) else {}
+
+
+def _quantization_bit(value: Any) -> dict:
+    if value in (None, "None", "none"):
+        return {}
+    if int(value) == 4:
+        return {"load_in_4bit": True}
+    raise ConfigError(f"quantization_bit {value}: alignkit quantizes to 4 bits only (QLoRA)")
+
+
+def _val_size(value: Any) -> dict:
+    if 0 <= float(value) < 1:
+        return {"eval_split": float(value)}
+    raise ConfigError(f"val_size {value}: give a fraction below 1 (alignkit's eval_split), or an eval_data file")
+
+
+def _reward_model(value: Any) -> dict:
+    return {"rewards": [{"kind": "reward_model", "model": value}]} if value else {}
+
+
+def _adam_betas(value: Any) -> dict:
+    betas = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
+    if len(betas) != 2:
+        raise ConfigError(f"adam_betas {value}: give two numbers, e.g. --adam_betas 0.9 0.95")
+    return {"adam_beta1": float(betas[0]), "adam_beta2": float(betas[1])}
+
+
+def _field_key(which: str) -> Callable[[Any], dict]:
+    """OpenRLHF's ``*_key``: where a field is found in the rows (settled into ``data_fields`` by finish)."""
+    return lambda value: {f"_key_{which}": str(value)} if value not in (None, "None", "none", "") else {}
+
+
+ATTENTION_NOTE = (
+    "alignkit picks its attention kernel itself (FlashAttention-2's varlen kernel on a CUDA GPU when flash-attn "
+    "is installed); set attn_implementation to force one"
+)
+
+LLAMA_FACTORY: dict[str, Callable[[Any], dict]] = {
+    "stage": lambda value: {"_stage": str(value)},
+    "finetuning_type": _finetuning_type,
+    "lora_rank": _lora_rank,
+    "lora_target": _lora_target,
+    "additional_target": _only({None}, "only LoRA adapters are trained with use_peft"),
+    "pref_beta": _to("beta"),
+    "pref_loss": _pref_loss,
+    "pref_ftx": _nonzero("rpo_alpha"),
+    "pref_bco_weight": _only({0, 0.0}, "BCO's weight is not supported"),
+    "dpo_label_smoothing": _nonzero("label_smoothing"),
+    "kto_chosen_weight": _to("desirable_weight"),
+    "kto_rejected_weight": _to("undesirable_weight"),
+    "cutoff_len": _to("max_length"),
+    "dataset": _to("train_data"),
+    "eval_dataset": _to("eval_data"),
+    "val_size": _val_size,
+    "split": _to("dataset_train_split"),
+    "quantization_bit": _quantization_bit,
+    "quantization_method": _only({"bnb", "bitsandbytes", None}, "QLoRA here uses bitsandbytes"),
+    "quantization_type": _only({"nf4", None}, "QLoRA here uses nf4"),
+    "double_quantization": _only({True, None}, "QLoRA here always uses double quantisation"),
+    "train_on_prompt": _only({False}, "alignkit trains on the responses only (the prompt is masked)"),
+    "mask_history": _only({False}, "SFT trains on every assistant turn"),
+    "default_system": _only({None}, "put the system message in your rows"),
+    "ref_model": _only({None}, "the reference is the model training starts from"),
+    "reward_model": _reward_model,
+    "ppo_epochs": _to("num_ppo_epochs"),
+    "ppo_target": _to("target_kl"),
+    "ppo_score_norm": _only({False}, "scores are not normalised"),
+    "ppo_whiten_rewards": _only({False}, "rewards are not whitened (whiten_advantages normalises advantages)"),
+    "disable_gradient_checkpointing": lambda value: {"gradient_checkpointing": not _truthy(value)},
+    "neat_packing": lambda value: {"packing": True} if _truthy(value) else {},
+    "streaming": _only({False}, "datasets are read whole"),
+    "resize_vocab": _only({False}, "the tokenizer's vocabulary is used as it is"),
+    "mix_strategy": _only({"concat"}, "one training dataset is read as it is"),
+    "upcast_layernorm": _only({False}, "norm layers follow the run's precision"),
+    "upcast_lmhead_output": _only({False}, "the log-prob head follows the run's precision"),
+}
+
+OPENRLHF: dict[str, Callable[[Any], dict]] = {
+    "pretrain": _to("model"),
+    "save_path": _to("output_dir"),
+    "load_checkpoint": lambda value: {"_resume_if_present": True} if _truthy(value) else {},
+    "max_ckpt_num": _to("save_total_limit"),
+    "max_len": _to("max_length"),
+    "prompt_max_len": _to("max_prompt_length"),
+    "generate_max_len": _to("max_new_tokens"),
+    "micro_train_batch_size": _to("per_device_train_batch_size"),
+    "micro_eval_batch_size": _to("per_device_eval_batch_size"),
+    "train_batch_size": lambda value: {"_global_batch_size": int(value)},
+    "max_epochs": _to("num_train_epochs"),
+    "lr_warmup_ratio": _to("warmup_ratio"),
+    "lr_scheduler": _to("lr_scheduler_type"),
+    "l2": _to("weight_decay"),
+    "max_norm": _to("max_grad_norm"),
+    "adam_betas": _adam_betas,
+    "nll_loss_coef": _nonzero("rpo_alpha"),
+    "ipo": lambda value: {"loss_type": "ipo"} if _truthy(value) else {},
+    "aux_loss_coef": _only({0, 0.0}, "mixture-of-experts router losses are not added"),
+    "target_modules": _lora_target,
+    **{f"{which}_key": _field_key(which) for which in ("input", "output", "prompt", "chosen", "rejected", "label")},
+    "desirable_loss_weight": _to("desirable_weight"),
+    "undesirable_loss_weight": _to("undesirable_weight"),
+    "use_wandb": lambda value: {"report_to": ["wandb"]} if value not in (None, False, "", "False", "false") else {},
+    "use_tensorboard": lambda value: {"report_to": ["tensorboard"]} if value else {},
+    "wandb_run_name": _to("run_name"),
+    "packing_samples": lambda value: {"padding_free": True} if _truthy(value) else {},
+    "reward_pretrain": _reward_model,
+    "n_samples_per_prompt": _to("num_generations"),
+    "init_kl_coef": _to("kl_coef"),
+    "ring_attn_size": _only({1}, "sequence parallelism is not supported"),
+    "value_head_prefix": _only({"score"}, "the reward head is saved as score"),
+    "normalize_reward": _only({False}, "rewards are not normalised"),
+}
+# names both use alike (their attention switch, LLaMA-Factory's auto/fa2/sdpa and OpenRLHF's flag, is in DROPPED)
+SHARED = {"dataset": _to("train_data"), "eval_dataset": _to("eval_data")}
+
+# dropped: name -> a note on how alignkit does it (empty: no effect on the result)
+DROPPED = {
+    "flash_attn": ATTENTION_NOTE,
+    "zero_stage": "sharding is chosen at launch: accelerate launch --config_file examples/accelerate/zero3.yaml "
+    "-m alignkit ... (zero2_bf16.yaml for ZeRO-2; docs/distributed.md)",
+    "template": "alignkit formats rows with the model's own chat template (tokenizer.chat_template)",
+    "dataset_dir": "datasets are given as files, folders or hub ids (dataset_info.json is not read)",
+    "ckpt_path": "checkpoints are written to output_dir/checkpoint-N",
+    "use_unsloth": "speed only; alignkit's own engine is used",
+    "use_unsloth_gc": "speed only; alignkit's own engine is used",
+    "wandb_project": "set WANDB_PROJECT in the environment",
+    "wandb_org": "set WANDB_ENTITY in the environment",
+    "wandb_group": "set WANDB_RUN_GROUP in the environment",
+    "adam_offload": "memory only; use a DeepSpeed launch config with offload",
+    "ref_offload": "memory only; with precompute_ref_log_probs the reference is not kept during training",
+    **dict.fromkeys(
+        [
+            "overwrite_cache",
+            "preprocessing_num_workers",
+            "plot_loss",
+            "enable_liger_kernel",
+            "cache_dir",
+            "tokenized_path",
+            "buffer_size",
+            "print_param_status",
+            "use_fast_tokenizer",
+            "disable_fast_tokenizer",
+            "infer_backend",
+            "max_ckpt_mem",
+            "save_hf_ckpt",
+            "disable_ds_ckpt",
+            "zpg",
+            "overlap_comm",
+            "deepcompile",
+            "gradient_checkpointing_use_reentrant",
+            "ds_tensor_parallel_size",
+        ],
+        "",
+    ),
+}
+# OpenRLHF's -1 for "never": evaluation and the checkpoint then come only at the end, as alignkit does anyway
+NEVER = {"eval_steps": {"eval_steps": None}, "save_steps": {"save_steps": 2**31 - 1}}
+BARE_FLAGS = {
+    "flash_attn",
+    "load_checkpoint",
+    "ipo",
+    "packing_samples",
+    "adam_offload",
+    "ref_offload",
+    "overlap_comm",
+    "deepcompile",
+    "disable_fast_tokenizer",
+    "save_hf_ckpt",
+    "disable_ds_ckpt",
+    "gradient_checkpointing_use_reentrant",
+    "use_tensorboard",
+    "normalize_reward",
+    "neat_packing",
+    "disable_gradient_checkpointing",
+    "use_unsloth",
+    "overwrite_cache",
+    "plot_loss",
+}
+LIST_NAMES = {"adam_betas", "target_modules"}
+NAMES = {
+    **{name: ("LLaMA-Factory", convert) for name, convert in LLAMA_FACTORY.items()},
+    **{name: ("OpenRLHF", convert) for name, convert in OPENRLHF.items()},
+    **{name: ("LLaMA-Factory/OpenRLHF", convert) for name, convert in SHARED.items()},
+}
+
+
+def translate(values: dict[str, Any], known: set[str], origin: str, notices: list[str] | None) -> dict[str, Any]:
+    """``values`` with LLaMA-Factory's and OpenRLHF's names turned into TRL's or ours (and private
+    ``_keys`` for :func:`alignkit.peer_names.finish`); names the command has as its own are kept."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in NEVER and str(value).strip() == "-1":  # OpenRLHF's -1: never during the run (alignkit: at its end)
+            out.update(NEVER[key])
+        elif key in known:
+            out[key] = value
+        elif key in NAMES:
+            tool, convert = NAMES[key]
+            try:
+                out.update(convert(value))
+            except (ConfigError, TypeError, ValueError) as exc:
+                raise ConfigError(f"{origin}: '{key}' ({tool}): {exc}") from None
+        elif key in DROPPED:
+            if notices is not None and value not in (None, False, "", "auto"):
+                note = DROPPED[key] or "has no effect in alignkit"
+                notices.append(f"{origin}: '{key}' (LLaMA-Factory/OpenRLHF) ignored: {note}")
+        else:
+            out[key] = value
+    return out

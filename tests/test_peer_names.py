@@ -1,0 +1,244 @@
+"""Command lines and configs written for TRL, LLaMA-Factory and OpenRLHF, as their documentation shows
+them (hub ids kept: nothing is loaded), resolve to the alignkit settings they mean; and the settings
+added for them (text rows, data_fields, max_samples, eos_token, AdamW's betas, GRPO's loss types) act."""
+
+import json
+import math
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignkit.configs import DPOConfig, GRPOConfig, KTOConfig, PPOConfig, RewardConfig, SFTConfig, load_config
+from alignkit.errors import AlignkitError, ConfigError
+
+# (command, command line, what it must set): each from the tool's documentation or README
+DOCUMENTED = {
+    "trl sft, ChatML end on a base model": (
+        SFTConfig,
+        "--model_name_or_path Qwen/Qwen2-0.5B --dataset_name trl-lib/Capybara --learning_rate 2.0e-5 "
+        "--num_train_epochs 1 --packing --per_device_train_batch_size 2 --gradient_accumulation_steps 8 "
+        "--gradient_checkpointing --eos_token <|im_end|> --eval_strategy steps --eval_steps 100 "
+        "--output_dir Qwen2-0.5B-SFT --max_seq_length 512 --dataset_text_field text --assistant_only_loss",
+        dict(eos_token="<|im_end|>", packing=True, max_length=512, gradient_accumulation_steps=8, eval_steps=100),
+    ),
+    "trl grpo": (
+        GRPOConfig,
+        "--model_name_or_path Qwen/Qwen2-0.5B-Instruct --dataset_name trl-lib/tldr --num_generations 4 "
+        "--max_completion_length 64 --per_device_train_batch_size 4 --learning_rate 1e-6 --beta 0.04 "
+        "--temperature 0.9 --num_iterations 2 --epsilon 0.3 --logging_steps 10 --output_dir out "
+        "--scale_rewards none --loss_type dr_grpo --use_vllm --vllm_mode colocate --log_completions",
+        dict(max_new_tokens=64, beta=0.04, num_ppo_epochs=2, cliprange=0.3, scale_rewards=False, loss_type="dr_grpo"),
+    ),
+    "trl ppo": (
+        PPOConfig,
+        "--dataset_name trl-internal-testing/descriptiveness-sentiment-trl-style --dataset_train_split "
+        "descriptiveness --learning_rate 3e-6 --output_dir models/minimal/ppo --per_device_train_batch_size 64 "
+        "--gradient_accumulation_steps 1 --total_episodes 10000 --sft_model_path EleutherAI/pythia-1b-deduped "
+        "--model_name_or_path EleutherAI/pythia-1b-deduped-tokenizer --reward_model_path EleutherAI/pythia-1b-rm "
+        "--missing_eos_penalty 1.0 --num_mini_batches 4 --local_rollout_forward_batch_size 16",
+        dict(max_steps=157, model="EleutherAI/pythia-1b-deduped", mini_batch_size=16, missing_eos_penalty=1.0),
+    ),
+    "trl dpo, transformers' optimiser flags": (
+        DPOConfig,
+        "--model_name_or_path m --dataset_name d --adam_beta1 0.85 --adam_beta2 0.95 --adam_epsilon 1e-6 "
+        "--logging_first_step --deepspeed ds_z3.json --local_rank=0 --truncation_mode keep_start "
+        "--resume_from_checkpoint false --tf32 true --ddp_find_unused_parameters false "
+        '--model_init_kwargs \'{"torch_dtype": "bfloat16", "device_map": "auto"}\'',
+        dict(adam_beta1=0.85, adam_beta2=0.95, adam_epsilon=1e-6, resume=False, dtype="bfloat16"),
+    ),
+    "openrlhf train_dpo": (
+        DPOConfig,
+        "--save_path ./checkpoint/llama3-8b-dpo --save_steps -1 --logging_steps 1 --eval_steps -1 "
+        "--train_batch_size 256 --micro_train_batch_size 1 --pretrain OpenRLHF/Llama-3-8b-sft-mixture --bf16 "
+        "--max_epochs 1 --max_len 8192 --zero_stage 3 --learning_rate 5e-7 --beta 0.1 "
+        "--dataset OpenRLHF/preference_dataset_mixture2_and_safe_pku --apply_chat_template --chosen_key chosen "
+        "--rejected_key rejected --flash_attn --load_checkpoint --packing_samples --gradient_checkpointing",
+        dict(
+            output_dir="./checkpoint/llama3-8b-dpo",
+            eval_steps=None,
+            gradient_accumulation_steps=256,
+            per_device_train_batch_size=1,
+            model="OpenRLHF/Llama-3-8b-sft-mixture",
+            mixed_precision="bf16",
+            max_length=8192,
+            train_data="OpenRLHF/preference_dataset_mixture2_and_safe_pku",
+            resume=False,  # nothing there yet: OpenRLHF's load_checkpoint loads one only if present
+            padding_free=True,
+            data_fields={},
+        ),
+    ),
+    "openrlhf train_sft": (
+        SFTConfig,
+        "--max_len 4096 --dataset Open-Orca/OpenOrca --input_key question --output_key response "
+        "--train_batch_size 256 --micro_train_batch_size 2 --max_samples 500000 --pretrain meta-llama/Meta-Llama-3-8B "
+        "--save_path ./checkpoint/llama3-8b-sft --zero_stage 2 --max_epochs 1 --bf16 --flash_attn "
+        "--learning_rate 5e-6 --lr_warmup_ratio 0.03 --adam_betas 0.9 0.95 --l2 0.01 --max_norm 0.5 "
+        "--lora_rank 32 --target_modules q_proj v_proj --use_tensorboard logs",
+        dict(
+            data_fields={"prompt": "question", "completion": "response"},
+            gradient_accumulation_steps=128,
+            max_samples=500000,
+            warmup_ratio=0.03,
+            adam_beta2=0.95,
+            weight_decay=0.01,
+            max_grad_norm=0.5,
+            use_peft=True,
+            lora_r=32,
+            lora_target_modules=["q_proj", "v_proj"],
+            report_to=["tensorboard"],
+        ),
+    ),
+    "openrlhf train_kto": (
+        KTOConfig,
+        "--pretrain m --dataset d --input_key instruction --output_key response --label_key score "
+        "--desirable_loss_weight 1.0 --undesirable_loss_weight 1.33 --micro_train_batch_size 4 --train_batch_size 8",
+        dict(
+            data_fields={"prompt": "instruction", "completion": "response", "label": "score"},
+            undesirable_weight=1.33,
+            gradient_accumulation_steps=2,
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_documented_command_lines_of_other_tools_set_what_they_mean(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # load_checkpoint looks at output_dir
+    cls, line, expected = DOCUMENTED[name]
+    config = load_config(cls, None, shlex.split(line))
+    assert {key: getattr(config, key) for key in expected} == expected
+
+
+SHIPPED_LLAMA_FACTORY = Path(__file__).resolve().parents[1] / "examples" / "from_llamafactory" / "dpo_lora.yaml"
+
+
+def test_a_llama_factory_config_means_what_it_says_there_and_runs_only_under_its_stage(capsys):
+    path = SHIPPED_LLAMA_FACTORY
+    config = load_config(DPOConfig, path)
+    names = ("use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+    lora = {"use_peft": True, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "lora_target_modules": "all-linear"}
+    assert {k: getattr(config, k) for k in names} == lora  # LLaMA-Factory's defaults: alpha 2 x rank, no dropout
+    assert (config.beta, config.loss_type, config.max_length, config.max_samples) == (0.1, "sigmoid", 256, 1000)
+    assert (config.eval_split, config.overwrite, config.resume, config.gradient_accumulation_steps) == (
+        0.1,
+        True,
+        False,
+        8,
+    )
+    assert "'template' (LLaMA-Factory/OpenRLHF) ignored: alignkit formats rows with the model's own chat" in (
+        capsys.readouterr().err
+    )
+    # given values win over LLaMA-Factory's LoRA defaults, as there
+    assert load_config(DPOConfig, path, ["--lora_rank", "4", "--lora_alpha", "4"]).lora_alpha == 4
+    assert load_config(DPOConfig, path, ["--lora_rank", "4"]).lora_alpha == 8
+    with pytest.raises(ConfigError, match="stage 'dpo': run it with alignkit dpo"):
+        load_config(SFTConfig, path)
+    with pytest.raises(ConfigError, match="stage 'dpo': run it with alignkit orpo"):
+        load_config(DPOConfig, path, ["--pref_loss", "orpo"])
+    with pytest.raises(ConfigError, match=r"'quantization_bit' \(LLaMA-Factory\): quantization_bit 8: .*4 bits"):
+        load_config(DPOConfig, path, ["--quantization_bit", "8"])
+
+
+def test_the_shipped_llama_factory_config_trains(tiny_model_dir, tmp_path):
+    """One step of the shipped LLaMA-Factory YAML on the tiny model: LoRA r8 at DPO's log 2 (policy equals
+    reference), with only the model, output and length of the run overridden."""
+    from alignkit.cli import main
+
+    out = tmp_path / "run"
+    args = ["dpo", str(SHIPPED_LLAMA_FACTORY), "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out)]
+    assert main([*args, "--max_steps", "1", "--logging_steps", "1", "--disable_tqdm", "--preflight", "false"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert next(r["loss"] for r in records if "loss" in r) == pytest.approx(math.log(2), abs=1e-6)
+    adapter = json.loads((out / "final" / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"]) == (8, 16)
+
+
+def test_openrlhf_batch_and_resume_follow_the_launch(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = ["--pretrain", "m", "--dataset", "d", "--micro_train_batch_size", "4", "--train_batch_size", "32"]
+    monkeypatch.setenv("WORLD_SIZE", "2")  # two processes: 32 = 4 x 2 x 4
+    assert load_config(RewardConfig, None, line).gradient_accumulation_steps == 4
+    with pytest.raises(ConfigError, match="train_batch_size 30 .* not a multiple of micro_train_batch_size 4 x 2"):
+        load_config(RewardConfig, None, [*line[:-1], "30"])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("{}")
+    resumed = load_config(RewardConfig, None, [*line, "--save_path", "run", "--load_checkpoint"])
+    assert resumed.resume is True and resumed.save_steps == 500  # saves keep alignkit's default unless -1 is given
+
+
+def test_trl_names_that_would_change_the_result_are_refused_with_advice():
+    for cls, flags, message in (
+        (GRPOConfig, ["--scale_rewards", "batch"], "scale_rewards 'batch'"),
+        (GRPOConfig, ["--epsilon_high", "0.28"], "'epsilon_high: 0.28' is not supported by alignkit: one clip range"),
+        (GRPOConfig, ["--resume_from_checkpoint", "out/checkpoint-500"], "set output_dir to the run's folder"),
+        (KTOConfig, ["--loss_type", "apo_zero_unpaired"], r"alignkit kto trains one loss \(kto, TRL's default\)"),
+        (SFTConfig, ["--loss_type", "dft"], r"alignkit sft trains one loss \(nll"),
+        (DPOConfig, ["--model_init_kwargs", '{"low_cpu_mem_usage": true}'], "model_init_kwargs 'low_cpu_mem_usage'"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(cls, None, ["--train_data", "p.jsonl", *flags])
+    # TRL's default, which is what alignkit's single loss is, passes
+    assert load_config(KTOConfig, None, ["--train_data", "p.jsonl", "--loss_type", "kto"]).beta == 0.1
+
+
+def test_data_fields_and_max_samples_choose_what_is_read(tmp_path):
+    from alignkit.data.methods import data_loader
+    from alignkit.data.records import load_train_eval
+
+    rows = [{"question": f"q{i}", "response": f"r{i}", "id": i} for i in range(5)]
+    path = tmp_path / "orca.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = load_config(
+        SFTConfig,
+        None,
+        ["--dataset", str(path), "--input_key", "question", "--output_key", "response", "--max_samples", "3"],
+    )
+    train, held = load_train_eval(config, data_loader("sft"))
+    assert [(e.prompt, e.completion) for e in train] == [("q0", "r0"), ("q1", "r1"), ("q2", "r2")] and held == []
+    with pytest.raises(AlignkitError, match=r"orca.jsonl:1.*expected an object with 'messages'"):
+        load_train_eval(load_config(SFTConfig, None, ["--train_data", str(path)]), data_loader("sft"))
+
+
+def test_plain_text_rows_train_on_every_token_and_end_with_eos(tiny_tokenizer, tmp_path):
+    from alignkit.data.sft import load_sft_data, sft_rows
+
+    path = tmp_path / "text.jsonl"
+    path.write_text(json.dumps({"text": "the cat sat"}) + "\n" + json.dumps({"text": " "}) + "\n")
+    with pytest.raises(AlignkitError, match=r"text.jsonl:2.*text.*expected non-empty text"):
+        load_sft_data(str(path))
+    path.write_text(json.dumps({"text": "the cat sat"}) + "\n")
+    rows = sft_rows(load_sft_data(str(path)), tiny_tokenizer, max_length=64, max_prompt_length=None)
+    ids = tiny_tokenizer("the cat sat", add_special_tokens=False)["input_ids"] + [tiny_tokenizer.eos_token_id]
+    assert rows.items == [{"ids": ids, "mask": [1] * len(ids)}]
+
+
+def test_eos_token_becomes_the_tokenizers_and_generations(tiny_model, tiny_tokenizer):
+    from copy import deepcopy
+
+    from alignkit.models.loading import use_eos_token
+
+    tokenizer = deepcopy(tiny_tokenizer)
+    use_eos_token(tiny_model, tokenizer, "<|endoftext|>")
+    expected = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert expected != tiny_tokenizer.eos_token_id
+    assert (tokenizer.eos_token_id, tiny_model.generation_config.eos_token_id) == (expected, expected)
+    with pytest.raises(AlignkitError, match="eos_token '<\\|eot_id\\|>' is not a token of the model's vocabulary"):
+        use_eos_token(tiny_model, tokenizer, "<|eot_id|>")
+
+
+def test_grpo_loss_types_normalise_as_trl_names_them():
+    """Ratio 1 and beta 0, so each token's loss is minus its sequence's advantage: sequence 0 (advantage 1)
+    has 2 tokens, sequence 1 (advantage -2) has 3. grpo: mean(-1, 2) = 0.5; bnpo/dapo: (-2 + 6) / 5 = 0.8;
+    dr_grpo with a 5-token limit: 4 / (2 x 5) = 0.4."""
+    from alignkit.losses.rl import grpo_loss
+
+    logps = torch.log(torch.tensor([[0.5, 0.25, 0.5], [0.125, 0.5, 0.5]]))
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    advantages = torch.tensor([1.0, -2.0])
+    got = {
+        kind: grpo_loss(logps, logps, logps, advantages, mask, 0.2, 0.0, kind, 5)[0].item()
+        for kind in ("grpo", "bnpo", "dapo", "dr_grpo")
+    }
+    assert got == pytest.approx({"grpo": 0.5, "bnpo": 0.8, "dapo": 0.8, "dr_grpo": 0.4})
