@@ -242,3 +242,51 @@ def test_grpo_loss_types_normalise_as_trl_names_them():
         for kind in ("grpo", "bnpo", "dapo", "dr_grpo")
     }
     assert got == pytest.approx({"grpo": 0.5, "bnpo": 0.8, "dapo": 0.8, "dr_grpo": 0.4})
+
+
+def test_trls_implicit_prompt_in_plain_text_pairs_and_its_documented_report_to_no(tmp_path):
+    """Anthropic HH's rows have no prompt: the shared text up to the last whitespace before the answers
+    differ is the prompt (that whitespace starts each response, as TRL's extract_prompt leaves it)."""
+    from alignkit.data.preference import load_preference_data
+
+    path = tmp_path / "hh.jsonl"
+    rows = [
+        {
+            "chosen": "\n\nHuman: Name a pet.\n\nAssistant: The cat.",
+            "rejected": "\n\nHuman: Name a pet.\n\nAssistant: The car.",
+        },
+        {"chosen": "cat", "rejected": "car"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(
+        AlignkitError, match="hh.jsonl:2: field 'prompt': missing, and chosen/rejected share no leading"
+    ):
+        load_preference_data(str(path))
+    path.write_text(json.dumps(rows[0]) + "\n")
+    (pair,) = load_preference_data(str(path))
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("\n\nHuman: Name a pet.\n\nAssistant: The", " cat.", " car.")
+    config = tmp_path / "sft.yaml"  # TRL's CLI page: report_to: no, which YAML reads as false
+    config.write_text(
+        "model_name_or_path: m\ndataset_name: stanfordnlp/imdb\ndataset_text_field: text\nreport_to: no\n"
+    )
+    assert load_config(SFTConfig, config).report_to == ["none"]
+
+
+def test_trls_reward_funcs_and_reward_model_become_reward_terms():
+    """TRL's grpo script: --reward_funcs (built-in names) and --reward_model_name_or_path, in either order
+    and from file or flags, add up; a function alignkit does not know is refused with the way to give one."""
+    import re
+
+    line = ["--train_data", "p.jsonl", "--reward_model_name_or_path", "rm", "--reward_funcs", "accuracy_reward"]
+    config = load_config(GRPOConfig, None, [*line, "think_format_reward"])
+    kinds = {r.kind: r for r in config.rewards}  # terms are summed: their order is only the log's
+    assert len(config.rewards) == 3 and set(kinds) == {"verifier", "regex", "reward_model"}
+    assert kinds["reward_model"].model == "rm"
+    think = re.compile(kinds["regex"].pattern)  # TRL's think_format_reward: 1 for "<think>...</think>answer"
+    assert [bool(think.search(t)) for t in ("<think>\nso\n</think>\n4", "<think>so 4", "4 <think>so</think>")] == [
+        True,
+        False,
+        False,
+    ]
+    with pytest.raises(ConfigError, match=r"reward_funcs 'my_lib.rewards.custom': .*kind: python"):
+        load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--reward_funcs", "my_lib.rewards.custom"])

@@ -64,8 +64,8 @@ def validate_records(records: list[Record], source: str, validate_row) -> list:
 
 
 def validate_pair_row(record: Record, faults: FaultCollector) -> PreferenceExample | None:
-    """One row as a :class:`PreferenceExample` (explicit prompt, or TRL's implicit prompt in conversations),
-    or None after recording its faults."""
+    """One row as a :class:`PreferenceExample` (explicit prompt, or TRL's implicit prompt in conversations
+    or plain text), or None after recording its faults."""
     row, where = record.data, record.where
     if not isinstance(row, dict):
         faults.add(where, None, f"expected an object with prompt/chosen/rejected, got {type(row).__name__}")
@@ -73,6 +73,10 @@ def validate_pair_row(record: Record, faults: FaultCollector) -> PreferenceExamp
     before = faults.total
     if "prompt" not in row and isinstance(row.get("chosen"), list) and isinstance(row.get("rejected"), list):
         row = _split_implicit_prompt(row, where, faults)
+        if row is None:
+            return None
+    elif "prompt" not in row and isinstance(row.get("chosen"), str) and isinstance(row.get("rejected"), str):
+        row = _split_implicit_text_prompt(row, where, faults)
         if row is None:
             return None
     values = check_fields(
@@ -102,6 +106,20 @@ def _split_implicit_prompt(row: dict, where: str, faults: FaultCollector) -> dic
         faults.add(where, "prompt", "missing, and chosen/rejected share no leading messages to use as the prompt")
         return None
     return {**row, "prompt": chosen[:shared], "chosen": chosen[shared:], "rejected": rejected[shared:]}
+
+
+def _split_implicit_text_prompt(row: dict, where: str, faults: FaultCollector) -> dict | None:
+    """TRL's implicit prompt in plain text (Anthropic HH's "Human: ... Assistant: ..." transcripts): the
+    shared beginning up to the last whitespace before the answers part, which starts each response."""
+    chosen, rejected = row["chosen"], row["rejected"]
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    cut = max((i for i in range(shared) if chosen[i].isspace()), default=0)
+    if not chosen[:cut].strip():
+        faults.add(where, "prompt", "missing, and chosen/rejected share no leading words to use as the prompt")
+        return None
+    return {**row, "prompt": chosen[:cut], "chosen": chosen[cut:], "rejected": rejected[cut:]}
 
 
 def check_fields(row: dict, where: str, faults: FaultCollector, fields: tuple[str, ...], hint: str) -> dict[str, Any]:

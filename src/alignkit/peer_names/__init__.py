@@ -60,6 +60,8 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
     - ``_num_mini_batches`` (TRL's PPO: minibatches per rollout batch): ``mini_batch_size``;
     - ``_sft_model_path`` (TRL's PPO: the policy and reference to start from): ``model``, whatever the
       order it came in beside ``model_name_or_path``;
+    - ``_reward_terms:*`` (TRL's ``reward_funcs``, ``reward_model_path`` ...): the reward terms, after any
+      ``rewards`` given;
     - ``_loss_type`` (TRL's ``loss_type`` where the command has one loss): accepted when it names it;
     - ``_resume_if_present`` (OpenRLHF's ``load_checkpoint``): ``resume`` when output_dir holds a run;
     - ``_key_*`` (OpenRLHF's ``input_key``, ``chosen_key`` ...): ``data_fields``. An SFT ``input_key``
@@ -98,6 +100,9 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
     fields = _data_fields(merged, command, out.get("apply_chat_template", True))
     if fields:
         out["data_fields"] = {**fields, **(out.get("data_fields") or {})}
+    terms = [term for key, value in merged.items() if key.startswith("_reward_terms:") for term in value]
+    if terms:
+        out["rewards"] = [*(out.get("rewards") or []), *terms]
     if merged.get("_sft_model_path"):
         out["model"] = merged["_sft_model_path"]
     if "_total_episodes" in merged:

@@ -77,7 +77,7 @@ def _val_size(value: Any) -> dict:
 
 
 def _reward_model(value: Any) -> dict:
-    return {"rewards": [{"kind": "reward_model", "model": value}]} if value else {}
+    return {"_reward_terms:model": [{"kind": "reward_model", "model": value}]} if value else {}
 
 
 def _adam_betas(value: Any) -> dict:

@@ -107,8 +107,32 @@ def _model_init_kwargs(value: Any) -> dict:
     return out
 
 
+# TRL's built-in GRPO/RLOO reward functions (``--reward_funcs``) as alignkit reward terms
+REWARD_FUNCS = {
+    "accuracy_reward": {"kind": "verifier"},  # the row's answer (TRL's "solution": data_fields: {answer: solution})
+    "reasoning_accuracy_reward": {"kind": "verifier"},
+    "think_format_reward": {"kind": "regex", "pattern": r"(?s)^<think>(?!.*<think>)(.*?)</think>.*$"},
+}
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def _reward_func(name: str) -> dict:
+    if name in REWARD_FUNCS:
+        return dict(REWARD_FUNCS[name])
+    raise ConfigError(
+        f"reward_funcs '{name}': alignkit knows {', '.join(REWARD_FUNCS)}; for your own function give "
+        "rewards: [{kind: python, function: file.py:fn}] with fn(row, response) -> float"
+    )
+
+
 def _report_to(value: Any) -> dict:
+    if value is None or value is False or value == []:  # YAML reads TRL's documented ``report_to: no`` as false
+        return {"report_to": ["none"]}
     items = value if isinstance(value, list) else [part.strip() for part in str(value).split(",") if part.strip()]
+    items = ["none" if str(item).lower() in ("no", "false") else item for item in items]
     return {"report_to": ["tensorboard"] if items == ["all"] else items}
 
 
@@ -131,7 +155,9 @@ RENAMED: dict[str, Callable[[Any], dict]] = {
     "resume_from_checkpoint": _resume_from,
     "max_seq_length": lambda v: {"max_length": v},  # SFTConfig's name before TRL 0.20
     # TRL's PPO: a reward model's folder; the run's length in prompts; minibatches per rollout batch
-    "reward_model_path": lambda v: {"rewards": [{"kind": "reward_model", "model": v}]} if v else {},
+    "reward_model_path": lambda v: {"_reward_terms:model": [{"kind": "reward_model", "model": v}]} if v else {},
+    "reward_model_name_or_path": lambda v: {"_reward_terms:model": [{"kind": "reward_model", "model": v}]} if v else {},
+    "reward_funcs": lambda v: {"_reward_terms:funcs": [_reward_func(name) for name in _as_list(v)]},
     "total_episodes": lambda v: {"_total_episodes": int(v)} if v else {},
     "sft_model_path": lambda v: {"_sft_model_path": v},  # the policy and reference (model_name_or_path: tokenizer)
     "num_mini_batches": lambda v: {"_num_mini_batches": int(v)},
@@ -147,7 +173,7 @@ RENAMED_IF_KNOWN = {
     "epsilon": "cliprange",
 }
 # TRL's list fields (``--loss_type sigmoid sft`` takes both words)
-LIST_NAMES = {"loss_type", "loss_weights", "report_to", "lora_target_modules", "lora_modules_to_save"}
+LIST_NAMES = {"loss_type", "loss_weights", "report_to", "lora_target_modules", "lora_modules_to_save", "reward_funcs"}
 
 
 def translate(values: dict[str, Any], known: set[str], origin: str, notices: list[str] | None = None) -> dict[str, Any]:
