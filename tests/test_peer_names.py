@@ -28,8 +28,17 @@ DOCUMENTED = {
         "--model_name_or_path Qwen/Qwen2-0.5B-Instruct --dataset_name trl-lib/tldr --num_generations 4 "
         "--max_completion_length 64 --per_device_train_batch_size 4 --learning_rate 1e-6 --beta 0.04 "
         "--temperature 0.9 --num_iterations 2 --epsilon 0.3 --logging_steps 10 --output_dir out "
-        "--scale_rewards none --loss_type dr_grpo --use_vllm --vllm_mode colocate --log_completions",
-        dict(max_new_tokens=64, beta=0.04, num_ppo_epochs=2, cliprange=0.3, scale_rewards=False, loss_type="dr_grpo"),
+        "--scale_rewards none --loss_type dr_grpo --use_vllm --vllm_mode colocate --log_completions "
+        "--max_prompt_length 2048",
+        dict(
+            max_new_tokens=64,
+            beta=0.04,
+            num_ppo_epochs=2,
+            cliprange=0.3,
+            scale_rewards=False,
+            loss_type="dr_grpo",
+            max_length=2112,  # not given: the longest prompt plus the longest response
+        ),
     ),
     "trl ppo": (
         PPOConfig,
@@ -88,6 +97,28 @@ DOCUMENTED = {
             lora_r=32,
             lora_target_modules=["q_proj", "v_proj"],
             report_to=["tensorboard"],
+        ),
+    ),
+    "openrlhf train_ppo_ray (its placement and vLLM flags noted)": (
+        PPOConfig,
+        "--ref_num_nodes 1 --ref_num_gpus_per_node 8 --actor_num_nodes 1 --actor_num_gpus_per_node 8 "
+        "--vllm_num_engines 4 --vllm_tensor_parallel_size 2 --colocate_all_models --pretrain OpenRLHF/Llama-3-8b-sft "
+        "--reward_pretrain OpenRLHF/Llama-3-8b-rm --save_path final/llama3-8b-rlhf --ckpt_path ckpt/llama3-8b-rlhf "
+        "--save_hf_ckpt --micro_train_batch_size 8 --train_batch_size 128 --micro_rollout_batch_size 16 "
+        "--rollout_batch_size 1024 --n_samples_per_prompt 1 --max_epochs 1 --prompt_max_len 1024 --max_samples 100000 "
+        "--generate_max_len 1024 --zero_stage 3 --bf16 --actor_learning_rate 5e-7 --init_kl_coef 0.01 "
+        "--prompt_data OpenRLHF/prompt-collection-v0.1 --input_key context_messages --apply_chat_template "
+        "--packing_samples --adam_offload --flash_attn --gradient_checkpointing",
+        dict(
+            model="OpenRLHF/Llama-3-8b-sft",
+            train_data="OpenRLHF/prompt-collection-v0.1",
+            per_device_train_batch_size=1024,
+            mini_batch_size=128,
+            learning_rate=5e-7,
+            kl_coef=0.01,
+            max_new_tokens=1024,
+            max_length=2048,
+            data_fields={"prompt": "context_messages"},
         ),
     ),
     "openrlhf train_kto": (
@@ -176,6 +207,8 @@ def test_trl_names_that_would_change_the_result_are_refused_with_advice():
         (KTOConfig, ["--loss_type", "apo_zero_unpaired"], r"alignkit kto trains one loss \(kto, TRL's default\)"),
         (SFTConfig, ["--loss_type", "dft"], r"alignkit sft trains one loss \(nll"),
         (DPOConfig, ["--model_init_kwargs", '{"low_cpu_mem_usage": true}'], "model_init_kwargs 'low_cpu_mem_usage'"),
+        (PPOConfig, ["--critic_learning_rate", "9e-6"], "the value head trains with learning_rate"),
+        (PPOConfig, ["--normalize_reward"], "'normalize_reward' \\(OpenRLHF\\): True is not supported"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_config(cls, None, ["--train_data", "p.jsonl", *flags])

@@ -7,7 +7,7 @@ rollout batch: generate, score, then ``num_ppo_epochs`` passes of minibatch upda
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -105,8 +105,23 @@ class RLConfig(TrainConfig):
     )
     max_prompt_length: int = Field(256, ge=1, description="Maximum prompt tokens (trimmed from the left).")
     max_length: int = described(
-        TrainConfig, "max_length", "Unused by RL beyond validation: responses are bounded by max_new_tokens."
+        TrainConfig,
+        "max_length",
+        "Longest prompt plus response; unless given, max_prompt_length + max_new_tokens (responses are bounded by "
+        "max_new_tokens).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _length_from_its_parts(cls, values: Any) -> Any:
+        """max_length, when not given, is the longest prompt plus the longest response, so a long
+        max_prompt_length (TRL's GRPO lines give 2048) needs no max_length beside it."""
+        if isinstance(values, dict) and values.get("max_length") is None:
+            prompt = values.get("max_prompt_length", cls.model_fields["max_prompt_length"].default)
+            new = values.get("max_new_tokens", cls.model_fields["max_new_tokens"].default)
+            if isinstance(prompt, int) and isinstance(new, int) and not isinstance(prompt, bool):
+                values = {**values, "max_length": prompt + new}
+        return values
 
 
 class PPOConfig(RLConfig):

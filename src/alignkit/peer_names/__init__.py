@@ -22,6 +22,7 @@ BARE_FLAGS = trl_dropped.BARE_FLAGS | others.BARE_FLAGS
 LIST_NAMES = trl.LIST_NAMES | others.LIST_NAMES
 # LLaMA-Factory's stage -> the alignkit command that trains it
 STAGES = {"sft": "sft", "rm": "reward", "dpo": "dpo", "kto": "kto", "ppo": "ppo"}
+RL_COMMANDS = ("ppo", "grpo", "rloo")
 # TRL's loss_type where alignkit's command has one loss: the value that names it
 SINGLE_LOSS = {"kto": "kto", "sft": "nll"}
 COMMANDS = {f"{name.upper() if name != 'reward' else 'Reward'}Config": name for name in (*STAGES.values(), "orpo")}
@@ -54,7 +55,8 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
       (rank 8, alpha twice the rank, no dropout);
     - ``_global_batch_size`` (OpenRLHF's ``train_batch_size``, examples per optimizer step over all
       processes): becomes ``gradient_accumulation_steps`` for this launch's number of processes
-      (``WORLD_SIZE``), which must divide it;
+      (``WORLD_SIZE``), which must divide it; for the RL commands, the sequences of each update
+      (``mini_batch_size`` per process);
     - ``_total_episodes`` (TRL's PPO: prompts over the whole run): ``max_steps`` of
       ``per_device_train_batch_size`` prompts per process;
     - ``_num_mini_batches`` (TRL's PPO: minibatches per rollout batch): ``mini_batch_size``;
@@ -91,7 +93,9 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
         out.setdefault("lora_r", 8)
         out.setdefault("lora_alpha", 2 * int(out["lora_r"]))
         out.setdefault("lora_dropout", 0.0)
-    if "_global_batch_size" in merged:
+    if "_global_batch_size" in merged and command in RL_COMMANDS:  # OpenRLHF's PPO: sequences per update
+        out["mini_batch_size"] = max(1, merged["_global_batch_size"] // _processes())
+    elif "_global_batch_size" in merged:
         micro = _setting(out, cls, "per_device_train_batch_size")
         out["gradient_accumulation_steps"] = _accumulation(merged["_global_batch_size"], micro)
     if merged.get("_resume_if_present"):

@@ -166,6 +166,10 @@ OPENRLHF: dict[str, Callable[[Any], dict]] = {
     "wandb_run_name": _to("run_name"),
     "packing_samples": lambda value: {"padding_free": True} if _truthy(value) else {},
     "reward_pretrain": _reward_model,
+    "prompt_data": _to("train_data"),  # train_ppo_ray's prompts
+    "actor_learning_rate": _to("learning_rate"),
+    "rollout_batch_size": _to("per_device_train_batch_size"),  # prompts per rollout (one process here)
+    "critic_learning_rate": _only({None}, "the value head trains with learning_rate, beside the policy; drop it"),
     "n_samples_per_prompt": _to("num_generations"),
     "init_kl_coef": _to("kl_coef"),
     "ring_attn_size": _only({1}, "sequence parallelism is not supported"),
@@ -189,6 +193,16 @@ DROPPED = {
     "wandb_org": "set WANDB_ENTITY in the environment",
     "wandb_group": "set WANDB_RUN_GROUP in the environment",
     "adam_offload": "memory only; use a DeepSpeed launch config with offload",
+    "micro_rollout_batch_size": "speed and memory only",
+    **dict.fromkeys(
+        [
+            f"{role}_{what}"
+            for role in ("ref", "reward", "critic", "actor")
+            for what in ("num_nodes", "num_gpus_per_node")
+        ]
+        + ["colocate_actor_ref", "colocate_critic_reward", "colocate_all_models"],
+        "placement: alignkit runs the policy, reference and reward model in each training process",
+    ),
     "ref_offload": "memory only; with precompute_ref_log_probs the reference is not kept during training",
     **dict.fromkeys(
         [
@@ -218,6 +232,9 @@ DROPPED = {
 # OpenRLHF's -1 for "never": evaluation and the checkpoint then come only at the end, as alignkit does anyway
 NEVER = {"eval_steps": {"eval_steps": None}, "save_steps": {"save_steps": 2**31 - 1}}
 BARE_FLAGS = {
+    "colocate_actor_ref",
+    "colocate_critic_reward",
+    "colocate_all_models",
     "flash_attn",
     "load_checkpoint",
     "ipo",
