@@ -323,3 +323,20 @@ def test_trls_reward_funcs_and_reward_model_become_reward_terms():
     ]
     with pytest.raises(ConfigError, match=r"reward_funcs 'my_lib.rewards.custom': .*kind: python"):
         load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--reward_funcs", "my_lib.rewards.custom"])
+
+
+def test_a_trl_yaml_dataset_mixture_of_one_dataset_is_read_and_of_several_refused(tmp_path):
+    """TRL's CLI page: ``datasets:`` entries (path, data_files, split) and ``test_split_size``."""
+    config = tmp_path / "dpo.yaml"
+    entry = "  - path: json\n    data_files: pairs.jsonl\n    split: train\n    columns: [prompt, chosen, rejected]\n"
+    config.write_text(f"model_name_or_path: m\ndatasets:\n{entry}streaming: false\ntest_split_size: 0.2\n")
+    loaded = load_config(DPOConfig, config)
+    assert (loaded.train_data, loaded.dataset_train_split, loaded.eval_split) == ("pairs.jsonl", "train", 0.2)
+    config.write_text("datasets:\n  - path: ./hh_folder\n    split: validation\n")
+    assert (load_config(DPOConfig, config).train_data, load_config(DPOConfig, config).dataset_train_split) == (
+        "./hh_folder",
+        "validation",
+    )
+    config.write_text(f"model_name_or_path: m\ndatasets:\n{entry}{entry}")
+    with pytest.raises(ConfigError, match="alignkit trains on one dataset; join the mixture into one file"):
+        load_config(DPOConfig, config)

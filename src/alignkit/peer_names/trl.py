@@ -107,6 +107,39 @@ def _model_init_kwargs(value: Any) -> dict:
     return out
 
 
+def _dataset_mixture(value: Any) -> dict:
+    """TRL's YAML ``datasets:`` (a dataset mixture): one entry is read as ``train_data`` (its local
+    ``data_files``, else its ``path``) and ``split``; several are refused (join them into one file)."""
+    entries = value if isinstance(value, list) else [value]
+    if len(entries) != 1 or not isinstance(entries[0], dict) or not entries[0].get("path"):
+        raise ConfigError(
+            "datasets: alignkit trains on one dataset; join the mixture into one file (JSONL/Parquet) and give it "
+            "as train_data (or a single entry with path, split and data_files)"
+        )
+    entry = entries[0]
+    if entry.get("name") or entry.get("data_dir") or entry.get("fraction") not in (None, 1, 1.0):
+        raise ConfigError(
+            "datasets: an entry's name, data_dir and fraction are not supported; save that subset to a file"
+        )
+    files = entry.get("data_files")
+    if isinstance(files, list) and len(files) == 1:
+        files = files[0]
+    if files is not None and not isinstance(files, str):
+        raise ConfigError(f"datasets: data_files {files!r}: give one file")
+    out = {"train_data": files or entry["path"]}  # path: json/parquet (with data_files), a folder or a hub id
+    if entry.get("split", "train") != "train":
+        out["dataset_train_split"] = entry["split"]
+    return out
+
+
+def _test_split_size(value: Any) -> dict:
+    if value is None:
+        return {}
+    if not 0 < float(value) < 1:
+        raise ConfigError(f"test_split_size {value}: give a fraction below 1 (alignkit's eval_split)")
+    return {"eval_split": float(value)}
+
+
 # TRL's built-in GRPO/RLOO reward functions (``--reward_funcs``) as alignkit reward terms
 REWARD_FUNCS = {
     "accuracy_reward": {"kind": "verifier"},  # the row's answer (TRL's "solution": data_fields: {answer: solution})
@@ -152,6 +185,8 @@ RENAMED: dict[str, Callable[[Any], dict]] = {
     "report_to": _report_to,
     "scale_rewards": _scale_rewards,
     "model_init_kwargs": _model_init_kwargs,
+    "datasets": _dataset_mixture,  # TRL's YAML dataset mixture
+    "test_split_size": _test_split_size,
     "resume_from_checkpoint": _resume_from,
     "max_seq_length": lambda v: {"max_length": v},  # SFTConfig's name before TRL 0.20
     # TRL's PPO: a reward model's folder; the run's length in prompts; minibatches per rollout batch

@@ -128,6 +128,7 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "model_revision": ("main", "point model at a local folder holding the revision you want"),
     "use_bnb_nested_quant": (False, "QLoRA here always uses double quantisation"),
     "bnb_4bit_quant_type": ("nf4", "QLoRA here uses nf4"),
+    "streaming": (False, "datasets are read whole"),
     "dataset_config": (None, "save the configuration you want with datasets.save_to_disk and pass that folder"),
     "max_completion_length": (None, "set max_length (alignkit cuts the pair to max_length, keeping the response)"),
     "pad_token": (
