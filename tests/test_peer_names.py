@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from alignkit.configs import DPOConfig, GRPOConfig, KTOConfig, PPOConfig, RewardConfig, SFTConfig, load_config
+from alignkit.configs import (
+    DPOConfig,
+    GRPOConfig,
+    KTOConfig,
+    ORPOConfig,
+    PPOConfig,
+    RewardConfig,
+    SFTConfig,
+    load_config,
+)
 from alignkit.errors import AlignkitError, ConfigError
 
 # (command, command line, what it must set): each from the tool's documentation or README
@@ -145,7 +154,7 @@ def test_documented_command_lines_of_other_tools_set_what_they_mean(name, tmp_pa
 SHIPPED_LLAMA_FACTORY = Path(__file__).resolve().parents[1] / "examples" / "from_llamafactory" / "dpo_lora.yaml"
 
 
-def test_a_llama_factory_config_means_what_it_says_there_and_runs_only_under_its_stage(capsys):
+def test_a_llama_factory_config_means_what_it_says_there_and_runs_only_under_its_stage(capsys, tmp_path):
     path = SHIPPED_LLAMA_FACTORY
     config = load_config(DPOConfig, path)
     names = ("use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
@@ -168,6 +177,13 @@ def test_a_llama_factory_config_means_what_it_says_there_and_runs_only_under_its
         load_config(SFTConfig, path)
     with pytest.raises(ConfigError, match="stage 'dpo': run it with alignkit orpo"):
         load_config(DPOConfig, path, ["--pref_loss", "orpo"])
+    assert load_config(DPOConfig, path, ["--pref_loss", "hinge"]).loss_type == "hinge"  # the flag replaces the file's
+    assert load_config(DPOConfig, path, ["--pref_loss", "hinge", "--loss_type", "ipo"]).loss_type == "ipo"
+    orpo = load_config(ORPOConfig, path, ["--pref_loss", "orpo"])  # LLaMA-Factory's ORPO: stage dpo, pref_loss orpo
+    assert (orpo.beta, orpo.lora_r) == (0.1, 8)
+    silent = tmp_path / "lora.yaml"  # LLaMA-Factory's LoRA where the file says only finetuning_type: lora
+    silent.write_text("stage: dpo\nfinetuning_type: lora\ndataset: d.jsonl\n")
+    assert [getattr(load_config(DPOConfig, silent), k) for k in ("lora_r", "lora_alpha", "lora_dropout")] == [8, 16, 0]
     with pytest.raises(ConfigError, match=r"'quantization_bit' \(LLaMA-Factory\): quantization_bit 8: .*4 bits"):
         load_config(DPOConfig, path, ["--quantization_bit", "8"])
 
@@ -191,6 +207,21 @@ def test_openrlhf_batch_and_resume_follow_the_launch(tmp_path, monkeypatch):
     line = ["--pretrain", "m", "--dataset", "d", "--micro_train_batch_size", "4", "--train_batch_size", "32"]
     monkeypatch.setenv("WORLD_SIZE", "2")  # two processes: 32 = 4 x 2 x 4
     assert load_config(RewardConfig, None, line).gradient_accumulation_steps == 4
+    # TRL's PPO counts prompts over all processes: 10000 / (64 x 2) = 78.1 -> 79 steps; 8 prompts x 2 samples
+    # over 4 minibatches -> 4 sequences each
+    ppo = ["--train_data", "p", "--per_device_train_batch_size", "64", "--total_episodes", "10000"]
+    assert load_config(PPOConfig, None, ppo).max_steps == 79
+    ppo = [
+        "--train_data",
+        "p",
+        "--per_device_train_batch_size",
+        "8",
+        "--num_generations",
+        "2",
+        "--num_mini_batches",
+        "4",
+    ]
+    assert load_config(PPOConfig, None, ppo).mini_batch_size == 4
     with pytest.raises(ConfigError, match="train_batch_size 30 .* not a multiple of micro_train_batch_size 4 x 2"):
         load_config(RewardConfig, None, [*line[:-1], "30"])
     (tmp_path / "run").mkdir()
@@ -340,3 +371,48 @@ def test_a_trl_yaml_dataset_mixture_of_one_dataset_is_read_and_of_several_refuse
     config.write_text(f"model_name_or_path: m\ndatasets:\n{entry}{entry}")
     with pytest.raises(ConfigError, match="alignkit trains on one dataset; join the mixture into one file"):
         load_config(DPOConfig, config)
+
+
+@pytest.mark.parametrize(
+    "cls, flags, expected",
+    [
+        (SFTConfig, "--use_peft true --finetuning_type full", dict(use_peft=False)),
+        (SFTConfig, "--lora_rank 0", dict(use_peft=False, lora_r=16)),  # OpenRLHF: rank 0 is no LoRA
+        (SFTConfig, "--finetuning_type lora --quantization_bit 4 --quantization_type NF4", dict(load_in_4bit=True)),
+        (SFTConfig, "--val_size 0", dict(eval_split=0.0)),
+        (SFTConfig, "--disable_gradient_checkpointing true", dict(gradient_checkpointing=False)),
+        (
+            SFTConfig,
+            "--adam_betas 0.8,0.95 --save_steps -1 --eval_steps -1",
+            dict(adam_beta1=0.8, save_steps=2**31 - 1),
+        ),
+        (SFTConfig, "--eval_steps 7 --save_steps 9", dict(eval_steps=7, save_steps=9)),  # only -1 means never
+        (DPOConfig, "--pref_bco_weight 0 --aux_loss_coef 0.0 --ring_attn_size 1", dict(beta=0.1)),  # their off values
+    ],
+)
+def test_llama_factory_and_openrlhf_values_convert(cls, flags, expected):
+    config = load_config(cls, None, ["--train_data", "d.jsonl", *flags.split()])
+    assert {key: getattr(config, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("--val_size 1", "val_size 1: give a fraction below 1"),
+        ("--pref_bco_weight 0.5", "BCO's weight is not supported"),
+        ("--aux_loss_coef 0.01", "mixture-of-experts router losses"),
+        ("--ring_attn_size 2", "sequence parallelism is not supported"),
+        ("--finetuning_type freeze", "finetuning_type 'freeze'"),
+        ("--adam_betas 0.9", "give two numbers"),
+    ],
+)
+def test_llama_factory_and_openrlhf_values_alignkit_lacks_are_refused(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(DPOConfig, None, ["--train_data", "d.jsonl", *flags.split()])
+
+
+def test_dropped_launch_flags_say_so_once_and_only_when_set(capsys):
+    load_config(DPOConfig, None, ["--train_data", "d.jsonl", "--zero_stage", "3", "--flash_attn", "auto"])
+    err = capsys.readouterr().err
+    assert "'zero_stage' (LLaMA-Factory/OpenRLHF) ignored: sharding is chosen at launch" in err
+    assert "flash_attn" not in err  # LLaMA-Factory's auto: nothing asked for

@@ -51,6 +51,7 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
     :mod:`.others` left settled against the whole config:
 
     - ``_stage`` (LLaMA-Factory's ``stage``): the config must be run by the command that trains it;
+    - ``_pref_loss`` (LLaMA-Factory's ``pref_loss``): DPO's ``loss_type``, or ``orpo``: alignkit orpo;
     - ``_lf_lora`` (``finetuning_type: lora``): LLaMA-Factory's LoRA defaults where the config is silent
       (rank 8, alpha twice the rank, no dropout);
     - ``_global_batch_size`` (OpenRLHF's ``train_batch_size``, examples per optimizer step over all
@@ -71,7 +72,9 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
     """
     out = {key: value for key, value in merged.items() if not key.startswith("_")}
     command = COMMANDS.get(cls.__name__)
-    stage, orpo = merged.get("_stage"), merged.get("_orpo", False)
+    stage, orpo = merged.get("_stage"), merged.get("_pref_loss") == "orpo"
+    if merged.get("_pref_loss") not in (None, "orpo") and command == "dpo":
+        out.setdefault("loss_type", merged["_pref_loss"])  # an explicit loss_type wins
     if stage is not None and command is not None:
         if stage not in STAGES:
             raise ConfigError(
@@ -81,8 +84,6 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
         wanted = "orpo" if stage == "dpo" and orpo else STAGES[stage]
         if wanted != command:
             raise ConfigError(f"this config is for LLaMA-Factory's stage '{stage}': run it with alignkit {wanted}")
-    if orpo and command == "orpo":
-        out.pop("loss_type", None)
     if "_loss_type" in merged and merged["_loss_type"] != SINGLE_LOSS.get(command):
         one = SINGLE_LOSS.get(command)
         raise ConfigError(

@@ -51,10 +51,8 @@ def _lora_rank(value: Any) -> dict:
 
 
 def _pref_loss(value: Any) -> dict:
-    if value in ("sigmoid", "hinge", "ipo", "simpo"):
-        return {"loss_type": value}
-    if value == "orpo":
-        return {"_orpo": True}
+    if value in ("sigmoid", "hinge", "ipo", "simpo", "orpo"):
+        return {"_pref_loss": value}  # settled by finish, so a command line's pref_loss replaces the file's
     raise ConfigError(f"pref_loss '{value}': alignkit dpo trains sigmoid, hinge, ipo or simpo (orpo: alignkit orpo)")
 
 
