@@ -371,6 +371,23 @@ def test_a_trl_yaml_dataset_mixture_of_one_dataset_is_read_and_of_several_refuse
     config.write_text(f"model_name_or_path: m\ndatasets:\n{entry}{entry}")
     with pytest.raises(ConfigError, match="alignkit trains on one dataset; join the mixture into one file"):
         load_config(DPOConfig, config)
+    config.write_text("datasets:\n  - path: json\n    data_files: [a.jsonl]\n")  # a list of one file
+    assert load_config(DPOConfig, config).train_data == "a.jsonl"
+    for extra, message in (
+        ("    fraction: 0.5\n", "fraction are not supported"),
+        ("    name: en\n", "name, data_dir and fraction"),
+        ("test_split_size: 1\n", "test_split_size 1: give a fraction below 1"),
+    ):
+        config.write_text("datasets:\n  - path: json\n    data_files: a.jsonl\n" + extra)
+        with pytest.raises(ConfigError, match=message):
+            load_config(DPOConfig, config)
+    # transformers' older name of eval_strategy turns evaluation off too
+    assert (
+        load_config(
+            DPOConfig, None, ["--train_data", "d", "--eval_split", "0.3", "--evaluation_strategy", "no"]
+        ).eval_split
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
