@@ -326,9 +326,16 @@ def test_trls_implicit_prompt_in_plain_text_pairs_and_its_documented_report_to_n
         AlignkitError, match="hh.jsonl:2: field 'prompt': missing, and chosen/rejected share no leading"
     ):
         load_preference_data(str(path))
-    path.write_text(json.dumps(rows[0]) + "\n")
-    (pair,) = load_preference_data(str(path))
+    user = [{"role": "user", "content": "hi"}]
+    for chosen, rejected in (("a b", "c b"), ([{"role": "user", "content": "x"}], user)):  # they differ at once
+        path.write_text(json.dumps({"chosen": chosen, "rejected": rejected}) + "\n")
+        with pytest.raises(AlignkitError, match="field 'prompt': missing, and chosen/rejected share no leading"):
+            load_preference_data(str(path))
+    prefix = {"chosen": "Q: ok? A: yes", "rejected": "Q: ok? A: yes, surely"}  # one answer begins the other
+    path.write_text(json.dumps(rows[0]) + "\n" + json.dumps(prefix) + "\n")
+    pair, second = load_preference_data(str(path))
     assert (pair.prompt, pair.chosen, pair.rejected) == ("\n\nHuman: Name a pet.\n\nAssistant: The", " cat.", " car.")
+    assert (second.prompt, second.chosen, second.rejected) == ("Q: ok? A:", " yes", " yes, surely")
     config = tmp_path / "sft.yaml"  # TRL's CLI page: report_to: no, which YAML reads as false
     config.write_text(
         "model_name_or_path: m\ndataset_name: stanfordnlp/imdb\ndataset_text_field: text\nreport_to: no\n"
