@@ -440,3 +440,42 @@ def test_dropped_launch_flags_say_so_once_and_only_when_set(capsys):
     err = capsys.readouterr().err
     assert "'zero_stage' (LLaMA-Factory/OpenRLHF) ignored: sharding is chosen at launch" in err
     assert "flash_attn" not in err  # LLaMA-Factory's auto: nothing asked for
+
+
+SHIPPED_TORCHTUNE = Path(__file__).resolve().parents[1] / "examples" / "from_torchtune" / "lora_dpo.yaml"
+
+
+def test_a_torchtune_recipe_config_and_its_key_value_overrides(tiny_model_dir, tmp_path, capsys):
+    """torchtune's nested sections read as dotted names: LoRA on its attention list (output_proj is
+    o_proj) plus the MLP, DPOLoss as sigmoid, cosine warm-up, max_steps_per_epoch x epochs; then one step
+    of the shipped file on the tiny model (log 2), with key=value overrides as `tune run` takes them."""
+    from alignkit.cli import main
+
+    config = load_config(DPOConfig, SHIPPED_TORCHTUNE, ["optimizer.lr=1e-5", "batch_size=2", "epochs=2"])
+    got = {k: getattr(config, k) for k in ("model", "lora_r", "lora_alpha", "max_length", "learning_rate")}
+    assert got == {"model": "embedded", "lora_r": 8, "lora_alpha": 16, "max_length": 256, "learning_rate": 1e-5}
+    assert config.lora_target_modules == ["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (config.loss_type, config.lr_scheduler_type, config.warmup_steps, config.max_steps_per_epoch) == (
+        "sigmoid",
+        "cosine",
+        100,
+        30,
+    )
+    assert (config.per_device_train_batch_size, config.weight_decay, config.seed, config.dtype) == (
+        2,
+        0.05,
+        42,
+        "float32",
+    )
+    assert "'tokenizer.path' (torchtune) ignored: the tokenizer is the model folder's" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"'loss._component_' \(torchtune\): loss torchtune.rlhf.loss.PPOLoss"):
+        load_config(DPOConfig, SHIPPED_TORCHTUNE, ["loss._component_=torchtune.rlhf.loss.PPOLoss"])
+    out = tmp_path / "run"
+    args = ["dpo", str(SHIPPED_TORCHTUNE), f"checkpointer.checkpoint_dir={tiny_model_dir}", f"output_dir={out}"]
+    # two epochs capped at one step each (uncapped, the file's 120 pairs in steps of 1 x 2 are 60 steps an epoch)
+    overrides = ["max_steps_per_epoch=1", "epochs=2", "batch_size=1", "gradient_accumulation_steps=2"]
+    assert main([*args, *overrides, "log_every_n_steps=1", "--disable_tqdm", "--preflight", "false"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert [(r["step"], r["epoch"]) for r in steps] == [(1, 1.0), (2, 2.0)]

@@ -132,6 +132,9 @@ class TrainConfig(BaseModel):
         description="A token of the vocabulary that ends responses instead of the tokenizer's eos token (e.g. "
         "'<|im_end|>' for a base model trained on ChatML); training, sampling and the saved tokenizer use it.",
     )
+    max_steps_per_epoch: int | None = Field(
+        None, ge=1, description="End each epoch after at most this many optimizer steps (torchtune's cap)."
+    )
     max_samples: int | None = Field(
         None,
         ge=1,

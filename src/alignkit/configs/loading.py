@@ -31,6 +31,8 @@ def parse_overrides(cls: type[TrainConfig], args: list[str]) -> dict[str, Any]:
     i = 0
     while i < len(args):
         token = args[i]
+        if not token.startswith("-") and "=" in token.split(" ", 1)[0]:
+            token = f"--{token}"  # torchtune's (and Hydra's) key=value override: optimizer.lr=1e-5
         if not token.startswith("--") or token == "--":
             raise ConfigError(f"unexpected argument '{token}': overrides look like --key value")
         key, _, inline = token[2:].partition("=")
@@ -216,6 +218,7 @@ HELP_GROUPS = {
         "gradient_accumulation_steps",
         "num_train_epochs",
         "max_steps",
+        "max_steps_per_epoch",
         "warmup_ratio",
         "warmup_steps",
         "lr_scheduler_type",

@@ -1,8 +1,9 @@
 """Other tools' names for alignkit's settings, so a config or command line written for TRL,
-LLaMA-Factory or OpenRLHF runs under alignkit as it is.
+LLaMA-Factory, OpenRLHF or torchtune runs under alignkit as it is.
 
 Every key of a config file or command line passes through :func:`translate` before validation:
-LLaMA-Factory's and OpenRLHF's names become TRL's or ours (:mod:`.others`), then TRL's become ours
+LLaMA-Factory's, OpenRLHF's and torchtune's names become TRL's or ours (:mod:`.others`,
+:mod:`.torchtune`), then TRL's become ours
 (:mod:`.trl`, :mod:`.trl_dropped`). Once the file's and the command line's values are merged,
 :func:`finish` settles what needs the whole config (a global batch size, a tool's defaults, which
 command a config was written for).
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.errors import ConfigError
-from alignkit.peer_names import others, trl, trl_dropped
+from alignkit.peer_names import others, torchtune, trl, trl_dropped
 
 BARE_FLAGS = trl_dropped.BARE_FLAGS | others.BARE_FLAGS
 LIST_NAMES = trl.LIST_NAMES | others.LIST_NAMES
@@ -37,13 +38,19 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
 
 
 def knows(key: str) -> bool:
-    """Whether ``key`` is another tool's name alignkit understands."""
-    return trl.knows(key) or key in others.NAMES or key in others.DROPPED
+    """Whether ``key`` is another tool's name alignkit understands (torchtune's sections included)."""
+    return (
+        trl.knows(key)
+        or key in others.NAMES
+        or key in others.DROPPED
+        or key in torchtune.DROPPED
+        or key in torchtune.SECTIONS
+    )
 
 
 def all_names() -> list[str]:
     """Every other tool's name alignkit understands (for "did you mean" suggestions)."""
-    return sorted({*trl.all_names(), *others.NAMES, *others.DROPPED})
+    return sorted({*trl.all_names(), *others.NAMES, *others.DROPPED, *torchtune.DROPPED, *torchtune.SECTIONS})
 
 
 def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
@@ -108,6 +115,7 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
     terms = [term for key, value in merged.items() if key.startswith("_reward_terms:") for term in value]
     if terms:
         out["rewards"] = [*(out.get("rewards") or []), *terms]
+    torchtune.finish(merged, out)
     if merged.get("_sft_model_path"):
         out["model"] = merged["_sft_model_path"]
     if "_total_episodes" in merged:

@@ -1,5 +1,6 @@
 """LLaMA-Factory's and OpenRLHF's names for alignkit's settings (a LLaMA-Factory training YAML, an
-OpenRLHF ``train_sft``/``train_rm``/``train_dpo``/``train_kto``/``train_ppo`` command line).
+OpenRLHF ``train_sft``/``train_rm``/``train_dpo``/``train_kto``/``train_ppo`` command line), and
+torchtune's (:mod:`.torchtune`, its nested sections read as dotted names).
 
 Each name becomes TRL's or ours (which :mod:`.trl` then maps), is dropped with a notice, or is
 refused where it would change the result and alignkit lacks it. Values that need the rest of the
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from alignkit.errors import ConfigError
+from alignkit.peer_names import torchtune
 
 
 def _truthy(value: Any) -> bool:
@@ -255,6 +257,7 @@ BARE_FLAGS = {
 }
 LIST_NAMES = {"adam_betas", "target_modules"}
 NAMES = {
+    **{name: ("torchtune", convert) for name, convert in torchtune.NAMES.items()},
     **{name: ("LLaMA-Factory", convert) for name, convert in LLAMA_FACTORY.items()},
     **{name: ("OpenRLHF", convert) for name, convert in OPENRLHF.items()},
     **{name: ("LLaMA-Factory/OpenRLHF", convert) for name, convert in SHARED.items()},
@@ -265,7 +268,9 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
     """``values`` with LLaMA-Factory's and OpenRLHF's names turned into TRL's or ours (and private
     ``_keys`` for :func:`alignkit.peer_names.finish`); names the command has as its own are kept."""
     out: dict[str, Any] = {}
-    for key, value in values.items():
+    for key, value in torchtune.flatten(values, known).items():
+        if key == "seed" and value is None:  # torchtune's seed: null (a fresh seed); alignkit keeps its own
+            continue
         if key in NEVER and str(value).strip() == "-1":  # OpenRLHF's -1: never during the run (alignkit: at its end)
             out.update(NEVER[key])
         elif key in known:
@@ -276,10 +281,11 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
                 out.update(convert(value))
             except (ConfigError, TypeError, ValueError) as exc:
                 raise ConfigError(f"{origin}: '{key}' ({tool}): {exc}") from None
-        elif key in DROPPED:
+        elif key in DROPPED or key in torchtune.DROPPED:
             if notices is not None and value not in (None, False, "", "auto"):
-                note = DROPPED[key] or "has no effect in alignkit"
-                notices.append(f"{origin}: '{key}' (LLaMA-Factory/OpenRLHF) ignored: {note}")
+                tool = "torchtune" if key in torchtune.DROPPED else "LLaMA-Factory/OpenRLHF"
+                note = {**DROPPED, **torchtune.DROPPED}[key] or "has no effect in alignkit"
+                notices.append(f"{origin}: '{key}' ({tool}) ignored: {note}")
         else:
             out[key] = value
     return out

@@ -28,7 +28,9 @@ def _truthy(value: Any) -> bool:
 def _dtype(value: Any) -> dict:
     if str(value) in ("None", "none"):
         return {}  # alignkit's default: float32 weights (mixed precision is a separate setting)
-    return {"dtype": str(value).removeprefix("torch.")}  # auto: the checkpoint's dtype, as in transformers
+    name = str(value).removeprefix("torch.")
+    short = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # torchtune's and LLaMA-Factory's spelling
+    return {"dtype": short.get(name, name)}  # auto: the checkpoint's dtype, as in transformers
 
 
 def _precision(kind: str) -> Callable[[Any], dict]:

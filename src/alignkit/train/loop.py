@@ -130,7 +130,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
     ga = config.gradient_accumulation_steps
     batch_size, world, rank = config.per_device_train_batch_size, accelerator.num_processes, accelerator.process_index
     per_epoch = len(micro_batches(list(range(len(task.train_items))), batch_size, world, rank))
-    steps_per_epoch = math.ceil(per_epoch / ga)
+    steps_per_epoch = min(math.ceil(per_epoch / ga), config.max_steps_per_epoch or math.inf)
     total_steps = (
         config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * steps_per_epoch))
     )
@@ -172,7 +172,7 @@ def run_training(config: TrainConfig, task: TrainingTask, run_dir: Path) -> Trai
         while state.global_step < total_steps:
             batches = micro_batches(
                 epoch_order(len(task.train_items), config.seed, state.epoch), batch_size, world, rank
-            )
+            )[: steps_per_epoch * ga]  # an epoch capped by max_steps_per_epoch ends early
             epoch_done = False
             while not epoch_done and state.global_step < total_steps:
                 # one optimizer step: gradients accumulated over up to `ga` micro-batches

@@ -1,0 +1,152 @@
+"""torchtune's recipe configs (``tune run lora_dpo_single_device --config ...`` and the like) as
+alignkit settings: their nested sections (``model:``, ``optimizer:``, ``loss:`` ...) are read as dotted
+names (``optimizer.lr``), which is also how torchtune's ``key=value`` overrides spell them.
+
+The weights come from ``checkpointer.checkpoint_dir`` (a Hugging Face folder, torchtune's
+``FullModelHFCheckpointer``); the tokenizer and the architecture come with it, so the ``_component_``
+entries that build them are dropped with a notice. torchtune's built-in datasets are not known here:
+give a file (``dataset.data_files``) or a hub id (``dataset.source``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from alignkit.errors import ConfigError
+
+# the nested sections of a torchtune config
+SECTIONS = {"model", "tokenizer", "checkpointer", "dataset", "optimizer", "lr_scheduler", "loss", "metric_logger"}
+# torchtune's names of the attention projections -> the Hugging Face module names LoRA adapts
+ATTENTION = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "output_proj": "o_proj"}
+LOSSES = {"DPOLoss": "sigmoid", "RSOLoss": "hinge", "IPOLoss": "ipo", "SimPOLoss": "simpo"}
+
+
+def _to(field: str) -> Callable[[Any], dict]:
+    return lambda value: {field: value}
+
+
+def _model(component: Any) -> dict:
+    return {"use_peft": True} if "lora_" in str(component).rsplit(".", 1)[-1] else {}
+
+
+def _optimizer(component: Any) -> dict:
+    if str(component).rsplit(".", 1)[-1] not in ("AdamW", "Adam"):
+        raise ConfigError(f"optimizer {component}: alignkit trains with torch AdamW")
+    return {}
+
+
+def _scheduler(component: Any) -> dict:
+    name = str(component).rsplit(".", 1)[-1]
+    for kind in ("cosine", "linear", "constant"):
+        if kind in name:
+            return {"lr_scheduler_type": kind if kind != "constant" else "constant_with_warmup"}
+    raise ConfigError(f"lr_scheduler {component}: alignkit's schedules are linear, cosine or constant (with warm-up)")
+
+
+def _loss(component: Any) -> dict:
+    name = str(component).rsplit(".", 1)[-1]
+    if name in LOSSES:
+        return {"loss_type": LOSSES[name]}
+    if "CrossEntropy" in name or name.startswith("CE"):  # the fine-tuning recipes' loss: alignkit sft's
+        return {}
+    raise ConfigError(
+        f"loss {component}: alignkit dpo trains {', '.join(LOSSES)} (as sigmoid, hinge, ipo, simpo); sft the "
+        "cross-entropy losses"
+    )
+
+
+def _dataset_source(value: Any) -> dict:
+    return {} if str(value) in ("json", "parquet", "csv", "text") else {"train_data": value}  # a hub id
+
+
+def _only(expected: set, advice: str) -> Callable[[Any], dict]:
+    def convert(value: Any) -> dict:
+        if value in expected:
+            return {}
+        raise ConfigError(f"{value!r} is not supported by alignkit: {advice}")
+
+    return convert
+
+
+NAMES: dict[str, Callable[[Any], dict]] = {
+    "model._component_": _model,
+    "model.lora_rank": _to("lora_r"),
+    "model.lora_alpha": _to("lora_alpha"),
+    "model.lora_dropout": _to("lora_dropout"),
+    "model.lora_attn_modules": lambda value: {"_tt_attention": list(value)},
+    "model.apply_lora_to_mlp": lambda value: {"_tt_mlp": bool(value)},
+    "model.apply_lora_to_output": _only(
+        {False, None}, "LoRA on the output layer is refused (use_peft adapts the body)"
+    ),
+    "tokenizer.max_seq_len": _to("max_length"),
+    "checkpointer.checkpoint_dir": _to("model"),
+    "dataset.data_files": _to("train_data"),
+    "dataset.source": _dataset_source,
+    "dataset.split": _to("dataset_train_split"),
+    "batch_size": _to("per_device_train_batch_size"),
+    "epochs": _to("num_train_epochs"),
+    "optimizer._component_": _optimizer,
+    "optimizer.lr": _to("learning_rate"),
+    "optimizer.weight_decay": _to("weight_decay"),
+    "optimizer.betas": lambda value: {"adam_beta1": float(value[0]), "adam_beta2": float(value[1])},
+    "optimizer.eps": _to("adam_epsilon"),
+    "lr_scheduler._component_": _scheduler,
+    "lr_scheduler.num_warmup_steps": _to("warmup_steps"),
+    "loss._component_": _loss,
+    "loss.beta": _to("beta"),
+    "loss.label_smoothing": lambda value: {"label_smoothing": value} if value else {},
+    "loss.gamma": _to("simpo_gamma"),
+    "log_every_n_steps": _to("logging_steps"),
+    "enable_activation_checkpointing": _to("gradient_checkpointing"),
+    "shuffle": _only({True, None}, "alignkit shuffles the training data every epoch (seeded)"),
+}
+DROPPED = {
+    "tokenizer._component_": "the tokenizer is the model folder's",
+    "tokenizer.path": "the tokenizer is the model folder's",
+    "dataset._component_": "give the rows as dataset.data_files (or train_data); torchtune's built-in datasets "
+    "are not known here",
+    **dict.fromkeys(
+        [
+            "checkpointer._component_",
+            "checkpointer.checkpoint_files",
+            "checkpointer.recipe_checkpoint",
+            "checkpointer.output_dir",
+            "checkpointer.model_type",
+            "checkpointer.adapter_checkpoint",
+            "save_adapter_weights_only",
+            "optimizer.fused",
+            "compile",
+            "metric_logger._component_",
+            "metric_logger.log_dir",
+            "metric_logger.project",
+            "log_peak_memory_stats",
+            "device",
+            "enable_activation_offloading",
+            "optimizer_in_bwd",
+            "clip_grad_norm",
+            "profiler",
+            "dataset.packed",
+            "dataset.column_map",
+        ],
+        "",
+    ),
+}
+
+
+def flatten(values: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    """torchtune's nested sections as dotted names (a section alignkit has a field of its own name for,
+    such as ``model``, is flattened only when it is a mapping)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, dict) and (key not in known or key == "model"):
+            out.update({f"{key}.{sub}": item for sub, item in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def finish(merged: dict[str, Any], out: dict[str, Any]) -> None:
+    """LoRA's modules from torchtune's attention list and MLP switch (``max_steps_per_epoch`` is ours too)."""
+    if "_tt_attention" in merged or merged.get("_tt_mlp"):
+        modules = [ATTENTION.get(name, name) for name in merged.get("_tt_attention", [])]
+        out["lora_target_modules"] = modules + (["gate_proj", "up_proj", "down_proj"] if merged.get("_tt_mlp") else [])
