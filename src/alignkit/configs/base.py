@@ -133,7 +133,10 @@ class TrainConfig(BaseModel):
         "'<|im_end|>' for a base model trained on ChatML); training, sampling and the saved tokenizer use it.",
     )
     max_steps_per_epoch: int | None = Field(
-        None, ge=1, description="End each epoch after at most this many optimizer steps (torchtune's cap)."
+        None,
+        ge=1,
+        description="End each epoch after at most this many optimizer steps (torchtune's cap; the supervised and "
+        "preference trainers).",
     )
     max_samples: int | None = Field(
         None,
