@@ -14,25 +14,7 @@ from typing import Any, Callable
 
 from alignkit.errors import ConfigError
 from alignkit.peer_names import torchtune
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("true", "1", "yes")
-
-
-def _to(field: str) -> Callable[[Any], dict]:
-    return lambda value: {field: value}
-
-
-def _only(expected: set, advice: str) -> Callable[[Any], dict]:
-    """Accepted where ``value`` means what alignkit does (in ``expected``), else refused with ``advice``."""
-
-    def convert(value: Any) -> dict:
-        if value in expected or str(value).lower() in {str(e).lower() for e in expected}:
-            return {}
-        raise ConfigError(f"{value!r} is not supported by alignkit: {advice}")
-
-    return convert
+from alignkit.peer_names.values import only, to, truthy
 
 
 def _finetuning_type(value: Any) -> dict:
@@ -102,82 +84,82 @@ LLAMA_FACTORY: dict[str, Callable[[Any], dict]] = {
     "finetuning_type": _finetuning_type,
     "lora_rank": _lora_rank,
     "lora_target": _lora_target,
-    "additional_target": _only({None}, "only LoRA adapters are trained with use_peft"),
-    "pref_beta": _to("beta"),
+    "additional_target": only({None}, "only LoRA adapters are trained with use_peft"),
+    "pref_beta": to("beta"),
     "pref_loss": _pref_loss,
     "pref_ftx": _nonzero("rpo_alpha"),
-    "pref_bco_weight": _only({0, 0.0}, "BCO's weight is not supported"),
+    "pref_bco_weight": only({0, 0.0}, "BCO's weight is not supported"),
     "dpo_label_smoothing": _nonzero("label_smoothing"),
-    "kto_chosen_weight": _to("desirable_weight"),
-    "kto_rejected_weight": _to("undesirable_weight"),
-    "cutoff_len": _to("max_length"),
-    "dataset": _to("train_data"),
-    "eval_dataset": _to("eval_data"),
+    "kto_chosen_weight": to("desirable_weight"),
+    "kto_rejected_weight": to("undesirable_weight"),
+    "cutoff_len": to("max_length"),
+    "dataset": to("train_data"),
+    "eval_dataset": to("eval_data"),
     "val_size": _val_size,
-    "split": _to("dataset_train_split"),
+    "split": to("dataset_train_split"),
     "quantization_bit": _quantization_bit,
-    "quantization_method": _only({"bnb", "bitsandbytes", None}, "QLoRA here uses bitsandbytes"),
-    "quantization_type": _only({"nf4", None}, "QLoRA here uses nf4"),
-    "double_quantization": _only({True, None}, "QLoRA here always uses double quantisation"),
-    "train_on_prompt": _only({False}, "alignkit trains on the responses only (the prompt is masked)"),
-    "mask_history": _only({False}, "SFT trains on every assistant turn"),
-    "default_system": _only({None}, "put the system message in your rows"),
-    "ref_model": _only({None}, "the reference is the model training starts from"),
+    "quantization_method": only({"bnb", "bitsandbytes", None}, "QLoRA here uses bitsandbytes"),
+    "quantization_type": only({"nf4", None}, "QLoRA here uses nf4"),
+    "double_quantization": only({True, None}, "QLoRA here always uses double quantisation"),
+    "train_on_prompt": only({False}, "alignkit trains on the responses only (the prompt is masked)"),
+    "mask_history": only({False}, "SFT trains on every assistant turn"),
+    "default_system": only({None}, "put the system message in your rows"),
+    "ref_model": only({None}, "the reference is the model training starts from"),
     "reward_model": _reward_model,
-    "ppo_epochs": _to("num_ppo_epochs"),
-    "ppo_target": _to("target_kl"),
-    "ppo_score_norm": _only({False}, "scores are not normalised"),
-    "ppo_whiten_rewards": _only({False}, "rewards are not whitened (whiten_advantages normalises advantages)"),
-    "disable_gradient_checkpointing": lambda value: {"gradient_checkpointing": not _truthy(value)},
-    "neat_packing": lambda value: {"packing": True} if _truthy(value) else {},
-    "streaming": _only({False}, "datasets are read whole"),
-    "resize_vocab": _only({False}, "the tokenizer's vocabulary is used as it is"),
-    "mix_strategy": _only({"concat"}, "one training dataset is read as it is"),
-    "upcast_layernorm": _only({False}, "norm layers follow the run's precision"),
-    "upcast_lmhead_output": _only({False}, "the log-prob head follows the run's precision"),
+    "ppo_epochs": to("num_ppo_epochs"),
+    "ppo_target": to("target_kl"),
+    "ppo_score_norm": only({False}, "scores are not normalised"),
+    "ppo_whiten_rewards": only({False}, "rewards are not whitened (whiten_advantages normalises advantages)"),
+    "disable_gradient_checkpointing": lambda value: {"gradient_checkpointing": not truthy(value)},
+    "neat_packing": lambda value: {"packing": True} if truthy(value) else {},
+    "streaming": only({False}, "datasets are read whole"),
+    "resize_vocab": only({False}, "the tokenizer's vocabulary is used as it is"),
+    "mix_strategy": only({"concat"}, "one training dataset is read as it is"),
+    "upcast_layernorm": only({False}, "norm layers follow the run's precision"),
+    "upcast_lmhead_output": only({False}, "the log-prob head follows the run's precision"),
 }
 
 OPENRLHF: dict[str, Callable[[Any], dict]] = {
-    "pretrain": _to("model"),
-    "save_path": _to("output_dir"),
-    "load_checkpoint": lambda value: {"_resume_if_present": True} if _truthy(value) else {},
-    "max_ckpt_num": _to("save_total_limit"),
-    "max_len": _to("max_length"),
-    "prompt_max_len": _to("max_prompt_length"),
-    "generate_max_len": _to("max_new_tokens"),
-    "micro_train_batch_size": _to("per_device_train_batch_size"),
-    "micro_eval_batch_size": _to("per_device_eval_batch_size"),
+    "pretrain": to("model"),
+    "save_path": to("output_dir"),
+    "load_checkpoint": lambda value: {"_resume_if_present": True} if truthy(value) else {},
+    "max_ckpt_num": to("save_total_limit"),
+    "max_len": to("max_length"),
+    "prompt_max_len": to("max_prompt_length"),
+    "generate_max_len": to("max_new_tokens"),
+    "micro_train_batch_size": to("per_device_train_batch_size"),
+    "micro_eval_batch_size": to("per_device_eval_batch_size"),
     "train_batch_size": lambda value: {"_global_batch_size": int(value)},
-    "max_epochs": _to("num_train_epochs"),
-    "lr_warmup_ratio": _to("warmup_ratio"),
-    "lr_scheduler": _to("lr_scheduler_type"),
-    "l2": _to("weight_decay"),
-    "max_norm": _to("max_grad_norm"),
+    "max_epochs": to("num_train_epochs"),
+    "lr_warmup_ratio": to("warmup_ratio"),
+    "lr_scheduler": to("lr_scheduler_type"),
+    "l2": to("weight_decay"),
+    "max_norm": to("max_grad_norm"),
     "adam_betas": _adam_betas,
     "nll_loss_coef": _nonzero("rpo_alpha"),
-    "ipo": lambda value: {"loss_type": "ipo"} if _truthy(value) else {},
-    "aux_loss_coef": _only({0, 0.0}, "mixture-of-experts router losses are not added"),
+    "ipo": lambda value: {"loss_type": "ipo"} if truthy(value) else {},
+    "aux_loss_coef": only({0, 0.0}, "mixture-of-experts router losses are not added"),
     "target_modules": _lora_target,
     **{f"{which}_key": _field_key(which) for which in ("input", "output", "prompt", "chosen", "rejected", "label")},
-    "desirable_loss_weight": _to("desirable_weight"),
-    "undesirable_loss_weight": _to("undesirable_weight"),
+    "desirable_loss_weight": to("desirable_weight"),
+    "undesirable_loss_weight": to("undesirable_weight"),
     "use_wandb": lambda value: {"report_to": ["wandb"]} if value not in (None, False, "", "False", "false") else {},
     "use_tensorboard": lambda value: {"report_to": ["tensorboard"]} if value else {},
-    "wandb_run_name": _to("run_name"),
-    "packing_samples": lambda value: {"padding_free": True} if _truthy(value) else {},
+    "wandb_run_name": to("run_name"),
+    "packing_samples": lambda value: {"padding_free": True} if truthy(value) else {},
     "reward_pretrain": _reward_model,
-    "prompt_data": _to("train_data"),  # train_ppo_ray's prompts
-    "actor_learning_rate": _to("learning_rate"),
-    "rollout_batch_size": _to("per_device_train_batch_size"),  # prompts per rollout (one process here)
-    "critic_learning_rate": _only({None}, "the value head trains with learning_rate, beside the policy; drop it"),
-    "n_samples_per_prompt": _to("num_generations"),
-    "init_kl_coef": _to("kl_coef"),
-    "ring_attn_size": _only({1}, "sequence parallelism is not supported"),
-    "value_head_prefix": _only({"score"}, "the reward head is saved as score"),
-    "normalize_reward": _only({False}, "rewards are not normalised"),
+    "prompt_data": to("train_data"),  # train_ppo_ray's prompts
+    "actor_learning_rate": to("learning_rate"),
+    "rollout_batch_size": to("per_device_train_batch_size"),  # prompts per rollout (one process here)
+    "critic_learning_rate": only({None}, "the value head trains with learning_rate, beside the policy; drop it"),
+    "n_samples_per_prompt": to("num_generations"),
+    "init_kl_coef": to("kl_coef"),
+    "ring_attn_size": only({1}, "sequence parallelism is not supported"),
+    "value_head_prefix": only({"score"}, "the reward head is saved as score"),
+    "normalize_reward": only({False}, "rewards are not normalised"),
 }
 # names both use alike (their attention switch, LLaMA-Factory's auto/fa2/sdpa and OpenRLHF's flag, is in DROPPED)
-SHARED = {"dataset": _to("train_data"), "eval_dataset": _to("eval_data")}
+SHARED = {"dataset": to("train_data"), "eval_dataset": to("eval_data")}
 
 # dropped: name -> a note on how alignkit does it (empty: no effect on the result)
 DROPPED = {

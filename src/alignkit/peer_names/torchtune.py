@@ -13,16 +13,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from alignkit.errors import ConfigError
+from alignkit.peer_names.values import only, to
 
 # the nested sections of a torchtune config
 SECTIONS = {"model", "tokenizer", "checkpointer", "dataset", "optimizer", "lr_scheduler", "loss", "metric_logger"}
 # torchtune's names of the attention projections -> the Hugging Face module names LoRA adapts
 ATTENTION = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "output_proj": "o_proj"}
 LOSSES = {"DPOLoss": "sigmoid", "RSOLoss": "hinge", "IPOLoss": "ipo", "SimPOLoss": "simpo"}
-
-
-def _to(field: str) -> Callable[[Any], dict]:
-    return lambda value: {field: value}
 
 
 def _model(component: Any) -> dict:
@@ -59,46 +56,35 @@ def _dataset_source(value: Any) -> dict:
     return {} if str(value) in ("json", "parquet", "csv", "text") else {"train_data": value}  # a hub id
 
 
-def _only(expected: set, advice: str) -> Callable[[Any], dict]:
-    def convert(value: Any) -> dict:
-        if value in expected:
-            return {}
-        raise ConfigError(f"{value!r} is not supported by alignkit: {advice}")
-
-    return convert
-
-
 NAMES: dict[str, Callable[[Any], dict]] = {
     "model._component_": _model,
-    "model.lora_rank": _to("lora_r"),
-    "model.lora_alpha": _to("lora_alpha"),
-    "model.lora_dropout": _to("lora_dropout"),
+    "model.lora_rank": to("lora_r"),
+    "model.lora_alpha": to("lora_alpha"),
+    "model.lora_dropout": to("lora_dropout"),
     "model.lora_attn_modules": lambda value: {"_tt_attention": list(value)},
     "model.apply_lora_to_mlp": lambda value: {"_tt_mlp": bool(value)},
-    "model.apply_lora_to_output": _only(
-        {False, None}, "LoRA on the output layer is refused (use_peft adapts the body)"
-    ),
-    "tokenizer.max_seq_len": _to("max_length"),
-    "checkpointer.checkpoint_dir": _to("model"),
-    "dataset.data_files": _to("train_data"),
+    "model.apply_lora_to_output": only({False, None}, "LoRA on the output layer is refused (use_peft adapts the body)"),
+    "tokenizer.max_seq_len": to("max_length"),
+    "checkpointer.checkpoint_dir": to("model"),
+    "dataset.data_files": to("train_data"),
     "dataset.source": _dataset_source,
-    "dataset.split": _to("dataset_train_split"),
-    "batch_size": _to("per_device_train_batch_size"),
-    "epochs": _to("num_train_epochs"),
+    "dataset.split": to("dataset_train_split"),
+    "batch_size": to("per_device_train_batch_size"),
+    "epochs": to("num_train_epochs"),
     "optimizer._component_": _optimizer,
-    "optimizer.lr": _to("learning_rate"),
-    "optimizer.weight_decay": _to("weight_decay"),
+    "optimizer.lr": to("learning_rate"),
+    "optimizer.weight_decay": to("weight_decay"),
     "optimizer.betas": lambda value: {"adam_beta1": float(value[0]), "adam_beta2": float(value[1])},
-    "optimizer.eps": _to("adam_epsilon"),
+    "optimizer.eps": to("adam_epsilon"),
     "lr_scheduler._component_": _scheduler,
-    "lr_scheduler.num_warmup_steps": _to("warmup_steps"),
+    "lr_scheduler.num_warmup_steps": to("warmup_steps"),
     "loss._component_": _loss,
-    "loss.beta": _to("beta"),
+    "loss.beta": to("beta"),
     "loss.label_smoothing": lambda value: {"label_smoothing": value} if value else {},
-    "loss.gamma": _to("simpo_gamma"),
-    "log_every_n_steps": _to("logging_steps"),
-    "enable_activation_checkpointing": _to("gradient_checkpointing"),
-    "shuffle": _only({True, None}, "alignkit shuffles the training data every epoch (seeded)"),
+    "loss.gamma": to("simpo_gamma"),
+    "log_every_n_steps": to("logging_steps"),
+    "enable_activation_checkpointing": to("gradient_checkpointing"),
+    "shuffle": only({True, None}, "alignkit shuffles the training data every epoch (seeded)"),
 }
 DROPPED = {
     "tokenizer._component_": "the tokenizer is the model folder's",

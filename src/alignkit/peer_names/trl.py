@@ -19,10 +19,7 @@ from typing import Any, Callable
 
 from alignkit.errors import ConfigError
 from alignkit.peer_names.trl_dropped import NO_EFFECT, NOTED, SAME_AS_ALIGNKIT, UNSUPPORTED
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("true", "1", "yes")
+from alignkit.peer_names.values import truthy
 
 
 def _dtype(value: Any) -> dict:
@@ -34,7 +31,7 @@ def _dtype(value: Any) -> dict:
 
 
 def _precision(kind: str) -> Callable[[Any], dict]:
-    return lambda value: {"mixed_precision": kind} if _truthy(value) else {}
+    return lambda value: {"mixed_precision": kind} if truthy(value) else {}
 
 
 def _strategy(steps_key: str, off: dict) -> Callable[[Any], dict]:
@@ -81,7 +78,7 @@ def _resume_from(value: Any) -> dict:
     ``resume``); a checkpoint path is refused with the way to say it here."""
     if value is None or value is False or str(value).strip().lower() in ("false", "none", ""):
         return {}
-    if _truthy(value):
+    if truthy(value):
         return {"resume": True}
     raise ConfigError(
         f"resume_from_checkpoint '{value}': alignkit resumes from the newest good checkpoint of output_dir; "
@@ -176,7 +173,7 @@ RENAMED: dict[str, Callable[[Any], dict]] = {
     "dataset_name": lambda v: {"train_data": v},
     "torch_dtype": _dtype,
     "dtype": _dtype,
-    "overwrite_output_dir": lambda v: {"overwrite": _truthy(v)},
+    "overwrite_output_dir": lambda v: {"overwrite": truthy(v)},
     "bf16": _precision("bf16"),
     "fp16": _precision("fp16"),
     "eval_strategy": _strategy("eval_steps", {"eval_split": 0.0, "eval_data": None}),
