@@ -241,6 +241,9 @@ def test_auto_precomputes_where_that_is_cheaper(tiny_model_dir, pairs_file, tmp_
     assert not wanted("--use_peft", "--max_steps", "9")  # LoRA, 18 of 20 pairs scored: the live reference is cheaper
     assert wanted("--use_peft", "--max_steps", "10") and wanted("--use_peft", "--max_steps", "5", processes=2)
     assert wanted("--use_peft") and not wanted("--use_peft", "--num_train_epochs", "0.5")
+    # epochs capped at 3 steps of 2 pairs score 6 of 20 pairs each: 3 epochs are still short, 4 are not
+    assert not wanted("--use_peft", "--max_steps_per_epoch", "3", "--num_train_epochs", "3")
+    assert wanted("--use_peft", "--max_steps_per_epoch", "3", "--num_train_epochs", "4")
     assert not wanted("--precompute_ref_log_probs", "false") and wanted(
         "--use_peft", "--max_steps", "1", "--precompute_ref_log_probs", "true"
     )

@@ -91,12 +91,11 @@ def precompute_wanted(config, n_train: int, num_processes: int = 1) -> bool:
         return bool(config.precompute_ref_log_probs)
     if not config.use_peft:
         return True
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * num_processes
     if config.max_steps > 0:
-        scored = (
-            config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps * num_processes
-        )
-        return scored >= n_train
-    return config.num_train_epochs >= 1
+        return config.max_steps * per_step >= n_train
+    per_epoch = min(n_train, (config.max_steps_per_epoch or n_train) * per_step)  # a capped epoch scores fewer
+    return config.num_train_epochs * per_epoch >= n_train
 
 
 def cache_key(fingerprint: str, items: list[dict], signature) -> str:
