@@ -1,7 +1,7 @@
 """Loading a command's config: a YAML file plus ``--key value`` overrides (ours, or another tool's names:
-TRL's, LLaMA-Factory's, OpenRLHF's, see :mod:`alignkit.peer_names`) -> a validated pydantic model; errors
-name the key, the value and where it came from (the YAML file or the command line). Also writes the
-resolved config and the ``--help`` text."""
+TRL's, LLaMA-Factory's, OpenRLHF's, torchtune's, see :mod:`alignkit.peer_names`) -> a validated
+pydantic model; errors name the key, the value and where it came from (the YAML file or the command
+line). Also writes the resolved config and the ``--help`` text."""
 
 from __future__ import annotations
 

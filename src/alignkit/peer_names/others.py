@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from alignkit.errors import ConfigError
 from alignkit.peer_names import torchtune
-from alignkit.peer_names.values import only, to, truthy
+from alignkit.peer_names.values import as_list, only, reward_model, to, truthy
 
 
 def _finetuning_type(value: Any) -> dict:
@@ -26,7 +26,7 @@ def _finetuning_type(value: Any) -> dict:
 
 
 def _lora_target(value: Any) -> dict:
-    items = value if isinstance(value, list) else [part.strip() for part in str(value).split(",") if part.strip()]
+    items = as_list(value)
     return {"lora_target_modules": "all-linear" if items in (["all"], ["all-linear"]) else items}
 
 
@@ -56,10 +56,6 @@ def _val_size(value: Any) -> dict:
     if 0 <= float(value) < 1:
         return {"eval_split": float(value)}
     raise ConfigError(f"val_size {value}: give a fraction below 1 (alignkit's eval_split), or an eval_data file")
-
-
-def _reward_model(value: Any) -> dict:
-    return {"_reward_terms:model": [{"kind": "reward_model", "model": value}]} if value else {}
 
 
 def _adam_betas(value: Any) -> dict:
@@ -93,8 +89,6 @@ LLAMA_FACTORY: dict[str, Callable[[Any], dict]] = {
     "kto_chosen_weight": to("desirable_weight"),
     "kto_rejected_weight": to("undesirable_weight"),
     "cutoff_len": to("max_length"),
-    "dataset": to("train_data"),
-    "eval_dataset": to("eval_data"),
     "val_size": _val_size,
     "split": to("dataset_train_split"),
     "quantization_bit": _quantization_bit,
@@ -105,7 +99,7 @@ LLAMA_FACTORY: dict[str, Callable[[Any], dict]] = {
     "mask_history": only({False}, "SFT trains on every assistant turn"),
     "default_system": only({None}, "put the system message in your rows"),
     "ref_model": only({None}, "the reference is the model training starts from"),
-    "reward_model": _reward_model,
+    "reward_model": reward_model,
     "ppo_epochs": to("num_ppo_epochs"),
     "ppo_target": to("target_kl"),
     "ppo_score_norm": only({False}, "scores are not normalised"),
@@ -147,7 +141,7 @@ OPENRLHF: dict[str, Callable[[Any], dict]] = {
     "use_tensorboard": lambda value: {"report_to": ["tensorboard"]} if value else {},
     "wandb_run_name": to("run_name"),
     "packing_samples": lambda value: {"padding_free": True} if truthy(value) else {},
-    "reward_pretrain": _reward_model,
+    "reward_pretrain": reward_model,
     "prompt_data": to("train_data"),  # train_ppo_ray's prompts
     "actor_learning_rate": to("learning_rate"),
     "rollout_batch_size": to("per_device_train_batch_size"),  # prompts per rollout (one process here)
@@ -265,8 +259,12 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
                 raise ConfigError(f"{origin}: '{key}' ({tool}): {exc}") from None
         elif key in DROPPED or key in torchtune.DROPPED:
             if notices is not None and value not in (None, False, "", "auto"):
-                tool = "torchtune" if key in torchtune.DROPPED else "LLaMA-Factory/OpenRLHF"
-                note = {**DROPPED, **torchtune.DROPPED}[key] or "has no effect in alignkit"
+                tool, notes = (
+                    ("torchtune", torchtune.DROPPED)
+                    if key in torchtune.DROPPED
+                    else ("LLaMA-Factory/OpenRLHF", DROPPED)
+                )
+                note = notes[key] or "has no effect in alignkit"
                 notices.append(f"{origin}: '{key}' ({tool}) ignored: {note}")
         else:
             out[key] = value

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from alignkit.errors import ConfigError
 from alignkit.peer_names.trl_dropped import NO_EFFECT, NOTED, SAME_AS_ALIGNKIT, UNSUPPORTED
-from alignkit.peer_names.values import truthy
+from alignkit.peer_names.values import as_list, reward_model, truthy
 
 
 def _dtype(value: Any) -> dict:
@@ -147,10 +147,6 @@ REWARD_FUNCS = {
 }
 
 
-def _as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [part.strip() for part in str(value).split(",") if part.strip()]
-
-
 def _reward_func(name: str) -> dict:
     if name in REWARD_FUNCS:
         return dict(REWARD_FUNCS[name])
@@ -163,8 +159,7 @@ def _reward_func(name: str) -> dict:
 def _report_to(value: Any) -> dict:
     if value is None or value is False or value == []:  # YAML reads TRL's documented ``report_to: no`` as false
         return {"report_to": ["none"]}
-    items = value if isinstance(value, list) else [part.strip() for part in str(value).split(",") if part.strip()]
-    items = ["none" if str(item).lower() in ("no", "false") else item for item in items]
+    items = ["none" if str(item).lower() in ("no", "false") else item for item in as_list(value)]
     return {"report_to": ["tensorboard"] if items == ["all"] else items}
 
 
@@ -189,9 +184,9 @@ RENAMED: dict[str, Callable[[Any], dict]] = {
     "resume_from_checkpoint": _resume_from,
     "max_seq_length": lambda v: {"max_length": v},  # SFTConfig's name before TRL 0.20
     # TRL's PPO: a reward model's folder; the run's length in prompts; minibatches per rollout batch
-    "reward_model_path": lambda v: {"_reward_terms:model": [{"kind": "reward_model", "model": v}]} if v else {},
-    "reward_model_name_or_path": lambda v: {"_reward_terms:model": [{"kind": "reward_model", "model": v}]} if v else {},
-    "reward_funcs": lambda v: {"_reward_terms:funcs": [_reward_func(name) for name in _as_list(v)]},
+    "reward_model_path": reward_model,
+    "reward_model_name_or_path": reward_model,
+    "reward_funcs": lambda v: {"_reward_terms:funcs": [_reward_func(name) for name in as_list(v)]},
     "total_episodes": lambda v: {"_total_episodes": int(v)} if v else {},
     "sft_model_path": lambda v: {"_sft_model_path": v},  # the policy and reference (model_name_or_path: tokenizer)
     "num_mini_batches": lambda v: {"_num_mini_batches": int(v)},

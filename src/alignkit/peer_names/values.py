@@ -28,3 +28,14 @@ def only(expected: set, advice: str) -> Callable[[Any], dict]:
         raise ConfigError(f"{value!r} is not supported by alignkit: {advice}")
 
     return convert
+
+
+def as_list(value: Any) -> list:
+    """A list as given, or a comma-separated string's parts (``q_proj,v_proj``)."""
+    return value if isinstance(value, list) else [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def reward_model(value: Any) -> dict:
+    """A reward model's folder (TRL's ``reward_model_path``, LLaMA-Factory's ``reward_model``, OpenRLHF's
+    ``reward_pretrain`` ...) as a reward term, settled by :func:`alignkit.peer_names.finish`."""
+    return {"_reward_terms:model": [{"kind": "reward_model", "model": value}]} if value else {}
