@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import pyarrow.parquet as pq
 
+from alignkit.data import llamafactory
 from alignkit.errors import AlignkitError, DataValidationError, Fault
 
 MAX_REPORTED_FAULTS = 20
@@ -47,11 +48,22 @@ class FaultCollector:
 
 def read_records(source: str | Path, split: str = "train", fields: dict[str, str] | None = None) -> list[Record]:
     """All rows of ``source``; invalid JSON lines are reported together as a DataValidationError. With
-    ``fields`` ({ours: yours}), each row's field ``yours`` is read as ``ours``."""
+    ``fields`` ({ours: yours}), each row's field ``yours`` is read as ``ours``. Rows in LLaMA-Factory's
+    alpaca or sharegpt form become alignkit's (:mod:`alignkit.data.llamafactory`)."""
     records = _read_records(source, split)
-    if not fields:
+    if fields:
+        records = [Record(_renamed(r.data, fields), r.where) if isinstance(r.data, dict) else r for r in records]
+    if not any(llamafactory.is_llamafactory_row(r.data) for r in records):
         return records
-    return [Record(_renamed(r.data, fields), r.where) if isinstance(r.data, dict) else r for r in records]
+    faults, converted = FaultCollector(str(source)), []
+    for record in records:
+        row = record.data
+        if llamafactory.is_llamafactory_row(row):
+            row = llamafactory.convert_row(row, record.where, faults)
+        if row is not None:
+            converted.append(Record(row, record.where))
+    faults.raise_if_any()
+    return converted
 
 
 def _renamed(row: dict, fields: dict[str, str]) -> dict:

@@ -16,8 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from alignkit.data import llamafactory
 from alignkit.errors import ConfigError
 from alignkit.peer_names import others, torchtune, trl, trl_dropped
+from alignkit.peer_names.values import as_list
 
 BARE_FLAGS = trl_dropped.BARE_FLAGS | others.BARE_FLAGS
 LIST_NAMES = trl.LIST_NAMES | others.LIST_NAMES
@@ -75,7 +77,10 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
     - ``_loss_type`` (TRL's ``loss_type`` where the command has one loss): accepted when it names it;
     - ``_resume_if_present`` (OpenRLHF's ``load_checkpoint``): ``resume`` when output_dir holds a run;
     - ``_key_*`` (OpenRLHF's ``input_key``, ``chosen_key`` ...): ``data_fields``. An SFT ``input_key``
-      without an ``output_key`` holds a conversation (with the chat template) or plain text.
+      without an ``output_key`` holds a conversation (with the chat template) or plain text;
+    - ``_dataset``/``_eval_dataset`` (``dataset``, ``eval_dataset``), with LLaMA-Factory's ``_dataset_dir``:
+      ``train_data``/``eval_data``, a name in ``dataset_dir/dataset_info.json`` read as its file and
+      columns, anything else as a file, folder or hub id.
     """
     out = {key: value for key, value in merged.items() if not key.startswith("_")}
     command = COMMANDS.get(cls.__name__)
@@ -109,7 +114,8 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
     if merged.get("_resume_if_present"):
         run = Path(out.get("output_dir", cls.model_fields["output_dir"].default))
         out["resume"] = run.is_dir() and any(run.iterdir())
-    fields = _data_fields(merged, command, out.get("apply_chat_template", True))
+    fields = _datasets(merged, out)
+    fields.update(_data_fields(merged, command, out.get("apply_chat_template", True)))
     if fields:
         out["data_fields"] = {**fields, **(out.get("data_fields") or {})}
     terms = [term for key, value in merged.items() if key.startswith("_reward_terms:") for term in value]
@@ -126,6 +132,28 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
         rollouts = _setting(out, cls, "per_device_train_batch_size") * _setting(out, cls, "num_generations")
         out["mini_batch_size"] = max(1, math.ceil(rollouts / merged["_num_mini_batches"]))
     return out
+
+
+def _datasets(merged: dict[str, Any], out: dict[str, Any]) -> dict[str, str]:
+    """``train_data``/``eval_data`` from ``dataset``/``eval_dataset`` (where not given as such); the
+    data_fields a LLaMA-Factory dataset_info.json entry gives for them."""
+    fields: dict[str, str] = {}
+    for key, field in (("_dataset", "train_data"), ("_eval_dataset", "eval_data")):
+        if merged.get(key) in (None, "", "None", "none"):
+            continue
+        names = as_list(merged[key])
+        if len(names) != 1:
+            raise ConfigError(
+                f"{key[1:]}: {', '.join(names)}: alignkit trains on one dataset; join them into one file, or give one"
+            )
+        found = llamafactory.find_dataset(names[0], merged.get("_dataset_dir"))
+        source, entry_fields = found or (names[0], {})
+        if field not in out:
+            out[field] = source
+        if fields and entry_fields and entry_fields != fields:
+            raise ConfigError(f"{key[1:]} '{names[0]}': its columns differ from the training dataset's")
+        fields.update(entry_fields)
+    return fields
 
 
 def _data_fields(merged: dict[str, Any], command: str | None, chat_template: bool) -> dict[str, str]:

@@ -77,6 +77,7 @@ ATTENTION_NOTE = (
 
 LLAMA_FACTORY: dict[str, Callable[[Any], dict]] = {
     "stage": lambda value: {"_stage": str(value)},
+    "dataset_dir": lambda value: {"_dataset_dir": str(value)},
     "finetuning_type": _finetuning_type,
     "lora_rank": _lora_rank,
     "lora_target": _lora_target,
@@ -153,7 +154,8 @@ OPENRLHF: dict[str, Callable[[Any], dict]] = {
     "normalize_reward": only({False}, "rewards are not normalised"),
 }
 # names both use alike (their attention switch, LLaMA-Factory's auto/fa2/sdpa and OpenRLHF's flag, is in DROPPED)
-SHARED = {"dataset": to("train_data"), "eval_dataset": to("eval_data")}
+# (LLaMA-Factory's dataset names are looked up in dataset_dir/dataset_info.json by finish)
+SHARED = {"dataset": lambda value: {"_dataset": value}, "eval_dataset": lambda value: {"_eval_dataset": value}}
 
 # dropped: name -> a note on how alignkit does it (empty: no effect on the result)
 DROPPED = {
@@ -161,7 +163,6 @@ DROPPED = {
     "zero_stage": "sharding is chosen at launch: accelerate launch --config_file examples/accelerate/zero3.yaml "
     "-m alignkit ... (zero2_bf16.yaml for ZeRO-2; docs/distributed.md)",
     "template": "alignkit formats rows with the model's own chat template (tokenizer.chat_template)",
-    "dataset_dir": "datasets are given as files, folders or hub ids (dataset_info.json is not read)",
     "ckpt_path": "checkpoints are written to output_dir/checkpoint-N",
     "use_unsloth": "speed only; alignkit's own engine is used",
     "use_unsloth_gc": "speed only; alignkit's own engine is used",

@@ -1,0 +1,188 @@
+"""LLaMA-Factory's datasets read as they are: alpaca and sharegpt rows (SFT, pairs, KTO, prompts),
+rows as its data/README.md shows them, and names looked up in a dataset_info.json."""
+
+import json
+
+import pytest
+
+from alignkit.configs import DPOConfig, KTOConfig, SFTConfig, load_config
+from alignkit.data.kto import load_kto_data
+from alignkit.data.preference import load_preference_data
+from alignkit.data.prompts import load_prompt_rows
+from alignkit.data.sft import load_sft_data
+from alignkit.errors import ConfigError, DataValidationError
+
+SYSTEM = {"role": "system", "content": "Be brief."}
+
+
+def write_rows(path, rows):
+    """JSONL, or a JSON array (LLaMA-Factory's usual file) for a .json path."""
+    text = json.dumps(rows) if path.suffix == ".json" else "".join(json.dumps(row) + "\n" for row in rows)
+    path.write_text(text)
+    return str(path)
+
+
+def test_alpaca_rows_join_instruction_and_input_after_system_and_history(tmp_path):
+    pairs = write_rows(
+        tmp_path / "pairs.jsonl",
+        [
+            {"instruction": "Add", "input": "2 and 3", "chosen": "5", "rejected": "6", "system": "Be brief."},
+            {"instruction": "Name a colour", "input": "", "output": ["red", "loud"]},  # the older pairs: output [a, b]
+        ],
+    )
+    first, second = load_preference_data(pairs)
+    assert (first.prompt, first.chosen, first.rejected) == (
+        [SYSTEM, {"role": "user", "content": "Add\n2 and 3"}],  # LLaMA-Factory's "instruction\ninput"
+        "5",
+        "6",
+    )
+    assert (second.prompt, second.chosen, second.rejected) == (
+        [{"role": "user", "content": "Name a colour"}],
+        "red",
+        "loud",
+    )
+
+    sft = write_rows(
+        tmp_path / "sft.jsonl",
+        [{"instruction": "And 4?", "output": "7", "history": [["Add 2 and 3", "5"]]}],
+    )
+    (example,) = load_sft_data(sft)
+    assert example.messages == [  # the history's answer is trained on too, as in LLaMA-Factory
+        {"role": "user", "content": "Add 2 and 3"},
+        {"role": "assistant", "content": "5"},
+        {"role": "user", "content": "And 4?"},
+        {"role": "assistant", "content": "7"},
+    ]
+    assert [row["prompt"] for row in load_prompt_rows(sft)] == [example.messages[:3]]  # RL reads the prompt
+
+    kto = write_rows(
+        tmp_path / "kto.jsonl",
+        [
+            {"instruction": "Add 2 and 3", "output": "5", "kto_tag": True},
+            {"instruction": "Hi", "output": "Go away", "kto_tag": False},
+        ],
+    )
+    assert [(e.prompt[-1]["content"], e.completion, e.desirable) for e in load_kto_data(kto)] == [
+        ("Add 2 and 3", "5", True),
+        ("Hi", "Go away", False),
+    ]
+
+
+def test_sharegpt_rows_become_conversations_pairs_and_kto_rows(tmp_path):
+    turn = [{"from": "human", "value": "Add 2 and 3"}]
+    source = write_rows(
+        tmp_path / "pairs.json",
+        [
+            {
+                "conversations": [{"from": "system", "value": "Be brief."}, *turn],
+                "chosen": {"from": "gpt", "value": "5"},
+                "rejected": {"from": "gpt", "value": "6"},
+            }
+        ],
+    )
+    (pair,) = load_preference_data(source)
+    assert (pair.prompt, pair.chosen, pair.rejected) == ([SYSTEM, {"role": "user", "content": "Add 2 and 3"}], "5", "6")
+
+    chat = [
+        *turn,
+        {"from": "gpt", "value": "5"},
+        {"from": "human", "value": "Weather?"},
+        {"from": "function_call", "value": "{}"},
+    ]
+    chat += [{"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "Sunny."}]
+    sft = write_rows(tmp_path / "sft.jsonl", [{"conversations": chat, "system": "Be brief."}])
+    (example,) = load_sft_data(sft)
+    assert [m["role"] for m in example.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    assert example.messages[0] == SYSTEM and example.messages[-1]["content"] == "Sunny."
+
+    kto = write_rows(
+        tmp_path / "kto.jsonl", [{"conversations": [*turn, {"from": "gpt", "value": "6"}], "kto_tag": False}]
+    )
+    (row,) = load_kto_data(kto)
+    assert (row.prompt, row.completion, row.desirable) == ([{"role": "user", "content": "Add 2 and 3"}], "6", False)
+
+
+def test_broken_llama_factory_rows_are_reported_with_line_and_field(tmp_path):
+    source = write_rows(
+        tmp_path / "bad.jsonl",
+        [
+            {"instruction": "Add", "history": [["only a question"]], "output": "5"},
+            {"conversations": [{"from": "narrator", "value": "Once"}, {"from": "gpt", "value": "upon"}]},
+            {"conversations": [{"from": "human", "value": "Hi"}], "kto_tag": True},
+            {"instruction": "", "input": "", "output": "5"},
+        ],
+    )
+    with pytest.raises(DataValidationError) as caught:
+        load_sft_data(source)
+    text = str(caught.value)
+    assert f"{source}:1" in text and "history" in text and "[instruction, response] pairs" in text
+    assert f"{source}:2" in text and "conversations[0].from" in text and "'narrator'" in text
+    assert f"{source}:3" in text and "must end with the assistant's answer" in text
+    assert f"{source}:4" in text and "instruction" in text
+
+
+def test_alignkits_own_rows_are_left_as_they_are(tmp_path):
+    """A row with alignkit's prompt (or messages) keeps its meaning, whatever else it carries."""
+    source = write_rows(tmp_path / "own.jsonl", [{"prompt": "Add", "chosen": "5", "rejected": "6", "instruction": "x"}])
+    (pair,) = load_preference_data(source)
+    assert (pair.prompt, pair.chosen) == ("Add", "5")
+
+
+def test_a_dataset_named_in_dataset_info_json_is_read_with_its_columns(tmp_path, monkeypatch):
+    """LLaMA-Factory's ``dataset: name`` + ``dataset_dir``, its entry's file and columns (the README's
+    alpaca preference entry, renamed columns), and the OpenAI form's tags."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_rows(data / "mine.jsonl", [{"question": "Add 2 and 3", "good": "5", "bad": "6"}])
+    write_rows(
+        data / "chats.jsonl",
+        [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}],
+    )
+    info = {
+        "my_pairs": {
+            "file_name": "mine.jsonl",
+            "ranking": True,
+            "columns": {"prompt": "question", "chosen": "good", "rejected": "bad"},
+        },
+        "chats": {
+            "file_name": "chats.jsonl",
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
+        },
+        "odd_tags": {"file_name": "chats.jsonl", "formatting": "sharegpt", "tags": {"user_tag": "person"}},
+        "on_hub": {"hf_hub_url": "someone/pairs", "ranking": True},
+    }
+    (data / "dataset_info.json").write_text(json.dumps(info))
+    config = load_config(DPOConfig, overrides=["--stage", "dpo", "--dataset", "my_pairs", "--dataset_dir", str(data)])
+    assert config.train_data == str(data / "mine.jsonl")
+    assert config.data_fields == {"instruction": "question", "chosen": "good", "rejected": "bad"}
+    (pair,) = load_preference_data(config.train_data, fields=config.data_fields)
+    assert (pair.prompt, pair.chosen, pair.rejected) == ([{"role": "user", "content": "Add 2 and 3"}], "5", "6")
+
+    monkeypatch.chdir(tmp_path)  # dataset_dir unset: LLaMA-Factory's default, data
+    sft = load_config(SFTConfig, overrides=["--stage", "sft", "--dataset", "chats", "--eval_dataset", "chats"])
+    assert (sft.train_data, sft.eval_data, sft.data_fields) == (
+        "data/chats.jsonl",
+        "data/chats.jsonl",
+        {"conversations": "messages"},
+    )
+    (chat,) = load_sft_data(sft.train_data, fields=sft.data_fields)
+    assert chat.messages[-1] == {"role": "assistant", "content": "Hello"}
+    assert load_config(DPOConfig, overrides=["--dataset", "on_hub"]).train_data == "someone/pairs"
+    assert load_config(DPOConfig, overrides=["--dataset", "x.jsonl", "--train_data", "y.jsonl"]).train_data == "y.jsonl"
+
+    with pytest.raises(ConfigError, match=r"'odd_tags'.*tags.user_tag 'person'"):
+        load_config(SFTConfig, overrides=["--dataset", "odd_tags"])
+    with pytest.raises(ConfigError, match=r"dataset 'nope': not in .*dataset_info.json \(it names: chats, my_pairs"):
+        load_config(KTOConfig, overrides=["--dataset", "nope", "--dataset_dir", "data"])
+    with pytest.raises(ConfigError, match="alignkit trains on one dataset"):
+        load_config(DPOConfig, overrides=["--dataset", "my_pairs,chats"])
