@@ -152,21 +152,18 @@ def rl_args(model_dir, prompts, out, *extra):
     ],
 )
 def test_each_command_runs_from_the_cli(command, keys, tiny_model_dir, prompts, tmp_path):
+    """Two steps each; RLOO's as two epochs of one step (torchtune's max_steps_per_epoch)."""
     from alignkit.cli import main
 
     out = tmp_path / command
+    steps = ["--num_train_epochs", "2", "--max_steps_per_epoch", "1"] if command == "rloo" else ["--max_steps", "2"]
     assert (
-        main(
-            [
-                command,
-                *rl_args(tiny_model_dir, prompts, out, "--max_steps", "2", "--eval_on_start", "--sample_every", "1"),
-            ]
-        )
-        == 0
+        main([command, *rl_args(tiny_model_dir, prompts, out, *steps, "--eval_on_start", "--sample_every", "1")]) == 0
     )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "reward/score" in r]
     assert [r["step"] for r in train] == [1, 2]
+    assert [r["epoch"] for r in train] == ([1.0, 2.0] if command == "rloo" else [0.3333, 0.6667])  # 3 steps an epoch
     common = {
         "reward/score",
         "reward/verifier",

@@ -135,8 +135,8 @@ class TrainConfig(BaseModel):
     max_steps_per_epoch: int | None = Field(
         None,
         ge=1,
-        description="End each epoch after at most this many optimizer steps (torchtune's cap; the supervised and "
-        "preference trainers).",
+        description="End each epoch after at most this many optimizer steps (torchtune's cap; in the RL trainers "
+        "a step is one batch of prompts).",
     )
     max_samples: int | None = Field(
         None,

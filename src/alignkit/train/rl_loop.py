@@ -117,11 +117,10 @@ def run_rl(
     batch_size, lm = config.per_device_train_batch_size, policy.lm
     updates_per_step = config.num_ppo_epochs * math.ceil(batch_size * config.num_generations / config.mini_batch_size)
     per_epoch = max(1, len(train_rows) // batch_size)
-    total_steps = (
-        config.max_steps
-        if config.max_steps > 0
-        else max(1, math.ceil(config.num_train_epochs * len(train_rows) / batch_size))
-    )
+    epoch_steps = len(train_rows) / batch_size
+    if config.max_steps_per_epoch:  # torchtune's cap: an epoch ends after this many steps
+        per_epoch = epoch_steps = min(per_epoch, config.max_steps_per_epoch)
+    total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * epoch_steps))
     guard = RewardHackingGuard(config.hacking_kl_threshold, config.length_runaway_factor)
     state = session.prepare(
         policy, total_steps, config.mini_batch_size, updates_per_step, monitor=guard, desc=method.name
