@@ -287,6 +287,7 @@ class TrainConfig(BaseModel):
     )
 
     requires_train_data: typing.ClassVar[bool] = True
+    command: typing.ClassVar[str | None] = None  # the alignkit command that trains this config
 
     @field_validator("lora_target_modules", mode="after")
     @classmethod

@@ -13,6 +13,8 @@ from alignkit.configs.base import TrainConfig, described, new_default
 class DPOConfig(TrainConfig):
     """`alignkit dpo`: Direct Preference Optimization on prompt/chosen/rejected pairs."""
 
+    command: typing.ClassVar[str | None] = "dpo"
+
     beta: float = Field(
         0.1, gt=0.0, description="Strength of the KL constraint to the reference model (higher stays closer)."
     )
@@ -55,6 +57,8 @@ class SFTConfig(TrainConfig):
     """`alignkit sft`: supervised fine-tuning on `messages` conversations or prompt/completion rows;
     the loss covers only what the assistant says."""
 
+    command: typing.ClassVar[str | None] = "sft"
+
     learning_rate: float = Field(
         2e-5, gt=0.0, description="Peak learning rate (AdamW); ~2e-5 full fine-tuning, ~2e-4 LoRA."
     )
@@ -78,6 +82,8 @@ class RewardConfig(TrainConfig):
     """`alignkit reward`: a Bradley-Terry reward model (one-output sequence classifier) on
     prompt/chosen/rejected pairs; an optional per-pair `margin` field is subtracted inside the loss."""
 
+    command: typing.ClassVar[str | None] = "reward"
+
     learning_rate: float = Field(
         1e-5, gt=0.0, description="Peak learning rate (AdamW); ~1e-5 full fine-tuning, ~1e-4 LoRA."
     )
@@ -89,6 +95,8 @@ class RewardConfig(TrainConfig):
 class KTOConfig(TrainConfig):
     """`alignkit kto`: KTO on unpaired prompt/completion/label rows (or pairs, split into a desirable
     and an undesirable row)."""
+
+    command: typing.ClassVar[str | None] = "kto"
 
     learning_rate: float = Field(
         5e-7, gt=0.0, description="Peak learning rate (AdamW); KTO likes small steps (~5e-7 full, ~5e-5 LoRA)."
@@ -111,6 +119,8 @@ class KTOConfig(TrainConfig):
 class ORPOConfig(TrainConfig):
     """`alignkit orpo`: one-stage alignment with no reference model: NLL on chosen plus
     beta x the odds-ratio loss of chosen over rejected."""
+
+    command: typing.ClassVar[str | None] = "orpo"
 
     learning_rate: float = Field(
         8e-6, gt=0.0, description="Peak learning rate (AdamW); the paper uses 8e-6 full fine-tuning."

@@ -7,6 +7,7 @@ rollout batch: generate, score, then ``num_ppo_epochs`` passes of minibatch upda
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -127,6 +128,8 @@ class RLConfig(TrainConfig):
 class PPOConfig(RLConfig):
     """`alignkit ppo`: PPO-RLHF with a value head on the policy's backbone, per-token KL penalty, GAE."""
 
+    command: typing.ClassVar[str | None] = "ppo"
+
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount factor of GAE.")
     lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda.")
     vf_coef: float = Field(0.1, ge=0.0, description="Weight of the value loss.")
@@ -147,6 +150,8 @@ class GroupConfig(RLConfig):
 class GRPOConfig(GroupConfig):
     """`alignkit grpo`: group-relative advantages (mean/std within each prompt's completions), KL in the loss."""
 
+    command: typing.ClassVar[str | None] = "grpo"
+
     beta: float = Field(0.04, ge=0.0, description="Weight of the k3 KL term in the loss.")
     scale_rewards: bool = Field(True, description="Divide by the group's reward std (Dr. GRPO sets false).")
     loss_type: Literal["grpo", "bnpo", "dapo", "dr_grpo"] = Field(
@@ -158,3 +163,5 @@ class GRPOConfig(GroupConfig):
 
 class RLOOConfig(GroupConfig):
     """`alignkit rloo`: REINFORCE with a leave-one-out baseline; the KL penalty is part of the reward."""
+
+    command: typing.ClassVar[str | None] = "rloo"

@@ -28,8 +28,6 @@ STAGES = {"sft": "sft", "rm": "reward", "dpo": "dpo", "kto": "kto", "ppo": "ppo"
 RL_COMMANDS = ("ppo", "grpo", "rloo")
 # TRL's loss_type where alignkit's command has one loss: the value that names it
 SINGLE_LOSS = {"kto": "kto", "sft": "nll"}
-COMMANDS = {f"{name.upper() if name != 'reward' else 'Reward'}Config": name for name in (*STAGES.values(), "orpo")}
-COMMANDS.update({"GRPOConfig": "grpo", "RLOOConfig": "rloo"})
 
 
 def translate(values: dict[str, Any], known: set[str], origin: str, notices: list[str] | None = None) -> dict[str, Any]:
@@ -83,7 +81,7 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
       columns, anything else as a file, folder or hub id.
     """
     out = {key: value for key, value in merged.items() if not key.startswith("_")}
-    command = COMMANDS.get(cls.__name__)
+    command = getattr(cls, "command", None)  # the alignkit command cls is for (None: not a training command)
     stage, orpo = merged.get("_stage"), merged.get("_pref_loss") == "orpo"
     if merged.get("_pref_loss") not in (None, "orpo") and command == "dpo":
         out.setdefault("loss_type", merged["_pref_loss"])  # an explicit loss_type wins
@@ -171,7 +169,8 @@ def _setting(values: dict[str, Any], cls: type, name: str) -> int:
     if name in values:
         return int(values[name])
     if name not in cls.model_fields:
-        raise ConfigError(f"a key given needs {name}, which alignkit {COMMANDS.get(cls.__name__, cls.__name__)} lacks")
+        command = getattr(cls, "command", None) or cls.__name__
+        raise ConfigError(f"a key given needs {name}, which alignkit {command} lacks")
     return int(cls.model_fields[name].default)
 
 
