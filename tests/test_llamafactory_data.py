@@ -186,3 +186,14 @@ def test_a_dataset_named_in_dataset_info_json_is_read_with_its_columns(tmp_path,
         load_config(KTOConfig, overrides=["--dataset", "nope", "--dataset_dir", "data"])
     with pytest.raises(ConfigError, match="alignkit trains on one dataset"):
         load_config(DPOConfig, overrides=["--dataset", "my_pairs,chats"])
+
+
+def test_the_tags_a_dataset_info_entry_may_name_are_the_ones_rows_are_read_with():
+    from alignkit.data.llamafactory import MESSAGE_KEYS, ROLE_NAMES
+    from alignkit.peer_names.llamafactory_datasets import DEFAULT_TAGS
+
+    roles = {
+        value for tag, values in DEFAULT_TAGS.items() if tag not in ("role_tag", "content_tag") for value in values
+    }
+    assert roles == set(ROLE_NAMES)
+    assert (DEFAULT_TAGS["role_tag"], DEFAULT_TAGS["content_tag"]) == tuple(set(keys) for keys in zip(*MESSAGE_KEYS))

@@ -57,11 +57,13 @@ def read_records(source: str | Path, split: str = "train", fields: dict[str, str
         return records
     faults, converted = FaultCollector(str(source)), []
     for record in records:
-        row = record.data
-        if llamafactory.is_llamafactory_row(row):
-            row = llamafactory.convert_row(row, record.where, faults)
-        if row is not None:
-            converted.append(Record(row, record.where))
+        if not llamafactory.is_llamafactory_row(record.data):
+            converted.append(record)
+            continue
+        try:
+            converted.append(Record(llamafactory.convert_row(record.data), record.where))
+        except llamafactory.RowFault as fault:
+            faults.add(record.where, fault.field, str(fault))
     faults.raise_if_any()
     return converted
 

@@ -16,9 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alignkit.data import llamafactory
 from alignkit.errors import ConfigError
-from alignkit.peer_names import others, torchtune, trl, trl_dropped
+from alignkit.peer_names import llamafactory_datasets, others, torchtune, trl, trl_dropped
 from alignkit.peer_names.values import as_list
 
 BARE_FLAGS = trl_dropped.BARE_FLAGS | others.BARE_FLAGS
@@ -144,7 +143,7 @@ def _datasets(merged: dict[str, Any], out: dict[str, Any]) -> dict[str, str]:
             raise ConfigError(
                 f"{key[1:]}: {', '.join(names)}: alignkit trains on one dataset; join them into one file, or give one"
             )
-        found = llamafactory.find_dataset(names[0], merged.get("_dataset_dir"))
+        found = llamafactory_datasets.find_dataset(names[0], merged.get("_dataset_dir"))
         source, entry_fields = found or (names[0], {})
         if field not in out:
             out[field] = source
