@@ -4,8 +4,10 @@ names (``optimizer.lr``), which is also how torchtune's ``key=value`` overrides 
 
 The weights come from ``checkpointer.checkpoint_dir`` (a Hugging Face folder, torchtune's
 ``FullModelHFCheckpointer``); the tokenizer and the architecture come with it, so the ``_component_``
-entries that build them are dropped with a notice. torchtune's built-in datasets are not known here:
-give a file (``dataset.data_files``) or a hub id (``dataset.source``).
+entries that build them are dropped with a notice. Its dataset builders (``dataset._component_``) are
+read as the rows they build: the generic ones (``preference_dataset``, ``instruct_dataset``,
+``chat_dataset``, ``text_completion_dataset``) from ``source``/``data_files`` with their ``column_map``,
+the named ones from the hub id each reads.
 """
 
 from __future__ import annotations
@@ -52,6 +54,51 @@ def _loss(component: Any) -> dict:
     )
 
 
+# torchtune's dataset builders -> the hub id a named one reads, and the fields ({ours: its column}) it reads
+BUILDERS: dict[str, tuple[str | None, dict[str, str]]] = {
+    "preference_dataset": (None, {}),  # chosen/rejected conversations: the shared turns are the prompt
+    "instruct_dataset": (None, {"prompt": "input", "completion": "output"}),
+    "chat_dataset": (None, {}),  # the conversation column, by conversation_style
+    "text_completion_dataset": (None, {}),  # the text column
+    "hh_rlhf_helpful_dataset": ("RLHFlow/HH-RLHF-Helpful-standard", {}),
+    "slimorca_dataset": ("Open-Orca/SlimOrca-Dedup", {}),  # sharegpt conversations
+    "alpaca_dataset": ("tatsu-lab/alpaca", {}),  # alpaca rows: instruction and input joined, then the chat template
+    "alpaca_cleaned_dataset": ("yahma/alpaca-cleaned", {}),
+}
+# a builder's own column names (the keys of its column_map) -> ours
+COLUMN_NAMES = {
+    "prompt": "prompt",
+    "chosen": "chosen",
+    "rejected": "rejected",
+    "input": "prompt",
+    "output": "completion",
+}
+
+
+def _dataset_builder(component: Any) -> dict:
+    name = str(component).rsplit(".", 1)[-1]
+    if name not in BUILDERS:
+        raise ConfigError(
+            f"dataset {component}: alignkit reads torchtune's {', '.join(BUILDERS)}; for another, save its rows to "
+            "a file and give it as a preference_dataset/instruct_dataset/chat_dataset's data_files"
+        )
+    source, fields = BUILDERS[name]
+    defaults = {f"_tt_default:{ours}": column for ours, column in fields.items()}  # column_map's win
+    return {**({"_tt_source": source} if source else {}), **defaults}
+
+
+def _column_map(value: Any) -> dict:
+    if not isinstance(value, dict) or not all(key in COLUMN_NAMES for key in value):
+        raise ConfigError(f"column_map {value!r}: give {{column: your column}} for {', '.join(COLUMN_NAMES)}")
+    return {f"_tt_field:{COLUMN_NAMES[key]}": str(column) for key, column in value.items()}
+
+
+def _conversation_style(value: Any) -> dict:
+    if value not in ("sharegpt", "openai"):
+        raise ConfigError(f"conversation_style {value!r}: alignkit reads sharegpt and openai conversations")
+    return {"_tt_style": value}
+
+
 def _dataset_source(value: Any) -> dict:
     return {} if str(value) in ("json", "parquet", "csv", "text") else {"train_data": value}  # a hub id
 
@@ -69,6 +116,13 @@ NAMES: dict[str, Callable[[Any], dict]] = {
     "dataset.data_files": to("train_data"),
     "dataset.source": _dataset_source,
     "dataset.split": to("dataset_train_split"),
+    "dataset._component_": _dataset_builder,
+    "dataset.column_map": _column_map,
+    "dataset.conversation_column": lambda value: {"_tt_conversations": str(value)},
+    "dataset.conversation_style": _conversation_style,
+    "dataset.column": lambda value: {"_tt_field:text": str(value)},  # text_completion_dataset's
+    "dataset.train_on_input": only({False}, "alignkit trains on the responses only (the prompt is masked)"),
+    "dataset.new_system_prompt": only({None}, "put the system message in your rows"),
     "batch_size": to("per_device_train_batch_size"),
     "epochs": to("num_train_epochs"),
     "optimizer._component_": _optimizer,
@@ -89,8 +143,6 @@ NAMES: dict[str, Callable[[Any], dict]] = {
 DROPPED = {
     "tokenizer._component_": "the tokenizer is the model folder's",
     "tokenizer.path": "the tokenizer is the model folder's",
-    "dataset._component_": "give the rows as dataset.data_files (or train_data); torchtune's built-in datasets "
-    "are not known here",
     **dict.fromkeys(
         [
             "checkpointer._component_",
@@ -112,7 +164,6 @@ DROPPED = {
             "clip_grad_norm",
             "profiler",
             "dataset.packed",
-            "dataset.column_map",
         ],
         "",
     ),
@@ -132,7 +183,17 @@ def flatten(values: dict[str, Any], known: set[str]) -> dict[str, Any]:
 
 
 def finish(merged: dict[str, Any], out: dict[str, Any]) -> None:
-    """LoRA's modules from torchtune's attention list and MLP switch (``max_steps_per_epoch`` is ours too)."""
+    """LoRA's modules from torchtune's attention list and MLP switch (``max_steps_per_epoch`` is ours too);
+    the data a dataset builder reads (its hub id where no source is given, its columns as data_fields)."""
+    if "_tt_source" in merged:
+        out.setdefault("train_data", merged["_tt_source"])
+    fields = {key.split(":", 1)[1]: value for key, value in merged.items() if key.startswith("_tt_default:")}
+    fields.update({key.split(":", 1)[1]: value for key, value in merged.items() if key.startswith("_tt_field:")})
+    if "_tt_conversations" in merged:  # chat_dataset: openai's messages, or sharegpt's from/value turns
+        fields["conversations" if merged.get("_tt_style") == "sharegpt" else "messages"] = merged["_tt_conversations"]
+    fields = {ours: theirs for ours, theirs in fields.items() if ours != theirs}
+    if fields:
+        out["data_fields"] = {**fields, **(out.get("data_fields") or {})}
     if "_tt_attention" in merged or merged.get("_tt_mlp"):
         modules = [ATTENTION.get(name, name) for name in merged.get("_tt_attention", [])]
         out["lora_target_modules"] = modules + (["gate_proj", "up_proj", "down_proj"] if merged.get("_tt_mlp") else [])

@@ -1,5 +1,6 @@
-"""LLaMA-Factory's datasets read as they are: alpaca and sharegpt rows (SFT, pairs, KTO, prompts),
-rows as its data/README.md shows them, and names looked up in a dataset_info.json."""
+"""Other tools' datasets read as they are: LLaMA-Factory's alpaca and sharegpt rows (SFT, pairs, KTO,
+prompts) as its data/README.md shows them, names looked up in a dataset_info.json, and torchtune's
+dataset builders with their column maps."""
 
 import json
 
@@ -197,3 +198,41 @@ def test_the_tags_a_dataset_info_entry_may_name_are_the_ones_rows_are_read_with(
     }
     assert roles == set(ROLE_NAMES)
     assert (DEFAULT_TAGS["role_tag"], DEFAULT_TAGS["content_tag"]) == tuple(set(keys) for keys in zip(*MESSAGE_KEYS))
+
+
+def test_torchtune_dataset_builders_read_the_rows_they_build(tmp_path, capsys):
+    chats = write_rows(
+        tmp_path / "chats.jsonl", [{"dialogue": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]
+    )
+    qa = write_rows(tmp_path / "qa.jsonl", [{"question": "Add 2 and 3", "answer": "5"}])
+    section = "dataset._component_=torchtune.datasets.{}"
+
+    chat = load_config(
+        SFTConfig,
+        overrides=[section.format("chat_dataset"), "dataset.source=json", f"dataset.data_files={chats}"]
+        + ["dataset.conversation_column=dialogue", "dataset.conversation_style=sharegpt"],
+    )
+    assert (chat.train_data, chat.data_fields) == (chats, {"conversations": "dialogue"})
+    (example,) = load_sft_data(chat.train_data, fields=chat.data_fields)
+    assert example.messages == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+
+    # instruct_dataset reads input/output; its column_map names yours, whichever comes first in the file
+    instruct = load_config(
+        SFTConfig,
+        overrides=["dataset.column_map={input: question, output: answer}", section.format("instruct_dataset")]
+        + [f"dataset.data_files={qa}"],
+    )
+    assert instruct.data_fields == {"prompt": "question", "completion": "answer"}
+    (row,) = load_sft_data(instruct.train_data, fields=instruct.data_fields)
+    assert (row.prompt, row.completion) == ("Add 2 and 3", "5")
+    plain = load_config(SFTConfig, overrides=[section.format("instruct_dataset"), f"dataset.data_files={qa}"])
+    assert plain.data_fields == {"prompt": "input", "completion": "output"}
+
+    hh = load_config(DPOConfig, overrides=[section.format("hh_rlhf_helpful_dataset")])
+    assert (hh.train_data, hh.data_fields) == ("RLHFlow/HH-RLHF-Helpful-standard", {})
+    with pytest.raises(
+        ConfigError, match="stack_exchange_paired_dataset: alignkit reads torchtune's preference_dataset"
+    ):
+        load_config(DPOConfig, overrides=[section.format("stack_exchange_paired_dataset")])
+    with pytest.raises(ConfigError, match="'dataset.train_on_input' \\(torchtune\\).*the prompt is masked"):
+        load_config(DPOConfig, overrides=[section.format("preference_dataset"), "dataset.train_on_input=true"])
