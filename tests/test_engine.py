@@ -51,6 +51,22 @@ def test_matches_naive_values_and_gradients(layout):
         assert torch.allclose(grads[name], param.grad, atol=1e-5), name
 
 
+def test_a_soft_capped_model_is_scored_with_its_cap():
+    """Gemma-2 caps its logits (c * tanh(z / c)); the engine reads the cap from the model's config. Large
+    head weights make the cap matter: uncapped, the sums would be about three times as negative."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, head_dim=8)
+    config = Gemma2Config(vocab_size=64, num_key_value_heads=2, final_logit_softcapping=2.0, **shape)
+    model = Gemma2ForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(30)
+    result = sequence_logps(model, LAYOUTS["packed"](SEQUENCES, STARTS), chunk_size=3).logps
+    assert torch.allclose(result, naive_logps(model, SEQUENCES, STARTS), atol=1e-4)
+    assert result.sum() > -60  # capped logits spread at most 4 nats; uncapped these sum below -160
+
+
 def test_left_and_right_padding_give_identical_logps():
     model = build_model(64).eval()
     right = sequence_logps(model, build_sequence_batch(SEQUENCES, STARTS, 0, "right")).logps

@@ -119,6 +119,7 @@ def test_broken_llama_factory_rows_are_reported_with_line_and_field(tmp_path):
             {"conversations": [{"from": "narrator", "value": "Once"}, {"from": "gpt", "value": "upon"}]},
             {"conversations": [{"from": "human", "value": "Hi"}], "kto_tag": True},
             {"instruction": "", "input": "", "output": "5"},
+            {"instruction": "Add", "output": "5", "kto_tag": "yes"},
         ],
     )
     with pytest.raises(DataValidationError) as caught:
@@ -128,6 +129,7 @@ def test_broken_llama_factory_rows_are_reported_with_line_and_field(tmp_path):
     assert f"{source}:2" in text and "conversations[0].from" in text and "'narrator'" in text
     assert f"{source}:3" in text and "must end with the assistant's answer" in text
     assert f"{source}:4" in text and "instruction" in text
+    assert f"{source}:5: field 'kto_tag': expected true or false, got 'yes'" in text
 
 
 def test_alignkits_own_rows_are_left_as_they_are(tmp_path):

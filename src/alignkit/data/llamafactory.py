@@ -67,6 +67,8 @@ def convert_row(row: dict) -> dict:
     if isinstance(answer, list) and len(answer) == 2 and "kto_tag" not in row:  # older pairs: output [chosen, rejected]
         return {**extra, "prompt": prompt, "chosen": answer[0], "rejected": answer[1]}
     if "kto_tag" in row:
+        if not isinstance(row["kto_tag"], bool):
+            raise RowFault("kto_tag", f"expected true or false, got {row['kto_tag']!r}")
         return {**extra, "prompt": prompt, "completion": answer, "label": row["kto_tag"]}
     if answer is None:  # prompts only (the RL commands)
         return {**extra, "prompt": prompt}
