@@ -62,3 +62,35 @@ def test_data_commands_are_listed_and_have_help(command, key, capsys):
     assert f"  {command} " in capsys.readouterr().out
     assert main([command, "--help"]) == 0
     assert key in capsys.readouterr().out
+
+
+def test_trls_launch_options_relaunch_the_command_under_accelerate(tmp_path, capsys):
+    """``trl dpo ... --num_processes 4`` / ``--accelerate_config zero3`` (TRL's CLI page): the same command
+    under ``accelerate launch``; one process runs here; a launched process does not launch again."""
+    import sys
+
+    from alignkit.commands.launch import SHIPPED, plan_launch
+
+    launch, rest = plan_launch("dpo", ["c.yaml", "--num_processes", "4", "--beta", "0.2"], {})
+    assert launch == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "4", "--multi_gpu"] + [
+        "-m",
+        "alignkit",
+        "dpo",
+        "c.yaml",
+        "--beta",
+        "0.2",
+    ]
+    assert rest == ["c.yaml", "--beta", "0.2"]
+    launch, _ = plan_launch("sft", ["--accelerate_config", "zero3", "--num_processes=2", "--model", "m"], {})
+    assert launch[3:9] == ["--num_processes", "2", "--config_file", str(SHIPPED / "zero3.yaml"), "-m", "alignkit"]
+    own = tmp_path / "mine.yaml"
+    own.write_text("distributed_type: MULTI_GPU\n")
+    assert plan_launch("kto", ["--accelerate_config", str(own)], {})[0][3:5] == ["--config_file", str(own)]
+    assert plan_launch("dpo", ["--num_processes", "1", "--beta", "0.2"], {}) == (None, ["--beta", "0.2"])
+    assert plan_launch("dpo", ["--accelerate_config", "single_gpu"], {}) == (None, [])
+    assert plan_launch("dpo", ["--num_processes", "4", "--beta", "0.2"], {"LOCAL_RANK": "0"}) == (
+        None,
+        ["--beta", "0.2"],
+    )
+    assert main(["dpo", "--accelerate_config", "zero1"]) == 2
+    assert "zero1: ZeRO-1 is not shipped" in capsys.readouterr().err

@@ -37,12 +37,14 @@ def needs_deepspeed(kind: str) -> None:  # (FSDP2 is part of torch)
 def run(
     args: list[str], kind: str | None, program: tuple[str, ...] = ("-m", "alignkit")
 ) -> subprocess.CompletedProcess:
-    """``alignkit dpo ARGS`` (or ``program``'s) in one process, or in two launched as ``kind``."""
-    launch = (
-        [sys.executable, "-m", "accelerate.commands.launch", *LAUNCHES[kind], "--num_processes", "2"]
-        if kind
-        else [sys.executable]
-    )
+    """``alignkit dpo ARGS`` (or ``program``'s) in one process, or in two launched as ``kind``; plain DDP
+    as TRL's CLI spells it (``--num_processes 2``: alignkit relaunches itself under accelerate)."""
+    if kind == "ddp" and program == ("-m", "alignkit"):
+        launch, args = [sys.executable], [*args, "--num_processes", "2"]
+    elif kind:
+        launch = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCHES[kind], "--num_processes", "2"]
+    else:
+        launch = [sys.executable]
     return subprocess.run([*launch, *program, "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 

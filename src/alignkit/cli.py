@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 
 from alignkit import __version__
+from alignkit.commands.launch import plan_launch
 from alignkit.configs import describe_fields, load_config
 from alignkit.errors import AlignkitError
 
@@ -190,6 +192,15 @@ def _main(argv: list[str] | None) -> int:
             + (f"\n\n{keys}" if keys else "")
         )
         return 0
+    if name in TRAINING_COMMANDS:  # --num_processes N / --accelerate_config NAME: relaunched as trl does
+        try:
+            launch, rest = plan_launch(name, rest, os.environ)
+        except AlignkitError as exc:
+            print(f"alignkit {name}: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        if launch:
+            print(f"alignkit {name}: launching {' '.join(launch[1:])}", file=sys.stderr)
+            return subprocess.call(launch)
     if name == "report":  # alignkit report RUN_DIR [RUN_DIR ...] [--key value]
         runs = []
         while rest and not rest[0].startswith("--"):

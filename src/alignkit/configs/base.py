@@ -147,7 +147,10 @@ class TrainConfig(BaseModel):
         0.1, ge=0.0, le=1.0, description="Fraction of steps spent warming the learning rate up from 0."
     )
     warmup_steps: int = Field(
-        0, ge=0, description="Warm-up steps; when above 0 it replaces warmup_ratio (as in transformers)."
+        0,
+        ge=0,
+        description="Warm-up steps; when above 0 it replaces warmup_ratio (as in transformers). A fraction below 1 "
+        "is read as warmup_ratio, as transformers 5 reads it.",
     )
     lr_scheduler_type: str = Field(
         "linear", description=f"Learning-rate schedule after warm-up: one of {', '.join(SCHEDULERS)}."
@@ -297,6 +300,20 @@ class TrainConfig(BaseModel):
         if isinstance(value, list) and len(value) == 1 and (value[0] == "all-linear" or set(value[0]) & REGEX_CHARS):
             return value[0]
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warmup_fraction(cls, values):
+        """transformers 5's ``warmup_steps: 0.1``: a fraction of the steps, which is our warmup_ratio."""
+        steps = values.get("warmup_steps") if isinstance(values, dict) else None
+        if isinstance(steps, str):
+            try:
+                steps = float(steps)
+            except ValueError:
+                return values
+        if isinstance(steps, float) and 0 < steps < 1:
+            values = {**values, "warmup_steps": 0, "warmup_ratio": steps}
+        return values
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
