@@ -119,6 +119,44 @@ def test_grpo_loss_clips_the_ratio_on_both_sides():
     assert (loss.item(), clipfrac.item()) == pytest.approx((-0.2, 1.0))
 
 
+def test_gspo_takes_one_ratio_per_sequence_and_clip_higher_raises_the_upper_bound():
+    """Log-ratios 0.2 and -0.1 (advantage 1): GSPO's ratio is exp(0.05) = 1.05127 for both tokens, token
+    GRPO's exp(0.2) = 1.22140 and exp(-0.1) = 0.90484. Clip range [0.99, 1.03] (cliprange 0.01, high
+    0.03): GSPO min(1.05127, 1.03) = 1.03; per token min(1.2214, 1.03) and min(0.90484, 0.99), mean
+    0.96742. Advantage -1: GSPO -min(-1.05127, -1.03) = 1.05127, unclipped."""
+    old = T([[-1.0, -1.0]])
+    logps = old + T([[0.2, -0.1]])
+    mask = T([[True, True]])
+
+    def loss(advantage, level, high=None):
+        return grpo_loss(logps, old, logps, T([advantage]), mask, 0.01, 0.0, "grpo", None, level, high)
+
+    assert loss(1.0, "sequence", 0.1)[0].item() == pytest.approx(-math.exp(0.05))  # inside [0.99, 1.1]
+    seq, clipfrac, _ = loss(1.0, "sequence", 0.03)
+    assert (seq.item(), clipfrac.item()) == pytest.approx((-1.03, 1.0))
+    assert loss(1.0, "token", 0.03)[0].item() == pytest.approx(-(1.03 + math.exp(-0.1)) / 2)
+    assert loss(1.0, "token")[0].item() == pytest.approx(-(1.01 + math.exp(-0.1)) / 2)  # high = cliprange
+    assert loss(-1.0, "sequence", 0.03)[0].item() == pytest.approx(math.exp(0.05))
+    # a padded token does not enter the sequence's mean log-ratio
+    padded = grpo_loss(
+        T([[-0.8, -1.1, 5.0]]),
+        T([[-1.0, -1.0, 0.0]]),
+        T([[0.0] * 3]),
+        T([1.0]),
+        T([[True, True, False]]),
+        0.2,
+        0.0,
+        "grpo",
+        None,
+        "sequence",
+    )[0]
+    assert padded.item() == pytest.approx(-math.exp(0.05))
+    # RLOO's and PPO's surrogate takes the same upper bound
+    assert clipped_policy_loss(logps, old, T([[1.0, 1.0]]), mask, 0.01, 0.03)[0].item() == pytest.approx(
+        -(1.03 + math.exp(-0.1)) / 2
+    )
+
+
 def test_grpo_loss_with_kl_term():
     logps = T([[-1.0, -1.0]])
     loss, clipfrac, kl = grpo_loss(logps, logps, T([[-2.0, -2.0]]), T([2.0]), T([[True, True]]), 0.2, beta=0.1)

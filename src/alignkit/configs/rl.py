@@ -145,6 +145,12 @@ class GroupConfig(RLConfig):
 
     num_generations: int = Field(4, ge=2, description="Completions per prompt (the group).")
     num_ppo_epochs: int = Field(1, ge=1, description="Passes over each rollout batch (1: on-policy).")
+    cliprange_high: float | None = Field(
+        None,
+        gt=0.0,
+        description="Upper clip of the ratio, 1 + cliprange_high (DAPO's clip-higher, TRL's epsilon_high); unset: "
+        "cliprange both ways.",
+    )
 
 
 class GRPOConfig(GroupConfig):
@@ -158,6 +164,11 @@ class GRPOConfig(GroupConfig):
         "grpo",
         description="How token losses are averaged: grpo (per sequence, then over sequences), bnpo/dapo (over "
         "all tokens of a minibatch; TRL's default is dapo), dr_grpo (sum over sequences x max_new_tokens).",
+    )
+    importance_sampling_level: Literal["token", "sequence"] = Field(
+        "token",
+        description="The policy ratio per token (GRPO), or per sequence: exp of the mean token log-ratio (GSPO, "
+        "with a small cliprange such as 3e-4 and loss_type grpo).",
     )
 
 

@@ -75,13 +75,21 @@ def gae(
 
 
 def clipped_policy_loss(
-    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+    cliprange_high: float | None = None,
 ):
-    """PPO's clipped surrogate, averaged over tokens. Returns (loss, clip fraction, approx KL old->new)."""
+    """PPO's clipped surrogate, averaged over tokens; the ratio is clipped to [1 - cliprange,
+    1 + cliprange_high] (``cliprange`` both ways when None). Returns (loss, clip fraction, approx KL
+    old->new)."""
     log_ratio = logps - old_logps
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    high = cliprange if cliprange_high is None else cliprange_high
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + high)
     loss = masked_mean(torch.max(unclipped, clipped), mask)
     clipfrac = masked_mean((clipped > unclipped).float(), mask)
     approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
@@ -127,9 +135,14 @@ def grpo_loss(
     beta: float,
     loss_type: str = "grpo",
     max_tokens: int | None = None,
+    importance_sampling_level: str = "token",
+    cliprange_high: float | None = None,
 ):
     """GRPO: the clipped surrogate with a sequence-level advantage, plus beta x k3 KL to the reference,
-    summed over tokens and normalised as ``loss_type`` says (TRL's names):
+    summed over tokens and normalised as ``loss_type`` says (TRL's names). The ratio is clipped to
+    [1 - cliprange, 1 + cliprange_high] (DAPO's clip-higher; ``cliprange`` both ways when None); it is
+    each token's (``importance_sampling_level`` token) or, for GSPO (sequence), exp of the sequence's mean
+    log-ratio, one per sequence.
 
     - ``grpo``: each sequence's mean over its tokens, then the mean over sequences;
     - ``bnpo`` / ``dapo``: the sum over every token of the minibatch over its number of tokens (long
@@ -138,9 +151,15 @@ def grpo_loss(
     - ``dr_grpo``: the sum over sequences x ``max_tokens`` (the generation limit), a constant.
 
     Returns (loss, clip fraction, mean KL)."""
-    ratio = torch.exp(logps - old_logps)
+    log_ratio = logps - old_logps
+    if importance_sampling_level == "sequence":  # GSPO: one length-normalised ratio per sequence
+        log_ratio = masked_mean(log_ratio, mask, dim=1).unsqueeze(1).expand_as(logps)
+    elif importance_sampling_level != "token":
+        raise ValueError(f"unknown importance_sampling_level '{importance_sampling_level}' (token, sequence)")
+    ratio = torch.exp(log_ratio)
     adv = advantages.unsqueeze(1)
-    per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange) * adv)
+    high = cliprange if cliprange_high is None else cliprange_high
+    per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1.0 - cliprange, 1.0 + high) * adv)
     kl = kl_estimate(logps, ref_logps, "k3")
     if beta:
         per_token = per_token + beta * kl
@@ -154,7 +173,7 @@ def grpo_loss(
         loss = (per_token * mask.to(per_token.dtype)).sum() / (per_token.shape[0] * max_tokens)
     else:
         raise ValueError(f"unknown GRPO loss_type '{loss_type}' (grpo, bnpo, dapo, dr_grpo)")
-    clipfrac = masked_mean(((ratio - 1.0).abs() > cliprange).float(), mask)
+    clipfrac = masked_mean(((ratio < 1.0 - cliprange) | (ratio > 1.0 + high)).float(), mask)
     return loss, clipfrac.detach(), masked_mean(kl, mask).detach()
 
 

@@ -200,6 +200,7 @@ RENAMED_IF_KNOWN = {
     "beta": "kl_coef",
     "num_iterations": "num_ppo_epochs",  # GRPO/RLOO: updates per generation batch
     "epsilon": "cliprange",
+    "epsilon_high": "cliprange_high",
 }
 # TRL's list fields (``--loss_type sigmoid sft`` takes both words)
 LIST_NAMES = {"loss_type", "loss_weights", "report_to", "lora_target_modules", "lora_modules_to_save", "reward_funcs"}

@@ -43,6 +43,8 @@ class GRPO(RLMethod):
             config.beta,
             config.loss_type,
             config.max_new_tokens,
+            config.importance_sampling_level,
+            config.cliprange_high,
         )
         return loss, {"policy/clipfrac": clipfrac, "policy/k3_kl": kl}
 
@@ -65,7 +67,7 @@ class RLOO(RLMethod):
     def loss(self, config: RLOOConfig, out, p: dict):
         """The clipped surrogate on a minibatch; returns (loss, stats)."""
         loss, clipfrac, approx_kl = clipped_policy_loss(
-            out.logps, p["old_logps"], p["advantages"], out.mask & p["mask"], config.cliprange
+            out.logps, p["old_logps"], p["advantages"], out.mask & p["mask"], config.cliprange, config.cliprange_high
         )
         return loss, {"policy/clipfrac": clipfrac, "policy/approx_kl": approx_kl}
 
