@@ -58,6 +58,30 @@ DOCUMENTED = {
         "--missing_eos_penalty 1.0 --num_mini_batches 4 --local_rollout_forward_batch_size 16",
         dict(max_steps=157, model="EleutherAI/pythia-1b-deduped", mini_batch_size=16, missing_eos_penalty=1.0),
     ),
+    "trl kto (its script's docstring: transformers 5's fractional warmup_steps)": (
+        KTOConfig,
+        "--dataset_name trl-lib/kto-mix-14k --model_name_or_path=trl-lib/qwen1.5-1.8b-sft "
+        "--per_device_train_batch_size 16 --num_train_epochs 1 --learning_rate 5e-7 --lr_scheduler_type=cosine "
+        "--gradient_accumulation_steps 1 --eval_steps 500 --output_dir=kto-aligned-model --warmup_steps 0.1 "
+        "--logging_first_step",
+        dict(warmup_ratio=0.1, warmup_steps=0, lr_scheduler_type="cosine", per_device_train_batch_size=16),
+    ),
+    "trl gspo (examples/scripts/gspo.py, but for steps_per_generation)": (
+        GRPOConfig,
+        "--model_name_or_path Qwen/Qwen3-0.6B --output_dir gspo-Qwen3-0.6B --learning_rate 1e-5 --dtype bfloat16 "
+        '--max_completion_length 1024 --use_peft --lora_target_modules "q_proj", "v_proj" --log_completions '
+        "--per_device_train_batch_size 8 --num_generations 8 --importance_sampling_level sequence --epsilon 3e-4 "
+        "--epsilon_high 4e-4 --beta 0.0 --loss_type grpo --gradient_accumulation_steps 2 --train_data p.jsonl",
+        dict(
+            importance_sampling_level="sequence",
+            cliprange=3e-4,
+            cliprange_high=4e-4,
+            beta=0.0,
+            loss_type="grpo",
+            lora_target_modules=["q_proj", "v_proj"],
+            max_new_tokens=1024,
+        ),
+    ),
     "trl dpo, transformers' optimiser flags": (
         DPOConfig,
         "--model_name_or_path m --dataset_name d --adam_beta1 0.85 --adam_beta2 0.95 --adam_epsilon 1e-6 "
