@@ -163,6 +163,7 @@ def test_a_dataset_named_in_dataset_info_json_is_read_with_its_columns(tmp_path,
         },
         "odd_tags": {"file_name": "chats.jsonl", "formatting": "sharegpt", "tags": {"user_tag": "person"}},
         "on_hub": {"hf_hub_url": "someone/pairs", "ranking": True},
+        "their_pairs": {"file_name": "theirs.jsonl", "ranking": True, "columns": {"prompt": "query"}},
     }
     (data / "dataset_info.json").write_text(json.dumps(info))
     config = load_config(DPOConfig, overrides=["--stage", "dpo", "--dataset", "my_pairs", "--dataset_dir", str(data)])
@@ -187,8 +188,8 @@ def test_a_dataset_named_in_dataset_info_json_is_read_with_its_columns(tmp_path,
         load_config(SFTConfig, overrides=["--dataset", "odd_tags"])
     with pytest.raises(ConfigError, match=r"dataset 'nope': not in .*dataset_info.json \(it names: chats, my_pairs"):
         load_config(KTOConfig, overrides=["--dataset", "nope", "--dataset_dir", "data"])
-    with pytest.raises(ConfigError, match="alignkit trains on one dataset"):
-        load_config(DPOConfig, overrides=["--dataset", "my_pairs,chats"])
+    with pytest.raises(ConfigError, match="'their_pairs': its columns differ from another dataset's"):
+        load_config(DPOConfig, overrides=["--dataset", "my_pairs,their_pairs", "--dataset_dir", "data"])
 
 
 def test_the_tags_a_dataset_info_entry_may_name_are_the_ones_rows_are_read_with():
@@ -238,3 +239,29 @@ def test_torchtune_dataset_builders_read_the_rows_they_build(tmp_path, capsys):
         load_config(DPOConfig, overrides=[section.format("stack_exchange_paired_dataset")])
     with pytest.raises(ConfigError, match="'dataset.train_on_input' \\(torchtune\\).*the prompt is masked"):
         load_config(DPOConfig, overrides=[section.format("preference_dataset"), "dataset.train_on_input=true"])
+
+
+def test_llama_factory_dataset_lists_are_read_one_after_another_and_pt_reads_text(tmp_path, monkeypatch):
+    """LLaMA-Factory's SFT examples name two datasets (``identity,alpaca_en_demo``), read one after the
+    other; a pre-training set (stage ``pt``: ``alignkit sft``) is read from its prompt column as text."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    write_rows(data / "identity.json", [{"instruction": "Who are you?", "output": "A helper."}])
+    write_rows(data / "alpaca.json", [{"instruction": "Add", "input": "2 and 3", "output": "5"}])
+    write_rows(data / "c4.jsonl", [{"text": "Plain text to continue."}])
+    info = {"identity": {"file_name": "identity.json"}, "alpaca": {"file_name": "alpaca.json"}}
+    info["c4"] = {"file_name": "c4.jsonl", "columns": {"prompt": "text"}}
+    (data / "dataset_info.json").write_text(json.dumps(info))
+
+    config = load_config(SFTConfig, overrides=["--stage", "sft", "--dataset", "identity, alpaca"])
+    assert config.train_data == "data/identity.json,data/alpaca.json"
+    rows = load_sft_data(config.train_data)
+    assert [(e.where, e.messages[0]["content"]) for e in rows] == [
+        ("data/identity.json row 1", "Who are you?"),
+        ("data/alpaca.json row 1", "Add\n2 and 3"),
+    ]
+    pretrain = load_config(SFTConfig, overrides=["--stage", "pt", "--dataset", "c4"])
+    assert (pretrain.train_data, pretrain.data_fields) == ("data/c4.jsonl", {})
+    (text,) = load_sft_data(pretrain.train_data, fields=pretrain.data_fields)
+    assert (text.prompt, text.completion) == (None, "Plain text to continue.")

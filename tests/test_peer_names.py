@@ -257,7 +257,7 @@ def test_openrlhf_batch_and_resume_follow_the_launch(tmp_path, monkeypatch):
 def test_trl_names_that_would_change_the_result_are_refused_with_advice():
     for cls, flags, message in (
         (GRPOConfig, ["--scale_rewards", "batch"], "scale_rewards 'batch'"),
-        (GRPOConfig, ["--epsilon_high", "0.28"], "'epsilon_high: 0.28' is not supported by alignkit: one clip range"),
+        (GRPOConfig, ["--delta", "4"], "'delta: 4' is not supported by alignkit: two-sided clipping"),
         (GRPOConfig, ["--resume_from_checkpoint", "out/checkpoint-500"], "set output_dir to the run's folder"),
         (KTOConfig, ["--loss_type", "apo_zero_unpaired"], r"alignkit kto trains one loss \(kto, TRL's default\)"),
         (SFTConfig, ["--loss_type", "dft"], r"alignkit sft trains one loss \(nll"),
@@ -436,6 +436,11 @@ def test_a_trl_yaml_dataset_mixture_of_one_dataset_is_read_and_of_several_refuse
         ),
         (SFTConfig, "--eval_steps 7 --save_steps 9", dict(eval_steps=7, save_steps=9)),  # only -1 means never
         (DPOConfig, "--pref_bco_weight 0 --aux_loss_coef 0.0 --ring_attn_size 1", dict(beta=0.1)),  # their off values
+        (
+            SFTConfig,
+            "--pure_bf16 true --use_galore false --galore_rank 128",
+            dict(dtype="bfloat16", mixed_precision="no"),
+        ),
     ],
 )
 def test_llama_factory_and_openrlhf_values_convert(cls, flags, expected):
@@ -452,6 +457,12 @@ def test_llama_factory_and_openrlhf_values_convert(cls, flags, expected):
         ("--ring_attn_size 2", "sequence parallelism is not supported"),
         ("--finetuning_type freeze", "finetuning_type 'freeze'"),
         ("--adam_betas 0.9", "give two numbers"),
+        (
+            "--use_galore true",
+            "'use_galore' \\(LLaMA-Factory\\): True is not supported by alignkit: alignkit trains with AdamW",
+        ),
+        ("--use_dft_loss true", "SFT's loss is the cross-entropy"),
+        ("--loraplus_lr_ratio 16", "one learning rate"),
     ],
 )
 def test_llama_factory_and_openrlhf_values_alignkit_lacks_are_refused(flags, message):

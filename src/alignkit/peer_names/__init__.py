@@ -23,7 +23,7 @@ from alignkit.peer_names.values import as_list
 BARE_FLAGS = trl_dropped.BARE_FLAGS | others.BARE_FLAGS
 LIST_NAMES = trl.LIST_NAMES | others.LIST_NAMES
 # LLaMA-Factory's stage -> the alignkit command that trains it
-STAGES = {"sft": "sft", "rm": "reward", "dpo": "dpo", "kto": "kto", "ppo": "ppo"}
+STAGES = {"pt": "sft", "sft": "sft", "rm": "reward", "dpo": "dpo", "kto": "kto", "ppo": "ppo"}  # pt: text rows
 RL_COMMANDS = ("ppo", "grpo", "rloo")
 # TRL's loss_type where alignkit's command has one loss: the value that names it
 SINGLE_LOSS = {"kto": "kto", "sft": "nll"}
@@ -138,19 +138,21 @@ def _datasets(merged: dict[str, Any], out: dict[str, Any]) -> dict[str, str]:
     for key, field in (("_dataset", "train_data"), ("_eval_dataset", "eval_data")):
         if merged.get(key) in (None, "", "None", "none"):
             continue
-        names = as_list(merged[key])
-        if len(names) != 1:
-            raise ConfigError(
-                f"{key[1:]}: {', '.join(names)}: alignkit trains on one dataset; join them into one file, or give one"
-            )
-        found = llamafactory_datasets.find_dataset(names[0], merged.get("_dataset_dir"))
-        source, entry_fields = found or (names[0], {})
+        sources = []
+        for name in as_list(merged[key]):  # several: read one after another (LLaMA-Factory's mix_strategy concat)
+            source, entry_fields = llamafactory_datasets.find_dataset(name, merged.get("_dataset_dir")) or (name, {})
+            if any(fields.get(ours, theirs) != theirs for ours, theirs in entry_fields.items()):
+                raise ConfigError(
+                    f"{key[1:]} '{name}': its columns differ from another dataset's ({entry_fields} against "
+                    f"{fields}); give datasets whose fields agree, or convert them into one file"
+                )
+            fields.update(entry_fields)
+            sources.append(source)
         if field not in out:
-            out[field] = source
-        if fields and entry_fields and entry_fields != fields:
-            raise ConfigError(f"{key[1:]} '{names[0]}': its columns differ from the training dataset's")
-        fields.update(entry_fields)
-    return fields
+            out[field] = ",".join(sources)
+    if merged.get("_stage") == "pt" and "instruction" in fields:  # pre-training: the prompt column is the text
+        fields["text"] = fields.pop("instruction")
+    return {ours: yours for ours, yours in fields.items() if ours != yours}
 
 
 def _data_fields(merged: dict[str, Any], command: str | None, chat_template: bool) -> dict[str, str]:

@@ -112,6 +112,22 @@ LLAMA_FACTORY: dict[str, Callable[[Any], dict]] = {
     "mix_strategy": only({"concat"}, "one training dataset is read as it is"),
     "upcast_layernorm": only({False}, "norm layers follow the run's precision"),
     "upcast_lmhead_output": only({False}, "the log-prob head follows the run's precision"),
+    **dict.fromkeys(
+        ["use_galore", "use_apollo", "use_badam", "use_adam_mini", "use_muon"],
+        only({False}, "alignkit trains with AdamW"),
+    ),
+    **dict.fromkeys(
+        ["use_dft_loss", "use_asft_loss", "use_eaft_loss"],
+        only({False}, "SFT's loss is the cross-entropy of the assistant's tokens"),
+    ),
+    "pissa_init": only({False}, "LoRA adapters start from peft's default initialisation"),
+    "loraplus_lr_ratio": only({None, 0, 0.0}, "LoRA's A and B train at one learning rate"),
+    "mixture_of_depths": only({None}, "the model's layers are trained as they are"),
+    "use_llama_pro": only({False}, "alignkit trains all weights (full) or LoRA adapters (lora)"),
+    "fp8": only({False}, "fp8 training is not supported; use bf16"),
+    "pure_bf16": lambda value: {"dtype": "bfloat16", "mixed_precision": "no"} if truthy(value) else {},
+    "predict_with_generate": only({False}, "alignkit trains; to sample and score a model use alignkit eval"),
+    "adapter_name_or_path": only({None}, "merge the adapter into its model and give that folder as the model"),
 }
 
 OPENRLHF: dict[str, Callable[[Any], dict]] = {
@@ -181,6 +197,30 @@ DROPPED = {
         "placement: alignkit runs the policy, reference and reward model in each training process",
     ),
     "ref_offload": "memory only; with precompute_ref_log_probs the reference is not kept during training",
+    "use_v1_kernels": "speed only; alignkit's own engine is used",
+    "fsdp_transformer_layer_cls_to_wrap": "FSDP is configured at launch (--accelerate_config fsdp2)",
+    "ray_num_workers": "launch several processes with accelerate: alignkit sft config.yaml --num_processes N",
+    **dict.fromkeys(
+        [
+            *(f"{kind}_{k}" for kind in ("image", "video") for k in ("max_pixels", "min_pixels")),
+            *("video_fps", "video_maxlen", "freeze_vision_tower", "freeze_multi_modal_projector"),
+            "freeze_language_model",
+        ],
+        "alignkit trains on text; image and video columns are refused where a dataset has them",
+    ),
+    **dict.fromkeys(
+        [
+            *(f"galore_{k}" for k in ("rank", "target", "scale", "layerwise", "update_interval", "proj_type")),
+            *(f"apollo_{k}" for k in ("rank", "target", "scale", "scale_type", "layerwise", "update_interval")),
+            *(f"badam_{k}" for k in ("mode", "switch_interval", "switch_mode", "verbose", "start_block")),
+            *(f"oft_{k}" for k in ("block_size", "target", "rank")),
+            *(f"pissa_{k}" for k in ("iter", "convert")),
+            *(f"freeze_{k}" for k in ("trainable_layers", "trainable_modules", "extra_modules")),
+            *(f"asft_{k}" for k in ("alpha",)),
+            *("use_reentrant_gc", "fp8_backend", "fp8_enable_fsdp_float8_all_gather"),
+        ],
+        "",  # settings of a method that is off (its switch is refused when on)
+    ),
     **dict.fromkeys(
         [
             "overwrite_cache",

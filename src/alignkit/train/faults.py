@@ -8,6 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
+from alignkit.data.records import data_sources
 from alignkit.errors import AlignkitError, RunDirError
 from alignkit.hashing import update_with_file
 
@@ -74,9 +75,7 @@ class StopSignals:
 def data_digest(*sources: str | None) -> str:
     """sha256 over the bytes of the data files (folders: every file in them; hub ids: the name)."""
     digest = hashlib.sha256()
-    for source in sources:
-        if not source:
-            continue
+    for source in (one for named in sources if named for one in data_sources(named)):
         path = Path(source)
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
         digest.update(source.encode() if not files else b"")
