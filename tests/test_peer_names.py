@@ -463,6 +463,7 @@ def test_llama_factory_and_openrlhf_values_convert(cls, flags, expected):
         ),
         ("--use_dft_loss true", "SFT's loss is the cross-entropy"),
         ("--loraplus_lr_ratio 16", "one learning rate"),
+        ("--dataset a.jsonl,b.jsonl --dataset_probs 0.5,0.5", "datasets are read whole, one after another"),
     ],
 )
 def test_llama_factory_and_openrlhf_values_alignkit_lacks_are_refused(flags, message):

@@ -168,6 +168,9 @@ OPENRLHF: dict[str, Callable[[Any], dict]] = {
     "ring_attn_size": only({1}, "sequence parallelism is not supported"),
     "value_head_prefix": only({"score"}, "the reward head is saved as score"),
     "normalize_reward": only({False}, "rewards are not normalised"),
+    "dataset_probs": only(
+        {None, 1, 1.0, "1.0"}, "datasets are read whole, one after another; to weigh them, resample rows into one file"
+    ),
 }
 # names both use alike (their attention switch, LLaMA-Factory's auto/fa2/sdpa and OpenRLHF's flag, is in DROPPED)
 # (LLaMA-Factory's dataset names are looked up in dataset_dir/dataset_info.json by finish)
