@@ -233,10 +233,13 @@ def test_torchtune_dataset_builders_read_the_rows_they_build(tmp_path, capsys):
 
     hh = load_config(DPOConfig, overrides=[section.format("hh_rlhf_helpful_dataset")])
     assert (hh.train_data, hh.data_fields) == ("RLHFlow/HH-RLHF-Helpful-standard", {})
-    with pytest.raises(
-        ConfigError, match="stack_exchange_paired_dataset: alignkit reads torchtune's preference_dataset"
-    ):
-        load_config(DPOConfig, overrides=[section.format("stack_exchange_paired_dataset")])
+    stack = load_config(DPOConfig, overrides=[section.format("stack_exchange_paired_dataset")])
+    assert (stack.train_data, stack.data_fields) == (  # torchtune's DPO recipes' default: its data/rl folder
+        "lvwerra/stack-exchange-paired/data/rl",
+        {"prompt": "question", "chosen": "response_j", "rejected": "response_k"},
+    )
+    with pytest.raises(ConfigError, match="the_cauldron_dataset: alignkit reads torchtune's preference_dataset"):
+        load_config(DPOConfig, overrides=[section.format("multimodal.the_cauldron_dataset")])
     with pytest.raises(ConfigError, match="'dataset.train_on_input' \\(torchtune\\).*the prompt is masked"):
         load_config(DPOConfig, overrides=[section.format("preference_dataset"), "dataset.train_on_input=true"])
 

@@ -503,7 +503,7 @@ def test_a_torchtune_recipe_config_and_its_key_value_overrides(tiny_model_dir, t
         42,
         "float32",
     )
-    assert "'tokenizer.path' (torchtune) ignored: the tokenizer is the model folder's" in capsys.readouterr().err
+    assert "'tokenizer.*' (torchtune) ignored: the tokenizer is the model folder's" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"'loss._component_' \(torchtune\): loss torchtune.rlhf.loss.PPOLoss"):
         load_config(DPOConfig, SHIPPED_TORCHTUNE, ["loss._component_=torchtune.rlhf.loss.PPOLoss"])
     out = tmp_path / "run"
@@ -515,3 +515,58 @@ def test_a_torchtune_recipe_config_and_its_key_value_overrides(tiny_model_dir, t
     steps = [r for r in records if "loss" in r]
     assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert [(r["step"], r["epoch"]) for r in steps] == [(1, 1.0), (2, 2.0)]
+
+
+TORCHTUNE_FULL = """
+output_dir: /tmp/torchtune/llama3_2_1B/full
+model:
+  _component_: torchtune.models.llama3_2.qlora_llama3_2_1b
+tokenizer:
+  _component_: torchtune.models.llama3.llama3_tokenizer
+  path: /tmp/Llama-3.2-1B-Instruct/original/tokenizer.model
+  max_seq_len: null
+checkpointer:
+  _component_: torchtune.training.FullModelHFCheckpointer
+  checkpoint_dir: /tmp/Llama-3.2-1B-Instruct/
+  output_dir: ${output_dir}
+  keep_last_n_checkpoints: 2
+ref_checkpointer:
+  checkpoint_dir: /tmp/Llama-3.2-1B-Instruct/
+dataset:
+  _component_: torchtune.datasets.preference_dataset
+  source: json
+  data_files: pairs.jsonl
+batch_size: 4
+batch_size_val: ${batch_size}
+run_val_every_n_steps: 50
+clip_grad_norm: null
+optimizer:
+  _component_: bitsandbytes.optim.PagedAdamW
+  lr: 2e-5
+profiler:
+  _component_: torchtune.training.setup_torch_profiler
+  enabled: False
+  cpu: True
+  cuda: True
+log_every_n_steps: null
+"""
+
+
+def test_torchtune_recipe_configs_resolve_references_and_their_null_settings(tmp_path, capsys):
+    """The shape of torchtune's own recipe configs: ``${batch_size}`` follows a ``batch_size=2`` override,
+    ``clip_grad_norm: null`` is no clipping, ``max_seq_len: null`` keeps alignkit's length, a qlora model
+    component is QLoRA, PagedAdamW is AdamW (8-bit states are refused), the reference checkpoint must be
+    the model's, and a dropped section gets one notice."""
+    path = tmp_path / "1B_full.yaml"
+    path.write_text(TORCHTUNE_FULL)
+    config = load_config(DPOConfig, path, ["batch_size=2"])
+    got = {k: getattr(config, k) for k in ("per_device_train_batch_size", "per_device_eval_batch_size", "eval_steps")}
+    assert got == {"per_device_train_batch_size": 2, "per_device_eval_batch_size": 2, "eval_steps": 50}
+    assert (config.max_grad_norm, config.max_length, config.save_total_limit) == (0.0, 1024, 2)
+    assert (config.use_peft, config.load_in_4bit, config.model) == (True, True, "/tmp/Llama-3.2-1B-Instruct/")
+    err = capsys.readouterr().err
+    assert err.count("'profiler.*' (torchtune) ignored") == 1 and "'checkpointer.*' (torchtune) ignored" in err
+    with pytest.raises(ConfigError, match="PagedAdamW8bit: alignkit trains with torch AdamW; 8-bit states"):
+        load_config(DPOConfig, path, ["optimizer._component_=bitsandbytes.optim.PagedAdamW8bit"])
+    with pytest.raises(ConfigError, match="ref_checkpointer.checkpoint_dir /tmp/other: the reference is the model"):
+        load_config(DPOConfig, path, ["ref_checkpointer.checkpoint_dir=/tmp/other"])

@@ -126,6 +126,7 @@ def load_config(
         cli_values = parse_overrides(cls, list(overrides or []))
     notices: list[str] = []
     known = set(cls.model_fields)
+    file_values = peer_names.interpolate(file_values, cli_values)  # torchtune's ${name} references
     file_values = peer_names.translate(file_values, known, str(path), notices)
     cli_values = peer_names.translate(cli_values, known, "command line", notices)
     for notice in dict.fromkeys(notices):

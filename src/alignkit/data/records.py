@@ -161,15 +161,21 @@ def _read_saved_dataset(path: Path, split: str) -> list[Record]:
 
 
 def _looks_like_hub_id(name: str) -> bool:
+    """``owner/name``, or ``owner/name/folder...`` (a folder of the repository: its data_dir) that does
+    not end like a data file."""
     parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+    if len(parts) > 2 and Path(parts[-1]).suffix.lower() in (".jsonl", ".ndjson", ".json", ".parquet"):
+        return False
+    return len(parts) >= 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
 def _read_hub(name: str, split: str) -> list[Record]:
     import datasets
 
+    repo, _, data_dir = name.partition("/")[2].partition("/")  # owner/name[/data_dir]
+    repo = name.split("/")[0] + "/" + repo
     try:
-        loaded = datasets.load_dataset(name, split=split)
+        loaded = datasets.load_dataset(repo, data_dir=data_dir or None, split=split)
     except Exception as exc:  # network, auth, missing dataset: all reported the same way
         raise AlignkitError(f"could not load dataset '{name}' (split '{split}') from the hub: {exc}") from None
     return [Record(row, f"{name} row {i}") for i, row in enumerate(loaded, start=1)]

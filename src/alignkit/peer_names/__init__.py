@@ -36,13 +36,19 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
     return trl.translate(others.translate(values, known, origin, notices), known, origin, notices)
 
 
+def interpolate(file_values: dict[str, Any], cli_values: dict[str, Any]) -> dict[str, Any]:
+    """A config file's ``${name}`` references (torchtune's, OmegaConf's) resolved; see
+    :func:`.torchtune.interpolate`."""
+    return torchtune.interpolate(file_values, cli_values)
+
+
 def knows(key: str) -> bool:
     """Whether ``key`` is another tool's name alignkit understands (torchtune's sections included)."""
     return (
         trl.knows(key)
         or key in others.NAMES
         or key in others.DROPPED
-        or key in torchtune.DROPPED
+        or torchtune.dropped_note(key) is not None
         or key in torchtune.SECTIONS
     )
 

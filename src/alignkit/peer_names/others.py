@@ -301,15 +301,13 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
                 out.update(convert(value))
             except (ConfigError, TypeError, ValueError) as exc:
                 raise ConfigError(f"{origin}: '{key}' ({tool}): {exc}") from None
-        elif key in DROPPED or key in torchtune.DROPPED:
+        elif key in DROPPED or torchtune.dropped_note(key) is not None:
             if notices is not None and value not in (None, False, "", "auto"):
-                tool, notes = (
-                    ("torchtune", torchtune.DROPPED)
-                    if key in torchtune.DROPPED
-                    else ("LLaMA-Factory/OpenRLHF", DROPPED)
-                )
-                note = notes[key] or "has no effect in alignkit"
-                notices.append(f"{origin}: '{key}' ({tool}) ignored: {note}")
+                ours = key in DROPPED
+                tool = "LLaMA-Factory/OpenRLHF" if ours else "torchtune"
+                note = DROPPED[key] if ours else torchtune.dropped_note(key)
+                named = key if ours or key in torchtune.DROPPED else key.split(".", 1)[0] + ".*"  # a section: once
+                notices.append(f"{origin}: '{named}' ({tool}) ignored: {note or 'has no effect in alignkit'}")
         else:
             out[key] = value
     return out

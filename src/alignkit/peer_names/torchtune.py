@@ -12,25 +12,41 @@ the named ones from the hub id each reads.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, Callable
 
 from alignkit.errors import ConfigError
 from alignkit.peer_names.values import only, to
 
 # the nested sections of a torchtune config
-SECTIONS = {"model", "tokenizer", "checkpointer", "dataset", "optimizer", "lr_scheduler", "loss", "metric_logger"}
+SECTIONS = {
+    "model",
+    "tokenizer",
+    "checkpointer",
+    "ref_checkpointer",
+    "dataset",
+    "dataset_val",
+    "optimizer",
+    "lr_scheduler",
+    "loss",
+    "metric_logger",
+    "profiler",
+    "dataloader",
+}
 # torchtune's names of the attention projections -> the Hugging Face module names LoRA adapts
 ATTENTION = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "output_proj": "o_proj"}
 LOSSES = {"DPOLoss": "sigmoid", "RSOLoss": "hinge", "IPOLoss": "ipo", "SimPOLoss": "simpo"}
 
 
-def _model(component: Any) -> dict:
-    return {"use_peft": True} if "lora_" in str(component).rsplit(".", 1)[-1] else {}
-
-
 def _optimizer(component: Any) -> dict:
-    if str(component).rsplit(".", 1)[-1] not in ("AdamW", "Adam"):
-        raise ConfigError(f"optimizer {component}: alignkit trains with torch AdamW")
+    name = str(component).rsplit(".", 1)[-1]
+    if name not in ("AdamW", "Adam", "PagedAdamW", "PagedAdamW32bit"):  # paging moves AdamW's states, same numbers
+        advice = "; 8-bit states change the updates (AdamW keeps them in full precision)" if "8bit" in name else ""
+        raise ConfigError(
+            f"optimizer {component}: alignkit trains with torch AdamW{advice}; run with "
+            "optimizer._component_=torch.optim.AdamW"
+        )
     return {}
 
 
@@ -61,6 +77,10 @@ BUILDERS: dict[str, tuple[str | None, dict[str, str]]] = {
     "chat_dataset": (None, {}),  # the conversation column, by conversation_style
     "text_completion_dataset": (None, {}),  # the text column
     "hh_rlhf_helpful_dataset": ("RLHFlow/HH-RLHF-Helpful-standard", {}),
+    "stack_exchange_paired_dataset": (  # its data/rl folder
+        "lvwerra/stack-exchange-paired/data/rl",
+        {"prompt": "question", "chosen": "response_j", "rejected": "response_k"},
+    ),
     "slimorca_dataset": ("Open-Orca/SlimOrca-Dedup", {}),  # sharegpt conversations
     "alpaca_dataset": ("tatsu-lab/alpaca", {}),  # alpaca rows: instruction and input joined, then the chat template
     "alpaca_cleaned_dataset": ("yahma/alpaca-cleaned", {}),
@@ -99,6 +119,12 @@ def _conversation_style(value: Any) -> dict:
     return {"_tt_style": value}
 
 
+def _model(component: Any) -> dict:
+    name = str(component).rsplit(".", 1)[-1]
+    lora = {"use_peft": True} if "lora_" in name or "dora_" in name else {}
+    return {**lora, "load_in_4bit": True} if name.startswith(("qlora_", "qdora_")) else lora
+
+
 def _dataset_source(value: Any) -> dict:
     return {} if str(value) in ("json", "parquet", "csv", "text") else {"train_data": value}  # a hub id
 
@@ -111,7 +137,18 @@ NAMES: dict[str, Callable[[Any], dict]] = {
     "model.lora_attn_modules": lambda value: {"_tt_attention": list(value)},
     "model.apply_lora_to_mlp": lambda value: {"_tt_mlp": bool(value)},
     "model.apply_lora_to_output": only({False, None}, "LoRA on the output layer is refused (use_peft adapts the body)"),
-    "tokenizer.max_seq_len": to("max_length"),
+    "tokenizer.max_seq_len": lambda value: {"max_length": value} if value is not None else {},
+    "model.use_dora": to("use_dora"),
+    "model.quantize_base": lambda value: {"load_in_4bit": True} if value else {},
+    "ref_checkpointer.checkpoint_dir": lambda value: {"_tt_reference": str(value)},
+    "dataset_val.data_files": to("eval_data"),
+    "dataset_val.source": lambda value: {"eval_data": value} if str(value) not in ("json", "parquet", "csv") else {},
+    "dataset_val.split": to("dataset_test_split"),
+    "run_val_every_n_steps": to("eval_steps"),
+    "batch_size_val": to("per_device_eval_batch_size"),
+    "keep_last_n_checkpoints": to("save_total_limit"),
+    "clip_grad_norm": lambda value: {"max_grad_norm": 0.0 if value is None else float(value)},  # null: no clipping
+    "dataset.packed": lambda value: {"packing": True} if value else {},
     "checkpointer.checkpoint_dir": to("model"),
     "dataset.data_files": to("train_data"),
     "dataset.source": _dataset_source,
@@ -136,38 +173,98 @@ NAMES: dict[str, Callable[[Any], dict]] = {
     "loss.beta": to("beta"),
     "loss.label_smoothing": lambda value: {"label_smoothing": value} if value else {},
     "loss.gamma": to("simpo_gamma"),
-    "log_every_n_steps": to("logging_steps"),
+    "log_every_n_steps": lambda value: {"logging_steps": value} if value is not None else {},
     "enable_activation_checkpointing": to("gradient_checkpointing"),
     "shuffle": only({True, None}, "alignkit shuffles the training data every epoch (seeded)"),
 }
 DROPPED = {
-    "tokenizer._component_": "the tokenizer is the model folder's",
-    "tokenizer.path": "the tokenizer is the model folder's",
     **dict.fromkeys(
         [
-            "checkpointer._component_",
-            "checkpointer.checkpoint_files",
-            "checkpointer.recipe_checkpoint",
-            "checkpointer.output_dir",
-            "checkpointer.model_type",
-            "checkpointer.adapter_checkpoint",
             "save_adapter_weights_only",
             "optimizer.fused",
             "compile",
-            "metric_logger._component_",
-            "metric_logger.log_dir",
-            "metric_logger.project",
             "log_peak_memory_stats",
             "device",
             "enable_activation_offloading",
             "optimizer_in_bwd",
-            "clip_grad_norm",
             "profiler",
-            "dataset.packed",
+            "dataset_val._component_",
+            "log_level",
+            "low_cpu_ram",
+            "collate_fn",
+            "ac_mode",
+            "ac_option",
         ],
         "",
     ),
 }
+
+
+# every other key of these sections: what the note says
+SECTION_NOTES = {
+    "tokenizer": "the tokenizer is the model folder's",
+    "checkpointer": "",
+    "ref_checkpointer": "",
+    "metric_logger": "",
+    "profiler": "",
+    "dataloader": "",
+    "model": "the architecture comes from checkpointer.checkpoint_dir",
+}
+SHARDING = (
+    "tensor_parallel_dim",
+    "tensor_parallel_plan",
+    "data_parallel_shard_dim",
+    "data_parallel_replicate_dim",
+    "fsdp_cpu_offload",
+    "fsdp_reshard_after_forward",
+    "custom_sharded_layers",
+    "memory_efficient_fsdp_wrap",
+)
+DROPPED.update(dict.fromkeys(SHARDING, "sharding is chosen at launch (--accelerate_config fsdp2 or zero3)"))
+
+
+def dropped_note(key: str) -> str | None:
+    """The note for a torchtune key alignkit drops ("" for none), or None when it is not one."""
+    if key in DROPPED:
+        return DROPPED[key]
+    section = key.split(".", 1)[0]
+    return SECTION_NOTES.get(section) if "." in key else None
+
+
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+
+
+def interpolate(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A config file's values with torchtune's (OmegaConf's) ``${name}`` references resolved against the
+    file and the command line's ``name=value`` overrides (which win): ``batch_size_val: ${batch_size}``
+    follows ``batch_size=2``. A reference to nothing stays as it is."""
+
+    def lookup(name: str) -> Any:
+        if name in overrides:
+            return overrides[name]
+        node: Any = values
+        for part in name.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def resolve(value: Any, depth: int = 0) -> Any:
+        if isinstance(value, dict):
+            return {key: resolve(item, depth) for key, item in value.items()}
+        if isinstance(value, list):
+            return [resolve(item, depth) for item in value]
+        if not isinstance(value, str) or "${" not in value or depth > 8:
+            return value
+        whole = INTERPOLATION.fullmatch(value)
+        if whole and lookup(whole.group(1)) is not None:
+            return resolve(lookup(whole.group(1)), depth + 1)  # its own type: ${batch_size} is an int
+        return INTERPOLATION.sub(
+            lambda m: str(resolve(lookup(m.group(1)), depth + 1)) if lookup(m.group(1)) is not None else m.group(0),
+            value,
+        )
+
+    return resolve(values)
 
 
 def flatten(values: dict[str, Any], known: set[str]) -> dict[str, Any]:
@@ -185,6 +282,12 @@ def flatten(values: dict[str, Any], known: set[str]) -> dict[str, Any]:
 def finish(merged: dict[str, Any], out: dict[str, Any]) -> None:
     """LoRA's modules from torchtune's attention list and MLP switch (``max_steps_per_epoch`` is ours too);
     the data a dataset builder reads (its hub id where no source is given, its columns as data_fields)."""
+    reference = merged.get("_tt_reference")
+    if reference is not None and Path(reference) != Path(str(out.get("model", reference))):
+        raise ConfigError(
+            f"ref_checkpointer.checkpoint_dir {reference}: the reference is the model training starts from "
+            f"({out.get('model')}); give the same folder"
+        )
     if "_tt_source" in merged:
         out.setdefault("train_data", merged["_tt_source"])
     fields = {key.split(":", 1)[1]: value for key, value in merged.items() if key.startswith("_tt_default:")}
