@@ -245,3 +245,16 @@ def test_reward_model_scorer_reads_the_score_head(tmp_path, tiny_tokenizer):
             for r in responses
         ]
     assert scores == pytest.approx(expected, abs=1e-5) and scores[0] != scores[1]
+    # OpenRLHF's normalize_reward: the mean and std a reward model's config stores (none stored: as it is)
+    assert RewardModelScorer(str(tmp_path / "rm"), normalize=True).score_batch(
+        [{"prompt": "What is 2 + 3?"}], responses[:1]
+    ) == pytest.approx(expected[:1], abs=1e-5)
+    model.config.mean, model.config.std = 0.5, 2.0
+    model.save_pretrained(tmp_path / "rm")
+    normalised = RewardModelScorer(str(tmp_path / "rm"), normalize=True).score_group(
+        {"prompt": "What is 2 + 3?"}, responses
+    )[0]
+    assert normalised == pytest.approx([(e - 0.5) / 2.0 for e in expected], abs=1e-5)
+    assert RewardModelScorer(str(tmp_path / "rm")).score_group({"prompt": "What is 2 + 3?"}, responses)[
+        0
+    ] == pytest.approx(expected, abs=1e-5)

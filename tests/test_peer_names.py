@@ -17,6 +17,7 @@ from alignkit.configs import (
     ORPOConfig,
     PPOConfig,
     RewardConfig,
+    RLOOConfig,
     SFTConfig,
     load_config,
 )
@@ -154,6 +155,36 @@ DOCUMENTED = {
             data_fields={"prompt": "context_messages"},
         ),
     ),
+    "openrlhf train_dpo, grouped names (examples/scripts/train_dpo_llama.sh)": (
+        DPOConfig,
+        "--ckpt.output_dir ./checkpoint/llama3-8b-dpo --ckpt.save_steps -1 --logger.logging_steps 1 --eval.steps -1 "
+        "--train.batch_size 256 --train.micro_batch_size 1 --model.model_name_or_path OpenRLHF/Llama-3-8b-sft-mixture "
+        "--ds.param_dtype bf16 --train.max_epochs 1 --data.max_len 8192 --ds.zero_stage 3 --adam.lr 5e-7 "
+        "--model.beta 0.1 --data.dataset OpenRLHF/preference_dataset_mixture2_and_safe_pku --data.apply_chat_template "
+        "--data.chosen_key chosen --data.rejected_key rejected --ds.attn_implementation flash_attention_2 "
+        "--ckpt.load_enable --ds.packing_samples --model.gradient_checkpointing_enable",
+        dict(
+            output_dir="./checkpoint/llama3-8b-dpo",
+            eval_steps=None,
+            save_steps=2**31 - 1,
+            gradient_accumulation_steps=256,
+            model="OpenRLHF/Llama-3-8b-sft-mixture",
+            mixed_precision="bf16",
+            max_length=8192,
+            learning_rate=5e-7,
+            train_data="OpenRLHF/preference_dataset_mixture2_and_safe_pku",
+            padding_free=True,
+            gradient_checkpointing=True,
+        ),
+    ),
+    "openrlhf group_norm, grouped names (after examples/scripts/train_dapo_ray_hybrid_engine.sh)": (
+        GRPOConfig,
+        "--actor.model_name_or_path m --data.prompt_dataset p.jsonl --data.input_key prompt --algo.kl.init_coef 1e-3 "
+        "--algo.advantage.gamma 1.0 --algo.kl.use_loss --algo.kl.estimator k3 --algo.advantage.estimator group_norm "
+        "--rollout.n_samples_per_prompt 8 --actor.eps_clip_low_high 0.2 0.28 --train.max_epochs 2 "
+        "--rollout.max_new_tokens 512 --vllm.num_engines 4 --vllm.enable_sleep --train.colocate_all",
+        dict(beta=1e-3, num_generations=8, cliprange=0.2, cliprange_high=0.28, num_ppo_epochs=2, max_new_tokens=512),
+    ),
     "openrlhf train_kto": (
         KTOConfig,
         "--pretrain m --dataset d --input_key instruction --output_key response --label_key score "
@@ -262,8 +293,7 @@ def test_trl_names_that_would_change_the_result_are_refused_with_advice():
         (KTOConfig, ["--loss_type", "apo_zero_unpaired"], r"alignkit kto trains one loss \(kto, TRL's default\)"),
         (SFTConfig, ["--loss_type", "dft"], r"alignkit sft trains one loss \(nll"),
         (DPOConfig, ["--model_init_kwargs", '{"low_cpu_mem_usage": true}'], "model_init_kwargs 'low_cpu_mem_usage'"),
-        (PPOConfig, ["--critic_learning_rate", "9e-6"], "the value head trains with learning_rate"),
-        (PPOConfig, ["--normalize_reward"], "'normalize_reward' \\(OpenRLHF\\): True is not supported"),
+        (PPOConfig, ["--normalize_reward"], "normalize_reward normalises a reward model's scores: give one"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_config(cls, None, ["--train_data", "p.jsonl", *flags])
@@ -570,3 +600,46 @@ def test_torchtune_recipe_configs_resolve_references_and_their_null_settings(tmp
         load_config(DPOConfig, path, ["optimizer._component_=bitsandbytes.optim.PagedAdamW8bit"])
     with pytest.raises(ConfigError, match="ref_checkpointer.checkpoint_dir /tmp/other: the reference is the model"):
         load_config(DPOConfig, path, ["ref_checkpointer.checkpoint_dir=/tmp/other"])
+
+
+def test_openrlhf_grouped_ppo_line_keeps_its_critic_rate_and_normalised_reward_model():
+    """OpenRLHF's README PPO line (grouped names): the critic's learning rate is the value head's, the
+    reward model's scores are normalised by its stored statistics; an estimator or KL placement another
+    command trains is refused, naming that command."""
+    line = (
+        "--ref.num_nodes 1 --ref.num_gpus_per_node 8 --reward.num_nodes 1 --critic.num_gpus_per_node 8 "
+        "--vllm.num_engines 4 --vllm.tensor_parallel_size 2 --train.colocate_all --vllm.gpu_memory_utilization 0.5 "
+        "--actor.model_name_or_path OpenRLHF/Llama-3-8b-sft-mixture --reward.model_name_or_path rm "
+        "--ckpt.output_dir final/llama3-8b-rlhf --ckpt.path ckpt/llama3-8b-rlhf --ckpt.save_hf --train.batch_size 128 "
+        "--rollout.batch_size 1024 --rollout.n_samples_per_prompt 1 --train.max_epochs 1 --data.max_len 2048 "
+        "--data.max_samples 100000 --ds.zero_stage 3 --ds.param_dtype bf16 --actor.adam.lr 5e-7 --critic.adam.lr 9e-6 "
+        "--algo.kl.init_coef 0.01 --data.prompt_dataset OpenRLHF/prompt-collection-v0.1 --data.input_key "
+        "context_messages --data.apply_chat_template --reward.normalize_enable --actor.gradient_checkpointing_enable "
+        "--ds.packing_samples --vllm.sync_backend nccl --vllm.enforce_eager --vllm.enable_sleep --ds.enable_sleep "
+        "--train.dynamic_batch_enable --train.max_tokens_per_gpu 16384 --algo.advantage.is_correction_enable"
+    )
+    config = load_config(PPOConfig, None, shlex.split(line))
+    got = {
+        k: getattr(config, k)
+        for k in ("learning_rate", "value_learning_rate", "kl_coef", "per_device_train_batch_size")
+    }
+    assert got == {
+        "learning_rate": 5e-7,
+        "value_learning_rate": 9e-6,
+        "kl_coef": 0.01,
+        "per_device_train_batch_size": 1024,
+    }
+    assert [(r.kind, r.model, r.normalize) for r in config.rewards] == [("reward_model", "rm", True)]
+    assert (config.mini_batch_size, config.num_ppo_epochs, config.data_fields) == (
+        128,
+        1,
+        {"prompt": "context_messages"},
+    )
+    with pytest.raises(ConfigError, match="estimator 'gae' is alignkit ppo: run it with alignkit ppo"):
+        load_config(GRPOConfig, None, ["--data.prompt_dataset", "p", "--algo.advantage.estimator", "gae"])
+    with pytest.raises(ConfigError, match="algo.kl.use_loss True: alignkit rloo puts the KL penalty in the reward"):
+        load_config(RLOOConfig, None, ["--data.prompt_dataset", "p", "--algo.kl.use_loss"])
+    with pytest.raises(ConfigError, match="estimator 'reinforce_baseline': alignkit trains gae"):
+        load_config(
+            RLOOConfig, None, ["--data.prompt_dataset", "p", "--algo.advantage.estimator", "reinforce_baseline"]
+        )

@@ -157,6 +157,8 @@ def test_each_command_runs_from_the_cli(command, keys, tiny_model_dir, prompts, 
 
     out = tmp_path / command
     steps = ["--num_train_epochs", "2", "--max_steps_per_epoch", "1"] if command == "rloo" else ["--max_steps", "2"]
+    if command == "ppo":  # the value head at its own rate (OpenRLHF's critic learning rate)
+        steps += ["--value_learning_rate", "5e-3"]
     assert (
         main([command, *rl_args(tiny_model_dir, prompts, out, *steps, "--eval_on_start", "--sample_every", "1")]) == 0
     )
@@ -182,6 +184,12 @@ def test_each_command_runs_from_the_cli(command, keys, tiny_model_dir, prompts, 
     assert {s["step"] for s in samples} == {1, 2} and all({"prompt", "response", "score"} <= set(s) for s in samples)
     assert (out / "final" / "config.json").is_file() and (out / "checkpoint-2").is_dir()
     assert (out / "final" / "value_head.safetensors").is_file() == (command == "ppo")
+    groups = torch.load(out / "checkpoint-2" / "optimizer.pt", weights_only=False)["param_groups"]
+    sizes = [len(group["params"]) for group in groups]
+    if command == "ppo":  # the head's weight and bias in a group of their own, scheduled alike at 5x the rate
+        assert sizes[1] == 2 and groups[1]["lr"] == pytest.approx(5 * groups[0]["lr"])
+    else:
+        assert len(groups) == 1
 
 
 def test_grpo_learns_a_length_reward(tiny_model_dir, prompts, tmp_path):

@@ -39,6 +39,11 @@ class RewardSpec(BaseModel):
     model: str | None = Field(
         None, description="reward_model: the model folder; judge: the model name the endpoint serves."
     )
+    normalize: bool = Field(
+        False,
+        description="reward_model: subtract the mean and divide by the std its config.json stores (OpenRLHF's "
+        "normalize_reward); a model that stores none is read as it is.",
+    )
     base_url: str | None = Field(None, description="judge: the endpoint, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="judge: environment variable holding the API key.")
 
@@ -138,6 +143,12 @@ class PPOConfig(RLConfig):
     adaptive_kl: bool = Field(False, description="Adapt kl_coef toward target_kl (Ziegler et al.).")
     target_kl: float = Field(6.0, gt=0.0, description="Adaptive KL target (nats per response).")
     kl_horizon: int = Field(10000, ge=1, description="Adaptive KL horizon (in sequences).")
+    value_learning_rate: float | None = Field(
+        None,
+        gt=0.0,
+        description="Learning rate of the value head (OpenRLHF's critic learning rate); unset: learning_rate. The "
+        "shared backbone trains at learning_rate.",
+    )
 
 
 class GroupConfig(RLConfig):

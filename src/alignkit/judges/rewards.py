@@ -34,7 +34,7 @@ class CombinedReward:
         if spec.kind == "python":
             return scorers.HeuristicScorer("python", function=spec.function)
         if spec.kind == "reward_model":
-            return scorers.RewardModelScorer(spec.model)
+            return scorers.RewardModelScorer(spec.model, normalize=spec.normalize)
         client = ChatClient(
             EndpointSettings(base_url=spec.base_url, model=spec.model, api_key_env=spec.api_key_env),
             ReplyCache(cache_dir / "judge_cache.jsonl" if cache_dir else None),

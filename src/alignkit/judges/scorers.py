@@ -142,12 +142,14 @@ def load_function(spec: str | None) -> Callable:
 class RewardModelScorer:
     """Scores answers with a trained reward model, reading them as it was trained to."""
 
-    def __init__(self, model: str, dtype: str = "float32", apply_chat_template: bool = True):
+    def __init__(self, model: str, dtype: str = "float32", apply_chat_template: bool = True, normalize: bool = False):
         self.name = f"reward_model:{model}"
         self.model, self.tokenizer = load_model_and_tokenizer(model, dtype, reward_head=True)
         self.model.eval()
         self.apply_chat_template = apply_chat_template
         self.autocast = nullcontext
+        mean, std = (getattr(self.model.config, key, None) for key in ("mean", "std"))  # OpenRLHF's stored statistics
+        self.shift, self.scale = (float(mean), float(std)) if normalize and mean is not None and std else (0.0, 1.0)
 
     def to(self, device, autocast=nullcontext) -> RewardModelScorer:
         """Score on ``device`` under ``autocast()`` (an RL run's device and precision)."""
@@ -169,7 +171,7 @@ class RewardModelScorer:
                 last = [len(s) - 1 for s in chunk]  # a start to satisfy the layout; the head reads last_token
                 batch = build_sequence_batch(chunk, last, self.tokenizer.pad_token_id, "right")
                 scores += sequence_scores(self.model, to_device(batch, device)).tolist()
-        return scores
+        return [(score - self.shift) / self.scale for score in scores]
 
     def score_group(self, row: dict, responses: list[str]):
         """Each response's reward-model score."""

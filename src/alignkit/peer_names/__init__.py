@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.errors import ConfigError
-from alignkit.peer_names import llamafactory_datasets, others, torchtune, trl, trl_dropped
+from alignkit.peer_names import llamafactory_datasets, openrlhf_dotted, others, torchtune, trl, trl_dropped
 from alignkit.peer_names.values import as_list
 
 BARE_FLAGS = trl_dropped.BARE_FLAGS | others.BARE_FLAGS
@@ -47,15 +47,25 @@ def knows(key: str) -> bool:
     return (
         trl.knows(key)
         or key in others.NAMES
-        or key in others.DROPPED
-        or torchtune.dropped_note(key) is not None
+        or key in openrlhf_dotted.RENAMED
+        or others.dropped_note(openrlhf_dotted.canonical(key)) is not None
         or key in torchtune.SECTIONS
     )
 
 
 def all_names() -> list[str]:
     """Every other tool's name alignkit understands (for "did you mean" suggestions)."""
-    return sorted({*trl.all_names(), *others.NAMES, *others.DROPPED, *torchtune.DROPPED, *torchtune.SECTIONS})
+    return sorted(
+        {
+            *trl.all_names(),
+            *others.NAMES,
+            *others.DROPPED,
+            *torchtune.DROPPED,
+            *torchtune.SECTIONS,
+            *openrlhf_dotted.RENAMED,
+            *openrlhf_dotted.DROPPED,
+        }
+    )
 
 
 def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
@@ -124,6 +134,17 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
     terms = [term for key, value in merged.items() if key.startswith("_reward_terms:") for term in value]
     if terms:
         out["rewards"] = [*(out.get("rewards") or []), *terms]
+    if merged.get("_reward_normalize"):  # OpenRLHF's normalize_reward: the reward models' stored mean and std
+        models = [
+            term for term in out.get("rewards") or [] if isinstance(term, dict) and term.get("kind") == "reward_model"
+        ]
+        if not models:
+            raise ConfigError("normalize_reward normalises a reward model's scores: give one (reward_pretrain)")
+        for term in models:
+            term.setdefault("normalize", True)
+    if "_max_epochs" in merged:  # OpenRLHF's max_epochs: PPO's passes over each rollout batch, else epochs
+        out.setdefault("num_ppo_epochs" if command in RL_COMMANDS else "num_train_epochs", merged["_max_epochs"])
+    _settle_estimator(merged, command, out)
     torchtune.finish(merged, out)
     if merged.get("_sft_model_path"):
         out["model"] = merged["_sft_model_path"]
@@ -159,6 +180,35 @@ def _datasets(merged: dict[str, Any], out: dict[str, Any]) -> dict[str, str]:
     if merged.get("_stage") == "pt" and "instruction" in fields:  # pre-training: the prompt column is the text
         fields["text"] = fields.pop("instruction")
     return {ours: yours for ours, yours in fields.items() if ours != yours}
+
+
+def _settle_estimator(merged: dict[str, Any], command: str | None, out: dict[str, Any]) -> None:
+    """OpenRLHF's ``algo.advantage.estimator`` names the alignkit command that trains it, and its
+    ``algo.kl.use_loss`` must put the KL penalty where that command has it."""
+    if command is None:
+        return
+    estimator = merged.get("_orl_estimator")
+    wanted = openrlhf_dotted.expected_command(estimator) if estimator is not None else command
+    if wanted is None:
+        raise ConfigError(
+            f"algo.advantage.estimator '{estimator}': alignkit trains gae (alignkit ppo), group_norm or dr_grpo "
+            "(alignkit grpo) and rloo (alignkit rloo)"
+        )
+    if wanted != command:
+        raise ConfigError(f"algo.advantage.estimator '{estimator}' is alignkit {wanted}: run it with alignkit {wanted}")
+    kl_in_loss = merged.get("_orl_kl_loss")
+    if kl_in_loss is not None and kl_in_loss != (command == "grpo"):
+        where = "in the loss (beta)" if command == "grpo" else "in the reward (kl_coef)"
+        raise ConfigError(f"algo.kl.use_loss {kl_in_loss}: alignkit {command} puts the KL penalty {where}")
+    if "_gamma" in merged and command == "ppo":
+        out.setdefault("gamma", merged["_gamma"])
+    elif merged.get("_gamma", 1.0) != 1.0:
+        raise ConfigError(f"algo.advantage.gamma {merged['_gamma']}: alignkit {command} scores whole responses (1.0)")
+    if "_init_kl_coef" in merged:  # OpenRLHF's KL weight: GRPO's beta (in the loss), the others' kl_coef
+        out.setdefault("beta" if command == "grpo" else "kl_coef", merged["_init_kl_coef"])
+    if estimator == "dr_grpo":
+        out.setdefault("loss_type", "dr_grpo")
+        out.setdefault("scale_rewards", False)
 
 
 def _data_fields(merged: dict[str, Any], command: str | None, chat_template: bool) -> dict[str, str]:

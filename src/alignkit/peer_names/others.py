@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from alignkit.errors import ConfigError
-from alignkit.peer_names import torchtune
+from alignkit.peer_names import openrlhf_dotted, torchtune
 from alignkit.peer_names.values import as_list, only, reward_model, to, truthy
 
 
@@ -141,7 +141,7 @@ OPENRLHF: dict[str, Callable[[Any], dict]] = {
     "micro_train_batch_size": to("per_device_train_batch_size"),
     "micro_eval_batch_size": to("per_device_eval_batch_size"),
     "train_batch_size": lambda value: {"_global_batch_size": int(value)},
-    "max_epochs": to("num_train_epochs"),
+    "max_epochs": lambda value: {"_max_epochs": int(value)},  # settled by finish: PPO's are passes over a rollout
     "lr_warmup_ratio": to("warmup_ratio"),
     "lr_scheduler": to("lr_scheduler_type"),
     "l2": to("weight_decay"),
@@ -162,12 +162,16 @@ OPENRLHF: dict[str, Callable[[Any], dict]] = {
     "prompt_data": to("train_data"),  # train_ppo_ray's prompts
     "actor_learning_rate": to("learning_rate"),
     "rollout_batch_size": to("per_device_train_batch_size"),  # prompts per rollout (one process here)
-    "critic_learning_rate": only({None}, "the value head trains with learning_rate, beside the policy; drop it"),
+    "critic_learning_rate": lambda value: {
+        "value_learning_rate": float(value),
+        "_note": "the critic is a value head on the policy's backbone: the head trains at this rate, the backbone at "
+        "the actor's",
+    },
     "n_samples_per_prompt": to("num_generations"),
-    "init_kl_coef": to("kl_coef"),
+    "init_kl_coef": lambda value: {"_init_kl_coef": float(value)},  # settled by finish: GRPO's is beta
     "ring_attn_size": only({1}, "sequence parallelism is not supported"),
     "value_head_prefix": only({"score"}, "the reward head is saved as score"),
-    "normalize_reward": only({False}, "rewards are not normalised"),
+    "normalize_reward": lambda value: {"_reward_normalize": True} if truthy(value) else {},
     "dataset_probs": only(
         {None, 1, 1.0, "1.0"}, "datasets are read whole, one after another; to weigh them, resample rows into one file"
     ),
@@ -274,14 +278,23 @@ BARE_FLAGS = {
     "use_unsloth",
     "overwrite_cache",
     "plot_loss",
-}
-LIST_NAMES = {"adam_betas", "target_modules"}
+} | openrlhf_dotted.BARE_FLAGS
+LIST_NAMES = {"adam_betas", "target_modules"} | openrlhf_dotted.LIST_NAMES
 NAMES = {
     **{name: ("torchtune", convert) for name, convert in torchtune.NAMES.items()},
+    **{name: ("OpenRLHF", convert) for name, convert in openrlhf_dotted.NAMES.items()},
     **{name: ("LLaMA-Factory", convert) for name, convert in LLAMA_FACTORY.items()},
     **{name: ("OpenRLHF", convert) for name, convert in OPENRLHF.items()},
     **{name: ("LLaMA-Factory/OpenRLHF", convert) for name, convert in SHARED.items()},
 }
+
+
+def dropped_note(key: str) -> str | None:
+    """The note for a key LLaMA-Factory, OpenRLHF or torchtune has and alignkit drops ("": none), or None."""
+    if key in DROPPED:
+        return DROPPED[key]
+    note = openrlhf_dotted.dropped_note(key)
+    return note if note is not None else torchtune.dropped_note(key)
 
 
 def translate(values: dict[str, Any], known: set[str], origin: str, notices: list[str] | None) -> dict[str, Any]:
@@ -289,6 +302,7 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
     ``_keys`` for :func:`alignkit.peer_names.finish`); names the command has as its own are kept."""
     out: dict[str, Any] = {}
     for key, value in torchtune.flatten(values, known).items():
+        key = openrlhf_dotted.canonical(key)  # OpenRLHF's grouped names (--train.batch_size) as its flat ones
         if key == "seed" and value is None:  # torchtune's seed: null (a fresh seed); alignkit keeps its own
             continue
         if key in NEVER and str(value).strip() == "-1":  # OpenRLHF's -1: never during the run (alignkit: at its end)
@@ -298,14 +312,17 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
         elif key in NAMES:
             tool, convert = NAMES[key]
             try:
-                out.update(convert(value))
+                converted = convert(value)
             except (ConfigError, TypeError, ValueError) as exc:
                 raise ConfigError(f"{origin}: '{key}' ({tool}): {exc}") from None
-        elif key in DROPPED or torchtune.dropped_note(key) is not None:
+            if "_note" in converted and notices is not None:  # what differs from the tool's meaning
+                notices.append(f"{origin}: '{key}' ({tool}): {converted['_note']}")
+            out.update({k: v for k, v in converted.items() if k != "_note"})
+        elif dropped_note(key) is not None:
             if notices is not None and value not in (None, False, "", "auto"):
-                ours = key in DROPPED
+                ours = key in DROPPED or openrlhf_dotted.dropped_note(key) is not None
                 tool = "LLaMA-Factory/OpenRLHF" if ours else "torchtune"
-                note = DROPPED[key] if ours else torchtune.dropped_note(key)
+                note = dropped_note(key)
                 named = key if ours or key in torchtune.DROPPED else key.split(".", 1)[0] + ".*"  # a section: once
                 notices.append(f"{origin}: '{named}' ({tool}) ignored: {note or 'has no effect in alignkit'}")
         else:

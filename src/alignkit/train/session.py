@@ -86,6 +86,18 @@ def return_freed_memory() -> None:
         GLIBC.malloc_trim(0)
 
 
+def parameter_groups(model: torch.nn.Module, trainable: list, value_learning_rate: float | None) -> list:
+    """AdamW's parameter groups: one, or, with ``value_learning_rate``, the value head's own beside the rest."""
+    head = getattr(model, "value_head", None)
+    if value_learning_rate is None or head is None:
+        return trainable
+    own = {id(p) for p in head.parameters()}
+    return [
+        {"params": [p for p in trainable if id(p) not in own]},
+        {"params": [p for p in trainable if id(p) in own], "lr": value_learning_rate},
+    ]
+
+
 def fused_adamw_fits(params: list[torch.nn.Parameter], sharded: bool) -> bool:
     """Whether torch's fused AdamW (one kernel per step instead of a Python loop over parameters: about
     5x faster on CPU, and no per-parameter temporaries) takes ``params``: floating point, all on CPU or
@@ -129,7 +141,7 @@ class TrainingSession:
         self.total_steps = total_steps
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            trainable,
+            parameter_groups(model, trainable, getattr(config, "value_learning_rate", None)),
             lr=config.learning_rate,
             weight_decay=config.weight_decay,
             betas=(config.adam_beta1, config.adam_beta2),
