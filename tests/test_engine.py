@@ -1,5 +1,7 @@
 """The shared log-prob engine: exact against a naive full-logits computation, padding-side invariant."""
 
+import math
+
 import pytest
 import torch
 from conftest import build_model
@@ -65,6 +67,23 @@ def test_a_soft_capped_model_is_scored_with_its_cap():
     result = sequence_logps(model, LAYOUTS["packed"](SEQUENCES, STARTS), chunk_size=3).logps
     assert torch.allclose(result, naive_logps(model, SEQUENCES, STARTS), atol=1e-4)
     assert result.sum() > -60  # capped logits spread at most 4 nats; uncapped these sum below -160
+
+
+def test_token_entropy_of_known_distributions():
+    """Row 1: logits (0, ln 3) over two tokens, p = (1/4, 3/4), H = -(1/4 ln 1/4 + 3/4 ln 3/4) = 0.562335;
+    row 2: all logits 0, H = ln 2; row 3: capped at 1 (Gemma-2's rule) logits 1 * tanh(0), H = ln 2 too.
+    Every chunk size gives every row."""
+    from alignkit.engine.logprobs import token_entropy
+
+    hidden = torch.tensor([[1.0], [0.0], [0.0]])
+    weight = torch.tensor([[0.0], [math.log(3.0)]])
+    expected = [-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), math.log(2), math.log(2)]
+    for chunk_size in (1, 2, 4):
+        assert token_entropy(hidden, weight, chunk_size, 0.0).tolist() == pytest.approx(expected, abs=1e-6)
+    capped = token_entropy(hidden, weight, 2, 0.5)[0].item()  # capped logits (0, 0.5 tanh(2 ln 3)) are closer
+    p_high = 1 / (1 + math.exp(-0.5 * math.tanh(math.log(3.0) / 0.5)))
+    assert capped == pytest.approx(-(p_high * math.log(p_high) + (1 - p_high) * math.log(1 - p_high)), abs=1e-6)
+    assert token_entropy(hidden[:0], weight, 2, 0.0).shape == (0,)
 
 
 def test_left_and_right_padding_give_identical_logps():
