@@ -115,3 +115,28 @@ def test_freed_memory_goes_back_to_the_os_after_each_step_only_under_checkpointi
     flag = ("--gradient_checkpointing", str(checkpointing).lower())
     train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "run", "--max_steps", "3", *flag))
     assert len(trims) == (3 if checkpointing else 0)
+
+
+def test_cosine_with_min_lr_decays_to_its_floor(tiny_model_dir, pairs_file, tmp_path):
+    """transformers' cosine_with_min_lr as TRL spells it (lr_scheduler_kwargs) and OpenRLHF (min_lr_ratio):
+    over 3 updates without warm-up the multiplier is 0.25 + 0.75 x (1 + cos(pi t / 3)) / 2, logged after
+    each update: 0.8125, 0.4375, then the floor 0.25."""
+    from test_training import config_for
+
+    from alignkit.configs import DPOConfig, load_config
+
+    out = tmp_path / "run"
+    kwargs = ["--lr_scheduler_kwargs", '{"min_lr_rate": 0.25}', "--warmup_ratio", "0", "--learning_rate", "1e-3"]
+    train_dpo(
+        config_for(
+            tiny_model_dir, pairs_file, out, "--max_steps", "3", "--lr_scheduler_type", "cosine_with_min_lr", *kwargs
+        )
+    )
+    rates = [
+        r["learning_rate"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r
+    ]
+    assert rates == pytest.approx([0.8125e-3, 0.4375e-3, 0.25e-3])
+    openrlhf = load_config(
+        DPOConfig, None, ["--train_data", "p.jsonl", "--lr_scheduler", "cosine_with_min_lr", "--min_lr_ratio", "0.2"]
+    )
+    assert (openrlhf.lr_scheduler_type, openrlhf.min_lr_rate) == ("cosine_with_min_lr", 0.2)

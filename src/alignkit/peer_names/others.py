@@ -144,6 +144,7 @@ OPENRLHF: dict[str, Callable[[Any], dict]] = {
     "max_epochs": lambda value: {"_max_epochs": int(value)},  # settled by finish: PPO's are passes over a rollout
     "lr_warmup_ratio": to("warmup_ratio"),
     "lr_scheduler": to("lr_scheduler_type"),
+    "min_lr_ratio": to("min_lr_rate"),
     "l2": to("weight_decay"),
     "max_norm": to("max_grad_norm"),
     "adam_betas": _adam_betas,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import yaml
+
 from alignkit.errors import ConfigError
 from alignkit.peer_names.trl_dropped import NO_EFFECT, NOTED, SAME_AS_ALIGNKIT, UNSUPPORTED
 from alignkit.peer_names.values import as_list, reward_model, truthy
@@ -156,6 +158,16 @@ def _reward_func(name: str) -> dict:
     )
 
 
+def _lr_scheduler_kwargs(value: Any) -> dict:
+    """transformers' scheduler arguments: cosine_with_min_lr's ``min_lr_rate`` is read, nothing else."""
+    kwargs = value if isinstance(value, dict) else yaml.safe_load(str(value)) if value not in (None, "") else {}
+    if not kwargs:
+        return {}
+    if not isinstance(kwargs, dict) or set(kwargs) - {"min_lr_rate"}:
+        raise ConfigError(f"lr_scheduler_kwargs {value!r}: alignkit reads min_lr_rate (cosine_with_min_lr) only")
+    return {"min_lr_rate": float(kwargs["min_lr_rate"])}
+
+
 def _report_to(value: Any) -> dict:
     if value is None or value is False or value == []:  # YAML reads TRL's documented ``report_to: no`` as false
         return {"report_to": ["none"]}
@@ -190,6 +202,7 @@ RENAMED: dict[str, Callable[[Any], dict]] = {
     "total_episodes": lambda v: {"_total_episodes": int(v)} if v else {},
     "sft_model_path": lambda v: {"_sft_model_path": v},  # the policy and reference (model_name_or_path: tokenizer)
     "num_mini_batches": lambda v: {"_num_mini_batches": int(v)},
+    "lr_scheduler_kwargs": _lr_scheduler_kwargs,
 }
 
 # renamed only where the command has that field and not TRL's: RL commands generate (max_new_tokens);

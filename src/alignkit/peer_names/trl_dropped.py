@@ -123,7 +123,6 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "reference_free": (False, "for a reference-free loss use --loss_type simpo, or alignkit orpo"),
     "optim": ("adamw_torch", "alignkit trains with torch AdamW (adamw_torch / adamw_torch_fused)"),
     "neftune_noise_alpha": (None, "NEFTune is not supported"),
-    "lr_scheduler_kwargs": (None, "scheduler arguments are not supported; pick lr_scheduler_type"),
     "completion_only_loss": (None, "alignkit always trains on the completion only (the prompt is masked)"),
     "model_revision": ("main", "point model at a local folder holding the revision you want"),
     "use_bnb_nested_quant": (False, "QLoRA here always uses double quantisation"),

@@ -154,6 +154,9 @@ class TrainingSession:
             optimizer,
             num_warmup_steps=config.warmup_steps * updates_per_step or math.ceil(config.warmup_ratio * total_updates),
             num_training_steps=total_updates,
+            scheduler_specific_kwargs=(
+                {"min_lr_rate": config.min_lr_rate} if config.lr_scheduler_type == "cosine_with_min_lr" else None
+            ),
         )
         self.backend.configure(micro_batch_size, config.max_grad_norm)
         # a one-call attention kernel that cannot train here is passed over before any wrapper sees the model
