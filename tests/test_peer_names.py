@@ -466,6 +466,12 @@ def test_a_trl_yaml_dataset_mixture_of_one_dataset_is_read_and_of_several_refuse
         ),
         (SFTConfig, "--eval_steps 7 --save_steps 9", dict(eval_steps=7, save_steps=9)),  # only -1 means never
         (DPOConfig, "--pref_bco_weight 0 --aux_loss_coef 0.0 --ring_attn_size 1", dict(beta=0.1)),  # their off values
+        (DPOConfig, "--optim adam", dict(beta=0.1)),  # OpenRLHF's AdamW
+        (
+            DPOConfig,
+            "--optim adamw_torch_fused",
+            dict(beta=0.1),
+        ),  # TRL's fast AdamW: OpenRLHF's optim must not claim it
         (
             SFTConfig,
             "--pure_bf16 true --use_galore false --galore_rank 128",

@@ -128,7 +128,6 @@ NAMES: dict[str, Callable[[Any], dict]] = {
     "data.multiturn": lambda value: {},  # every assistant turn of a conversation is trained on, either way
     "data.input_template": only({None}, "rows are formatted with the model's chat template"),
     "data.tokenizer_chat_template": only({None}, "the model folder's chat template is used"),
-    "optim": only({"adam", "adamw"}, "alignkit trains with AdamW"),
     "model.loss_type": only({"sigmoid", None}, "the reward model's loss is Bradley-Terry's -log sigmoid"),
     "model.pretrain_mode_enable": only({False}, "SFT trains on the responses only (the prompt is masked)"),
     "actor.pretrain_mode_enable": only({False}, "SFT trains on the responses only (the prompt is masked)"),

@@ -181,7 +181,7 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
 }
 
 SAME_AS_ALIGNKIT = {
-    "optim": {"adamw_torch_fused"},
+    "optim": {"adamw_torch_fused", "adam"},  # OpenRLHF's --optim adam is its AdamW
     "completion_only_loss": {True},
     "hub_strategy": {"end"},
     "assistant_only_loss": {True},
