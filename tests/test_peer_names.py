@@ -649,3 +649,37 @@ def test_openrlhf_grouped_ppo_line_keeps_its_critic_rate_and_normalised_reward_m
         load_config(
             RLOOConfig, None, ["--data.prompt_dataset", "p", "--algo.advantage.estimator", "reinforce_baseline"]
         )
+
+
+def test_openrlhfs_input_template_formats_plain_prompts_without_the_chat_template(tmp_path):
+    """OpenRLHF's SFT README line: ``--data.input_template $'User: {}\\nAssistant: '`` without
+    ``--data.apply_chat_template`` puts each prompt in the template; with it, the chat template wins;
+    a conversation cannot be put in a template."""
+    from alignkit.data.methods import data_loader
+    from alignkit.data.records import load_train_eval
+
+    rows = tmp_path / "qa.jsonl"
+    rows.write_text(json.dumps({"question": "What is 2 + 3?", "response": "5."}) + "\n")
+    line = [
+        "--data.dataset",
+        str(rows),
+        "--data.input_key",
+        "question",
+        "--data.output_key",
+        "response",
+        "--eval_split",
+        "0",
+    ]
+    config = load_config(SFTConfig, None, [*line, "--data.input_template", "User: {}\nAssistant: "])
+    assert (config.prompt_template, config.apply_chat_template) == ("User: {}\nAssistant: ", False)
+    (example,), _ = load_train_eval(config, data_loader("sft"))
+    assert (example.prompt, example.completion) == ("User: What is 2 + 3?\nAssistant: ", "5.")
+    chat = load_config(SFTConfig, None, [*line, "--data.input_template", "User: {}", "--data.apply_chat_template"])
+    assert (chat.prompt_template, chat.apply_chat_template) == (None, True)
+    rows.write_text(json.dumps({"question": [{"role": "user", "content": "Hi"}], "response": "Hello."}) + "\n")
+    with pytest.raises(AlignkitError, match="qa.jsonl:1: prompt_template formats plain-text prompts"):
+        load_train_eval(config, data_loader("sft"))
+    with pytest.raises(ConfigError, match="prompt_template needs {} where the prompt goes"):
+        load_config(
+            SFTConfig, None, ["--train_data", "d.jsonl", "--prompt_template", "User:", "--apply_chat_template", "false"]
+        )

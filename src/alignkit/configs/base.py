@@ -229,6 +229,11 @@ class TrainConfig(BaseModel):
         description="Maximum prompt tokens (trimmed from the left); None (as in TRL): no "
         "separate limit, the pair is cut to max_length keeping the response.",
     )
+    prompt_template: str | None = Field(
+        None,
+        description="A plain-text prompt format with {} where the prompt goes (OpenRLHF's input_template), e.g. "
+        "'User: {}\\nAssistant: '; used with apply_chat_template false.",
+    )
     apply_chat_template: bool = Field(
         True, description="Format prompts with the tokenizer's chat template when it has one."
     )
@@ -355,6 +360,11 @@ class TrainConfig(BaseModel):
             raise ValueError("load_in_4bit trains LoRA adapters on a frozen 4-bit model: set use_peft true")
         if self.hub_model_id and not self.push_to_hub:
             raise ValueError("hub_model_id is set but push_to_hub is false: set push_to_hub true to upload final/")
+        if self.prompt_template is not None and ("{}" not in self.prompt_template or self.apply_chat_template):
+            raise ValueError(
+                "prompt_template needs {} where the prompt goes, and apply_chat_template false (the chat template "
+                "formats prompts otherwise)"
+            )
         if "none" in self.report_to and len(self.report_to) > 1:
             raise ValueError("report_to: 'none' cannot be combined with other loggers")
         return self

@@ -68,6 +68,9 @@ def _raw_value(cls: type[TrainConfig], key: str, words: list[str]) -> Any:
         raise ConfigError(f"--{key} needs a value (e.g. --{key} VALUE)")
     if (_is_list_field(annotation) or len(words) > 1) and not words[0].lstrip().startswith("["):
         return [part.strip() for word in words for part in word.split(",") if part.strip()]
+    if annotation in (str, str | None) or key in peer_names.TEXT_NAMES:  # text as given, not read as YAML
+        text = " ".join(words)
+        return None if text.strip().lower() in ("none", "null", "~") else text
     return _scalar(" ".join(words))
 
 

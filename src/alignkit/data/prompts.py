@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from alignkit.data.preference import check_content
-from alignkit.data.records import FaultCollector, read_records, split_train_eval
+from alignkit.data.records import FaultCollector, read_records, split_train_eval, with_prompt_template
 from alignkit.errors import AlignkitError
 
 
@@ -47,7 +47,8 @@ def load_prompts(config) -> tuple[list[dict], list[dict]]:
     ``eval_data``, else an ``eval_split`` of ``train_data``."""
     needs_answer = any(spec.kind == "verifier" for spec in config.rewards)
     limit, fields = config.max_samples, config.data_fields or None
-    rows = load_prompt_rows(config.train_data, needs_answer=needs_answer, fields=fields)[:limit]
+    template = config.prompt_template
+    rows = with_prompt_template(load_prompt_rows(config.train_data, needs_answer, fields)[:limit], template)
     if config.eval_data:
-        return rows, load_prompt_rows(config.eval_data, needs_answer=needs_answer, fields=fields)[:limit]
+        return rows, with_prompt_template(load_prompt_rows(config.eval_data, needs_answer, fields)[:limit], template)
     return split_train_eval(rows, config.eval_split, config.seed)

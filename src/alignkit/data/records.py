@@ -6,6 +6,7 @@ errors can name the exact place to fix.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass
@@ -205,9 +206,33 @@ def load_train_eval(config, load: Callable[..., list]) -> tuple[list, list]:
     dataset_test_split, else an eval_split of train_data."""
     limit = config.max_samples  # the first N examples of each file, as LLaMA-Factory's max_samples
     fields = config.data_fields or None
-    train = load(config.train_data, config.dataset_train_split, fields=fields)[:limit]
+    template = getattr(config, "prompt_template", None)
+    train = with_prompt_template(load(config.train_data, config.dataset_train_split, fields=fields)[:limit], template)
     if config.eval_data:
-        return train, load(config.eval_data, config.dataset_test_split or "train", fields=fields)[:limit]
+        split = config.dataset_test_split or "train"
+        return train, with_prompt_template(load(config.eval_data, split, fields=fields)[:limit], template)
     if config.dataset_test_split:
-        return train, load(config.train_data, config.dataset_test_split, fields=fields)[:limit]
+        held = load(config.train_data, config.dataset_test_split, fields=fields)[:limit]
+        return train, with_prompt_template(held, template)
     return split_train_eval(train, config.eval_split, config.seed)
+
+
+def with_prompt_template(items: list, template: str | None) -> list:
+    """``items`` (examples with a ``prompt``, or prompt rows) with each plain-text prompt put in ``template``'s
+    ``{}`` (OpenRLHF's input_template); a conversation cannot be, and is refused naming its row."""
+    if not template:
+        return items
+    out = []
+    for item in items:
+        prompt = item.get("prompt") if isinstance(item, dict) else getattr(item, "prompt", None)
+        if prompt is None:  # SFT's conversations and plain text have no prompt to format
+            out.append(item)
+            continue
+        if not isinstance(prompt, str):
+            where = item.get("where") if isinstance(item, dict) else item.where
+            raise AlignkitError(f"{where}: prompt_template formats plain-text prompts; this prompt is a conversation")
+        formatted = template.replace("{}", prompt, 1)
+        out.append(
+            {**item, "prompt": formatted} if isinstance(item, dict) else dataclasses.replace(item, prompt=formatted)
+        )
+    return out

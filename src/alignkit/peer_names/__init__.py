@@ -22,6 +22,7 @@ from alignkit.peer_names.values import as_list
 
 BARE_FLAGS = trl_dropped.BARE_FLAGS | others.BARE_FLAGS
 LIST_NAMES = trl.LIST_NAMES | others.LIST_NAMES
+TEXT_NAMES = {"input_template", "data.input_template"}  # other tools' text settings, taken as written
 # LLaMA-Factory's stage -> the alignkit command that trains it
 STAGES = {"pt": "sft", "sft": "sft", "rm": "reward", "dpo": "dpo", "kto": "kto", "ppo": "ppo"}  # pt: text rows
 RL_COMMANDS = ("ppo", "grpo", "rloo")
@@ -142,6 +143,9 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
             raise ConfigError("normalize_reward normalises a reward model's scores: give one (reward_pretrain)")
         for term in models:
             term.setdefault("normalize", True)
+    if "_input_template" in merged and not out.get("apply_chat_template"):  # OpenRLHF: the chat template wins
+        out.setdefault("prompt_template", str(merged["_input_template"]))
+        out["apply_chat_template"] = False
     if "_max_epochs" in merged:  # OpenRLHF's max_epochs: PPO's passes over each rollout batch, else epochs
         out.setdefault("num_ppo_epochs" if command in RL_COMMANDS else "num_train_epochs", merged["_max_epochs"])
     _settle_estimator(merged, command, out)

@@ -64,6 +64,7 @@ RENAMED = {
     "rollout.temperature": "temperature",
     "rollout.top_p": "top_p",
     "data.max_len": "max_len",
+    "data.input_template": "input_template",
     "data.dataset": "dataset",
     "data.prompt_dataset": "prompt_data",
     "data.max_samples": "max_samples",
@@ -126,7 +127,6 @@ NAMES: dict[str, Callable[[Any], dict]] = {
     "train.num_episodes": to("num_train_epochs"),  # passes over the prompts (train.max_epochs: over each rollout)
     "algo.advantage.gamma": lambda value: {"_gamma": float(value)},  # settled by finish: PPO's GAE discount
     "data.multiturn": lambda value: {},  # every assistant turn of a conversation is trained on, either way
-    "data.input_template": only({None}, "rows are formatted with the model's chat template"),
     "data.tokenizer_chat_template": only({None}, "the model folder's chat template is used"),
     "model.loss_type": only({"sigmoid", None}, "the reward model's loss is Bradley-Terry's -log sigmoid"),
     "model.pretrain_mode_enable": only({False}, "SFT trains on the responses only (the prompt is masked)"),

@@ -143,6 +143,7 @@ OPENRLHF: dict[str, Callable[[Any], dict]] = {
     "train_batch_size": lambda value: {"_global_batch_size": int(value)},
     "max_epochs": lambda value: {"_max_epochs": int(value)},  # settled by finish: PPO's are passes over a rollout
     "lr_warmup_ratio": to("warmup_ratio"),
+    "input_template": lambda value: {"_input_template": value} if value not in (None, "None", "") else {},
     "lr_scheduler": to("lr_scheduler_type"),
     "min_lr_ratio": to("min_lr_rate"),
     "l2": to("weight_decay"),
