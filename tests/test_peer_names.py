@@ -293,7 +293,6 @@ def test_trl_names_that_would_change_the_result_are_refused_with_advice():
         (KTOConfig, ["--loss_type", "apo_zero_unpaired"], r"alignkit kto trains one loss \(kto, TRL's default\)"),
         (SFTConfig, ["--loss_type", "dft"], r"alignkit sft trains one loss \(nll"),
         (DPOConfig, ["--model_init_kwargs", '{"low_cpu_mem_usage": true}'], "model_init_kwargs 'low_cpu_mem_usage'"),
-        (PPOConfig, ["--normalize_reward"], "normalize_reward normalises a reward model's scores: give one"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_config(cls, None, ["--train_data", "p.jsonl", *flags])

@@ -82,6 +82,35 @@ def test_combined_reward_weights_its_terms(tmp_path):
         RewardSpec(kind="regex")
 
 
+def test_an_openrlhf_reward_func_scores_a_batch_of_formatted_queries(tmp_path, tiny_tokenizer):
+    """OpenRLHF's reward_func(queries, prompts, labels) (its --reward.remote_url reward_func.py): one call
+    per batch, each query the chat-templated prompt followed by the response, labels the rows' label."""
+    from alignkit.configs import PPOConfig, load_config
+
+    fn = tmp_path / "reward_func.py"
+    fn.write_text(
+        "import torch\nSEEN = []\n"
+        "def reward_func(queries, prompts, labels):\n"
+        "    SEEN.append((queries, prompts, labels))\n"
+        "    return {'rewards': torch.tensor([float(q.endswith(l)) for q, l in zip(queries, labels)])}\n"
+    )
+    reward = CombinedReward(
+        [RewardSpec(kind="reward_func", function=f"{fn}:reward_func", weight=2.0)], None, tiny_tokenizer
+    )
+    rows = [{"prompt": "What is 2 + 3?", "label": "5"}, {"prompt": "What is 2 + 2?", "label": "4"}]
+    scores, components = reward(rows, ["It is 5", "It is 5"])
+    assert (scores, components) == ([2.0, 0.0], {"reward_func0": [1.0, 0.0]})
+    (queries, prompts, labels), *_ = reward.terms[0][2].fn.__globals__["SEEN"]
+    assert prompts[0] == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
+    assert (queries[0], labels) == (prompts[0] + "It is 5", ["5", "4"])
+    line = ["--data.prompt_dataset", "p.jsonl", "--data.label_key", "answer", "--reward.remote_url", str(fn)]
+    config = load_config(PPOConfig, None, line)
+    assert [(r.kind, r.function) for r in config.rewards] == [("reward_func", f"{fn}:reward_func")]
+    assert config.data_fields == {"label": "answer"}
+    with pytest.raises(Exception, match="a remote reward server is not called"):
+        load_config(PPOConfig, None, [*line[:-1], "http://host:5000/get_reward"])
+
+
 def guard_record(score, kl, length, truncated=0.0):
     return {"reward/score": score, "objective/kl": kl, "response_length": length, "truncated_fraction": truncated}
 

@@ -20,13 +20,15 @@ class RewardSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    kind: Literal["verifier", "length", "regex", "python", "reward_model", "judge"] = Field(
+    kind: Literal["verifier", "length", "regex", "python", "reward_func", "reward_model", "judge"] = Field(
         ...,
         description=(
             "verifier: 1 when the response gives the row's `answer` (or the "
             "fraction of its `tests` passed); length: minus the word count; "
             "regex: 1 when `pattern` matches; python: your fn(row, response) -> "
-            "float; reward_model: an `alignkit reward` output's score; "
+            "float; reward_func: your OpenRLHF-style fn(queries, prompts, labels) -> rewards over a batch "
+            "(queries: each formatted prompt and its response; labels: the rows' `label`); "
+            "reward_model: an `alignkit reward` output's score; "
             "judge: an LLM judge's 1-10 grade over an OpenAI-compatible endpoint."
         ),
     )
@@ -35,7 +37,7 @@ class RewardSpec(BaseModel):
         "auto", description="verifier: how the answer must match."
     )
     pattern: str | None = Field(None, description="regex: the pattern.")
-    function: str | None = Field(None, description="python: path/to/file.py:fn or module:fn.")
+    function: str | None = Field(None, description="python, reward_func: path/to/file.py:fn or module:fn.")
     model: str | None = Field(
         None, description="reward_model: the model folder; judge: the model name the endpoint serves."
     )
@@ -49,7 +51,7 @@ class RewardSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "RewardSpec":
-        needs = {"regex": "pattern", "python": "function", "reward_model": "model"}
+        needs = {"regex": "pattern", "python": "function", "reward_func": "function", "reward_model": "model"}
         if self.kind in needs and not getattr(self, needs[self.kind]):
             raise ValueError(f"reward kind '{self.kind}' needs '{needs[self.kind]}'")
         if self.kind == "judge" and not (self.base_url and self.model):

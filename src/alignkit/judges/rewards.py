@@ -16,15 +16,17 @@ from alignkit.judges.reply_cache import ReplyCache
 class CombinedReward:
     """``__call__(rows, responses) -> (scores [N], components {name: [N]})``."""
 
-    def __init__(self, specs: list, cache_dir: Path | None = None):
+    def __init__(self, specs: list, cache_dir: Path | None = None, tokenizer=None, apply_chat_template: bool = True):
+        self.formatting = (tokenizer, apply_chat_template)  # how a batched reward function sees the prompts
         self.terms = [(self._name(spec, i), spec.weight, self._scorer(spec, cache_dir)) for i, spec in enumerate(specs)]
 
     @staticmethod
     def _name(spec, index: int) -> str:
-        return spec.kind if spec.kind not in ("regex", "python") else f"{spec.kind}{index}"
+        return spec.kind if spec.kind not in ("regex", "python", "reward_func") else f"{spec.kind}{index}"
 
-    @staticmethod
-    def _scorer(spec, cache_dir: Path | None):
+    def _scorer(self, spec, cache_dir: Path | None):
+        if spec.kind == "reward_func":
+            return scorers.BatchRewardFunction(spec.function, *self.formatting)
         if spec.kind == "verifier":
             return scorers.VerifierScorer(spec.answer_match)
         if spec.kind == "length":

@@ -139,6 +139,35 @@ def load_function(spec: str | None) -> Callable:
     return fn
 
 
+class BatchRewardFunction:
+    """OpenRLHF's custom reward: ``fn(queries, prompts, labels, **kwargs)`` over a whole batch, where a query
+    is the formatted prompt followed by the response and a label the row's ``label``; it returns the
+    rewards (a list or tensor), or a dict holding them under ``rewards``."""
+
+    def __init__(self, function: str, tokenizer=None, apply_chat_template: bool = True):
+        self.fn = load_function(function)
+        self.name = f"reward_func:{function}"
+        self.tokenizer, self.apply_chat_template = tokenizer, apply_chat_template
+
+    def prompt_text(self, prompt) -> str:
+        """The prompt as the policy reads it: the chat template's text when the run applies it."""
+        if self.tokenizer is not None and self.apply_chat_template and self.tokenizer.chat_template:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+
+    def score_batch(self, rows: list[dict], responses: list[str]) -> list[float]:
+        """Each response's reward, from one call of the function."""
+        prompts = [self.prompt_text(row["prompt"]) for row in rows]
+        queries = [prompt + response for prompt, response in zip(prompts, responses)]
+        out = self.fn(queries=queries, prompts=prompts, labels=[row.get("label") for row in rows])
+        rewards = out["rewards"] if isinstance(out, dict) else out
+        values = [float(v) for v in (rewards.tolist() if hasattr(rewards, "tolist") else rewards)]
+        if len(values) != len(responses):
+            raise AlignkitError(f"{self.name} returned {len(values)} rewards for {len(responses)} responses")
+        return values
+
+
 class RewardModelScorer:
     """Scores answers with a trained reward model, reading them as it was trained to."""
 

@@ -135,14 +135,10 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
     terms = [term for key, value in merged.items() if key.startswith("_reward_terms:") for term in value]
     if terms:
         out["rewards"] = [*(out.get("rewards") or []), *terms]
-    if merged.get("_reward_normalize"):  # OpenRLHF's normalize_reward: the reward models' stored mean and std
-        models = [
-            term for term in out.get("rewards") or [] if isinstance(term, dict) and term.get("kind") == "reward_model"
-        ]
-        if not models:
-            raise ConfigError("normalize_reward normalises a reward model's scores: give one (reward_pretrain)")
-        for term in models:
-            term.setdefault("normalize", True)
+    if merged.get("_reward_normalize"):  # OpenRLHF's normalize_reward: a reward model's stored mean and std
+        for term in out.get("rewards") or []:  # (a reward function's scores are its own)
+            if isinstance(term, dict) and term.get("kind") == "reward_model":
+                term.setdefault("normalize", True)
     if "_input_template" in merged and not out.get("apply_chat_template"):  # OpenRLHF: the chat template wins
         out.setdefault("prompt_template", str(merged["_input_template"]))
         out["apply_chat_template"] = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from alignkit.errors import ConfigError
 from alignkit.peer_names.values import only, to
 
 PLACEMENT_KEYS = ("num_nodes", "num_gpus_per_node")
@@ -116,6 +117,19 @@ def _eps_clip_low_high(value: Any) -> dict:
     return {"cliprange": low} if high == low else {"cliprange": low, "cliprange_high": high}
 
 
+def _remote_reward(value: Any) -> dict:
+    """OpenRLHF's ``--reward.remote_url``: a ``reward_func.py`` file is a batched reward term; an HTTP
+    reward server is refused."""
+    if value in (None, "None", ""):
+        return {}
+    if not str(value).endswith(".py"):
+        raise ConfigError(
+            f"{value}: a remote reward server is not called; give the reward function's file (reward_func.py), "
+            "or a rewards term (reward_model, python, verifier or judge)"
+        )
+    return {"_reward_terms:remote": [{"kind": "reward_func", "function": f"{value}:reward_func"}]}
+
+
 # grouped names converted here
 NAMES: dict[str, Callable[[Any], dict]] = {
     "ds.param_dtype": _param_dtype,
@@ -136,7 +150,7 @@ NAMES: dict[str, Callable[[Any], dict]] = {
     "actor.entropy_coef": only({None, 0, 0.0}, "no entropy bonus is added"),
     "critic.model_name_or_path": only({None}, "the value head is on the policy's backbone"),
     "ref.model_name_or_path": only({None}, "the reference is the model training starts from"),
-    "reward.remote_url": only({None}, "give the reward as a rewards term (reward_model, python, verifier or judge)"),
+    "reward.remote_url": _remote_reward,
     "reward.clip_range": only({None}, "rewards are not clipped"),
     "reward.overlong_penalty_factor": only({None, 0, 0.0}, "use missing_eos_penalty for cut-off completions"),
     "reward.overlong_buffer_len": only({None}, "use missing_eos_penalty for cut-off completions"),

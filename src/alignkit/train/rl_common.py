@@ -32,7 +32,8 @@ def train_rl(config, method: RLMethod) -> TrainingResult:
     lm, tokenizer = load_policy(config)  # dropout off by default (disable_dropout), as in TRL
     if config.padding_free:  # rollout batches in one row, one attention call per layer on a GPU (as training's)
         enable_segment_attention(lm, supports_segments, config.max_prompt_length + config.max_new_tokens)
-    reward_fn = CombinedReward(config.rewards, Path(config.output_dir))  # the judge's reply cache goes in the run
+    # the judge's reply cache goes in the run; a batched reward function reads prompts as the policy does
+    reward_fn = CombinedReward(config.rewards, Path(config.output_dir), tokenizer, config.apply_chat_template)
     rl_preflight(config, method.name, train_rows, eval_rows, tokenizer, lm, reward_fn)  # a fail writes nothing
     run_dir = start_run(config)
     policy = PolicyWithValue(lm, method.uses_value_head)
