@@ -94,7 +94,12 @@ def finish(merged: dict[str, Any], cls: type) -> dict[str, Any]:
       without an ``output_key`` holds a conversation (with the chat template) or plain text;
     - ``_dataset``/``_eval_dataset`` (``dataset``, ``eval_dataset``), with LLaMA-Factory's ``_dataset_dir``:
       ``train_data``/``eval_data``, a name in ``dataset_dir/dataset_info.json`` read as its file and
-      columns, anything else as a file, folder or hub id.
+      columns, anything else as a file, folder or hub id (a comma list: one after another);
+    - OpenRLHF's ``_max_epochs`` (PPO: passes over each rollout batch, else epochs), ``_input_template``
+      (``prompt_template`` unless the chat template is applied), ``_reward_normalize`` (the reward-model
+      terms'), and through :func:`_settle_estimator` ``_orl_estimator`` and ``_orl_kl_loss`` (which
+      command trains it, and where its KL penalty goes), ``_init_kl_coef`` (GRPO's ``beta``, else
+      ``kl_coef``) and ``_gamma`` (PPO's discount; the group methods take 1.0 only).
     """
     out = {key: value for key, value in merged.items() if not key.startswith("_")}
     command = getattr(cls, "command", None)  # the alignkit command cls is for (None: not a training command)
