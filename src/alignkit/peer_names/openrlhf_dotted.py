@@ -103,7 +103,9 @@ RENAMED = {
 
 
 def _param_dtype(value: Any) -> dict:
-    return {"mixed_precision": {"bf16": "bf16", "fp16": "fp16"}[str(value)]} if str(value) != "fp32" else {}
+    if str(value) not in ("bf16", "fp16", "fp32"):
+        raise ConfigError(f"ds.param_dtype {value!r}: give bf16, fp16 or fp32")
+    return {"mixed_precision": str(value)} if str(value) != "fp32" else {}
 
 
 def _estimator(value: Any) -> dict:

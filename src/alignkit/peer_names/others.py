@@ -315,7 +315,7 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
             tool, convert = NAMES[key]
             try:
                 converted = convert(value)
-            except (ConfigError, TypeError, ValueError) as exc:
+            except (ConfigError, TypeError, ValueError, LookupError) as exc:
                 raise ConfigError(f"{origin}: '{key}' ({tool}): {exc}") from None
             if "_note" in converted and notices is not None:  # what differs from the tool's meaning
                 notices.append(f"{origin}: '{key}' ({tool}): {converted['_note']}")
