@@ -8,8 +8,10 @@ import pytest
 
 from alignkit.configs import DPOConfig, KTOConfig, SFTConfig, load_config
 from alignkit.data.kto import load_kto_data
+from alignkit.data.methods import data_loader
 from alignkit.data.preference import load_preference_data
 from alignkit.data.prompts import load_prompt_rows
+from alignkit.data.records import load_train_eval
 from alignkit.data.sft import load_sft_data
 from alignkit.errors import ConfigError, DataValidationError
 
@@ -250,17 +252,19 @@ def test_llama_factory_dataset_lists_are_read_one_after_another_and_pt_reads_tex
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "data"
     data.mkdir()
-    write_rows(data / "identity.json", [{"instruction": "Who are you?", "output": "A helper."}])
+    write_rows(data / "identity.json", [{"instruction": "Who are you?", "output": "A helper."}] * 2)
     write_rows(data / "alpaca.json", [{"instruction": "Add", "input": "2 and 3", "output": "5"}])
     write_rows(data / "c4.jsonl", [{"text": "Plain text to continue."}])
     info = {"identity": {"file_name": "identity.json"}, "alpaca": {"file_name": "alpaca.json"}}
     info["c4"] = {"file_name": "c4.jsonl", "columns": {"prompt": "text"}}
     (data / "dataset_info.json").write_text(json.dumps(info))
 
-    config = load_config(SFTConfig, overrides=["--stage", "sft", "--dataset", "identity, alpaca"])
+    config = load_config(SFTConfig, overrides=["--stage", "sft", "--dataset", "identity, alpaca", "--max_samples", "1"])
     assert config.train_data == "data/identity.json,data/alpaca.json"
     rows = load_sft_data(config.train_data)
-    assert [(e.where, e.messages[0]["content"]) for e in rows] == [
+    assert [e.where for e in rows] == ["data/identity.json row 1", "data/identity.json row 2", "data/alpaca.json row 1"]
+    (first, second), _ = load_train_eval(config.model_copy(update={"eval_split": 0.0}), data_loader("sft"))
+    assert [(e.where, e.messages[0]["content"]) for e in (first, second)] == [  # max_samples: of each dataset
         ("data/identity.json row 1", "Who are you?"),
         ("data/alpaca.json row 1", "Add\n2 and 3"),
     ]

@@ -93,6 +93,12 @@ class RLConfig(TrainConfig):
         "k1", description="Per-token KL estimate: k1 = log p - log q, k3 = q/p - 1 - log(q/p) (never negative)."
     )
     cliprange: float = Field(0.2, gt=0.0, description="PPO ratio clipping.")
+    cliprange_high: float | None = Field(
+        None,
+        gt=0.0,
+        description="Upper clip of the ratio, 1 + cliprange_high (DAPO's clip-higher, TRL's epsilon_high); unset: "
+        "cliprange both ways.",
+    )
     eval_max_prompts: int = Field(64, ge=1, description="Held-out prompts scored (greedy) at each evaluation.")
     sample_every: int = Field(5, ge=1, description="Write sample rollouts to samples.jsonl every N steps.")
     samples_per_log: int = Field(4, ge=1, description="Rollouts written each time.")
@@ -158,12 +164,6 @@ class GroupConfig(RLConfig):
 
     num_generations: int = Field(4, ge=2, description="Completions per prompt (the group).")
     num_ppo_epochs: int = Field(1, ge=1, description="Passes over each rollout batch (1: on-policy).")
-    cliprange_high: float | None = Field(
-        None,
-        gt=0.0,
-        description="Upper clip of the ratio, 1 + cliprange_high (DAPO's clip-higher, TRL's epsilon_high); unset: "
-        "cliprange both ways.",
-    )
 
 
 class GRPOConfig(GroupConfig):

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from alignkit.data.preference import check_content
-from alignkit.data.records import FaultCollector, read_records, split_train_eval, with_prompt_template
+from alignkit.data.records import FaultCollector, load_each, read_records, split_train_eval
 from alignkit.errors import AlignkitError
 
 
@@ -46,9 +46,12 @@ def load_prompts(config) -> tuple[list[dict], list[dict]]:
     """An RL config's validated train and eval prompt rows (with answers when a verifier scores them):
     ``eval_data``, else an ``eval_split`` of ``train_data``."""
     needs_answer = any(spec.kind == "verifier" for spec in config.rewards)
-    limit, fields = config.max_samples, config.data_fields or None
-    template = config.prompt_template
-    rows = with_prompt_template(load_prompt_rows(config.train_data, needs_answer, fields)[:limit], template)
+    fields = config.data_fields or None
+
+    def read(source: str) -> list[dict]:
+        return load_each(source, config.max_samples, lambda one: load_prompt_rows(one, needs_answer, fields), config)
+
+    rows = read(config.train_data)
     if config.eval_data:
-        return rows, with_prompt_template(load_prompt_rows(config.eval_data, needs_answer, fields)[:limit], template)
+        return rows, read(config.eval_data)
     return split_train_eval(rows, config.eval_split, config.seed)

@@ -204,17 +204,24 @@ def split_train_eval(items: list, fraction: float, seed: int) -> tuple[list, lis
 def load_train_eval(config, load: Callable[..., list]) -> tuple[list, list]:
     """Validated train and eval examples: eval from eval_data, else from train_data's
     dataset_test_split, else an eval_split of train_data."""
-    limit = config.max_samples  # the first N examples of each file, as LLaMA-Factory's max_samples
     fields = config.data_fields or None
-    template = getattr(config, "prompt_template", None)
-    train = with_prompt_template(load(config.train_data, config.dataset_train_split, fields=fields)[:limit], template)
+
+    def read(source: str, split: str) -> list:
+        return load_each(source, config.max_samples, lambda one: load(one, split, fields=fields), config)
+
+    train = read(config.train_data, config.dataset_train_split)
     if config.eval_data:
-        split = config.dataset_test_split or "train"
-        return train, with_prompt_template(load(config.eval_data, split, fields=fields)[:limit], template)
+        return train, read(config.eval_data, config.dataset_test_split or "train")
     if config.dataset_test_split:
-        held = load(config.train_data, config.dataset_test_split, fields=fields)[:limit]
-        return train, with_prompt_template(held, template)
+        return train, read(config.train_data, config.dataset_test_split)
     return split_train_eval(train, config.eval_split, config.seed)
+
+
+def load_each(source: str, limit: int | None, load: Callable[[str], list], config) -> list:
+    """``load(one)`` for each dataset ``source`` names, the first ``limit`` of each (LLaMA-Factory's
+    max_samples), one after another, each prompt in the config's ``prompt_template``."""
+    items = [item for one in data_sources(source) for item in load(one)[:limit]]
+    return with_prompt_template(items, getattr(config, "prompt_template", None))
 
 
 def with_prompt_template(items: list, template: str | None) -> list:

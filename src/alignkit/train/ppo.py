@@ -61,7 +61,7 @@ class PPO(RLMethod):
         """The clipped policy loss plus vf_coef x the clipped value loss on a minibatch; returns (loss, stats)."""
         mask = out.mask & p["mask"]
         pg_loss, pg_clipfrac, approx_kl = clipped_policy_loss(
-            out.logps, p["old_logps"], p["advantages"], mask, config.cliprange
+            out.logps, p["old_logps"], p["advantages"], mask, config.cliprange, config.cliprange_high
         )
         vf_loss, vf_clipfrac = clipped_value_loss(
             out.values, p["old_values"], p["returns"], mask, config.cliprange_value
