@@ -179,3 +179,14 @@ def test_dtype_auto_is_the_checkpoints_and_trust_remote_code_reaches_loading(tmp
     assert seen["trust_remote_code"] is True and next(model.parameters()).dtype == torch.bfloat16
     model, _ = load_policy(load_config(DPOConfig, None, ["--train_data", "x", "--model", str(folder)]))
     assert seen["trust_remote_code"] is False and next(model.parameters()).dtype == torch.float32  # the default
+
+
+def test_grpo_refuses_the_kl_coefficient_it_would_ignore():
+    """GRPO weighs its KL term with beta; RLConfig's kl_coef (PPO's and RLOO's reward penalty) did nothing
+    there, so setting it is an error rather than a silent no-op."""
+    from alignkit.configs import GRPOConfig, RLOOConfig
+
+    with pytest.raises(ConfigError, match="alignkit grpo weighs its KL term with beta"):
+        load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--kl_coef", "0.1"])
+    assert load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--beta", "0.1"]).beta == 0.1
+    assert load_config(RLOOConfig, None, ["--train_data", "p.jsonl", "--kl_coef", "0.1"]).kl_coef == 0.1

@@ -115,12 +115,12 @@ def test_resume_refuses_a_changed_config_unless_forced(tiny_model_dir, prompts, 
 
     out = tmp_path / "run"
     train_grpo(load_config(GRPOConfig, None, grpo_args(tiny_model_dir, prompts, out, "--max_steps", "1")))
-    with pytest.raises(RunDirError, match="kl_coef: 0.05 -> 0.2"):
+    with pytest.raises(RunDirError, match="beta: 0.04 -> 0.2"):
         train_grpo(
             load_config(
                 GRPOConfig,
                 None,
-                grpo_args(tiny_model_dir, prompts, out, "--max_steps", "2", "--resume", "--kl_coef", "0.2"),
+                grpo_args(tiny_model_dir, prompts, out, "--max_steps", "2", "--resume", "--beta", "0.2"),
             )
         )
     result = train_grpo(
@@ -128,7 +128,7 @@ def test_resume_refuses_a_changed_config_unless_forced(tiny_model_dir, prompts, 
             GRPOConfig,
             None,
             grpo_args(
-                tiny_model_dir, prompts, out, "--max_steps", "2", "--resume", "--kl_coef", "0.2", "--force_resume"
+                tiny_model_dir, prompts, out, "--max_steps", "2", "--resume", "--beta", "0.2", "--force_resume"
             ),
         )
     )

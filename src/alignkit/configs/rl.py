@@ -184,6 +184,12 @@ class GRPOConfig(GroupConfig):
         "with a small cliprange such as 3e-4 and loss_type grpo).",
     )
 
+    @model_validator(mode="after")
+    def _kl_weight_is_beta(self) -> "GRPOConfig":
+        if "kl_coef" in self.model_fields_set:  # RLConfig's field, which only PPO's and RLOO's rewards read
+            raise ValueError("alignkit grpo weighs its KL term with beta (kl_coef is PPO's and RLOO's reward penalty)")
+        return self
+
 
 class RLOOConfig(GroupConfig):
     """`alignkit rloo`: REINFORCE with a leave-one-out baseline; the KL penalty is part of the reward."""
