@@ -92,5 +92,12 @@ def test_trls_launch_options_relaunch_the_command_under_accelerate(tmp_path, cap
         None,
         ["--beta", "0.2"],
     )
+    # TRL's CLI page sets them in the YAML config too; the command line's win
+    config = tmp_path / "dpo.yaml"
+    config.write_text("model_name_or_path: m\nnum_processes: 4\naccelerate_config: zero3\n")
+    launch, rest = plan_launch("dpo", [str(config), "--num_processes", "2"], {}, str(config))
+    assert launch[3:7] == ["--num_processes", "2", "--config_file", str(SHIPPED / "zero3.yaml")] and rest == [
+        str(config)
+    ]
     assert main(["dpo", "--accelerate_config", "zero1"]) == 2
     assert "zero1: ZeRO-1 is not shipped" in capsys.readouterr().err

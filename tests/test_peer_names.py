@@ -416,8 +416,8 @@ def test_trls_reward_funcs_and_reward_model_become_reward_terms():
         load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--reward_funcs", "my_lib.rewards.custom"])
 
 
-def test_a_trl_yaml_dataset_mixture_of_one_dataset_is_read_and_of_several_refused(tmp_path):
-    """TRL's CLI page: ``datasets:`` entries (path, data_files, split) and ``test_split_size``."""
+def test_a_trl_yaml_dataset_mixture_is_read_one_dataset_after_another(tmp_path):
+    """TRL's CLI page: ``datasets:`` entries (path, data_files, split, data_dir) and ``test_split_size``."""
     config = tmp_path / "dpo.yaml"
     entry = "  - path: json\n    data_files: pairs.jsonl\n    split: train\n    columns: [prompt, chosen, rejected]\n"
     config.write_text(f"model_name_or_path: m\ndatasets:\n{entry}streaming: false\ntest_split_size: 0.2\n")
@@ -428,14 +428,16 @@ def test_a_trl_yaml_dataset_mixture_of_one_dataset_is_read_and_of_several_refuse
         "./hh_folder",
         "validation",
     )
-    config.write_text(f"model_name_or_path: m\ndatasets:\n{entry}{entry}")
-    with pytest.raises(ConfigError, match="alignkit trains on one dataset; join the mixture into one file"):
+    config.write_text(f"model_name_or_path: m\ndatasets:\n{entry}  - path: org/prefs\n    data_dir: data/rl\n")
+    assert load_config(DPOConfig, config).train_data == "pairs.jsonl,org/prefs/data/rl"
+    config.write_text(f"datasets:\n{entry}  - path: org/prefs\n    split: test\n")
+    with pytest.raises(ConfigError, match="the entries' splits differ \\(test, train\\)"):
         load_config(DPOConfig, config)
     config.write_text("datasets:\n  - path: json\n    data_files: [a.jsonl]\n")  # a list of one file
     assert load_config(DPOConfig, config).train_data == "a.jsonl"
     for extra, message in (
         ("    fraction: 0.5\n", "fraction are not supported"),
-        ("    name: en\n", "name, data_dir and fraction"),
+        ("    name: en\n", "name \\(subset\\) and fraction"),
         ("test_split_size: 1\n", "test_split_size 1: give a fraction below 1"),
     ):
         config.write_text("datasets:\n  - path: json\n    data_files: a.jsonl\n" + extra)

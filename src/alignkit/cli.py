@@ -194,7 +194,8 @@ def _main(argv: list[str] | None) -> int:
         return 0
     if name in TRAINING_COMMANDS:  # --num_processes N / --accelerate_config NAME: relaunched as trl does
         try:
-            launch, rest = plan_launch(name, rest, os.environ)
+            named = rest[0] if rest and not rest[0].startswith("-") else _pop_option(rest, "--config", None)[0]
+            launch, rest = plan_launch(name, rest, os.environ, named)
         except AlignkitError as exc:
             print(f"alignkit {name}: error: {exc}", file=sys.stderr)
             return exc.exit_code

@@ -3,7 +3,8 @@ or ``--accelerate_config zero3`` relaunches the command under ``accelerate launc
 ...``, as ``trl dpo`` does. ``--accelerate_config`` takes a config file or the name of a shipped one
 (``examples/accelerate/``: TRL's preset names ``multi_gpu``, ``zero2``, ``zero3``, ``fsdp2`` and
 ``single_gpu`` map onto them). The other options ``accelerate launch`` takes for a machine
-(``--num_machines``, ``--machine_rank``, ``--main_process_ip`` ...) pass through.
+(``--num_machines``, ``--machine_rank``, ``--main_process_ip`` ...) pass through. A YAML config may set
+them as keys, as TRL's may.
 """
 
 from __future__ import annotations
@@ -12,19 +13,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from alignkit.errors import ConfigError
+import yaml
 
-# accelerate launch's options that take a value (alignkit has no setting of these names)
-VALUE_OPTIONS = (
-    "num_processes",
-    "num_machines",
-    "machine_rank",
-    "main_process_ip",
-    "main_process_port",
-    "gpu_ids",
-    "config_file",
-    "accelerate_config",
-)
+from alignkit.errors import ConfigError
+from alignkit.peer_names.trl_dropped import LAUNCH_OPTIONS
+
 SHIPPED = Path(__file__).resolve().parents[3] / "examples" / "accelerate"  # in a source checkout
 # TRL's preset names (trl/accelerate_configs) -> ours; None: one process, nothing to launch
 PRESETS = {
@@ -41,11 +34,15 @@ REFUSED = {
 }
 
 
-def plan_launch(command: str, args: list[str], environ: Mapping[str, str]) -> tuple[list[str] | None, list[str]]:
+def plan_launch(
+    command: str, args: list[str], environ: Mapping[str, str], config_file: str | None = None
+) -> tuple[list[str] | None, list[str]]:
     """(the argv that relaunches ``alignkit command`` under ``accelerate launch``, or None to run here;
-    ``args`` without the launch options). Inside a launched process (``LOCAL_RANK`` set) nothing is
-    relaunched and the launch options are dropped."""
+    ``args`` without the launch options). Launch options may also be keys of ``config_file`` (TRL's
+    ``num_processes: 4`` in a YAML config); the command line's win. Inside a launched process
+    (``LOCAL_RANK`` set) nothing is relaunched and the launch options are dropped."""
     launch, rest = _split(args)
+    launch = {**options_in_file(config_file), **launch}
     preset = launch.pop("accelerate_config", None)
     if preset is not None:
         launch.setdefault("config_file", _config_file(preset))
@@ -61,13 +58,26 @@ def plan_launch(command: str, args: list[str], environ: Mapping[str, str]) -> tu
     return [sys.executable, "-m", "accelerate.commands.launch", *words, "-m", "alignkit", command, *rest], rest
 
 
+def options_in_file(path: str | None) -> dict[str, str]:
+    """The launch options a YAML config file sets as top-level keys."""
+    if not path or not Path(path).is_file():
+        return {}
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return {}  # load_config reports it, with the line
+    if not isinstance(values, dict):
+        return {}
+    return {key: str(values[key]) for key in LAUNCH_OPTIONS if values.get(key) is not None}
+
+
 def _split(args: list[str]) -> tuple[dict[str, str], list[str]]:
     launch: dict[str, str] = {}
     rest: list[str] = []
     i = 0
     while i < len(args):
         key, has_value, inline = args[i].removeprefix("--").replace("-", "_").partition("=")
-        if args[i].startswith("--") and key in VALUE_OPTIONS:
+        if args[i].startswith("--") and key in LAUNCH_OPTIONS:
             if has_value:
                 launch[key] = inline
             elif i + 1 < len(args):

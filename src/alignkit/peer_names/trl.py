@@ -109,27 +109,30 @@ def _model_init_kwargs(value: Any) -> dict:
 
 
 def _dataset_mixture(value: Any) -> dict:
-    """TRL's YAML ``datasets:`` (a dataset mixture): one entry is read as ``train_data`` (its local
-    ``data_files``, else its ``path``) and ``split``; several are refused (join them into one file)."""
+    """TRL's YAML ``datasets:`` (a dataset mixture): each entry's local ``data_files``, else its ``path``
+    (with ``data_dir``: ``path/data_dir``), read one after another as ``train_data``; the entries' ``split``
+    must agree."""
     entries = value if isinstance(value, list) else [value]
-    if len(entries) != 1 or not isinstance(entries[0], dict) or not entries[0].get("path"):
-        raise ConfigError(
-            "datasets: alignkit trains on one dataset; join the mixture into one file (JSONL/Parquet) and give it "
-            "as train_data (or a single entry with path, split and data_files)"
-        )
-    entry = entries[0]
-    if entry.get("name") or entry.get("data_dir") or entry.get("fraction") not in (None, 1, 1.0):
-        raise ConfigError(
-            "datasets: an entry's name, data_dir and fraction are not supported; save that subset to a file"
-        )
-    files = entry.get("data_files")
-    if isinstance(files, list) and len(files) == 1:
-        files = files[0]
-    if files is not None and not isinstance(files, str):
-        raise ConfigError(f"datasets: data_files {files!r}: give one file")
-    out = {"train_data": files or entry["path"]}  # path: json/parquet (with data_files), a folder or a hub id
-    if entry.get("split", "train") != "train":
-        out["dataset_train_split"] = entry["split"]
+    if not entries or not all(isinstance(entry, dict) and entry.get("path") for entry in entries):
+        raise ConfigError("datasets: give a list of entries, each with a path (and data_files, split, data_dir)")
+    sources, splits = [], {entry.get("split", "train") for entry in entries}
+    for entry in entries:
+        if entry.get("name") or entry.get("fraction") not in (None, 1, 1.0):  # (columns: only the needed are read)
+            raise ConfigError(
+                f"datasets: {entry['path']}: an entry's name (subset) and fraction are not supported; save that part "
+                "to a file"
+            )
+        files = entry.get("data_files")
+        files = files if isinstance(files, list) else [files] if files else []
+        if not all(isinstance(f, str) for f in files):
+            raise ConfigError(f"datasets: data_files {entry.get('data_files')!r}: give file names")
+        data_dir = f"/{str(entry['data_dir']).strip('/')}" if entry.get("data_dir") else ""
+        sources += files or [f"{entry['path']}{data_dir}"]  # path: json/parquet (with data_files), a folder or a hub id
+    if len(splits) != 1:
+        raise ConfigError(f"datasets: the entries' splits differ ({', '.join(sorted(splits))}); alignkit reads one")
+    out = {"train_data": ",".join(sources)}
+    if splits != {"train"}:
+        out["dataset_train_split"] = splits.pop()
     return out
 
 

@@ -89,8 +89,21 @@ NO_EFFECT = {
     "local_rollout_forward_batch_size",
 }
 
+# accelerate launch's options, which TRL's CLI also reads from a config file (alignkit's CLI does the same)
+LAUNCH_OPTIONS = (
+    "num_processes",
+    "num_machines",
+    "machine_rank",
+    "main_process_ip",
+    "main_process_port",
+    "gpu_ids",
+    "config_file",
+    "accelerate_config",
+)
+
 # dropped with a note saying how alignkit does it (they set how a run is launched, not what it computes)
 NOTED = {
+    **dict.fromkeys(LAUNCH_OPTIONS, "a launch option: alignkit's CLI relaunches the command under accelerate with it"),
     "deepspeed": "sharding is chosen at launch: accelerate launch --config_file examples/accelerate/zero3.yaml "
     "-m alignkit ... (zero2_bf16.yaml for ZeRO-2; docs/distributed.md)",
     "fsdp": "sharding is chosen at launch: accelerate launch --config_file examples/accelerate/fsdp2.yaml "
