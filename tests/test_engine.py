@@ -132,12 +132,14 @@ def test_chunk_size_does_not_change_results():
 
 
 def test_token_logps_softcap_matches_autograd():
+    """More rows than hidden features, as in any real batch (a loop bound read off the wrong dimension
+    would leave rows out)."""
     torch.manual_seed(0)
-    hidden = torch.randn(7, 16, requires_grad=True)
+    hidden = torch.randn(23, 16, requires_grad=True)
     weight = torch.randn(50, 16, requires_grad=True)
-    targets = torch.randint(0, 50, (7,))
+    targets = torch.randint(0, 50, (23,))
     out = token_logps(hidden, weight, targets, chunk_size=2, softcap=5.0)
-    grad_out = torch.randn(7)
+    grad_out = torch.randn(23)
     (out * grad_out).sum().backward()
     gh, gw = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None
@@ -153,10 +155,10 @@ def test_token_logps_frozen_head_matches_autograd(softcap):
     """A frozen head (LoRA) takes the path that computes d logp/dh in the forward: same values and
     hidden-state gradients as autograd through the full log-softmax, for any chunking."""
     torch.manual_seed(1)
-    hidden = torch.randn(7, 16, requires_grad=True)
+    hidden = torch.randn(23, 16, requires_grad=True)  # more rows than features, as in any real batch
     weight = torch.randn(50, 16)
-    targets = torch.randint(0, 50, (7,))
-    grad_out = torch.randn(7)
+    targets = torch.randint(0, 50, (23,))
+    grad_out = torch.randn(23)
     logits = hidden @ weight.T
     logits = softcap * torch.tanh(logits / softcap) if softcap else logits
     expected = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
