@@ -127,9 +127,7 @@ def test_resume_refuses_a_changed_config_unless_forced(tiny_model_dir, prompts, 
         load_config(
             GRPOConfig,
             None,
-            grpo_args(
-                tiny_model_dir, prompts, out, "--max_steps", "2", "--resume", "--beta", "0.2", "--force_resume"
-            ),
+            grpo_args(tiny_model_dir, prompts, out, "--max_steps", "2", "--resume", "--beta", "0.2", "--force_resume"),
         )
     )
     assert result.global_step == 2
