@@ -55,8 +55,6 @@ def read_records(source: str | Path, split: str = "train", fields: dict[str, str
     records = [record for one in data_sources(source) for record in _read_records(one, split)]
     if fields:
         records = [Record(_renamed(r.data, fields), r.where) if isinstance(r.data, dict) else r for r in records]
-    if not any(llamafactory.is_llamafactory_row(r.data) for r in records):
-        return records
     faults, converted = FaultCollector(str(source)), []
     for record in records:
         if not llamafactory.is_llamafactory_row(record.data):

@@ -293,10 +293,22 @@ NAMES = {
 
 def dropped_note(key: str) -> str | None:
     """The note for a key LLaMA-Factory, OpenRLHF or torchtune has and alignkit drops ("": none), or None."""
+    dropped = _dropped(key)
+    return dropped[2] if dropped else None
+
+
+def _dropped(key: str) -> tuple[str, str, str] | None:
+    """(the tool, the name a notice shows, the note) for a key alignkit drops, or None. A key of a torchtune
+    section dropped whole is shown as ``section.*``, so its notice comes once."""
     if key in DROPPED:
-        return DROPPED[key]
+        return "LLaMA-Factory/OpenRLHF", key, DROPPED[key]
     note = openrlhf_dotted.dropped_note(key)
-    return note if note is not None else torchtune.dropped_note(key)
+    if note is not None:
+        return "LLaMA-Factory/OpenRLHF", key, note
+    note = torchtune.dropped_note(key)
+    if note is None:
+        return None
+    return "torchtune", key if key in torchtune.DROPPED else key.split(".", 1)[0] + ".*", note
 
 
 def translate(values: dict[str, Any], known: set[str], origin: str, notices: list[str] | None) -> dict[str, Any]:
@@ -320,12 +332,9 @@ def translate(values: dict[str, Any], known: set[str], origin: str, notices: lis
             if "_note" in converted and notices is not None:  # what differs from the tool's meaning
                 notices.append(f"{origin}: '{key}' ({tool}): {converted['_note']}")
             out.update({k: v for k, v in converted.items() if k != "_note"})
-        elif dropped_note(key) is not None:
+        elif (dropped := _dropped(key)) is not None:
             if notices is not None and value not in (None, False, "", "auto"):
-                ours = key in DROPPED or openrlhf_dotted.dropped_note(key) is not None
-                tool = "LLaMA-Factory/OpenRLHF" if ours else "torchtune"
-                note = dropped_note(key)
-                named = key if ours or key in torchtune.DROPPED else key.split(".", 1)[0] + ".*"  # a section: once
+                tool, named, note = dropped
                 notices.append(f"{origin}: '{named}' ({tool}) ignored: {note or 'has no effect in alignkit'}")
         else:
             out[key] = value

@@ -125,8 +125,9 @@ def _model(component: Any) -> dict:
     return {**lora, "load_in_4bit": True} if name.startswith(("qlora_", "qdora_")) else lora
 
 
-def _dataset_source(value: Any) -> dict:
-    return {} if str(value) in ("json", "parquet", "csv", "text") else {"train_data": value}  # a hub id
+def _hub_source(field: str) -> Callable[[Any], dict]:
+    """A dataset section's ``source``: a hub id is ``field``; a file type (with ``data_files``) sets nothing."""
+    return lambda value: {} if str(value) in ("json", "parquet", "csv", "text") else {field: value}
 
 
 NAMES: dict[str, Callable[[Any], dict]] = {
@@ -142,7 +143,7 @@ NAMES: dict[str, Callable[[Any], dict]] = {
     "model.quantize_base": lambda value: {"load_in_4bit": True} if value else {},
     "ref_checkpointer.checkpoint_dir": lambda value: {"_tt_reference": str(value)},
     "dataset_val.data_files": to("eval_data"),
-    "dataset_val.source": lambda value: {"eval_data": value} if str(value) not in ("json", "parquet", "csv") else {},
+    "dataset_val.source": _hub_source("eval_data"),
     "dataset_val.split": to("dataset_test_split"),
     "run_val_every_n_steps": to("eval_steps"),
     "batch_size_val": to("per_device_eval_batch_size"),
@@ -151,7 +152,7 @@ NAMES: dict[str, Callable[[Any], dict]] = {
     "dataset.packed": lambda value: {"packing": True} if value else {},
     "checkpointer.checkpoint_dir": to("model"),
     "dataset.data_files": to("train_data"),
-    "dataset.source": _dataset_source,
+    "dataset.source": _hub_source("train_data"),
     "dataset.split": to("dataset_train_split"),
     "dataset._component_": _dataset_builder,
     "dataset.column_map": _column_map,
@@ -257,12 +258,15 @@ def interpolate(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, 
         if not isinstance(value, str) or "${" not in value or depth > 8:
             return value
         whole = INTERPOLATION.fullmatch(value)
-        if whole and lookup(whole.group(1)) is not None:
-            return resolve(lookup(whole.group(1)), depth + 1)  # its own type: ${batch_size} is an int
-        return INTERPOLATION.sub(
-            lambda m: str(resolve(lookup(m.group(1)), depth + 1)) if lookup(m.group(1)) is not None else m.group(0),
-            value,
-        )
+        found = lookup(whole.group(1)) if whole else None
+        if found is not None:
+            return resolve(found, depth + 1)  # its own type: ${batch_size} is an int
+
+        def substitute(match: re.Match) -> str:
+            found = lookup(match.group(1))
+            return match.group(0) if found is None else str(resolve(found, depth + 1))
+
+        return INTERPOLATION.sub(substitute, value)
 
     return resolve(values)
 
