@@ -234,3 +234,41 @@ def test_a_steps_device_work_does_not_grow_with_its_sequences(trainer, device_op
         run(trainer, tiny_model_dir, tmp_path / f"run-{batch_size}", "--per_device_train_batch_size", str(batch_size))
         counts[batch_size] = device_ops.per_step[:STEPS]
     assert counts[2] == counts[8] and len(counts[2]) == STEPS, counts
+
+
+def test_evaluation_gives_example_weighted_means_and_reads_the_device_a_fixed_number_of_times():
+    """7 eval items in batches of 3 (3, 3, 1): each batch's loss is its items' mean, so the example-weighted
+    mean over batches is the mean over items, (0 + ... + 6) / 7 = 3; a per-batch mean of the means would
+    give (1 + 4 + 6) / 3. The reads do not grow with the number of batches."""
+    from types import SimpleNamespace
+
+    from alignkit.train.loop import TrainingTask, evaluate
+
+    def compute_loss(model, batch, training):
+        values = batch["values"]
+        return values.mean(), {"accuracy": (values > 2).float().mean(), "constant": 0.5}
+
+    def reads_of(n_items):
+        task = TrainingTask(
+            model=torch.nn.Linear(1, 1),
+            train_items=[],
+            collate=lambda items: {"values": torch.tensor(items, dtype=torch.float)},
+            compute_loss=compute_loss,
+            eval_items=[float(i) for i in range(n_items)],
+        )
+        accelerator = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"))
+        reads = HostReads()
+        tolist = torch.Tensor.tolist
+        reads.counting, reads.per_step = True, [[]]
+        torch.Tensor.tolist = lambda self: (reads.read(self, "tolist"), tolist(self))[1]
+        try:
+            with reads:
+                means = evaluate(accelerator, task.model, task, batch_size=3)
+        finally:
+            torch.Tensor.tolist = tolist
+        assert task.model.training  # back in training mode
+        return means, len(reads.per_step[0])
+
+    means, reads = reads_of(7)
+    assert means == pytest.approx({"eval/loss": 3.0, "eval/accuracy": 4 / 7, "eval/constant": 0.5})
+    assert reads_of(30)[1] == reads == 2  # the summed metrics, then the (reduced) totals

@@ -240,6 +240,9 @@ def test_auto_precomputes_where_that_is_cheaper(tiny_model_dir, pairs_file, tmp_
     assert wanted("--max_steps", "1")  # full fine-tuning: always (the frozen copy leaves memory)
     assert not wanted("--use_peft", "--max_steps", "9")  # LoRA, 18 of 20 pairs scored: the live reference is cheaper
     assert wanted("--use_peft", "--max_steps", "10") and wanted("--use_peft", "--max_steps", "5", processes=2)
+    # a step scores batch x accumulation x processes pairs: 5 x 2 x 2 = 20 of 20, 4 x 2 x 2 = 16
+    assert wanted("--use_peft", "--max_steps", "5", "--gradient_accumulation_steps", "2")
+    assert not wanted("--use_peft", "--max_steps", "4", "--gradient_accumulation_steps", "2")
     assert wanted("--use_peft") and not wanted("--use_peft", "--num_train_epochs", "0.5")
     # epochs capped at 3 steps of 2 pairs score 6 of 20 pairs each: 3 epochs are still short, 4 are not
     assert not wanted("--use_peft", "--max_steps_per_epoch", "3", "--num_train_epochs", "3")

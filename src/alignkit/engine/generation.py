@@ -6,6 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from alignkit.data.tokenize import prompt_token_ids
+from alignkit.engine.logprobs import in_eval_mode
 
 
 @torch.no_grad()
@@ -74,14 +75,12 @@ def sample_token_ids(
     processes (ZeRO-3), so each keeps stepping until all are done."""
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     responses: list[list[int]] = [[] for _ in prompt_ids]
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     sampling = (
         {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
     )
     eos = tokenizer.eos_token_id
-    try:
+    with in_eval_mode(model):
         for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, unit="batch"):
             idx = order[start : start + batch_size]
             width = max(len(prompt_ids[i]) for i in idx)
@@ -103,6 +102,4 @@ def sample_token_ids(
             )
             for i, new in zip(idx, output[:, width:].tolist()):  # one read of the batch's new tokens
                 responses[i] = new[: new.index(eos) + 1] if eos in new else new
-    finally:
-        model.train(was_training)
     return responses

@@ -259,7 +259,8 @@ class LogProbModel(nn.Module):
 
 
 @contextmanager
-def _in_eval_mode(module: nn.Module):
+def in_eval_mode(module: nn.Module):
+    """``module`` in eval mode (dropout off) for the block, then back in the mode it was in."""
     was_training = module.training
     module.eval()
     try:
@@ -281,7 +282,7 @@ def supports_prefix_sharing(model: nn.Module) -> bool:
     """Whether ``model``'s attention takes a shared-prefix block mask: the second response of a
     ``[prompt, first, second]`` block must see exactly what ``prompt + second`` sees alone."""
     prompt, first, second = [3, 4, 5], [6, 7], [8, 9, 10]
-    with _in_eval_mode(backbone_of(model)) as backbone:
+    with in_eval_mode(backbone_of(model)) as backbone:
         device = next(backbone.parameters()).device
         try:
             shared = build_shared_batch([(prompt, [first, second])], pad_id=0)
@@ -304,7 +305,7 @@ def supports_segments(model: nn.Module) -> bool:
     compiler for FlexAttention, a GPU FlashAttention does not support) is passed over from then on and the
     check goes on with the others; the loop raising is the model's failure."""
     prompt, first, second, plain = [3, 4, 5], [6, 7], [8, 9, 10], [11, 12, 13, 14]
-    with _in_eval_mode(backbone_of(model)) as backbone:
+    with in_eval_mode(backbone_of(model)) as backbone:
         device = next(backbone.parameters()).device
         shared = build_shared_batch([(prompt, [first, second])], pad_id=0, one_row=True)
         width = shared["input_ids"].shape[1]
@@ -341,7 +342,7 @@ def supports_padding_free(model: nn.Module) -> bool:
     """Whether ``model`` keeps packed sequences apart when given restarting position ids and no
     attention mask: the second of two packed sequences must see exactly what it sees alone."""
     first, second = [3, 4, 5, 6], [7, 8, 9]
-    with _in_eval_mode(backbone_of(model)) as backbone:
+    with in_eval_mode(backbone_of(model)) as backbone:
         device = next(backbone.parameters()).device
         packed = backbone(
             input_ids=torch.tensor([first + second], device=device),

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from alignkit.atomic import atomic_path
 from alignkit.data.collate import collate_to
-from alignkit.engine.logprobs import LogProbModel
+from alignkit.engine.logprobs import LogProbModel, in_eval_mode
 
 
 class Reference:
@@ -57,13 +57,8 @@ class Reference:
                 yield self.frozen
             return
         lm = self.policy.lm
-        was_training = lm.training
-        lm.eval()
-        try:
-            with lm.disable_adapter() if self.use_adapter else nullcontext(), self.autocast():
-                yield self.policy
-        finally:
-            lm.train(was_training)
+        with in_eval_mode(lm), lm.disable_adapter() if self.use_adapter else nullcontext(), self.autocast():
+            yield self.policy
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> torch.Tensor:

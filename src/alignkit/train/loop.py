@@ -24,6 +24,7 @@ from transformers import set_seed
 from alignkit.configs import TrainConfig
 from alignkit.data.collate import collate_to, to_device
 from alignkit.diagnose.symptoms import SymptomMonitor
+from alignkit.engine.logprobs import in_eval_mode
 from alignkit.engine.reference import Reference
 from alignkit.train.session import TrainingSession
 
@@ -228,26 +229,27 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, task: TrainingTas
     """Example-weighted means of the task's metrics over the eval items, ``eval/``-prefixed.
 
     Every process runs the same number of batches (sharded weights gather in every forward, and the
-    sums are reduced key by key): a process whose share has run out runs a batch that counts for nothing."""
-    model.eval()
-    sums: dict[str, float] = defaultdict(float)
+    sums are reduced as one tensor): a process whose share has run out runs a batch that counts for nothing.
+    The device is read twice in all (the sums, then their reduction), however many batches and metrics."""
+    sums = _Window()  # weighted sums on the device, read once at the end
     count = 0
     n, rank, world = len(task.eval_items), accelerator.process_index, accelerator.num_processes
-    for i in range(max(1, math.ceil(n / (batch_size * world)))):
-        start = (i * world + rank) * batch_size
-        indices = list(range(start, min(start + batch_size, n))) or [0]
-        weight = len(indices) if start < n else 0
-        batch = collate_to(task.collate, [task.eval_items[j] for j in indices], accelerator.device)
-        loss, metrics = task.compute_loss(model, batch, False)
-        for key, value in {"loss": loss, **metrics}.items():
-            sums[key] += float(value) * weight
-        count += weight
-    model.train()
-    keys = sorted(sums)
-    totals = torch.tensor([sums[k] for k in keys] + [float(count)], device=accelerator.device)
+    with in_eval_mode(model):
+        for i in range(max(1, math.ceil(n / (batch_size * world)))):
+            start = (i * world + rank) * batch_size
+            indices = list(range(start, min(start + batch_size, n))) or [0]
+            weight = len(indices) if start < n else 0
+            batch = collate_to(task.collate, [task.eval_items[j] for j in indices], accelerator.device)
+            loss, metrics = task.compute_loss(model, batch, False)
+            sums.add({key: value * weight for key, value in {"loss": loss, **metrics}.items()})
+            count += weight
+    read = sums.floats()
+    keys = sorted(read)
+    totals = torch.tensor([read[k] for k in keys] + [float(count)], device=accelerator.device)
     if world > 1:
         totals = accelerator.reduce(totals, reduction="sum")
-    means = _finalize(task, {k: v / totals[-1].item() for k, v in zip(keys, totals[:-1].tolist())})
+    *totals, examples = totals.tolist()  # one read (not one per metric)
+    means = _finalize(task, {k: v / examples for k, v in zip(keys, totals)})
     return {f"eval/{k}": v for k, v in means.items()}
 
 
