@@ -4,6 +4,7 @@ NaN steps skipped and counted, resume refused on a changed config or data, disk 
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,22 +208,37 @@ def test_a_torn_last_metrics_line_does_not_block_resume(straight, tiny_model_dir
     data, reference = straight
     out = tmp_path / "torn"
     extra = ["--max_steps", "10", "--save_steps", "1", "--save_total_limit", "20"]
-    train_dpo(
-        load_config(
-            DPOConfig,
-            None,
-            args_for(tiny_model_dir, data, out, "--max_steps", "10", "--save_steps", "1", "--save_total_limit", "20"),
-        )
-    )
+    train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, *extra)))
     for path in sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[5:]:
-        import shutil
-
         shutil.rmtree(path)
     with (out / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 11, "loss": 0.5, "rew')  # killed mid-write
     train_dpo(load_config(DPOConfig, None, args_for(tiny_model_dir, data, out, *extra, "--resume")))
     assert read_metrics(out, timings=False) == read_metrics(reference, timings=False)
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 10
+
+
+def test_a_killed_runs_logs_read_without_their_torn_last_line(tmp_path):
+    """metrics.jsonl and samples.jsonl are appended to line by line: a process killed mid-write leaves a torn
+    last line, which reading (the report, log_history) and resuming (an RL run's samples) leave out. A broken
+    line anywhere else is damage, and names its file and line."""
+    from alignkit.report.build import read_run
+    from alignkit.train.rl_loop import _truncate_samples
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.69}\n{"step": 2, "loss": 0.5}\n{"step": 3, "lo')
+    assert read_metrics(run) == [{"step": 1, "loss": 0.69}, {"step": 2, "loss": 0.5}]
+    assert [r["step"] for r in read_run(run).records] == [1, 2]
+    first = '{"step": 1, "prompt": "a", "response": "b", "score": 1.0}\n'
+    (run / "samples.jsonl").write_text(
+        first + '{"step": 2, "prompt": "a", "response": "c", "score": 0.5}\n{"step": 2, "pro'
+    )
+    _truncate_samples(run, 1)  # an RL run resumed at step 1
+    assert (run / "samples.jsonl").read_text() == first
+    (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, oops}\n{"step": 3}\n')
+    with pytest.raises(AlignkitError, match=r"metrics.jsonl:2: not a JSON record"):
+        read_metrics(run)
 
 
 def test_unsupported_launches_are_refused_clearly(monkeypatch):

@@ -19,6 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from alignkit.configs import ReportConfig
 from alignkit.errors import AlignkitError
+from alignkit.log_files import read_jsonl
 from alignkit.report import plots
 from alignkit.report.cards import answers, verdict
 from alignkit.report.sections import Figures, _fmt, eval_blocks, sweep_blocks
@@ -48,7 +49,7 @@ def read_run(path: Path) -> RunView:
     view = RunView(path.name if path.name not in ("eval", "final") else f"{path.parent.name}/{path.name}", path)
     metrics = path / "metrics.jsonl"
     if metrics.is_file():
-        view.records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        view.records = read_jsonl(metrics)
     for candidate in (path / "eval_results.json", path / "eval" / "eval_results.json"):
         if candidate.is_file():
             view.eval_results = json.loads(candidate.read_text())

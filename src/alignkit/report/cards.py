@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alignkit.log_files import read_jsonl
+
 OUTCOME_ORDER = {"loss": 0, "tie": 1, "win": 2}
 SHOWN = 8  # answers shown per run
 
@@ -18,7 +20,7 @@ SHOWN = 8  # answers shown per run
 def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def verdict(path: Path, eval_results: dict | None, symptoms: list[dict]) -> dict | None:

@@ -13,6 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from alignkit.errors import require
+from alignkit.log_files import read_jsonl, step_of
 
 WANDB_ID_FILE = "wandb_run_id"  # the run's wandb id, so --resume continues that run
 
@@ -74,7 +75,7 @@ class MetricsLogger:
         if not self.enabled or not self.path.exists():
             return
         kept = [
-            line for line in self.path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= step
+            line for line in self.path.read_text().splitlines() if step_of(line) is not None and step_of(line) <= step
         ]
         self.path.write_text("".join(line + "\n" for line in kept))
 
@@ -101,14 +102,6 @@ class MetricsLogger:
             self.wandb.finish()
 
 
-def _step_of(line: str) -> int | None:
-    """The step of a metrics line; None for a blank or torn one (a process killed mid-write)."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -118,8 +111,7 @@ def _clean(value):
 def read_metrics(run_dir: str | Path, timings: bool = True) -> list[dict]:
     """The records of a run's metrics.jsonl; ``timings=False`` drops the wall-clock figures
     (:data:`TIMING_KEYS`), which differ between two otherwise identical runs."""
-    path = Path(run_dir) / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_jsonl(Path(run_dir) / "metrics.jsonl")
     return records if timings else [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
 
