@@ -290,3 +290,17 @@ def test_reward_accuracy_from_a_reward_model(lora_run, tiny_tokenizer, tmp_path)
     assert found["accuracy"] == pytest.approx(sum(correct) / len(correct))
     # win-rate: no prompts with answers and no LLM judge, so the reward model judges the answers
     assert result.results["win_rate"]["judge"].startswith("reward_model:")
+
+
+def test_overwrite_replaces_an_eval_folder_and_nothing_else(tmp_path):
+    from alignkit.errors import RunDirError
+    from alignkit.evaluate.run import prepare_eval_dir
+
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "draft.md").write_text("mine")
+    with pytest.raises(RunDirError, match=r"holds no evaluation \(draft.md\)"):
+        prepare_eval_dir(folder, overwrite=True)
+    assert (folder / "draft.md").read_text() == "mine"
+    (folder / "eval_results.json").write_text("{}")
+    assert prepare_eval_dir(folder, overwrite=True) == folder and list(folder.iterdir()) == []

@@ -344,3 +344,16 @@ def test_retries_through_the_api_keep_their_place(project):
     assert (label(first, "p1"), label(second, "p2"), label(first, "p1")) == ("stored", "stored", "retry")
     assert client.post("/api/undo", headers=alice, json={}).json() == {"item_id": second["item_id"]}
     assert label(second, "p2") == "undone"
+
+
+def test_overwrite_replaces_a_labelling_project_and_nothing_else(tmp_path, capsys):
+    rows = write_rows(tmp_path / "rows.jsonl")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    assert main(["label", "init", str(notes), "--rows", str(rows), "--overwrite"]) == 2
+    assert "holds no labelling project (todo.txt)" in capsys.readouterr().err
+    assert (notes / "todo.txt").read_text() == "mine"
+    assert main(["label", "init", str(tmp_path / "p"), "--rows", str(rows)]) == 0
+    assert main(["label", "init", str(tmp_path / "p"), "--rows", str(write_rows(rows, n=3)), "--overwrite"]) == 0
+    assert len((tmp_path / "p" / "items.jsonl").read_text().splitlines()) == 3

@@ -153,8 +153,35 @@ def test_refuses_existing_output_dir_and_overwrites_when_asked(tiny_model_dir, p
     assert main(args) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
     assert (out / "precious.txt").read_text() == "keep me"
+    # --overwrite replaces a run directory, never a folder that holds no run (a mistyped path)
+    assert main(args + ["--overwrite"]) == 2
+    assert "holds no training run (precious.txt)" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "keep me"
+    (out / "precious.txt").unlink()
+    assert main(args) == 0 and (out / ".alignkit-run").is_file()
+    (out / "checkpoint-99").mkdir()  # a stale checkpoint of the run being replaced
+    assert main(args) == 2
     assert main(args + ["--overwrite"]) == 0
-    assert not (out / "precious.txt").exists() and (out / "final").is_dir()
+    assert not (out / "checkpoint-99").exists() and (out / "final").is_dir()
+
+
+def test_overwrite_never_deletes_the_working_or_home_directory(tmp_path, monkeypatch):
+    from alignkit.errors import RunDirError
+    from alignkit.train.run_dir import check_run_dir
+
+    work = tmp_path / "project"
+    (work / "src").mkdir(parents=True)
+    (work / "metrics.jsonl").write_text("")  # looks like a run, yet it is where the user works
+    (work / "src" / "main.py").write_text("")
+    monkeypatch.chdir(work / "src")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "notes").mkdir(parents=True)
+    for path in (work, work / "src", tmp_path / "home"):
+        with pytest.raises(RunDirError, match="working directory, one above it or the home directory"):
+            check_run_dir(path, overwrite=True)
+    (work / "src" / "run").mkdir()
+    (work / "src" / "run" / "checkpoint-4").mkdir()
+    assert check_run_dir(work / "src" / "run", overwrite=True) == (work / "src" / "run", True)
 
 
 def test_resume_without_checkpoint_is_refused(tiny_model_dir, pairs_file, tmp_path):

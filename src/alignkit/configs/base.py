@@ -95,7 +95,11 @@ class TrainConfig(BaseModel):
     output_dir: str = Field(
         "alignkit-runs/run", description="Run directory: config.yaml, metrics.jsonl, checkpoints, final/ model."
     )
-    overwrite: bool = Field(False, description="Delete an existing non-empty output_dir instead of refusing to start.")
+    overwrite: bool = Field(
+        False,
+        description="Delete an existing non-empty output_dir that holds a training run instead of refusing to "
+        "start (a folder holding no run, the working directory and the home directory are never deleted).",
+    )
     resume: bool = Field(
         False,
         description="Continue from the newest good checkpoint in output_dir (refused if the config or data changed).",

@@ -42,6 +42,7 @@ from alignkit.evaluate.winrate import judge_outcomes, win_rate
 from alignkit.judges.endpoint_job import EndpointJob
 from alignkit.judges.scorers import RewardModelScorer
 from alignkit.models.loading import resolve_model_path
+from alignkit.train.run_dir import check_deletable
 from alignkit.train.run_outputs import add_eval_to_model_card
 
 
@@ -64,6 +65,9 @@ def eval_dir_for(config: EvalConfig) -> Path:
     return Path("alignkit-runs") / f"eval-{Path(config.model).name or 'model'}"
 
 
+EVAL_OUTPUTS = ("eval_results.json", "winrate.jsonl", "inspection.html", "inspection.md")
+
+
 def prepare_eval_dir(path: Path, overwrite: bool) -> Path:
     """Create the eval folder, refusing a non-empty one unless ``overwrite``."""
     if path.exists() and any(path.iterdir()):
@@ -72,6 +76,7 @@ def prepare_eval_dir(path: Path, overwrite: bool) -> Path:
                 f"{path} already exists and is not empty; nothing was changed. Pass "
                 "--overwrite or choose another --output_dir"
             )
+        check_deletable(path, lambda name: name in EVAL_OUTPUTS, "evaluation")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from alignkit.errors import RunDirError
 
@@ -25,7 +26,32 @@ def check_run_dir(output_dir: str | Path, overwrite: bool = False, resume: bool 
                 f"output_dir {path} already exists and is not empty; nothing was changed. "
                 "Use --overwrite to replace it, --resume to continue it, or choose another --output_dir"
             )
+        check_deletable(path, lambda name: name in RUN_ENTRIES or name.startswith("checkpoint-"), "training run")
     return path, non_empty
+
+
+MARKER = ".alignkit-run"  # written into every run directory alignkit creates
+# what a training run's directory holds, alignkit's or a transformers Trainer's (TRL, LLaMA-Factory ...)
+RUN_ENTRIES = (MARKER, "metrics.jsonl", "final", "trainer_state.json", "all_results.json", "training_args.bin")
+RUN_ENTRIES += ("adapter_config.json", "demo_results.json", "sweep.json", "eval_results.json")
+
+
+def check_deletable(path: Path, is_output: Callable[[str], bool], kind: str) -> None:
+    """What ``--overwrite`` may delete: a folder holding an output of ``kind`` (an entry whose name
+    ``is_output``), never the working directory, one above it or the home directory (a mistyped path)."""
+    resolved, cwd = path.resolve(), Path.cwd().resolve()
+    if resolved in (Path.home().resolve(), cwd, *cwd.parents):
+        raise RunDirError(
+            f"{path} is the working directory, one above it or the home directory; --overwrite would delete "
+            f"it. Choose a folder of its own for the {kind} (e.g. under alignkit-runs/)"
+        )
+    entries = sorted(entry.name for entry in path.iterdir())
+    if not any(is_output(name) for name in entries):
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise RunDirError(
+            f"{path} holds no {kind} ({shown}), so --overwrite will not delete it; nothing was changed. "
+            "Choose another folder, or empty it yourself"
+        )
 
 
 def prepare_run_dir(output_dir: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
@@ -36,4 +62,5 @@ def prepare_run_dir(output_dir: str | Path, overwrite: bool = False, resume: boo
     if non_empty:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("A run directory alignkit created: --overwrite may replace it.\n")
     return path

@@ -147,6 +147,7 @@ def add_eval_to_model_card(folder: Path, results: dict) -> bool:
 # What the generated reference (docs/reference/) lists: every file a training run writes and every metric its
 # logs hold. tests/test_docs.py fails when a run writes a file or logs a metric that is not described here.
 RUN_FILES = {
+    ".alignkit-run": "Marks a directory alignkit created: --overwrite replaces only a run directory.",
     "config.yaml": "The resolved config: every key, defaults included (what --resume checks against).",
     "metrics.jsonl": "One JSON object per log (training, evaluation, symptom warnings, the final summary).",
     "tensorboard/": "The same metrics for TensorBoard (purged of discarded steps on --resume).",

@@ -12,6 +12,8 @@ from alignkit.commands.label.app import (
 )
 from alignkit.commands.label.project import (
     DB_FILE,
+    ITEMS_FILE,
+    PROJECT_FILE,
     LabelProject,
     item_order,
     items_from_rows,
@@ -27,6 +29,7 @@ from alignkit.data.records import read_records
 from alignkit.engine.generation import generate_responses
 from alignkit.errors import ConfigError, RunDirError, require
 from alignkit.evaluate.models import load_eval_models
+from alignkit.train.run_dir import check_deletable
 
 ADMIN = "admin"
 
@@ -45,8 +48,10 @@ def run_label(config: LabelConfig) -> int:
 def init_project(config: LabelConfig) -> int:
     """Make the project folder (nothing is written when an input row is bad); print the admin token."""
     root = Path(config.project)
-    if root.exists() and any(root.iterdir()) and not config.overwrite:
-        raise RunDirError(f"{root} exists and is not empty; pass --overwrite to replace it")
+    if root.exists() and any(root.iterdir()):
+        if not config.overwrite:
+            raise RunDirError(f"{root} exists and is not empty; pass --overwrite to replace it")
+        check_deletable(root, lambda name: name in (PROJECT_FILE, DB_FILE, ITEMS_FILE), "labelling project")
     if bool(config.rows) == bool(config.prompts):
         raise ConfigError(
             "label init needs --rows FILE (answers given) or --prompts FILE with --model_b (answers generated)"
