@@ -134,3 +134,44 @@ def test_invalid_json_file_reports_line(tmp_path):
     path.write_text('[\n {"prompt": "p",\n  "chosen": }\n]')
     error, _ = faults_of(path)
     assert error.faults[0].where == f"{path}:3"
+
+
+def test_files_as_other_tools_save_them(tmp_path):
+    """A UTF-8 byte-order mark (Notepad, PowerShell, Excel), gzip, CSV and TSV read like JSONL; a quoted CSV cell
+    may span lines, and a row is named by the line it starts on."""
+    import gzip
+
+    line = json.dumps(GOOD) + "\n"
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + line.encode())
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([GOOD]).encode())
+    (tmp_path / "rows.jsonl.gz").write_bytes(gzip.compress((line * 2).encode()))
+    (tmp_path / "rows.csv").write_text('prompt,chosen,rejected\n"two\nlines","c, with a comma",r\np2,c2,r2\n')
+    (tmp_path / "rows.tsv").write_text("prompt\tchosen\trejected\np\tc\tr\n")
+    read = {name: load_preference_data(str(tmp_path / name)) for name in sorted(p.name for p in tmp_path.iterdir())}
+    assert {name: len(rows) for name, rows in read.items()} == {
+        "bom.json": 1,
+        "bom.jsonl": 1,
+        "rows.csv": 2,
+        "rows.jsonl.gz": 2,
+        "rows.tsv": 1,
+    }
+    first, second = read["rows.csv"]
+    assert (first.prompt, first.chosen, first.where) == ("two\nlines", "c, with a comma", f"{tmp_path}/rows.csv:2")
+    assert (second.prompt, second.where) == ("p2", f"{tmp_path}/rows.csv:4")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,chosen,rejected\np,c,r\np,c\n")
+    assert f"{bad}:3: 2 cells where the header has 3 (prompt, chosen, rejected)" in faults_of(bad)[1]
+    bad.write_text("prompt,chosen,rejected\np,c,r\np,,r\n")
+    assert f"{bad}:3: field 'chosen': missing" in faults_of(bad)[1]  # an empty cell is a missing field
+
+
+def test_text_that_is_not_utf8_is_named_by_line_and_column(tmp_path):
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes((json.dumps(GOOD) + "\n" + '{"prompt": "caf\xe9"}\n').encode("latin-1"))
+    _, text = faults_of(latin)
+    assert f"{latin}:2: not UTF-8 text (byte 0xe9, column 16); save the file as UTF-8" in text
+    whole = tmp_path / "latin.json"
+    whole.write_bytes('[{"prompt": "p",\n "chosen": "caf\xe9", "rejected": "r"}]'.encode("latin-1"))
+    _, text = faults_of(whole)
+    assert f"{whole}:2: not UTF-8 text (byte 0xe9, column 16)" in text

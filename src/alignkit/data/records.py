@@ -6,7 +6,11 @@ errors can name the exact place to fix.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import dataclasses
+import gzip
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -93,40 +97,72 @@ def _read_records(source: str | Path, split: str) -> list[Record]:
                 f"{path}: a single data file has one split ('train'), not '{split}'; give held-out rows as eval_data "
                 "(or a save_to_disk folder with splits)"
             )
-        suffix = path.suffix.lower()
+        suffixes = [s.lower() for s in path.suffixes[-2:]]
+        suffix = suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) == 2 else suffixes[-1] if suffixes else ""
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path)
         if suffix == ".json":
             return _read_json(path)
+        if suffix in (".csv", ".tsv"):
+            return _read_csv(path, "\t" if suffix == ".tsv" else ",")
         if suffix == ".parquet":
             return _read_parquet(path)
         raise AlignkitError(
-            f"{path}: unsupported data file type '{suffix}' (use .jsonl, .json, .parquet or a save_to_disk folder)"
+            f"{path}: unsupported data file type '{''.join(path.suffixes[-2:]) or path.name}' (use .jsonl, .json, "
+            ".csv or .tsv (each optionally .gz), .parquet or a save_to_disk folder)"
         )
     if _looks_like_hub_id(str(source)):
         return _read_hub(str(source), split)
     raise AlignkitError(f"data not found: {source} (no such file or folder)")
 
 
+def _file_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped for ``.gz``, without a UTF-8 byte-order mark (as Windows tools write)."""
+    data = gzip.decompress(path.read_bytes()) if path.suffix.lower() == ".gz" else path.read_bytes()
+    return data.removeprefix(codecs.BOM_UTF8)
+
+
+def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError, line: int | None = None) -> Fault:
+    """The fault of a byte that is not UTF-8 (in ``data``, a whole file or its line ``line``), and what to do."""
+    line = line if line is not None else data[: exc.start].count(b"\n") + 1
+    column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+    byte = data[exc.start : exc.start + 1].hex()
+    return Fault(f"{path}:{line}", None, f"not UTF-8 text (byte 0x{byte}, column {column}); save the file as UTF-8")
+
+
 def _read_jsonl(path: Path) -> list[Record]:
     faults = FaultCollector(str(path))
     records = []
-    with path.open("r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                records.append(Record(json.loads(line), where))
-            except json.JSONDecodeError as exc:
-                faults.add(where, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+    for number, raw in enumerate(_file_bytes(path).split(b"\n"), start=1):
+        where = f"{path}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            fault = _not_utf8(path, raw, exc, number)
+            faults.add(fault.where, None, fault.message)
+            continue
+        if not line.strip():
+            continue
+        try:
+            records.append(Record(json.loads(line), where))
+        except json.JSONDecodeError as exc:
+            faults.add(where, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
     faults.raise_if_any()
     return records
 
 
+def _decoded(path: Path) -> str:
+    """The whole file as text; a byte that is not UTF-8 is a fault naming its line."""
+    data = _file_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(str(path), [_not_utf8(path, data, exc)]) from None
+
+
 def _read_json(path: Path) -> list[Record]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_decoded(path))
     except json.JSONDecodeError as exc:
         raise DataValidationError(
             str(path), [Fault(f"{path}:{exc.lineno}", None, f"invalid JSON: {exc.msg} (column {exc.colno})")]
@@ -138,6 +174,28 @@ def _read_json(path: Path) -> list[Record]:
             str(path), [Fault(str(path), None, "expected a JSON array of objects (or JSONL, one object per line)")]
         )
     return [Record(row, f"{path} row {i}") for i, row in enumerate(data, start=1)]
+
+
+def _read_csv(path: Path, delimiter: str) -> list[Record]:
+    """A header row names the fields; every cell is text (a quoted cell may span lines: a row is named by the
+    line it starts on). Empty cells are left out, so an empty answer reads as a missing field."""
+    reader = csv.reader(io.StringIO(_decoded(path), newline=""), delimiter=delimiter)
+    header = next(reader, None)
+    if not header:
+        return []
+    faults, records = FaultCollector(str(path)), []
+    start = reader.line_num + 1
+    for cells in reader:
+        where = f"{path}:{start}"
+        start = reader.line_num + 1
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != len(header):
+            faults.add(where, None, f"{len(cells)} cells where the header has {len(header)} ({', '.join(header)})")
+            continue
+        records.append(Record({k: v for k, v in zip(header, cells) if v != ""}, where))
+    faults.raise_if_any()
+    return records
 
 
 def _read_parquet(path: Path) -> list[Record]:
