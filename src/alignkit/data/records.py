@@ -1,4 +1,5 @@
-"""Read rows from JSONL / JSON / Parquet / ``save_to_disk`` folders / hub ids, keeping where each came from.
+"""Read rows from JSONL / JSON / CSV / TSV (each optionally gzipped) / Parquet / ``save_to_disk`` folders / hub ids,
+keeping where each came from.
 
 Every row carries ``where`` (``file.jsonl:12`` or ``file.parquet row 12``, 1-based) so that validation
 errors can name the exact place to fix.
