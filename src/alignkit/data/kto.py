@@ -39,6 +39,10 @@ def load_kto_data(source: str, split: str = "train", fields: dict | None = None)
     return validate_records(read_records(source, split, fields), str(source), _validate_row)
 
 
+# a label as JSON, CSV or a 0/1 column writes it (str(True) is "True")
+LABELS = {"true": True, "false": False, "1": True, "0": False}
+
+
 def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[KTOExample] | None:
     row, where = record.data, record.where
     if isinstance(row, dict) and "chosen" in row and "completion" not in row:
@@ -57,9 +61,9 @@ def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[K
         ("prompt", "completion"),
         "each row needs prompt, completion and label; or prompt, chosen and rejected",
     )
-    label = row.get("label")
-    if not isinstance(label, bool):
-        faults.add(where, "label", f"expected true (desirable) or false (undesirable), got {label!r}")
+    label = LABELS.get(str(row.get("label")).lower()) if not isinstance(row.get("label"), float) else None
+    if label is None:
+        faults.add(where, "label", f"expected true (desirable) or false (undesirable), got {row.get('label')!r}")
     if faults.total > before:
         return None
     return KTOExample(values["prompt"], values["completion"], label, where)
