@@ -77,6 +77,24 @@ def test_invalid_yaml_names_the_line(tmp_path):
         load_config(DPOConfig, path)
 
 
+def test_a_key_given_twice_or_text_not_utf8_is_refused_by_line(tmp_path):
+    """Plain YAML keeps the last of two equal keys silently; a config says where the second one is. Keys a
+    ``<<`` merge brings may be overridden, as YAML intends."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train_data: x\nbeta: 0.1\nlearning_rate: 1e-6\nbeta: 0.5\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:4: invalid YAML: key 'beta' is given twice \(first on line 2\)"):
+        load_config(DPOConfig, path)
+    path.write_text("lora: &lora {lora_r: 4, lora_alpha: 8}\nnested:\n  <<: *lora\n  lora_r: 16\n  lora_r: 32\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:5: invalid YAML: key 'lora_r' is given twice \(first on line 4\)"):
+        load_config(DPOConfig, path)
+    path.write_text("train_data: x\nbeta: 0.25\nmerged:\n  <<: {beta: 1}\n  beta: 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'merged'"):  # parsed: the merge's key was overridden
+        load_config(DPOConfig, path)
+    path.write_bytes("train_data: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"c.yaml: not UTF-8 text \(byte 16\); save the file as UTF-8"):
+        load_config(DPOConfig, path)
+
+
 def test_flag_needing_a_value():
     with pytest.raises(ConfigError, match="--beta needs a value"):
         load_config(DPOConfig, None, ["--train_data", "x", "--beta"])

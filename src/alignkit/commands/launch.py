@@ -64,7 +64,7 @@ def options_in_file(path: str | None) -> dict[str, str]:
         return {}
     try:
         values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, UnicodeDecodeError):
         return {}  # load_config reports it, with the line
     if not isinstance(values, dict):
         return {}

@@ -71,7 +71,7 @@ class TrainConfig(BaseModel):
     )
     train_data: str | None = Field(
         None,
-        description="Training data: a .jsonl/.json/.parquet file, a datasets.save_to_disk folder, or a hub id; "
+        description="Training data: a .jsonl/.json/.csv/.parquet file, a datasets.save_to_disk folder, or a hub id; "
         "several, comma-separated, are read one after another.",
     )
     eval_data: str | None = Field(
@@ -357,7 +357,9 @@ class TrainConfig(BaseModel):
                 f"max_length ({self.max_length}); about half is typical"
             )
         if self.requires_train_data and not self.train_data:
-            raise ValueError("train_data is required: a .jsonl/.json/.parquet file, a save_to_disk folder or a hub id")
+            raise ValueError(
+                "train_data is required: a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a hub id"
+            )
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be a positive number of steps or -1, got {self.max_steps}")
         if self.load_in_4bit and not self.use_peft:

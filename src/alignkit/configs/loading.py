@@ -74,6 +74,25 @@ def _raw_value(cls: type[TrainConfig], key: str, words: list[str]) -> Any:
     return _scalar(" ".join(words))
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently, so
+    ``beta: 0.1`` above a forgotten ``beta: 0.5`` would train with 0.5)."""
+
+    def construct_mapping(self, node, deep=False):
+        """The mapping, once its own keys (not those a ``<<`` merge brings, which it may override) are unique."""
+        lines: dict = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = key_node.value
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (first on line {lines[key] + 1})", key_node.start_mark
+                )
+            lines[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def _scalar(raw: str) -> Any:
     if raw.strip().lower() in ("none", "null", "~"):
         return None
@@ -109,7 +128,9 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start + 1}); save the file as UTF-8") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
