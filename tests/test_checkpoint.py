@@ -109,3 +109,12 @@ def test_a_damaged_checkpoint_is_named_and_the_previous_good_one_used(tmp_path, 
     assert verify_checkpoint(tmp_path / "checkpoint-3").startswith(problem)
     with pytest.warns(UserWarning, match="checkpoint-3 is unusable"):
         assert latest_good_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+
+
+def test_a_staging_folder_left_by_a_killed_save_is_cleared_not_kept(tmp_path):
+    stale = tmp_path / ".checkpoint-4.tmp"
+    stale.mkdir()
+    (stale / "optimizer.pt").write_bytes(b"half")  # killed mid-save
+    (stale / "junk.bin").write_bytes(b"x")
+    path = save(tmp_path, 4, trained_parts())
+    assert verify_checkpoint(path) is None and not (path / "junk.bin").exists() and not stale.exists()

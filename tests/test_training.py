@@ -187,6 +187,11 @@ def test_overwrite_never_deletes_the_working_or_home_directory(tmp_path, monkeyp
 def test_resume_without_checkpoint_is_refused(tiny_model_dir, pairs_file, tmp_path):
     with pytest.raises(RunDirError, match="no run to resume"):
         train_dpo(config_for(tiny_model_dir, pairs_file, tmp_path / "missing", "--max_steps", "1", "--resume"))
+    started = tmp_path / "started"  # a run stopped before its first checkpoint
+    started.mkdir()
+    (started / "config.yaml").write_text("beta: 0.1\n")
+    with pytest.raises(RunDirError, match=f"--resume: no usable checkpoint in {started}; start again without"):
+        train_dpo(config_for(tiny_model_dir, pairs_file, started, "--max_steps", "1", "--resume"))
 
 
 def _crash_after(monkeypatch, calls: int):
