@@ -135,6 +135,7 @@ def test_two_processes_follow_the_single_process_run(setup, two_process_runs, ki
     out = two_process_run(setup, two_process_runs, kind)
     assert_same_run(setup[0] / "one", out)
     expected = [
+        ".alignkit-run",
         "all_results.json",
         "checkpoint-2",
         "checkpoint-4",

@@ -1,5 +1,6 @@
 """The precomputed reference cache is keyed by what the values depend on: the model's content (not its
-file dates), an adapter's base, a hub id's revision, the chat template and the tokenization settings.
+file dates), an adapter's base, a hub id's revision, the chat template, the tokenization settings and the code
+that computes them.
 Each of those changes forces a recompute; nothing else does."""
 
 import json
@@ -56,7 +57,9 @@ def rewrite_weight_in_place(folder):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-def test_each_dependency_forces_a_recompute_and_nothing_else_does(model_copy, pairs_file, tmp_path, capsys):
+def test_each_dependency_forces_a_recompute_and_nothing_else_does(
+    model_copy, pairs_file, tmp_path, capsys, monkeypatch
+):
     runs = iter(range(100))
 
     def run(model=model_copy, *extra):
@@ -80,6 +83,18 @@ def test_each_dependency_forces_a_recompute_and_nothing_else_does(model_copy, pa
         (model_copy / "tokenizer_config.json").write_text(json.dumps(config))
     assert run() == "computed"
     assert run() == "cached"
+    # the code that computes the values (a fix or an upgrade): a copy of alignkit's engine with one line changed
+    copies = [tmp_path / "alignkit-copy", tmp_path / "alignkit-fixed"]
+    for source in copies:
+        for package in fingerprint.COMPUTING_PACKAGES:
+            shutil.copytree(fingerprint.Path(fingerprint.__file__).parents[1] / package, source / package)
+    assert fingerprint.code_digest(copies[0]) == fingerprint.code_digest()
+    with (copies[1] / "engine" / "logprobs.py").open("a") as handle:
+        handle.write("# a fix\n")
+    changed = fingerprint.code_digest(copies[1])
+    assert changed != fingerprint.code_digest()
+    monkeypatch.setattr(fingerprint, "code_digest", lambda root=None: changed)
+    assert run() == "computed"
 
 
 def test_an_adapters_base_is_part_of_the_key(model_copy, pairs_file, tmp_path, capsys):

@@ -10,10 +10,12 @@ when one is cached (a new upstream revision is a new key), else its name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
 
+import torch
 from huggingface_hub import snapshot_download
 
 from alignkit.atomic import atomic_path
@@ -71,12 +73,31 @@ def model_fingerprint(model_path: str, cache: Path) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
+COMPUTING_PACKAGES = ("engine", "models")  # alignkit's code that turns token ids into log-probs
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest(root: Path = Path(__file__).resolve().parents[1]) -> str:
+    """The code reference values come from: alignkit's log-prob engine and model patches (``root``'s
+    :data:`COMPUTING_PACKAGES`, by content) and the versions of torch, transformers and peft. A fix or an
+    upgrade there is a new key, so no value computed by other code is ever reused."""
+    import peft
+    import transformers
+
+    digest = hashlib.sha256(f"{torch.__version__}|{transformers.__version__}|{peft.__version__}".encode())
+    for package in COMPUTING_PACKAGES:
+        for file in sorted((root / package).rglob("*.py")):
+            digest.update(f"{file.relative_to(root).as_posix()}:".encode() + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 TOKENIZATION_KEYS = ("max_length", "max_prompt_length", "apply_chat_template", "truncation_mode", "dataset_text_field")
 
 
 def reference_fingerprint(config, tokenizer, model_path: str, precision: str, layout: str, cache: Path) -> str:
     """The key part shared by every item of a reference pass: the model by content, its tokenizer's chat
-    template, every tokenization setting, the weights' dtype, the training's precision and the batch layout."""
+    template, every tokenization setting, the weights' dtype, the training's precision, the batch layout and the code
+    that computes the values (:func:`code_digest`)."""
     settings = {key: getattr(config, key) for key in TOKENIZATION_KEYS if hasattr(config, key)}
     template = getattr(tokenizer, "chat_template", None) or ""
     return "|".join(
@@ -86,5 +107,6 @@ def reference_fingerprint(config, tokenizer, model_path: str, precision: str, la
             "tokenizer=" + type(tokenizer).__name__ + f":{len(tokenizer)}",
             "tokenization=" + json.dumps(settings, sort_keys=True),
             f"{config.dtype}|{precision}|{layout}",
+            "code=" + code_digest(),
         ]
     )
