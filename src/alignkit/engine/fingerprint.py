@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from importlib.metadata import version
 from pathlib import Path
 
-import torch
 from huggingface_hub import snapshot_download
 
 from alignkit.atomic import atomic_path
@@ -81,10 +81,8 @@ def code_digest(root: Path = Path(__file__).resolve().parents[1]) -> str:
     """The code reference values come from: alignkit's log-prob engine and model patches (``root``'s
     :data:`COMPUTING_PACKAGES`, by content) and the versions of torch, transformers and peft. A fix or an
     upgrade there is a new key, so no value computed by other code is ever reused."""
-    import peft
-    import transformers
-
-    digest = hashlib.sha256(f"{torch.__version__}|{transformers.__version__}|{peft.__version__}".encode())
+    versions = "|".join(f"{name}={version(name)}" for name in ("torch", "transformers", "peft"))
+    digest = hashlib.sha256(versions.encode())
     for package in COMPUTING_PACKAGES:
         for file in sorted((root / package).rglob("*.py")):
             digest.update(f"{file.relative_to(root).as_posix()}:".encode() + file.read_bytes())
