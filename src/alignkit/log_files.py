@@ -25,6 +25,14 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
+def truncate_after(path: Path, step: int) -> None:
+    """On resume: keep only the records logged at or before ``step`` (a torn line goes too), so the log
+    matches an uninterrupted run's."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if (logged := step_of(line)) is not None and logged <= step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
 def step_of(line: str) -> int | None:
     """The step of a log line; None for a blank or torn one."""
     try:

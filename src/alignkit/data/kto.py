@@ -61,9 +61,10 @@ def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[K
         ("prompt", "completion"),
         "each row needs prompt, completion and label; or prompt, chosen and rejected",
     )
-    label = LABELS.get(str(row.get("label")).lower()) if not isinstance(row.get("label"), float) else None
+    given = row.get("label")
+    label = None if isinstance(given, float) else LABELS.get(str(given).lower())
     if label is None:
-        faults.add(where, "label", f"expected true (desirable) or false (undesirable), got {row.get('label')!r}")
+        faults.add(where, "label", f"expected true (desirable) or false (undesirable), got {given!r}")
     if faults.total > before:
         return None
     return KTOExample(values["prompt"], values["completion"], label, where)

@@ -98,8 +98,7 @@ def _read_records(source: str | Path, split: str) -> list[Record]:
                 f"{path}: a single data file has one split ('train'), not '{split}'; give held-out rows as eval_data "
                 "(or a save_to_disk folder with splits)"
             )
-        suffixes = [s.lower() for s in path.suffixes[-2:]]
-        suffix = suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) == 2 else suffixes[-1] if suffixes else ""
+        suffix = Path(path.name.lower().removesuffix(".gz")).suffix  # a gzipped file by its inner type
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path)
         if suffix == ".json":

@@ -248,8 +248,8 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, task: TrainingTas
     totals = torch.tensor([read[k] for k in keys] + [float(count)], device=accelerator.device)
     if world > 1:
         totals = accelerator.reduce(totals, reduction="sum")
-    *totals, examples = totals.tolist()  # one read (not one per metric)
-    means = _finalize(task, {k: v / examples for k, v in zip(keys, totals)})
+    *metric_totals, examples = totals.tolist()  # one read (not one per metric)
+    means = _finalize(task, {k: v / examples for k, v in zip(keys, metric_totals)})
     return {f"eval/{k}": v for k, v in means.items()}
 
 

@@ -13,7 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from alignkit.errors import require
-from alignkit.log_files import read_jsonl, step_of
+from alignkit.log_files import read_jsonl, truncate_after
 
 WANDB_ID_FILE = "wandb_run_id"  # the run's wandb id, so --resume continues that run
 
@@ -74,10 +74,7 @@ class MetricsLogger:
         """On resume: drop records logged after the checkpoint so the file matches an uninterrupted run."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [
-            line for line in self.path.read_text().splitlines() if step_of(line) is not None and step_of(line) <= step
-        ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        truncate_after(self.path, step)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Write one record (metrics.jsonl, TensorBoard, wandb) at ``step``."""

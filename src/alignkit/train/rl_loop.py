@@ -24,7 +24,7 @@ from alignkit.data.tokenize import prompt_token_ids
 from alignkit.diagnose.symptoms import RewardHackingGuard
 from alignkit.engine.generation import generate_responses, sample_token_ids
 from alignkit.engine.token_outputs import TokenOutputs, token_outputs
-from alignkit.log_files import step_of
+from alignkit.log_files import truncate_after
 from alignkit.losses.rl import kl_estimate, masked_mean
 from alignkit.models.segment_attention import uses_segment_attention
 from alignkit.train.loop import TrainingResult, epoch_order, host_floats
@@ -344,6 +344,4 @@ def _write_samples(run_dir: Path, step: int, rollouts: Rollouts, count: int) -> 
 def _truncate_samples(run_dir: Path, step: int) -> None:
     path = run_dir / "samples.jsonl"
     if path.exists():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if (logged := step_of(line)) is not None and logged <= step]  # torn: dropped
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        truncate_after(path, step)
