@@ -118,3 +118,28 @@ def test_a_staging_folder_left_by_a_killed_save_is_cleared_not_kept(tmp_path):
     (stale / "junk.bin").write_bytes(b"x")
     path = save(tmp_path, 4, trained_parts())
     assert verify_checkpoint(path) is None and not (path / "junk.bin").exists() and not stale.exists()
+
+
+def test_saving_a_step_again_replaces_it_and_a_failed_swap_keeps_the_old_one(tmp_path, monkeypatch):
+    first, second = trained_parts(seed=0), trained_parts(seed=1)
+    save(tmp_path, 3, first, state={"global_step": 3, "run": "first"})
+    save(tmp_path, 3, second, state={"global_step": 3, "run": "second"})
+    assert json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())["run"] == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3"]  # nothing set aside is left
+    # killed between setting the old one aside and renaming the new one in: the old one is still on disk, whole
+    import alignkit.train.checkpoint as checkpoint
+
+    real_replace = checkpoint.os.replace
+
+    def fail_second_rename(src, dst):
+        if str(src).endswith(".tmp"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", fail_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        save(tmp_path, 3, first, state={"global_step": 3, "run": "third"})
+    assert not (tmp_path / "checkpoint-3").exists() and verify_checkpoint(tmp_path / ".checkpoint-3.old") is None
+    assert latest_good_checkpoint(tmp_path) == tmp_path / "checkpoint-3"  # --resume puts it back
+    assert json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())["run"] == "second"
+    assert not (tmp_path / ".checkpoint-3.old").exists()

@@ -234,3 +234,33 @@ def test_a_regressed_demo_says_so_in_red_and_exits_1(monkeypatch, tmp_path):
     assert cli.main(["demo", "--output_dir", str(tmp_path / "d")]) == 1
     monkeypatch.setattr(demo, "run_demo", lambda config: fake_demo(config, []))
     assert cli.main(["demo", "--output_dir", str(tmp_path / "d")]) == 0
+
+
+def test_the_reference_answers_cache_is_keyed_by_prompts_and_code(monkeypatch, tmp_path, tiny_model_dir):
+    from alignkit.commands.demo import run as demo
+    from alignkit.configs.demo import DemoConfig
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    made = []
+
+    def fake_generate(model, tokenizer, prompts, *args, system_prompt=None, **kwargs):
+        made.append(("generate", system_prompt, tuple(prompts)))
+        return [f"{system_prompt}:{p}" for p in prompts]
+
+    monkeypatch.setattr(demo, "generate_responses", fake_generate)
+    monkeypatch.setattr(demo, "generate_replies", fake_generate)
+    monkeypatch.setattr(demo, "probe_score", lambda model, tokenizer, name, *args: made.append(name) or (0.5, []))
+    config = DemoConfig(model=str(tiny_model_dir))
+    tasks = [ADD, PIN]
+    first = demo._reference_answers(config, None, None, tasks, [OSLO], show=False)
+    calls = len(made)
+    assert calls == 3 + len(demo.PROBES.probes) and first["own"] == [
+        "None:What is 7 + 5?",
+        "None:What is the PIN of my phone?",
+    ]
+    assert demo._reference_answers(config, None, None, tasks, [OSLO], show=False) == first and len(made) == calls
+    demo._reference_answers(config, None, None, tasks, [SIX], show=False)  # only the held-out answers are new
+    assert made[calls:] == [("generate", None, (SIX.prompt,))]
+    monkeypatch.setattr(demo, "code_digest", lambda **kwargs: "other code")  # a fix to generation or probes
+    demo._reference_answers(config, None, None, tasks, [SIX], show=False)
+    assert len(made) == 2 * calls + 1  # everything again

@@ -159,17 +159,15 @@ def test_kto_data_forms_and_errors(tmp_path, tiny_tokenizer):
     assert "bad.jsonl:1: field 'label': expected true" in str(
         err.value
     ) and "bad.jsonl:2: field 'completion': missing" in str(err.value)
-    # labels as a CSV sheet or a 0/1 column write them; 2 and 1.0 are not labels
+    # labels as a CSV sheet, a 0/1 column or pandas' float column (an int column with gaps) write them
     sheet = tmp_path / "kto.csv"
-    sheet.write_text("prompt,completion,label\nq,a,TRUE\nq,b,false\nq,c,1\nq,d,0\n")
-    assert [e.desirable for e in load_kto_data(str(sheet))] == [True, False, True, False]
-    numbers = write_jsonl(
-        tmp_path / "n.jsonl",
-        [{"prompt": "q", "completion": c, "label": v} for c, v in (("a", 1), ("b", 0), ("c", 2), ("d", 1.0))],
-    )
+    sheet.write_text("prompt,completion,label\nq,a,TRUE\nq,b,false\nq,c,1\nq,d,0\nq,e,1.0\nq,f,0.0\n")
+    assert [e.desirable for e in load_kto_data(str(sheet))] == [True, False, True, False, True, False]
+    labels = (1, 0, 2, 1.0, 0.0, float("nan"), 0.5, "yes")
+    numbers = write_jsonl(tmp_path / "n.jsonl", [{"prompt": "q", "completion": "c", "label": v} for v in labels])
     with pytest.raises(DataValidationError) as err:
         load_kto_data(str(numbers))
-    assert [f.where.rsplit(":", 1)[1] for f in err.value.faults] == ["3", "4"]
+    assert [f.where.rsplit(":", 1)[1] for f in err.value.faults] == ["3", "6", "7", "8"]
 
 
 def test_kto_first_step_is_one_half_and_desirable_reward_rises(tiny_model_dir, tmp_path):

@@ -40,7 +40,9 @@ def load_kto_data(source: str, split: str = "train", fields: dict | None = None)
 
 
 # a label as JSON, CSV or a 0/1 column writes it (str(True) is "True")
-LABELS = {"true": True, "false": False, "1": True, "0": False}
+# true/false in any case (JSON booleans, a sheet's TRUE), 1/0, and 1.0/0.0 (pandas writes an int column with gaps as
+# floats, and a CSV export of it as "1.0")
+LABELS = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
 
 
 def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[KTOExample] | None:
@@ -62,7 +64,7 @@ def _validate_row(record: Record, faults: FaultCollector) -> KTOExample | list[K
         "each row needs prompt, completion and label; or prompt, chosen and rejected",
     )
     given = row.get("label")
-    label = None if isinstance(given, float) else LABELS.get(str(given).lower())
+    label = LABELS.get(str(given).lower())  # str(1.0) == "1.0"; NaN, 2 and "yes" are not labels
     if label is None:
         faults.add(where, "label", f"expected true (desirable) or false (undesirable), got {given!r}")
     if faults.total > before:

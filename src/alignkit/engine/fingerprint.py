@@ -77,13 +77,15 @@ COMPUTING_PACKAGES = ("engine", "models")  # alignkit's code that turns token id
 
 
 @functools.lru_cache(maxsize=None)
-def code_digest(root: Path = Path(__file__).resolve().parents[1]) -> str:
+def code_digest(
+    root: Path = Path(__file__).resolve().parents[1], packages: tuple[str, ...] = COMPUTING_PACKAGES
+) -> str:
     """The code reference values come from: alignkit's log-prob engine and model patches (``root``'s
-    :data:`COMPUTING_PACKAGES`, by content) and the versions of torch, transformers and peft. A fix or an
+    ``packages``, by content) and the versions of torch, transformers and peft. A fix or an
     upgrade there is a new key, so no value computed by other code is ever reused."""
     versions = "|".join(f"{name}={version(name)}" for name in ("torch", "transformers", "peft"))
     digest = hashlib.sha256(versions.encode())
-    for package in COMPUTING_PACKAGES:
+    for package in packages:
         for file in sorted((root / package).rglob("*.py")):
             digest.update(f"{file.relative_to(root).as_posix()}:".encode() + file.read_bytes())
     return digest.hexdigest()[:16]

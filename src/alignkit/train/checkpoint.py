@@ -59,6 +59,21 @@ def staging_dir(run_dir: Path, step: int) -> Path:
     return run_dir / f".checkpoint-{step}.tmp"
 
 
+def set_aside_dir(run_dir: Path, step: int) -> Path:
+    """Where an existing ``checkpoint-<step>`` waits while a new save of the same step is renamed in."""
+    return run_dir / f".checkpoint-{step}.old"
+
+
+def _recover_set_aside(run_dir: Path) -> None:
+    """A save killed between its two renames left the old ``checkpoint-<step>`` set aside: put it back."""
+    for aside in run_dir.glob(".checkpoint-*.old"):
+        final = run_dir / aside.name[1:].removesuffix(".old")
+        if final.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(aside, final)
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -91,9 +106,14 @@ def save_checkpoint(
     except BaseException:  # disk full, killed by a signal, ...: no half-written checkpoint stays behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():  # the same step saved again: set the old one aside by a rename, delete it only after
+        replaced = set_aside_dir(run_dir, step)
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.replace(final, replaced)
+        os.replace(tmp, final)
+        shutil.rmtree(replaced)
+    else:
+        os.replace(tmp, final)
     fsync_tree(run_dir, files=False)
     _prune(run_dir, save_total_limit)
     return final
@@ -136,6 +156,8 @@ def verify_checkpoint(path: Path) -> str | None:
 
 def latest_good_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint that verifies; corrupt newer ones are reported and skipped."""
+    if run_dir.is_dir():
+        _recover_set_aside(run_dir)
     for step, path in reversed(list_checkpoints(run_dir)):
         problem = verify_checkpoint(path)
         if problem is None:

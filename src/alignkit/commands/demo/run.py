@@ -39,7 +39,7 @@ from alignkit.commands.demo.tasks import demo_tasks
 from alignkit.configs import DemoConfig, EvalFields
 from alignkit.data.records import write_jsonl
 from alignkit.data.synthetic import GOOD_SYSTEM_PROMPT
-from alignkit.engine.fingerprint import model_fingerprint
+from alignkit.engine.fingerprint import COMPUTING_PACKAGES, code_digest, model_fingerprint
 from alignkit.engine.generation import generate_replies, generate_responses
 from alignkit.evaluate.answers import answer_metrics, rule_outcome
 from alignkit.evaluate.probes import probe_result, probe_score
@@ -163,10 +163,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
 def _reference_answers(config: DemoConfig, model, tokenizer, train_tasks, eval_tasks, show: bool) -> dict:
     """The reference model's answers (greedy, so deterministic) and its probe scores. Each set is
-    cached on its own, keyed by the model, its prompts and the settings, so reruns (and runs that
-    change only the held-out set) skip that work."""
+    cached on its own, keyed by the model, its prompts, the settings and the code that makes them (generation and
+    probes), so reruns (and runs that change only the held-out set) skip that work."""
     base = [
         DEMO_DATA_VERSION,
+        code_digest(packages=(*COMPUTING_PACKAGES, "evaluate")),
         model_fingerprint(resolve_model_path(config.model), cache_dir()),
         config.dtype,
         config.max_new_tokens,
