@@ -129,6 +129,14 @@ def test_reward_hacking_guard():
         other.observe(2, guard_record(-0.1, 12.0, 20, truncated=0.8)) == []
     )  # KL high but reward did not rise; truncation noisy, not runaway
     assert [s.name for s in other.observe(3, guard_record(0.0, 0.0, 20, truncated=0.9))] == ["length_runaway"]
+    # a log without rewards (an eval or a timing line) is skipped; exactly length_factor x is not yet runaway
+    resumed = RewardHackingGuard(10.0, 2.0)
+    assert resumed.observe(1, {"eval/loss": 0.3}) == [] and resumed.first is None
+    resumed.observe(2, guard_record(0.1, 1.0, 20))
+    assert resumed.observe(3, guard_record(0.1, 1.0, 40)) == []
+    # a resumed run replays its reports: a symptom already reported is not reported again
+    assert resumed.observe(4, {"symptom": "reward_hacking_kl", "message": "m", "advice": "a"}) == []
+    assert resumed.observe(5, guard_record(0.6, 12.0, 20)) == []
 
 
 def rl_args(model_dir, prompts, out, *extra):

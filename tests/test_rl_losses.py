@@ -13,6 +13,7 @@ from alignkit.losses.rl import (
     grpo_advantages,
     grpo_loss,
     kl_estimate,
+    masked_var,
     rloo_advantages,
     token_rewards,
     whiten,
@@ -42,6 +43,11 @@ def test_whiten_uses_the_unbiased_variance_over_the_mask():
     assert whiten(x, mask, shift_mean=False).tolist()[0][:4] == pytest.approx(
         [-1.5 / std + 2.5, -0.5 / std + 2.5, 0.5 / std + 2.5, 1.5 / std + 2.5], abs=1e-6
     )
+
+
+def test_masked_var_of_two_entries_divides_by_one():
+    assert masked_var(T([[1.0, 3.0, 50.0]]), T([[True, True, False]])).item() == pytest.approx(2.0)
+    assert masked_var(T([[4.0, 50.0]]), T([[True, False]])).item() == 0.0  # one entry: no spread, not a division by 0
 
 
 def test_kl_estimators():
@@ -176,6 +182,16 @@ def test_grpo_loss_with_kl_term():
         beta=0.0,
     )
     assert loss.item() == pytest.approx((-1.0 + 3.0) / 2)
+
+
+def test_grpo_loss_refuses_unknown_settings():
+    args = T([[0.0]]), T([[0.0]]), T([[0.0]]), T([1.0]), T([[True]]), 0.2, 0.0
+    with pytest.raises(ValueError, match="needs max_tokens"):
+        grpo_loss(*args, "dr_grpo")
+    with pytest.raises(ValueError, match="unknown GRPO loss_type 'ppo'"):
+        grpo_loss(*args, "ppo")
+    with pytest.raises(ValueError, match="unknown importance_sampling_level 'tokens'"):
+        grpo_loss(*args, "grpo", None, "tokens")
 
 
 def test_adaptive_kl_controller():

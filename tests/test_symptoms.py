@@ -6,7 +6,7 @@ import json
 import pytest
 
 from alignkit.configs import SymptomThresholds
-from alignkit.diagnose.symptoms import SymptomMonitor
+from alignkit.diagnose.symptoms import ADVICE, SymptomMonitor
 
 
 def train(step, **values):
@@ -66,6 +66,7 @@ def test_accuracy_near_one_early_fires_once_and_only_early():
     assert (
         fired(SymptomMonitor(100), [train(3, rewards__accuracies=1.0, rewards__margins=0.01)]) == []
     )  # a tiny consistent margin: nothing learned too fast
+    assert fired(SymptomMonitor(100), [train(3, rewards__accuracies=1.0)]) == []  # no margin logged: no evidence
 
 
 def test_rejected_collapse_is_a_fall_relative_to_the_reference():
@@ -77,6 +78,9 @@ def test_rejected_collapse_is_a_fall_relative_to_the_reference():
         train(21, logps__rejected=-95.0, logps__rejected_vs_ref_per_token=-1.6),
     ]
     assert fired(SymptomMonitor(50), drops) == [("rejected_collapse", 21)]
+    monitor = SymptomMonitor(50)
+    message = [s.message for step, m in drops for s in monitor.observe(step, m)][0]
+    assert message.startswith("rejected answers fell 1.60 nats per token below the reference (threshold 1.5;")
     assert (
         fired(SymptomMonitor(50), [train(20, logps__rejected=-400.0)]) == []
     )  # no reference (SimPO/ORPO): nothing to compare with
@@ -89,6 +93,8 @@ def test_flat_margins_after_a_quarter_of_the_run():
     moving = [train(s, rewards__margins=0.01 * s) for s in (2, 4, 6, 8, 10)]  # moved 0.08
     assert fired(SymptomMonitor(40), moving) == []
     assert fired(SymptomMonitor(100), records) == []  # only 10% of the run: too early to tell
+    stuck = [train(s, rewards__margins=0.5 + 0.001 * s) for s in (2, 4, 6, 8, 10)]  # flat, away from 0
+    assert fired(SymptomMonitor(40), stuck) == [("flat_margins", 10)]
 
 
 def test_chosen_reward_falling_over_consecutive_logs():
@@ -98,6 +104,17 @@ def test_chosen_reward_falling_over_consecutive_logs():
     assert fired(SymptomMonitor(100), wobbling) == []
     still_positive = [train(s, rewards__chosen=v) for s, v in [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6)]]
     assert fired(SymptomMonitor(100), still_positive) == []
+    below_zero_last = [train(s, rewards__chosen=v) for s, v in [(1, 0.2), (2, 0.1), (3, 0.0), (4, -0.1)]]
+    monitor = SymptomMonitor(100)
+    found = [s for step, m in below_zero_last for s in monitor.observe(step, m)]
+    assert [(s.name, s.step, s.message) for s in found] == [
+        ("chosen_falling", 4, "rewards/chosen fell over 3 logs in a row, to -0.100.")
+    ]
+    # only the last 3 logs count (an earlier rise does not hide the fall); a log that holds still breaks the fall
+    after_a_rise = [train(s, rewards__chosen=v) for s, v in [(1, -0.5), (2, 0.1), (3, 0.0), (4, -0.1), (5, -0.2)]]
+    assert fired(SymptomMonitor(100), after_a_rise) == [("chosen_falling", 5)]
+    holding = [train(s, rewards__chosen=v) for s, v in [(1, 0.0), (2, -0.1), (3, -0.1), (4, -0.2)]]
+    assert fired(SymptomMonitor(100), holding) == []
 
 
 def test_eval_margin_not_tracking_train_margin():
@@ -105,6 +122,11 @@ def test_eval_margin_not_tracking_train_margin():
     assert fired(SymptomMonitor(100), records) == [("eval_divergence", 10)]
     tracking = [train(10, rewards__margins=2.0), (10, {"eval/loss": 0.5, "eval/rewards/margins": 1.1})]
     assert fired(SymptomMonitor(100), tracking) == []
+
+
+def test_an_eval_log_without_margins_is_checked_for_its_loss_only():
+    records = [train(10, rewards__margins=2.0), (10, {"eval/loss": 0.7})]  # SFT-like eval: no margins
+    assert fired(SymptomMonitor(100), records) == []
 
 
 def test_nonfinite_loss_including_as_logged_to_json():
@@ -133,6 +155,13 @@ def test_replayed_reports_are_not_repeated():
     monitor = SymptomMonitor(100)
     assert fired(monitor, [(3, {"symptom": "early_accuracy", "message": "m", "advice": "a"})]) == []
     assert fired(monitor, [train(4, rewards__accuracies=1.0, rewards__margins=1.0)]) == []
+    symptom = monitor.observe(5, {"loss": float("inf")})[0]  # the line a report writes, and how it prints
+    assert symptom.record() == {
+        "symptom": "nonfinite_loss",
+        "message": "the training loss is inf.",
+        "advice": ADVICE["nonfinite_loss"],
+    }
+    assert str(symptom) == f"step 5: the training loss is inf. {ADVICE['nonfinite_loss']}"
 
 
 def test_real_runs_healthy_is_silent_too_high_a_learning_rate_is_not(tiny_model_dir, tmp_path, capsys):
