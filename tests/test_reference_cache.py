@@ -67,6 +67,11 @@ def test_each_dependency_forces_a_recompute_and_nothing_else_does(
 
     assert run() == "computed"
     assert run() == "cached"
+    lines = pairs_file.read_text().splitlines()  # one answer changed, as many pairs: each pair's tokens are keyed
+    changed = {**json.loads(lines[-1]), "rejected": json.loads(lines[-1])["rejected"] + " Really."}
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("\n".join([*lines[:-1], json.dumps(changed)]) + "\n")
+    assert reference_pass(model_copy, edited, tmp_path / "edited-run", capsys) == "computed"
     assert run(model_copy, "--beta", "0.3", "--learning_rate", "1e-4", "--seed", "7") == "cached"  # not inputs
     weights = model_copy / "model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 5 * 10**9))

@@ -1,11 +1,20 @@
 """Tokenization: chat template on the prompt, EOS after responses, prompt masking, truncation, pad token."""
 
+import pytest
 import torch
 from conftest import build_tokenizer
 
 from alignkit.data.collate import PreferenceCollator
 from alignkit.data.preference import PreferenceExample
-from alignkit.data.tokenize import ensure_pad_token, tokenize_pairs, truncate_pair
+from alignkit.data.tokenize import (
+    ensure_pad_token,
+    prompt_token_ids,
+    response_token_ids,
+    reward_text,
+    tokenize_pairs,
+    truncate_pair,
+)
+from alignkit.errors import AlignkitError
 
 
 def test_prompt_uses_chat_template_and_response_ends_with_eos(tiny_tokenizer):
@@ -83,3 +92,29 @@ def test_collator_orders_chosen_then_rejected_and_passes_reference_logps(tiny_to
     assert batch["ref_logps"].tolist() == [-1.0, -2.0, -3.0, -10.0, -11.0, -12.0]
     decoded = tiny_tokenizer.decode(batch["input_ids"][4][batch["attention_mask"][4].bool()])
     assert decoded.endswith("bad answer 1<|im_end|>")
+
+
+def test_prompts_and_reward_texts_with_and_without_a_template(tiny_tokenizer):
+    chat = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    replaced = [{"role": "system", "content": "Old."}, {"role": "user", "content": "hi"}]
+    assert tiny_tokenizer.decode(prompt_token_ids(tiny_tokenizer, replaced, system_prompt="Be brief.")) == chat
+    plain = prompt_token_ids(tiny_tokenizer, "hi", apply_chat_template=False, system_prompt="Be brief.")
+    assert tiny_tokenizer.decode(plain) == "Be brief.\n\nhi"
+    assert reward_text(tiny_tokenizer, "hi", "5.") == (
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n5.<|im_end|>\n"
+    )  # the whole exchange as the template renders it, end-of-turn included
+    assert reward_text(tiny_tokenizer, "hi", "5.", apply_chat_template=False) == "hi5."
+    with pytest.raises(AlignkitError, match="conversational prompts need a tokenizer with a chat template"):
+        prompt_token_ids(tiny_tokenizer, replaced, apply_chat_template=False)
+    with pytest.raises(AlignkitError, match="conversational prompts need a tokenizer with a chat template"):
+        reward_text(tiny_tokenizer, replaced, "5.", apply_chat_template=False)
+
+
+def test_a_tokenizer_without_eos_or_any_pad_candidate_is_refused():
+    tokenizer = build_tokenizer()
+    tokenizer.eos_token = None
+    with pytest.raises(AlignkitError, match="no eos token"):
+        response_token_ids(tokenizer, "5.")
+    tokenizer.unk_token = None
+    with pytest.raises(AlignkitError, match="no pad, eos or unk token"):
+        ensure_pad_token(tokenizer)
