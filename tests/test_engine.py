@@ -1,6 +1,7 @@
 """The shared log-prob engine: exact against a naive full-logits computation, padding-side invariant."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -260,3 +261,12 @@ def test_to_device_lists_scored_positions_on_the_host_and_leaves_the_layout_ther
     assert {k: moved[k].shape for k in ("score_positions", "score_targets", "score_owner")} == dict.fromkeys(
         ("score_positions", "score_targets", "score_owner"), (3,)
     )
+
+
+def test_a_sequence_with_nothing_to_score_is_refused_by_name():
+    assert build_batch([[5, 6, 7]], [2], pad_id=0)["target_ids"].tolist() == [[0, 7, 0]]  # position 1 predicts 7
+    for scored, why in ((3, "be non-empty (start=3, length=3)"), (0, "start=0"), ([1, 0, 0], "no scored tokens")):
+        with pytest.raises(ValueError, match=re.escape(f"sequence 1: ") + ".*" + re.escape(why)):
+            build_batch([[5, 6, 7], [5, 6, 7]], [2, scored], pad_id=0)
+    with pytest.raises(ValueError, match="sequence 0: loss mask has 2 entries for 3 tokens"):
+        build_batch([[5, 6, 7]], [[0, 1]], pad_id=0)
