@@ -62,6 +62,9 @@ def test_kl_estimators():
 def test_token_rewards_put_the_score_on_the_last_real_token():
     rewards = token_rewards(T([1.0]), T([[0.1, 0.2, 0.3]]), T([[True, True, False]]), kl_coef=0.5)
     assert rewards.tolist()[0] == pytest.approx([-0.05, 0.9, 0.0])
+    # a one-token response (EOS at once) gets its score on token 0, not on the padding after it
+    rewards = token_rewards(T([1.0, 2.0]), torch.zeros(2, 2), T([[True, False], [True, True]]), kl_coef=0.5)
+    assert rewards.tolist() == [[1.0, 0.0], [0.0, 2.0]]
 
 
 def test_clipped_policy_loss_both_signs():
