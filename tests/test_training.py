@@ -1,5 +1,7 @@
 """DPO training end to end on a tiny random model: run directory, outputs, refusal, exact resume."""
 
+import json
+
 import pytest
 import torch
 from conftest import tiny_run_args
@@ -309,3 +311,30 @@ def test_precomputed_reference_gives_the_same_losses(tiny_model_dir, pairs_file,
     assert read_metrics(again.run_dir, timings=False) == read_metrics(cached.run_dir, timings=False)
     assert "reference log-probs of 12 examples read from the cache" in capsys.readouterr().err
     assert sorted((tmp_path / "cache" / "ref_logps").glob("*.safetensors")) == cache_files  # reused, not recomputed
+
+
+def test_metrics_lines_are_strict_json_and_only_the_main_process_writes(tmp_path):
+    from alignkit.train.metrics_log import MetricsLogger
+
+    logger = MetricsLogger(tmp_path, ["tensorboard"])
+    logger.log(3, {"loss": float("nan"), "grad_norm": float("inf"), "rewards/margins": 0.25})
+    logger.close()
+    line = (tmp_path / "metrics.jsonl").read_text()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    # NaN/Infinity are not JSON (jq, JavaScript and pandas' strict readers refuse them): written as strings
+    assert json.loads(line, parse_constant=refuse) == {
+        "step": 3,
+        "loss": "nan",
+        "grad_norm": "inf",
+        "rewards/margins": 0.25,
+    }
+    assert (tmp_path / "tensorboard").is_dir()
+    other = tmp_path / "rank1"
+    other.mkdir()
+    quiet = MetricsLogger(other, ["tensorboard"], enabled=False)  # another process of a distributed run
+    quiet.log(3, {"loss": 0.5})
+    quiet.close()
+    assert list(other.iterdir()) == []
