@@ -93,6 +93,9 @@ def test_implicit_reward_accuracy_by_hand():
     assert result["accuracy"] == 0.5 and result["margin"] == pytest.approx((1.0 - 0.5) / 2)
     assert result["rewards/chosen"] == pytest.approx(0.25) and result["rewards/rejected"] == pytest.approx(0.0)
     assert "below" in result["flag"] and "within" in band_flag(0.8) and "above" in band_flag(0.95)
+    assert "within" in band_flag(0.7) and "within" in band_flag(0.9)  # the band's edges are healthy
+    tied = implicit_reward_accuracy(torch.tensor([[-1.0, -1.0]]), torch.tensor([[-2.0, -2.0]]), beta=0.5)
+    assert tied["accuracy"] == 0.0 and tied["margin"] == 0.0  # a tie is not a correct ranking
 
 
 def test_perplexity_matches_a_naive_loop(tiny_tokenizer):

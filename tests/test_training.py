@@ -338,3 +338,23 @@ def test_metrics_lines_are_strict_json_and_only_the_main_process_writes(tmp_path
     quiet.log(3, {"loss": 0.5})
     quiet.close()
     assert list(other.iterdir()) == []
+
+
+def test_a_resumed_logger_drops_later_lines_and_does_not_repeat_a_reported_symptom(tmp_path):
+    from alignkit.diagnose.symptoms import SymptomMonitor
+    from alignkit.train.metrics_log import MetricsLogger
+
+    nan = {"loss": float("nan")}
+    logger = MetricsLogger(tmp_path, ["none"], monitor=SymptomMonitor(10))
+    logger.record(1, {"loss": 0.7})
+    logger.record(2, nan)  # the symptom is written as its own line
+    logger.record(3, {"loss": 0.6})  # after the checkpoint of step 2: dropped on resume
+    resumed = MetricsLogger(tmp_path, ["none"], monitor=SymptomMonitor(10), resumed_at=2)
+    resumed.resume_at(2)
+    resumed.record(3, nan)
+    assert [(r["step"], r.get("symptom"), r.get("loss")) for r in read_metrics(tmp_path)] == [
+        (1, None, 0.7),
+        (2, None, "nan"),
+        (2, "nonfinite_loss", None),
+        (3, None, "nan"),
+    ]
