@@ -89,6 +89,9 @@ def test_answer_metrics_on_known_answers():
     assert metrics["degenerate"] == 1
     assert metrics["runaway"] == 2  # two replies ran into the token limit
     assert "runaway" not in answer_metrics(tasks, responses)
+    for short in ([], responses[:-1]):  # a missing reply would shift every later one onto the wrong task
+        with pytest.raises(ValueError, match="one response per task"):
+            answer_metrics(tasks[: len(short) + 1] if short else [], short)
 
 
 def test_rule_judge_correct_first_then_clearly_shorter_among_correct():
