@@ -266,7 +266,7 @@ def test_to_device_lists_scored_positions_on_the_host_and_leaves_the_layout_ther
 def test_a_sequence_with_nothing_to_score_is_refused_by_name():
     assert build_batch([[5, 6, 7]], [2], pad_id=0)["target_ids"].tolist() == [[0, 7, 0]]  # position 1 predicts 7
     for scored, why in ((3, "be non-empty (start=3, length=3)"), (0, "start=0"), ([1, 0, 0], "no scored tokens")):
-        with pytest.raises(ValueError, match=re.escape(f"sequence 1: ") + ".*" + re.escape(why)):
+        with pytest.raises(ValueError, match=re.escape("sequence 1: ") + ".*" + re.escape(why)):
             build_batch([[5, 6, 7], [5, 6, 7]], [2, scored], pad_id=0)
     with pytest.raises(ValueError, match="sequence 0: loss mask has 2 entries for 3 tokens"):
         build_batch([[5, 6, 7]], [[0, 1]], pad_id=0)

@@ -118,3 +118,14 @@ def test_a_tokenizer_without_eos_or_any_pad_candidate_is_refused():
     tokenizer.unk_token = None
     with pytest.raises(AlignkitError, match="no pad, eos or unk token"):
         ensure_pad_token(tokenizer)
+
+
+def test_a_template_that_does_not_render_the_prompt_as_a_prefix_is_refused():
+    tokenizer = build_tokenizer()
+    # the generation prompt says "Assistant:", the rendered reply "assistant:": the reply cannot be cut off the prompt
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}Assistant:{% endif %}"
+    )
+    with pytest.raises(AlignkitError, match="does not render the prompt as a prefix"):
+        reward_text(tokenizer, "hi", "5.")
