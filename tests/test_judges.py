@@ -15,6 +15,7 @@ from alignkit.judges.llm_judge import (
     parse_logprob_verdict,
     parse_rating,
     parse_text_verdict,
+    render_prompt,
 )
 from alignkit.judges.reply_cache import ReplyCache
 from alignkit.judges.sandbox import extract_code, run_tests
@@ -67,6 +68,12 @@ def test_text_verdicts():
     for bad in ("Both are good.", "AAAA", ""):
         with pytest.raises(MalformedReply):
             parse_text_verdict(bad)
+
+
+def test_a_conversation_reaches_the_judge_as_role_lines():
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 3?"}]
+    assert render_prompt(conversation) == "system: Be brief.\nuser: What is 2 + 3?"
+    assert render_prompt("What is 2 + 3?") == "What is 2 + 3?"
 
 
 def test_logprob_verdicts():
