@@ -15,6 +15,7 @@ from alignkit.judges.llm_judge import (
     parse_logprob_verdict,
     parse_rating,
     parse_text_verdict,
+    prob_first_letter,
     render_prompt,
 )
 from alignkit.judges.reply_cache import ReplyCache
@@ -87,6 +88,8 @@ def test_logprob_verdicts():
         parse_logprob_verdict({"x": -0.1, "y": -2.0})
     with pytest.raises(MalformedReply):
         parse_logprob_verdict(None)
+    # the calibrated judge's P(first letter is A), renormalised over A and B: 0.3 / (0.3 + 0.1); "C" is ignored
+    assert prob_first_letter({"A": math.log(0.3), " [b": math.log(0.1), "C": math.log(0.6)}) == pytest.approx(0.75)
 
 
 def test_ratings():
