@@ -81,6 +81,7 @@ def test_logprob_verdicts():
     # mass on "A"-like tokens: e^-1 + e^-3 = 0.418; on "B": e^-0.9 = 0.407
     assert parse_logprob_verdict({"A": -1.0, " a": -3.0, "B": -0.9, "x": -0.1}) == "A"
     assert parse_logprob_verdict({"A": -2.0, "B": -0.5}) == "B"
+    assert parse_logprob_verdict({"A": -1.0, "B": -1.0}) == "tie"  # equal mass is a tie even with no margin
     assert (
         parse_logprob_verdict({"A": math.log(0.5), "B": math.log(0.45)}, tie_margin=0.1) == "tie"
     )  # |0.05| <= 0.1 x 0.95
