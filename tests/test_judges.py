@@ -96,7 +96,8 @@ def test_logprob_verdicts():
 def test_ratings():
     assert parse_rating("Good. Rating: [[8]]") == 8.0
     assert parse_rating("rating: 3.5") == 3.5
-    for bad in ("Rating: [[11]]", "great answer"):
+    assert (parse_rating("[[1]]"), parse_rating("[[10]]")) == (1.0, 10.0)  # the scale's ends are ratings
+    for bad in ("Rating: [[11]]", "Rating: [[0]]", "great answer"):
         with pytest.raises(MalformedReply):
             parse_rating(bad)
 
