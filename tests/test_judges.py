@@ -53,6 +53,7 @@ def test_position_swap_combination(first, second, winner, consistent):
         (0.7, 0.7, 0.0, "first", True),
         (0.3, 0.6, 0.0, "second", False),  # mean 0.45
         (0.55, 0.43, 0.05, "tie", False),  # mean 0.49: within 0.05 / 2 of 0.5
+        (0.6, 0.48, 0.05, "first", False),  # mean 0.54: beyond 0.05 / 2 of 0.5, a win
         (0.9, 0.1, 0.0, "tie", False),  # pure position bias: mean 0.5
     ],
 )
