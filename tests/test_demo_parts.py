@@ -17,6 +17,7 @@ from alignkit.judges.verifiers import (
     final_number,
     is_correct,
     is_degenerate,
+    repeated_phrase,
     says_not_sure,
     verifier_score,
 )
@@ -63,6 +64,12 @@ def test_named_answers_kinds_and_degenerate_replies():
         "They are a big part of the diet. They are a big part of the diet. They are a big part of"
     )  # 4 words three times
     assert not is_degenerate("The smallest planet in our solar system is Mercury, in our solar system's inner part.")
+    # each rule exactly: a two-word phrase four times (not three), a four-word phrase three times (not two)
+    assert is_degenerate("i'm sorry a i'm sorry b i'm sorry c i'm sorry")
+    assert not is_degenerate("i'm sorry a i'm sorry b i'm sorry")
+    assert is_degenerate("one two three four a one two three four b one two three four")
+    assert not is_degenerate("one two three four a one two three four")
+    assert repeated_phrase("a b c a b d a b", 2, 3) == "a b" and repeated_phrase("a b c a b", 2, 3) is None
     assert (
         phrasings.number_words(7) == "seven"
         and phrasings.number_words(42) == "forty-two"
