@@ -140,6 +140,12 @@ def test_saving_a_step_again_replaces_it_and_a_failed_swap_keeps_the_old_one(tmp
     with pytest.raises(KeyboardInterrupt):
         save(tmp_path, 3, first, state={"global_step": 3, "run": "third"})
     assert not (tmp_path / "checkpoint-3").exists() and verify_checkpoint(tmp_path / ".checkpoint-3.old") is None
+
+    def another_process_first(src, dst):  # every process of a resumed run puts it back: one of them wins
+        real_replace(src, dst)
+        real_replace(src, dst)  # ours then finds nothing to move
+
+    monkeypatch.setattr(checkpoint.os, "replace", another_process_first)
     assert latest_good_checkpoint(tmp_path) == tmp_path / "checkpoint-3"  # --resume puts it back
     assert json.loads((tmp_path / "checkpoint-3" / "trainer_state.json").read_text())["run"] == "second"
     assert not (tmp_path / ".checkpoint-3.old").exists()

@@ -222,8 +222,8 @@ def test_a_killed_runs_logs_read_without_their_torn_last_line(tmp_path):
     """metrics.jsonl and samples.jsonl are appended to line by line: a process killed mid-write leaves a torn
     last line, which reading (the report, log_history) and resuming (an RL run's samples) leave out. A broken
     line anywhere else is damage, and names its file and line."""
+    from alignkit.log_files import truncate_after
     from alignkit.report.build import read_run
-    from alignkit.train.rl_loop import _truncate_samples
 
     run = tmp_path / "run"
     run.mkdir()
@@ -234,8 +234,10 @@ def test_a_killed_runs_logs_read_without_their_torn_last_line(tmp_path):
     (run / "samples.jsonl").write_text(
         first + '{"step": 2, "prompt": "a", "response": "c", "score": 0.5}\n{"step": 2, "pro'
     )
-    _truncate_samples(run, 1)  # an RL run resumed at step 1
+    truncate_after(run / "samples.jsonl", 1)  # an RL run resumed at step 1
     assert (run / "samples.jsonl").read_text() == first
+    truncate_after(run / "never-written.jsonl", 1)  # stopped before its first record: nothing to cut, nothing made
+    assert not (run / "never-written.jsonl").exists()
     (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, oops}\n{"step": 3}\n')
     with pytest.raises(AlignkitError, match=r"metrics.jsonl:2: not a JSON record"):
         read_metrics(run)

@@ -27,7 +27,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def truncate_after(path: Path, step: int) -> None:
     """On resume: keep only the records logged at or before ``step`` (a torn line goes too), so the log
-    matches an uninterrupted run's."""
+    matches an uninterrupted run's. A log never written (a run stopped before its first record) stays absent."""
+    if not path.exists():
+        return
     lines = path.read_text(encoding="utf-8").splitlines()
     kept = [line for line in lines if (logged := step_of(line)) is not None and logged <= step]
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

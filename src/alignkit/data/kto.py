@@ -39,9 +39,8 @@ def load_kto_data(source: str, split: str = "train", fields: dict | None = None)
     return validate_records(read_records(source, split, fields), str(source), _validate_row)
 
 
-# a label as JSON, CSV or a 0/1 column writes it (str(True) is "True")
-# true/false in any case (JSON booleans, a sheet's TRUE), 1/0, and 1.0/0.0 (pandas writes an int column with gaps as
-# floats, and a CSV export of it as "1.0")
+# a label as JSON, CSV or a number column writes it, read through str(): true/false in any case (str(True) is "True",
+# a sheet's TRUE), 1/0, and 1.0/0.0 (pandas writes an int column with gaps as floats, and exports them as "1.0")
 LABELS = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
 
 

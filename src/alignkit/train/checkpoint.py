@@ -65,13 +65,17 @@ def set_aside_dir(run_dir: Path, step: int) -> Path:
 
 
 def _recover_set_aside(run_dir: Path) -> None:
-    """A save killed between its two renames left the old ``checkpoint-<step>`` set aside: put it back."""
+    """A save killed between its two renames left the old ``checkpoint-<step>`` set aside: put it back. Every
+    process of a resumed run gets here; the first to rename wins and the others find nothing left to move."""
     for aside in run_dir.glob(".checkpoint-*.old"):
         final = run_dir / aside.name[1:].removesuffix(".old")
         if final.exists():
             shutil.rmtree(aside, ignore_errors=True)
-        else:
+            continue
+        try:
             os.replace(aside, final)
+        except FileNotFoundError:  # another process put it back first
+            pass
 
 
 def save_checkpoint(

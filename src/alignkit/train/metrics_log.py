@@ -72,9 +72,8 @@ class MetricsLogger:
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop records logged after the checkpoint so the file matches an uninterrupted run."""
-        if not self.enabled or not self.path.exists():
-            return
-        truncate_after(self.path, step)
+        if self.enabled:
+            truncate_after(self.path, step)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Write one record (metrics.jsonl, TensorBoard, wandb) at ``step``."""

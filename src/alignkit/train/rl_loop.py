@@ -131,7 +131,7 @@ def run_rl(
     session.attach_rewards(reward_fn)  # reward models used as rewards, likewise
     autocast = session.accelerator.autocast  # sampling in the training's precision too
     if config.resume and session.accelerator.is_main_process:
-        _truncate_samples(run_dir, state.global_step)
+        truncate_after(run_dir / "samples.jsonl", state.global_step)
     method.start(config, state.kl_coef)
     synced = session.backend.synced_generation
 
@@ -339,9 +339,3 @@ def _write_samples(run_dir: Path, step: int, rollouts: Rollouts, count: int) -> 
                 )
                 + "\n"
             )
-
-
-def _truncate_samples(run_dir: Path, step: int) -> None:
-    path = run_dir / "samples.jsonl"
-    if path.exists():
-        truncate_after(path, step)
