@@ -208,3 +208,129 @@ def test_grpo_refuses_the_kl_coefficient_it_would_ignore():
         load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--kl_coef", "0.1"])
     assert load_config(GRPOConfig, None, ["--train_data", "p.jsonl", "--beta", "0.1"]).beta == 0.1
     assert load_config(RLOOConfig, None, ["--train_data", "p.jsonl", "--kl_coef", "0.1"]).kl_coef == 0.1
+
+
+def test_stray_words_and_dashed_keys_on_the_command_line():
+    """A word that is no ``--key`` is refused by name (a value given to a flag that takes none, a typo'd
+    flag); ``--learning-rate`` is ``--learning_rate``, as argparse users type it."""
+    for stray in ("stray", "--", "-v"):
+        with pytest.raises(ConfigError, match=f"unexpected argument '{stray}': overrides look like --key value"):
+            load_config(DPOConfig, None, ["--train_data", "x", stray])
+    config = load_config(DPOConfig, None, ["--train_data", "x", "--learning-rate", "3e-6", "--max-steps=4"])
+    assert (config.learning_rate, config.max_steps) == (3e-6, 4)
+
+
+def test_config_files_that_are_missing_empty_or_not_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match=f"config file not found: {tmp_path / 'none.yaml'}"):
+        load_config(DPOConfig, tmp_path / "none.yaml", ["--train_data", "x"])
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set yet\n")
+    assert load_config(DPOConfig, empty, ["--train_data", "x", "--beta", "0.3"]).beta == 0.3
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- beta: 0.1\n")
+    with pytest.raises(ConfigError, match="list.yaml: expected a mapping of key: value, got list"):
+        load_config(DPOConfig, listed)
+
+
+def test_overrides_as_a_dict_are_checked_and_win_over_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train_data: x\nbeta: 0.3\n")
+    assert load_config(DPOConfig, path, {"beta": 0.2}).beta == 0.2
+    with pytest.raises(ConfigError, match=r"overrides: unknown key 'betta' \(did you mean 'beta'\?\)"):
+        load_config(DPOConfig, path, {"betta": 0.2})
+    with pytest.raises(ConfigError, match=r"beta = -0.5 \(command line\)"):  # the API's overrides stand for flags
+        load_config(DPOConfig, path, {"beta": -0.5})
+
+
+def test_help_gives_each_keys_type_or_choices_and_default():
+    from alignkit.configs.loading import describe_fields
+
+    text = describe_fields(DPOConfig)
+    groups = {block.splitlines()[0]: block for block in text.split("\n\n")}
+    assert list(groups) == ["model:", "data:", "method:", "optimisation:", "logging and run directory:", "hardware:"]
+    assert "--beta " in groups["method:"] and "--learning_rate " in groups["optimisation:"]
+    assert "--gradient_checkpointing " in groups["hardware:"] and "--beta " not in groups["model:"]
+    lines = {line.split(" (")[0].strip(): line.strip() for line in text.splitlines()}
+    assert lines["--loss_type"] == "--loss_type (one of sigmoid|robust|hinge|ipo|simpo; default: sigmoid)"
+    assert lines["--eval_data"] == "--eval_data (str; default: unset)"
+    assert lines["--use_peft"] == "--use_peft (bool; default: false)"
+    assert lines["--gradient_checkpointing"] == "--gradient_checkpointing (bool; default: true)"
+    assert lines["--beta"] == "--beta (float; default: 0.1)"
+    assert lines["--lora_target_modules"] == "--lora_target_modules (list or str; default: all-linear)"
+    assert lines["--symptom_thresholds"] == "--symptom_thresholds (SymptomThresholds; default: see description)"
+    assert lines["--report_to"] == "--report_to (list; default: tensorboard)"
+    from alignkit.configs import EvalConfig
+
+    lines = {line.split(" (")[0].strip(): line.strip() for line in describe_fields(EvalConfig).splitlines()}
+    assert lines["--model"] == "--model (str; default: required)"
+    assert lines["--lm_eval_tasks"] == "--lm_eval_tasks (list; default: none)"
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--max_steps", "0"], "max_steps must be a positive number of steps or -1, got 0"),
+        (["--max_steps", "-2"], "max_steps must be a positive number of steps or -1, got -2"),
+        (["--report_to", "none,tensorboard"], "report_to: 'none' cannot be combined with other loggers"),
+        (["--eval_split", "1"], r"eval_split = 1 \(command line\): Input should be less than 1"),
+        (["--warmup_ratio", "1.5"], r"warmup_ratio = 1.5 \(command line\): Input should be less than or equal to 1"),
+        (["--max_nonfinite_steps", "0"], r"max_nonfinite_steps = 0 \(command line\): Input should be greater"),
+        (["--beta", "[0.1"], r"beta = '\[0.1' \(command line\): Input should be a valid number"),  # not YAML: as typed
+    ],
+)
+def test_values_out_of_range_are_refused(flags, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(DPOConfig, None, ["--train_data", "x", *flags])
+    assert str(info.value).splitlines()[0] == "invalid configuration:"
+    assert str(info.value).splitlines()[1].startswith("  " + flags[0][2:])  # the key first, cross-field ones too
+
+
+def test_what_is_safe_by_default_and_checked_after_loading(tmp_path):
+    """A run never deletes or continues an existing folder unless asked; a misspelt symptom threshold is
+    refused like any key; a value set from Python after loading is validated too (the API's users do)."""
+    config = load_config(DPOConfig, None, ["--train_data", "x"])
+    assert (config.overwrite, config.resume, config.max_nonfinite_steps, config.min_lr_rate) == (False, False, 5, 0.1)
+    assert (config.warmup_steps, config.warmup_ratio) == (0, 0.1)
+    on = (
+        "symptom_warnings",
+        "preflight",
+        "padding_free",
+        "prefix_sharing",
+        "gradient_checkpointing",
+        "disable_dropout",
+    )
+    assert all(getattr(config, key) is True for key in on), {key: getattr(config, key) for key in on}
+    with pytest.raises(ConfigError, match="early_acuracy"):
+        load_config(DPOConfig, None, {"train_data": "x", "symptom_thresholds": {"early_acuracy": 0.9}})
+    with pytest.raises(ValueError, match="greater than 0"):
+        config.beta = -1.0
+    path = tmp_path / "c.yaml"
+    path.write_text("train_data: x\nwarmup_steps: '0.05'\nmixed_precision: no\n")  # YAML reads a bare no as false
+    config = load_config(DPOConfig, path)
+    assert (config.warmup_steps, config.warmup_ratio, config.mixed_precision) == (0, 0.05, "no")
+    with pytest.raises(ConfigError, match=r"max_prompt_length \(256\) must be smaller than max_length \(256\)"):
+        load_config(DPOConfig, None, ["--train_data", "x", "--max_length", "256", "--max_prompt_length", "256"])
+
+
+REQUIRED = {"model": "m", "data": "d.jsonl", "project": "p", "output": "o.jsonl", "prompts": "p.jsonl", "runs": ["r"]}
+REQUIRED |= {"input": "in.jsonl", "judge_base_url": "http://127.0.0.1:9/v1", "judge_model": "judge"}
+
+
+def config_classes():
+    import alignkit.configs as configs
+
+    return [getattr(configs, name) for name in sorted(configs.__all__) if name.endswith("Config")]
+
+
+@pytest.mark.parametrize("cls", config_classes(), ids=lambda cls: cls.__name__)
+def test_the_resolved_config_a_run_writes_loads_back_to_the_same_config(cls, tmp_path):
+    """``config.yaml`` in a run directory is every field, defaults included; running it again must give the
+    same config (GRPO refused its own file once: it holds RLConfig's kl_coef at its default)."""
+    from alignkit.configs.loading import save_config
+
+    values = {key: value for key, value in REQUIRED.items() if key in cls.model_fields}
+    if "train_data" in cls.model_fields:
+        values["train_data"] = "x.jsonl"
+    config = load_config(cls, None, values)
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(cls, tmp_path / "config.yaml") == config

@@ -175,3 +175,85 @@ def test_text_that_is_not_utf8_is_named_by_line_and_column(tmp_path):
     whole.write_bytes('[{"prompt": "p",\n "chosen": "caf\xe9", "rejected": "r"}]'.encode("latin-1"))
     _, text = faults_of(whole)
     assert f"{whole}:2: not UTF-8 text (byte 0xe9, column 16)" in text
+
+
+def test_where_data_comes_from_files_lists_folders_and_hub_ids(tmp_path, monkeypatch):
+    """A missing path is named; a comma-separated list is read one file after another unless a file of that
+    very name exists; ``owner/name[/data_dir]`` is a hub dataset (its repo and data_dir passed apart), a
+    relative or data-file path is not; a hub failure is one clear error."""
+    import datasets
+
+    from alignkit.data.records import data_sources, read_records
+    from alignkit.errors import AlignkitError
+
+    with pytest.raises(AlignkitError, match=f"data not found: {tmp_path / 'none.jsonl'} \\(no such file or folder\\)"):
+        read_records(tmp_path / "none.jsonl")
+    (tmp_path / "notes.txt").write_text("x\n")
+    with pytest.raises(AlignkitError, match="notes.txt: unsupported data file type '.txt'"):
+        read_records(tmp_path / "notes.txt")
+    a, b = write_lines(tmp_path / "a.jsonl", [GOOD]), write_lines(tmp_path / "b.jsonl", [GOOD, GOOD])
+    assert [r.where for r in read_records(f"{a}, {b}")] == [f"{a}:1", f"{b}:1", f"{b}:2"]
+    comma = write_lines(tmp_path / "x,y.jsonl", [GOOD])
+    assert data_sources(str(comma)) == [str(comma)]
+
+    calls = []
+
+    def load_dataset(repo, data_dir=None, split=None):
+        calls.append((repo, data_dir, split))
+        if repo == "owner/broken":
+            raise ConnectionError("no route to host")
+        return [GOOD]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    assert [r.where for r in read_records("owner/name/dpo", split="test")] == ["owner/name/dpo row 1"]
+    assert read_records("owner/name")[0].data == GOOD
+    assert calls == [("owner/name", "dpo", "test"), ("owner/name", None, "train")]
+    with pytest.raises(AlignkitError, match="could not load dataset 'owner/broken' \\(split 'train'\\).*no route"):
+        read_records("owner/broken")
+    for not_hub in ("./owner/name", "owner/name/pairs.jsonl", "owner//name", "pairs"):
+        with pytest.raises(AlignkitError, match=f"data not found: {not_hub}"):
+            read_records(not_hub)
+    assert len(calls) == 3
+
+
+def test_json_shapes_csv_without_rows_and_saved_splits(tmp_path):
+    import datasets
+
+    from alignkit.data.records import read_records
+    from alignkit.errors import AlignkitError
+
+    (tmp_path / "wrapped.json").write_text(json.dumps({"data": [GOOD, GOOD]}))  # one key holding the rows
+    assert [r.where for r in read_records(tmp_path / "wrapped.json")] == [
+        f"{tmp_path / 'wrapped.json'} row {i}" for i in (1, 2)
+    ]
+    (tmp_path / "object.json").write_text(json.dumps(GOOD))
+    with pytest.raises(DataValidationError, match="expected a JSON array of objects"):
+        read_records(tmp_path / "object.json")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "blank.csv").write_text("prompt,chosen,rejected\n,,\np,c,r\n")
+    assert read_records(tmp_path / "empty.csv") == []
+    assert [r.where for r in read_records(tmp_path / "blank.csv")] == [f"{tmp_path / 'blank.csv'}:3"]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([GOOD])}).save_to_disk(str(tmp_path / "dd"))
+    assert read_records(tmp_path / "dd")[0].data == GOOD
+    with pytest.raises(AlignkitError, match=r"dd: has splits \['train'\], none named 'test'"):
+        read_records(tmp_path / "dd", split="test")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(AlignkitError, match="plain: not a datasets.save_to_disk folder"):
+        read_records(tmp_path / "plain")
+
+
+def test_the_held_out_split_is_a_seeded_shuffle_of_at_least_one_row():
+    from alignkit.data.records import split_train_eval
+
+    items = list(range(40))
+    train, held = split_train_eval(items, 0.1, seed=3)
+    assert len(held) == 4 and sorted(train + held) == items and train == sorted(train)
+    assert split_train_eval(items, 0.1, seed=3) == (train, held)
+    assert held != items[:4] and held != items[-4:]  # shuffled, not a slice
+    assert len({tuple(split_train_eval(items, 0.1, seed=s)[1]) for s in range(5)}) > 1  # the seed decides
+    assert [len(split_train_eval(items[:n], f, 0)[1]) for n, f in ((3, 0.01), (2, 0.9), (1, 0.5), (9, 0))] == [
+        1,
+        1,
+        0,
+        0,
+    ]

@@ -172,6 +172,9 @@ class GRPOConfig(GroupConfig):
     command: typing.ClassVar[str | None] = "grpo"
 
     beta: float = Field(0.04, ge=0.0, description="Weight of the k3 KL term in the loss.")
+    kl_coef: float = Field(  # left out of the resolved config.yaml, which then loads again
+        0.05, exclude=True, description="Not read by grpo (beta weighs its KL term): refused when set."
+    )
     scale_rewards: bool = Field(True, description="Divide by the group's reward std (Dr. GRPO sets false).")
     loss_type: Literal["grpo", "bnpo", "dapo", "dr_grpo"] = Field(
         "grpo",
