@@ -257,3 +257,31 @@ def test_the_held_out_split_is_a_seeded_shuffle_of_at_least_one_row():
         0,
         0,
     ]
+
+
+def test_renamed_fields_eval_data_and_prompt_templates(tmp_path):
+    """``data_fields`` renames only the fields it names (``question`` -> prompt; chosen/rejected keep theirs);
+    ``eval_data`` is the held-out set when given; a prompt template formats plain prompts and leaves rows
+    without a prompt (SFT's conversations) as they are; ``write_jsonl`` makes its folder and keeps UTF-8."""
+    from alignkit.configs import DPOConfig, load_config
+    from alignkit.data.records import load_train_eval, read_records, with_prompt_template, write_jsonl
+
+    rows = [{"question": f"q{i}", "chosen": "c", "rejected": "r", "id": i} for i in range(3)]
+    write_jsonl(tmp_path / "new" / "folder" / "train.jsonl", rows)
+    write_jsonl(tmp_path / "eval.jsonl", [{"question": "café?", "chosen": "oui", "rejected": "non"}])
+    assert "café?" in (tmp_path / "eval.jsonl").read_text(encoding="utf-8")
+    (first, *_) = read_records(tmp_path / "new" / "folder" / "train.jsonl", fields={"prompt": "question"})
+    assert first.data == {"prompt": "q0", "chosen": "c", "rejected": "r", "id": 0}
+    args = [
+        "--train_data",
+        str(tmp_path / "new" / "folder" / "train.jsonl"),
+        "--eval_data",
+        str(tmp_path / "eval.jsonl"),
+    ]
+    config = load_config(DPOConfig, None, [*args, "--data_fields", "{prompt: question}", "--eval_split", "0.5"])
+    train, held = load_train_eval(config, load_preference_data)
+    assert [e.prompt for e in train] == ["q0", "q1", "q2"] and [(e.prompt, e.chosen) for e in held] == [
+        ("café?", "oui")
+    ]
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    assert with_prompt_template([{"prompt": "2+2"}, chat], "Q: {} A:") == [{"prompt": "Q: 2+2 A:"}, chat]

@@ -96,6 +96,12 @@ def test_near_identical_pairs_warn(tmp_path, tok):
     data = pairs(10) + [pair(50, chosen="The answer is 100.", rejected="The answer is 100!")]
     found = by_name(run_checks(cfg(tmp_path), data, [], tok))["chosen vs rejected"]
     assert found.status == "warn" and found.detail.startswith("1 pairs") and "d.jsonl:50" in found.detail
+    # identical answers in more than a quarter of the pairs: a mix-up of columns, which fails
+    same = [pair(i, chosen="Same.", rejected="Same.") for i in range(3)]
+    found = by_name(run_checks(cfg(tmp_path), pairs(8) + same, [], tok))["chosen vs rejected"]
+    assert found.status == "fail" and found.detail.startswith("3 of 11 pairs have chosen identical to rejected")
+    found = by_name(run_checks(cfg(tmp_path), pairs(9) + same, [], tok))["chosen vs rejected"]  # exactly a quarter
+    assert found.status == "warn" and found.detail.startswith("3 pairs have near-identical")
 
 
 def test_chat_template_missing_or_already_applied(tmp_path, tok):
@@ -164,6 +170,25 @@ def test_max_prompt_length_near_half(tmp_path, tok):
         ].status
         == "warn"
     )  # prompts cut
+    long_prompt = "Please read the whole of this question carefully before you answer it: " * 3
+    data = pairs(15) + [pair(100 + i, prompt=long_prompt + str(i)) for i in range(5)]
+    found = by_name(run_checks(cfg(tmp_path, max_length=512, max_prompt_length=256), data, [], tok))
+    assert found["max_prompt_length"].status == "pass" and "is 50% of max_length; 0.0% of prompts" in (
+        found["max_prompt_length"].detail
+    )
+    found = by_name(run_checks(cfg(tmp_path, max_length=128, max_prompt_length=64), data, [], tok))
+    assert found["max_prompt_length"].status == "warn" and "is 50% of max_length; 25.0% of prompts are cut" in (
+        found["max_prompt_length"].detail
+    )  # half is right, yet a quarter of the prompts lose their start
+    assert found["max_length"].status == "warn" and "truncates 25.0% of training rows" in found["max_length"].detail
+    mostly_long = pairs(8) + [pair(100 + i, prompt=long_prompt + str(i)) for i in range(12)]
+    found = by_name(run_checks(cfg(tmp_path, max_length=128, max_prompt_length=64), mostly_long, [], tok))
+    assert found["max_length"].status == "fail" and "truncates 60.0% of training rows" in found["max_length"].detail
+    found = by_name(run_checks(cfg(tmp_path, max_length=16, max_prompt_length=None), data, [], tok))
+    assert found["max_length"].status == "fail" and "truncates 100.0% of training rows" in found["max_length"].detail
+    assert found["max_prompt_length"].status == "pass" and found["max_prompt_length"].detail.startswith(
+        "no separate prompt limit"
+    )
 
 
 def test_percentile_matches_numpy():
@@ -186,6 +211,11 @@ def test_reference_model_handling(tmp_path, tok, tiny_model, monkeypatch):
         "reference model"
     ]
     assert found.status == "warn" and "use_peft: true" in found.fix
+    monkeypatch.setattr(checks, "available_memory_bytes", lambda: 2**40)  # room for the copy
+    found = by_name(run_checks(cfg(tmp_path, precompute_ref_log_probs=False), pairs(5), [], tok, model=tiny_model))
+    assert (
+        found["reference model"].status == "pass" and "with a frozen reference copy" in found["reference model"].detail
+    )
     found = by_name(run_checks(cfg(tmp_path), pairs(5), [], tok, model=tiny_model))[
         "reference model"
     ]  # auto precomputes for full fine-tuning
@@ -196,6 +226,7 @@ def test_eval_split_size(tmp_path, tok):
     assert by_name(run_checks(cfg(tmp_path), pairs(30), [], tok))["eval split"].status == "warn"
     found = by_name(run_checks(cfg(tmp_path), pairs(30), pairs(5, start=100), tok))["eval split"]
     assert found.status == "warn" and "steps of 0.20" in found.detail
+    assert by_name(run_checks(cfg(tmp_path), pairs(30), pairs(20, start=100), tok))["eval split"].status == "pass"
 
 
 def test_busy_output_dir_fails(tmp_path, tok):
@@ -203,6 +234,8 @@ def test_busy_output_dir_fails(tmp_path, tok):
     (tmp_path / "out" / "x").write_text("work")
     assert by_name(run_checks(cfg(tmp_path), pairs(5), [], tok))["output_dir"].status == "fail"
     assert by_name(run_checks(cfg(tmp_path, overwrite=True), pairs(5), [], tok))["output_dir"].status == "pass"
+    found = by_name(run_checks(cfg(tmp_path, output_dir=str(tmp_path / "none"), resume=True), pairs(5), [], tok))
+    assert found["output_dir"].status == "fail" and found["output_dir"].detail.endswith("none holds no run.")
 
 
 def test_probe_classifies_replies():
@@ -227,6 +260,18 @@ def test_random_model_does_not_look_sfted(tmp_path, tok, tiny_model):
         )
     )["starting model"]
     assert orpo.status == "pass" and "fine for orpo" in orpo.detail
+
+
+def test_a_model_that_answers_like_an_assistant_passes_only_with_a_chat_template(
+    tmp_path, tok, tiny_model, monkeypatch
+):
+    monkeypatch.setattr(checks, "generate_with_stop", lambda *args, **kwargs: ("The capital of France is Paris.", True))
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    found = by_name(run_checks(cfg(tmp_path), pairs(5), [], tok, model=tiny_model))["starting model"]
+    assert found.status == "pass" and found.detail.startswith("answers like an assistant (")
+    tok.chat_template = None
+    found = by_name(run_checks(cfg(tmp_path), pairs(5), [], tok, model=tiny_model))["starting model"]
+    assert found.status == "warn" and "it has no chat template" in found.detail
 
 
 def test_other_methods_get_their_own_views(tmp_path, tok):
