@@ -136,6 +136,11 @@ def test_learning_rate_and_beta_ranges(tmp_path, tok):
     )
     assert status("learning rate", learning_rate=2e-4) == "warn"  # too high for full fine-tuning ...
     assert status("learning rate", learning_rate=2e-4, use_peft=True) == "pass"  # ... usual for LoRA
+    found = by_name(run_checks(cfg(tmp_path, learning_rate=1e-3, use_peft=True), pairs(5), [], tok))["learning rate"]
+    assert found.status == "warn" and found.detail.endswith("the usual range for LoRA.")
+    assert "With fewer than" in found.fix  # 5 rows: stay in the lower half
+    found = by_name(run_checks(cfg(tmp_path, learning_rate=1e-3), pairs(5), [], tok))["learning rate"]
+    assert found.detail.endswith("the usual range for full fine-tuning.")
     assert (
         status("beta", beta=5.0) == "warn"
         and status("beta", beta=0.01) == "warn"
@@ -220,6 +225,12 @@ def test_reference_model_handling(tmp_path, tok, tiny_model, monkeypatch):
         "reference model"
     ]  # auto precomputes for full fine-tuning
     assert found.status == "pass" and "computed once up front" in found.detail
+
+
+def test_the_memory_the_reference_check_compares_with_is_the_machines():
+    meminfo = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines())
+    total = int(meminfo["MemTotal"].split()[0]) * 1024
+    assert abs(checks.available_memory_bytes() - total) < 0.02 * total
 
 
 def test_eval_split_size(tmp_path, tok):

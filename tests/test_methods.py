@@ -82,6 +82,51 @@ def test_sft_data_forms_and_errors(tmp_path, tiny_tokenizer):
     assert "bad.jsonl:3: field 'messages': expected a list" in text
 
 
+def test_sft_text_rows_truncation_and_template_refusals(tmp_path, tiny_tokenizer):
+    """Plain ``text`` rows train on every token after BOS; rows of none of the three forms, or empty text, are
+    named; the prompt is rendered in the chat template unless told not to; a row cut to no trained token is
+    dropped and counted; conversations need a prefix-consistent chat template."""
+    from alignkit.errors import AlignkitError
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q"}, {"text": "  "}, ["a list"]])
+    with pytest.raises(DataValidationError) as err:
+        load_sft_data(str(bad))
+    assert "bad.jsonl:1: expected an object with 'messages', with 'prompt' and 'completion', or with 'text'" in str(
+        err.value
+    )
+    assert "bad.jsonl:2: field 'text': expected non-empty text, got '  '" in str(err.value)
+    assert "bad.jsonl:3: expected an object" in str(err.value)
+    rows = write_jsonl(
+        tmp_path / "rows.jsonl", [{"text": "Plain prose."}, {"prompt": "What is 1 + 2?", "completion": "3."}]
+    )
+    text, qa = load_sft_data(str(rows))
+    (item,), dropped = tokenize_sft([text], tiny_tokenizer, 64, None)
+    start = tiny_tokenizer("", add_special_tokens=True)["input_ids"]
+    assert dropped == 0 and item["mask"] == [0] * len(start) + [1] * (len(item["ids"]) - len(start))
+    assert tiny_tokenizer.decode(item["ids"][len(start) :]) == "Plain prose." + tiny_tokenizer.eos_token
+    (templated,), _ = tokenize_sft([qa], tiny_tokenizer, 64, None)
+    (plain,), _ = tokenize_sft([qa], tiny_tokenizer, 64, None, apply_chat_template=False)
+    prompt_of = lambda item: tiny_tokenizer.decode([i for i, m in zip(item["ids"], item["mask"]) if not m])  # noqa: E731
+    assert prompt_of(templated) == tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 1 + 2?"}], tokenize=False, add_generation_prompt=True
+    )
+    assert prompt_of(plain) == "What is 1 + 2?"
+    cut, dropped = tokenize_sft([qa, text], tiny_tokenizer, len(templated["ids"]) - 1, None)
+    assert dropped == 0 and cut[0]["ids"] == templated["ids"][:-1] and cut[0]["mask"] == templated["mask"][:-1]
+    short = len(tiny_tokenizer.apply_chat_template([{"role": "user", "content": "What is 1 + 2?"}], tokenize=True))
+    assert tokenize_sft([qa], tiny_tokenizer, short, None) == ([], 1)  # the answer cut away entirely
+
+    from conftest import build_tokenizer
+
+    own = build_tokenizer()  # not the session's, which other tests share
+    own.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{{ messages | length }}"
+    with pytest.raises(AlignkitError, match="does not render conversations prefix-consistently"):
+        conversation_tokens(own, CONVERSATION)
+    own.chat_template = None
+    with pytest.raises(AlignkitError, match="needs a tokenizer with a chat template"):
+        conversation_tokens(own, CONVERSATION)
+
+
 def test_sft_packing_bins_respect_max_length():
     items = [{"ids": [1] * n, "mask": [0] + [1] * (n - 1)} for n in (40, 30, 20, 10, 60)]
     bins = pack_examples(items, 64)
