@@ -215,6 +215,44 @@ def test_kto_data_forms_and_errors(tmp_path, tiny_tokenizer):
     assert [f.where.rsplit(":", 1)[1] for f in err.value.faults] == ["3", "6", "7", "8"]
 
 
+def test_kto_kl_partners_lengths_and_batches(tmp_path, tiny_tokenizer):
+    """Each row's KL completion is another row's, every completion serving once, in an order the seed
+    shuffles; the lengths the doctor reads are the untruncated ones; one row has no partner and is refused; a
+    row that is no object, or a pair with a fault, gives no example; the batch carries each row's label."""
+    from alignkit.data.kto import KTOCollator, KTOExample, kto_rows
+
+    examples = [KTOExample(f"Question {i}?", f"Answer number {i}.", i % 3 == 0, f"k.jsonl:{i}") for i in range(8)]
+    completions = [tiny_tokenizer(e.completion, add_special_tokens=False)["input_ids"] for e in examples]
+
+    def partners(seed):
+        rows = kto_rows(examples, tiny_tokenizer, 256, None, seed=seed)
+        return rows, [
+            next(j for j, c in enumerate(completions) if item["kl_completion"][: len(c)] == c) for item in rows.items
+        ]
+
+    rows, first = partners(0)
+    assert sorted(first) == list(range(8)) and all(j != i for i, j in enumerate(first))  # a derangement
+    assert len({tuple(partners(seed)[1]) for seed in range(4)}) > 1 and partners(0)[1] == first
+    rendered = [
+        tiny_tokenizer.apply_chat_template(
+            [{"role": "user", "content": e.prompt}], tokenize=False, add_generation_prompt=True
+        )
+        for e in examples
+    ]
+    prompts = [len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered]
+    assert rows.prompt_lengths == prompts
+    assert rows.total_lengths == [p + len(c) + 1 for p, c in zip(prompts, completions)]  # the completion and EOS
+    with pytest.raises(ValueError, match="KTO needs at least 2 examples"):
+        tokenize_kto(examples[:1], tiny_tokenizer, 64, None)
+    batch = KTOCollator(0)(rows.items[:3])
+    assert batch["desirable"].tolist() == [True, False, False]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [["q", "a", True], {"prompt": "q", "chosen": "", "rejected": "r"}])
+    with pytest.raises(DataValidationError) as err:
+        load_kto_data(str(bad))
+    assert [f.where.rsplit(":", 1)[1] for f in err.value.faults] == ["1", "2"]
+    assert "expected an object with prompt/completion/label, got list" in str(err.value)
+
+
 def test_kto_first_step_is_one_half_and_desirable_reward_rises(tiny_model_dir, tmp_path):
     rows = []
     for i in range(12):
