@@ -115,6 +115,16 @@ def test_sft_text_rows_truncation_and_template_refusals(tmp_path, tiny_tokenizer
     assert dropped == 0 and cut[0]["ids"] == templated["ids"][:-1] and cut[0]["mask"] == templated["mask"][:-1]
     short = len(tiny_tokenizer.apply_chat_template([{"role": "user", "content": "What is 1 + 2?"}], tokenize=True))
     assert tokenize_sft([qa], tiny_tokenizer, short, None) == ([], 1)  # the answer cut away entirely
+    from alignkit.data.sft import sft_rows
+
+    (chat,) = load_sft_data(str(write_jsonl(tmp_path / "chat.jsonl", [{"messages": CONVERSATION}])))
+    rows = sft_rows([text, qa, chat], tiny_tokenizer, 64, None)
+    chat_ids, chat_mask = conversation_tokens(tiny_tokenizer, CONVERSATION)
+    prompt_ids = len(templated["ids"]) - sum(templated["mask"])
+    assert rows.prompt_lengths == [len(start), prompt_ids, chat_mask.index(1)]  # untruncated, as the doctor reads them
+    assert rows.total_lengths == [len(item["ids"]), len(templated["ids"]), len(chat_ids)]
+    (kept,), _ = tokenize_sft([qa], tiny_tokenizer, 64, 4)  # max_prompt_length keeps the prompt's end
+    assert kept["ids"][:4] == templated["ids"][prompt_ids - 4 : prompt_ids] and kept["mask"][:4] == [0] * 4
 
     from conftest import build_tokenizer
 
@@ -244,6 +254,8 @@ def test_kto_kl_partners_lengths_and_batches(tmp_path, tiny_tokenizer):
     assert rows.total_lengths == [p + len(c) + 1 for p, c in zip(prompts, completions)]  # the completion and EOS
     with pytest.raises(ValueError, match="KTO needs at least 2 examples"):
         tokenize_kto(examples[:1], tiny_tokenizer, 64, None)
+    two = tokenize_kto(examples[:2], tiny_tokenizer, 64, None)  # two are enough: each is the other's partner
+    assert [item["kl_completion"][:-1] for item in two] == [completions[1], completions[0]]
     batch = KTOCollator(0)(rows.items[:3])
     assert batch["desirable"].tolist() == [True, False, False]
     bad = write_jsonl(tmp_path / "bad.jsonl", [["q", "a", True], {"prompt": "q", "chosen": "", "rejected": "r"}])
