@@ -304,6 +304,10 @@ def test_what_is_safe_by_default_and_checked_after_loading(tmp_path):
         load_config(DPOConfig, None, {"train_data": "x", "symptom_thresholds": {"early_acuracy": 0.9}})
     with pytest.raises(ValueError, match="greater than 0"):
         config.beta = -1.0
+    with pytest.raises(ValueError, match="betta"):  # the Python API builds configs directly: a typo is refused too
+        DPOConfig(train_data="x", betta=0.1)
+    for loggers in (["none"], ["tensorboard", "wandb"]):
+        assert load_config(DPOConfig, None, {"train_data": "x", "report_to": loggers}).report_to == loggers
     path = tmp_path / "c.yaml"
     path.write_text("train_data: x\nwarmup_steps: '0.05'\nmixed_precision: no\n")  # YAML reads a bare no as false
     config = load_config(DPOConfig, path)
