@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -122,6 +123,28 @@ def test_answer_matching():
     assert not answer_matches("Eiffel Towers", "eiffel tower", match="contains")
 
 
+def test_the_other_answer_matches_and_user_functions(tmp_path):
+    from alignkit.errors import AlignkitError
+    from alignkit.judges.scorers import load_function
+
+    assert answer_matches("  The Eiffel tower! ", "the eiffel Tower", match="normalized")
+    assert not answer_matches("The Eiffel Tower, in Paris.", "Eiffel Tower", match="normalized")
+    with pytest.raises(ValueError, match="unknown answer match 'fuzzy'"):
+        answer_matches("7", 7, match="fuzzy")
+    assert answer_matches("That is true.", True) and not answer_matches("1", True)  # a bool is a word, not 1
+    assert answer_matches("About 1,250 people.", "1,250") and not answer_matches("About 1250.5 people.", 1250)
+    assert load_function("json:dumps") is json.dumps
+    for spec, message in [
+        (None, "must look like path/to/file.py:function or module:function, got None"),
+        ("score.py", "must look like"),
+        (f"{tmp_path / 'none.py'}:score", "none.py does not exist"),
+        ("json:no_such_function", "json has no function 'no_such_function'"),
+        ("alignkit_no_such_module:score", "cannot import alignkit_no_such_module"),
+    ]:
+        with pytest.raises(AlignkitError, match=message):
+            load_function(spec)
+
+
 def test_verifier_and_heuristics_rank(tmp_path):
     verifier = VerifierScorer()
     assert verifier.score_group({"answer": 7}, ["3 + 4 = 7.", "It is 8."])[0] == [1.0, 0.0]
@@ -149,12 +172,18 @@ class ScriptedJudge:
             return PairwiseResult("tie", False, ["A", "A"])
         return PairwiseResult("first" if len(first) < len(second) else "second", True, ["A", "B"])
 
+    def grade(self, prompt, response):
+        return 10.0 - len(response)
+
 
 def test_judge_round_robin_counts_wins_and_ties():
     scores, detail = JudgeScorer(ScriptedJudge()).score_group({"prompt": "q"}, ["aa", "a", "bbb", "cc"])
     # "a" beats all 3; "aa" beats "bbb", ties "cc"; "cc" beats "bbb", ties "aa"; "bbb" loses all
     assert scores == [1.5, 3.0, 0.0, 1.5]
     assert detail["inconsistent"] == 1 and set(detail["verdicts"]) == {"0-1", "0-2", "0-3", "1-2", "1-3", "2-3"}
+    single = JudgeScorer(ScriptedJudge(), mode="single")
+    assert single.name == "judge:scripted:single"
+    assert single.score_group({"prompt": "q"}, ["aa", "a"]) == ([8.0, 9.0], {"grades": [8.0, 9.0]})
 
 
 def test_pairs_from_scores_pairing_and_drops():
@@ -258,6 +287,10 @@ def test_reward_model_scorer_reads_the_score_head(tmp_path, tiny_tokenizer):
             for r in responses
         ]
     assert scores == pytest.approx(expected, abs=1e-5) and scores[0] != scores[1]
+    scorer = RewardModelScorer(str(tmp_path / "rm"))
+    assert not scorer.model.training and scorer.name == f"reward_model:{tmp_path / 'rm'}"  # scores without dropout
+    one_at_a_time = scorer.score_batch([{"prompt": "What is 2 + 3?"}] * 2, responses, batch_size=1)
+    assert one_at_a_time == pytest.approx(expected, abs=1e-5)
     # OpenRLHF's normalize_reward: the mean and std a reward model's config stores (none stored: as it is)
     assert RewardModelScorer(str(tmp_path / "rm"), normalize=True).score_batch(
         [{"prompt": "What is 2 + 3?"}], responses[:1]
