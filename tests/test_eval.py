@@ -120,6 +120,39 @@ def test_probe_checks_and_regressions():
     assert not ProbeResult("perplexity", "perplexity", 10.0, 10.4, 10, False).regressed(0.02, 0.05)
 
 
+def test_probe_questions_texts_and_lm_eval_scores(tmp_path, monkeypatch):
+    """The arithmetic probe is the same every time and its answers are right; general text is read by
+    paragraph; lm-evaluation-harness results give each task's first accuracy-like metric."""
+    import re
+    import sys
+    import types
+
+    from alignkit.evaluate.probes import arithmetic_probe, general_texts, run_lm_eval
+
+    rows = arithmetic_probe(60)
+    assert rows == arithmetic_probe(60) and len(rows) == 60
+    for row in rows:
+        a, op, b = re.fullmatch(r"What is (\d+) ([+\-×]) (\d+)\?", row["prompt"]).groups()
+        assert row["answer"] == {"+": int(a) + int(b), "-": int(a) - int(b), "×": int(a) * int(b)}[op]
+    assert {row["prompt"].split()[3] for row in rows} == {"+", "-", "×"}
+    (tmp_path / "text.txt").write_text("First paragraph,\nstill the first.\n\n\n  Second one.  \n\n")
+    assert general_texts(str(tmp_path / "text.txt")) == ["First paragraph,\nstill the first.", "Second one."]
+    assert len(general_texts()) >= 5  # the shipped passage
+
+    calls = []
+
+    def simple_evaluate(**kwargs):
+        calls.append(kwargs)
+        metrics = {"mmlu": {"alias": "mmlu", "acc,none": 0.41, "acc_stderr,none": 0.01}}
+        return {"results": {**metrics, "humaneval": {"pass@1,create_test": 0.12}, "other": {"bleu": 3.0}}}
+
+    monkeypatch.setitem(sys.modules, "lm_eval", types.SimpleNamespace(simple_evaluate=simple_evaluate))
+    assert run_lm_eval("runs/x/final", ["mmlu", "humaneval", "other"], 5) == {"mmlu": 0.41, "humaneval": 0.12}
+    assert calls == [
+        dict(model="hf", model_args="pretrained=runs/x/final", tasks=["mmlu", "humaneval", "other"], limit=5)
+    ]
+
+
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_model_dir):
     from alignkit.configs import DPOConfig, load_config
