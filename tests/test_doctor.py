@@ -228,7 +228,9 @@ def test_reference_model_handling(tmp_path, tok, tiny_model, monkeypatch):
 
 
 def test_the_memory_the_reference_check_compares_with_is_the_machines():
-    meminfo = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines())
+    from pathlib import Path
+
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
     total = int(meminfo["MemTotal"].split()[0]) * 1024
     assert abs(checks.available_memory_bytes() - total) < 0.02 * total
 

@@ -86,6 +86,9 @@ def test_sft_text_rows_truncation_and_template_refusals(tmp_path, tiny_tokenizer
     """Plain ``text`` rows train on every token after BOS; rows of none of the three forms, or empty text, are
     named; the prompt is rendered in the chat template unless told not to; a row cut to no trained token is
     dropped and counted; conversations need a prefix-consistent chat template."""
+    from conftest import build_tokenizer
+
+    from alignkit.data.sft import sft_rows
     from alignkit.errors import AlignkitError
 
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q"}, {"text": "  "}, ["a list"]])
@@ -113,20 +116,17 @@ def test_sft_text_rows_truncation_and_template_refusals(tmp_path, tiny_tokenizer
     assert prompt_of(plain) == "What is 1 + 2?"
     cut, dropped = tokenize_sft([qa, text], tiny_tokenizer, len(templated["ids"]) - 1, None)
     assert dropped == 0 and cut[0]["ids"] == templated["ids"][:-1] and cut[0]["mask"] == templated["mask"][:-1]
-    short = len(tiny_tokenizer.apply_chat_template([{"role": "user", "content": "What is 1 + 2?"}], tokenize=True))
-    assert tokenize_sft([qa], tiny_tokenizer, short, None) == ([], 1)  # the answer cut away entirely
-    from alignkit.data.sft import sft_rows
+    prompt_ids = len(templated["ids"]) - sum(templated["mask"])
+    assert tokenize_sft([qa], tiny_tokenizer, prompt_ids, None) == ([], 1)  # the answer cut away entirely
+    assert tokenize_sft([qa], tiny_tokenizer, prompt_ids + 1, None)[1] == 0  # one answer token left: kept
 
     (chat,) = load_sft_data(str(write_jsonl(tmp_path / "chat.jsonl", [{"messages": CONVERSATION}])))
     rows = sft_rows([text, qa, chat], tiny_tokenizer, 64, None)
     chat_ids, chat_mask = conversation_tokens(tiny_tokenizer, CONVERSATION)
-    prompt_ids = len(templated["ids"]) - sum(templated["mask"])
     assert rows.prompt_lengths == [len(start), prompt_ids, chat_mask.index(1)]  # untruncated, as the doctor reads them
     assert rows.total_lengths == [len(item["ids"]), len(templated["ids"]), len(chat_ids)]
     (kept,), _ = tokenize_sft([qa], tiny_tokenizer, 64, 4)  # max_prompt_length keeps the prompt's end
     assert kept["ids"][:4] == templated["ids"][prompt_ids - 4 : prompt_ids] and kept["mask"][:4] == [0] * 4
-
-    from conftest import build_tokenizer
 
     own = build_tokenizer()  # not the session's, which other tests share
     own.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{{ messages | length }}"
