@@ -153,6 +153,33 @@ def test_probe_questions_texts_and_lm_eval_scores(tmp_path, monkeypatch):
     ]
 
 
+def test_a_second_eval_replaces_the_first_in_the_model_card(tmp_path):
+    from alignkit.train.run_outputs import add_eval_to_model_card
+
+    assert add_eval_to_model_card(tmp_path, {"win_rate": None}) is False  # no card: nothing written
+    assert not (tmp_path / "README.md").exists()
+    card = tmp_path / "README.md"
+    card.write_text("---\ntags:\n- alignkit\n---\n# run\n\n## Hyper-parameters\n- beta: 0.1\n")
+    win = {"win_rate": 0.6, "ci_low": 0.4, "ci_high": 0.8, "wins": 6, "ties": 0, "losses": 4, "judge": "verifier"}
+    first = {
+        "reference": "base",
+        "win_rate": win,
+        "reward_accuracy": {"accuracy": 0.75, "pairs": 8},
+        "probes": [{"probe": "facts", "before": 0.5, "after": 0.4, "regressed": True}],
+    }
+    assert add_eval_to_model_card(tmp_path, first) is True
+    text = card.read_text()
+    assert "- held-out reward accuracy: 0.750 on 8 pairs" in text
+    assert "- probe facts: 0.500 -> 0.400 (regressed)" in text
+    assert text.rstrip().endswith("<!-- /alignkit eval -->")
+    second = {"reference": "base", "win_rate": dict(win, win_rate=0.7, wins=7, losses=3), "probes": []}
+    assert add_eval_to_model_card(tmp_path, second) is True
+    text = card.read_text()
+    assert text.count("## Evaluation (alignkit eval)") == 1 and text.count("<!-- alignkit eval -->") == 1
+    assert "0.700 (95% CI 0.400-0.800; 7 wins, 0 ties, 3 losses; verifier)" in text and "0.600" not in text
+    assert "reward accuracy" not in text and "- beta: 0.1" in text
+
+
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_model_dir):
     from alignkit.configs import DPOConfig, load_config

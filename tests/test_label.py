@@ -2,6 +2,7 @@
 and refusals, and the exports."""
 
 import json
+import math
 import sqlite3
 
 import pytest
@@ -35,6 +36,8 @@ def test_krippendorff_alpha_by_hand():
     # unit 1: o_aa = 3 * 2 / 2 = 3; unit 2 (a, a, b): o_aa = 2/2 = 1, o_ab = o_ba = 2/2 = 1; n_a = 5, n_b = 1, n = 6
     # D_o = 2, D_e = (5*1 + 1*5) / 5 = 2, alpha = 0
     assert krippendorff_alpha([["a", "a", "a"], ["a", "a", "b"], ["b"]]) == pytest.approx(0.0)
+    # no unit holds two labels: nothing to agree on, not perfect agreement
+    assert math.isnan(krippendorff_alpha([["a"], ["b"], []]))
 
 
 def test_majority_position_bias_and_judge_audit():
@@ -62,6 +65,7 @@ def test_majority_position_bias_and_judge_audit():
     # item 3 has no majority; the judge agrees on item 1 and not on item 2
     assert stats["judge"]["items"] == 2 and stats["judge"]["agreement"] == 0.5
     assert stats["judge"]["disagreements"] == [{"item_id": "2", "judge": "a", "people": "b", "votes": {"b": 2}}]
+    assert all(math.isnan(bound) for bound in bootstrap_interval([]))  # no judged item: no interval
     assert bootstrap_interval([True] * 10) == (1.0, 1.0) and bootstrap_interval(
         [True, False] * 20, seed=3
     ) == bootstrap_interval([True, False] * 20, seed=3)

@@ -1,6 +1,7 @@
 """The skeleton every loop shares: a checkpoint holds exactly the loop state, an older checkpoint still
 resumes, and the rows are tokenized once (the pre-flight measures the trainer's own tokens)."""
 
+import hashlib
 import json
 from dataclasses import fields
 
@@ -73,7 +74,9 @@ def test_a_finished_run_writes_all_results_environment_and_a_model_card(tiny_mod
     assert results["train_runtime"] > 0 and "eval_loss" in results and "loss" in results
     assert json.loads((out / "environment.json").read_text())["torch"].startswith("2.")
     card = (out / "final" / "README.md").read_text()
-    assert "alignkit `dpo`" in card and "sha256 `" in card and "- beta: 0.1" in card and "tags:" in card
+    assert "alignkit `dpo`" in card and "- beta: 0.1" in card and "tags:" in card
+    assert f"base_model: {tiny_model_dir}" in card and "library_name: transformers" in card  # full fine-tuning
+    assert f"- train_data: `{pairs_file}` (sha256 `{hashlib.sha256(pairs_file.read_bytes()).hexdigest()}`)" in card
 
 
 @pytest.mark.parametrize("peft", ["true", "false"])

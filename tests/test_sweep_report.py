@@ -268,3 +268,154 @@ def test_the_report_opens_with_the_verdict_and_the_worst_answers(tmp_path):
     assert "probe facts fell 0.69 -&gt; 0.50" in html and "step 2: flat_margins (margins flat)" in html
     rows = html[html.index("Answers, worst first") :]
     assert rows.index("<td>q2</td>") < rows.index("<td>q1</td>") < rows.index("<td>q0</td>")  # loss, tie, win
+
+
+def test_runs_of_one_folder_name_are_told_apart_and_a_symptom_only_run_gets_a_verdict(tmp_path):
+    """Two runs both called ``run`` (``a/run``, ``b/run``) keep their own sections and both lines of the
+    comparison; a run with symptoms but no eval or demo results is flagged by its symptoms."""
+    from alignkit.configs import ReportConfig
+    from alignkit.report.build import build_report
+    from alignkit.report.cards import SHOWN, answers, verdict
+
+    for parent, slope in (("a", 0.1), ("b", 0.2)):
+        run = tmp_path / parent / "run"
+        run.mkdir(parents=True)
+        records = [{"step": s, "loss": 0.7 - slope * s} for s in (1, 2)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    build_report(ReportConfig(runs=[str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")]))
+    md = (tmp_path / "a" / "run" / "report.md").read_text()
+    assert "## Run: a/run" in md and "## Run: b/run" in md and "![runs compared]" in md
+
+    symptoms = [{"step": 3, "symptom": "flat_margins", "message": "margins flat", "advice": "raise lr"}]
+    assert verdict(tmp_path, None, []) is None
+    assert verdict(tmp_path, None, symptoms) == {
+        "status": "regressed",
+        "headline": "Symptoms fired",
+        "details": [],
+        "symptoms": ["step 3: flat_margins (margins flat)"],
+    }
+    samples = [{"step": s, "prompt": f"p{i}", "response": "r", "score": float(i)} for s in (1, 2) for i in range(10)]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
+    shown = answers(tmp_path)
+    assert SHOWN == 8 and shown["source"] == "samples.jsonl"
+    assert [row[1] for row in shown["rows"]] == [f"p{i}" for i in range(8)]  # the last step's, lowest reward first
+    assert {row[0] for row in shown["rows"]} == {2}
+
+
+def test_the_verdict_of_a_demo_and_of_an_eval_and_the_judged_answers_worst_first(tmp_path):
+    from alignkit.report.cards import answers, verdict
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    results = {"problems": [], "win_rate": {"win_rate": 0.5, "wins": 4, "ties": 2, "losses": 4}, "probes": []}
+    (demo / "demo_results.json").write_text(json.dumps(results))
+    assert verdict(demo, None, []) == {
+        "status": "measured",  # exactly 0.5 is not a gain
+        "headline": "Not better than the reference",
+        "details": ["rule-judge win-rate 0.500 (4 wins, 2 ties, 4 losses)"],
+        "symptoms": [],
+    }
+    results["win_rate"] = {"win_rate": 0.55, "wins": 5, "ties": 1, "losses": 4}
+    results["probes"] = [{"probe": "facts", "before": 0.5, "after": 0.6, "regressed": False}]
+    (demo / "demo_results.json").write_text(json.dumps(results))
+    card = verdict(demo, {"win_rate": {"ci_low": 0.0}}, [])  # the demo's own results come first
+    assert (card["status"], card["headline"]) == ("aligned", "Aligned")
+    assert card["details"] == ["rule-judge win-rate 0.550 (5 wins, 1 ties, 4 losses)", "probe facts: 0.500 -> 0.600"]
+
+    win = {"win_rate": 0.7, "ci_low": 0.5, "ci_high": 0.85, "n": 20, "judge": "verifier"}
+    evaluated = verdict(tmp_path, {"win_rate": win, "probes": []}, [])
+    assert (evaluated["status"], evaluated["headline"]) == ("measured", "Evaluated")  # the interval reaches 0.5
+    assert evaluated["details"] == ["win-rate 0.700 (95% CI 0.500-0.850, 20 prompts, judge verifier)"]
+    better = verdict(tmp_path, {"win_rate": dict(win, ci_low=0.51), "probes": []}, [])
+    assert (better["status"], better["headline"]) == ("aligned", "Better than the reference")
+    probes = [
+        {"probe": "facts", "before": 0.69, "after": 0.5, "regressed": True},
+        {"probe": "perplexity", "before": 9.0, "after": 9.1, "regressed": False},
+    ]
+    regressed = verdict(tmp_path, {"win_rate": None, "probes": probes}, [{"step": 1, "symptom": "s", "message": "m"}])
+    assert regressed == {
+        "status": "regressed",
+        "headline": "Regressed",
+        "details": ["probe facts regressed: 0.690 -> 0.500"],
+        "symptoms": ["step 1: s (m)"],
+    }
+
+    (tmp_path / "eval").mkdir()
+    judged = [
+        {"prompt": f"q{i}", "reference": "r", "model": "m", "outcome": outcome}
+        for i, outcome in enumerate(["win", "tie", "loss"] * 4)
+    ]
+    (tmp_path / "eval" / "winrate.jsonl").write_text("".join(json.dumps(r) + "\n" for r in judged))
+    shown = answers(tmp_path)
+    assert shown["source"] == "winrate.jsonl" and shown["columns"] == ["prompt", "reference", "model", "outcome"]
+    assert [row[3] for row in shown["rows"]] == ["loss"] * 4 + ["tie"] * 4
+    assert shown["rows"][0] == ["q2", "r", "m", "loss"]
+
+
+def test_the_eval_and_sweep_sections_say_what_the_results_hold(tmp_path):
+    from alignkit.report.sections import Figures, eval_blocks, sweep_blocks
+
+    figures = Figures(tmp_path / "report_files")
+    results = {
+        "model": "runs/x",
+        "reference": "base",
+        "win_rate": {
+            "win_rate": 0.625,
+            "ci_low": 0.4,
+            "ci_high": 0.8,
+            "wins": 5,
+            "ties": 0,
+            "losses": 3,
+            "n": 8,
+            "judge": "v",
+        },
+        "reward_accuracy": {"accuracy": 0.75, "pairs": 8, "kind": "implicit", "flag": "in the healthy band"},
+        "probes": [
+            {"probe": "facts", "metric": "accuracy", "before": 0.5, "after": 0.25, "delta": -0.25, "regressed": True},
+            {"probe": "perplexity", "metric": "ppl", "before": 9, "after": 9.5, "delta": 0.5, "regressed": False},
+        ],
+    }
+    blocks = eval_blocks(results, figures)
+    texts = [b["text"] for b in blocks if "text" in b]
+    assert texts == [
+        "model: runs/x   reference: base",
+        "Win-rate vs reference: 0.625 (95% CI 0.400-0.800); 5 wins, 0 ties, 3 losses of 8; judge: v.",
+        "Held-out reward accuracy: 0.750 on 8 pairs (implicit); in the healthy band.",
+    ]
+    [table] = [b["table"] for b in blocks if "table" in b]
+    assert table["rows"] == [
+        ["facts", "accuracy", "0.500", "0.250", "-0.250", "YES"],
+        ["perplexity", "ppl", "9", "9.500", "+0.500", "no"],
+    ]
+    assert [b["alt"] for b in blocks if "figure" in b] == [
+        "win-rate with 95% interval",
+        "capability probes before and after",
+    ]
+    assert figures.count == 2 and (tmp_path / "report_files" / "figure-2.png").read_bytes()[:4] == b"\x89PNG"
+    bare = eval_blocks({"model": "m", "reference": "r"}, figures)
+    assert [b.get("text") for b in bare][1:] == [
+        "model: m   reference: r",
+        "Win-rate: not measured (no judge applied).",
+    ]
+    assert figures.count == 2
+
+    sweep = {
+        "recommended_beta": 0.1,
+        "why": "highest win-rate",
+        "rows": [
+            {"beta": 0.1, "win_rate": 0.7, "ci_low": 0.5, "ci_high": 0.9, "reward_accuracy": 0.8, "regressions": []},
+            {"beta": 0.5, "win_rate": None, "reward_accuracy": None, "regressions": ["facts", "perplexity"]},
+        ],
+    }
+    blocks = sweep_blocks(sweep, tmp_path, figures)
+    assert blocks[1] == {"text": "Recommended beta: 0.1 — highest win-rate"}
+    assert blocks[2]["table"]["rows"] == [
+        ["0.1", "0.700", "0.500-0.900", "0.800", "none"],
+        ["0.5", "-", "-", "-", "facts, perplexity"],
+    ]
+    assert len(blocks) == 3  # no sweep.png beside it: no figure
+    (tmp_path / "sweep.png").write_bytes(b"\x89PNG fake")
+    assert sweep_blocks(dict(sweep, recommended_beta=None), tmp_path, figures)[1]["text"].startswith(
+        "Recommended beta: none"
+    )
+    assert figures.count == 3

@@ -65,6 +65,16 @@ def read_run(path: Path) -> RunView:
     return view
 
 
+def name_apart(runs: list[RunView]) -> None:
+    """Give runs that share a folder name (``a/run`` and ``b/run``) names that tell them apart: as many trailing
+    path parts as it takes, for every run, so the comparison plot and the sections do not merge them."""
+    depth = 1
+    while len({run.name for run in runs}) < len(runs) and depth < max(len(run.path.resolve().parts) for run in runs):
+        depth += 1
+        for run in runs:
+            run.name = "/".join(run.path.resolve().parts[-depth:])
+
+
 # what a training log of each kind of run holds: preference and supervised runs log `loss`, RL runs `loss/total`
 # and the reward; evaluations are `eval/`-prefixed (RL: the held-out reward)
 TRAIN_MARKERS = ("loss", "loss/total", "reward/score")
@@ -149,6 +159,7 @@ def build_report(config: ReportConfig) -> Path:
     """``alignkit report``: report.html (self-contained) and report.md (figures beside it) over the runs;
     returns the HTML path."""
     runs = [read_run(Path(p)) for p in config.runs]
+    name_apart(runs)
     out = Path(config.output_dir) if config.output_dir else runs[0].path
     html_path, md_path = out / "report.html", out / "report.md"
     if not config.overwrite and (html_path.exists() or md_path.exists()):
