@@ -100,7 +100,7 @@ def test_implicit_reward_accuracy_by_hand():
 
 def test_perplexity_matches_a_naive_loop(tiny_tokenizer):
     model = build_model(len(tiny_tokenizer)).eval()
-    texts = ["What is 2 + 3? The answer is five.", "I'm not sure."]
+    texts = ["What is 2 + 3? The answer is five.", "I'm not sure.", "Hi", "a"]  # 2 tokens, 1 (nothing to predict)
     nll, count = 0.0, 0
     with torch.no_grad():
         for text in texts:
@@ -151,6 +151,32 @@ def test_probe_questions_texts_and_lm_eval_scores(tmp_path, monkeypatch):
     assert calls == [
         dict(model="hf", model_args="pretrained=runs/x/final", tasks=["mmlu", "humaneval", "other"], limit=5)
     ]
+
+
+def test_probe_scores_check_each_kind_of_answer_its_own_way(monkeypatch):
+    """Arithmetic replies are read for their final number, facts replies for the answer anywhere (or a number's
+    word); the score is the fraction right, with the number of items, under the probe's own metric."""
+    from alignkit.evaluate import probes
+
+    asked = []
+
+    def replies(model, tokenizer, prompts, max_new_tokens, batch_size, desc, show_progress):
+        asked.append((desc, max_new_tokens, show_progress))
+        rows = probes.arithmetic_probe(4) if desc == "probe: arithmetic" else probes.facts_probe(4)
+        second = (  # arithmetic: the right number, then another (its final number is wrong)
+            f"{rows[1]['answer']}, or {int(rows[1]['answer']) + 1}"
+            if desc == "probe: arithmetic"
+            else f"{rows[1]['answer']} is the answer"
+        )
+        return [f"It is {rows[0]['answer']}.", second, "I do not know.", f"So: {rows[3]['answer']}"]
+
+    monkeypatch.setattr(probes, "generate_responses", replies)
+    assert probes.probe_score(None, None, "arithmetic", 4, 2) == (0.5, 4)  # rows 0 and 3: final numbers right
+    assert probes.probe_score(None, None, "facts", 4, 2) == (0.75, 4)  # rows 0, 1 and 3 name the capital
+    assert asked == [("probe: arithmetic", 48, False), ("probe: facts", 48, False)]
+    facts, perplexity_probe = probes.probe_result("facts", 0.75, 0.5, 4), probes.probe_result("perplexity", 9, 10, 3)
+    assert (facts.metric, facts.higher_is_better, facts.delta) == ("accuracy", True, -0.25)
+    assert (perplexity_probe.metric, perplexity_probe.higher_is_better) == ("perplexity", False)
 
 
 def test_a_second_eval_replaces_the_first_in_the_model_card(tmp_path):

@@ -17,6 +17,7 @@ from alignkit.commands.label.stats import (
     krippendorff_alpha,
     label_stats,
     majority,
+    side,
 )
 
 
@@ -38,6 +39,24 @@ def test_krippendorff_alpha_by_hand():
     assert krippendorff_alpha([["a", "a", "a"], ["a", "a", "b"], ["b"]]) == pytest.approx(0.0)
     # no unit holds two labels: nothing to agree on, not perfect agreement
     assert math.isnan(krippendorff_alpha([["a"], ["b"], []]))
+
+
+def test_agreement_on_one_category_five_point_sides_and_the_interval_by_the_normal_approximation():
+    # every label the same: the chance agreement is total, and the agreement is called perfect
+    assert cohen_kappa(["a", "a", "a"], ["a", "a", "a"]) == 1.0
+    assert krippendorff_alpha([["b", "b"], ["b", "b", "b"]]) == 1.0
+    assert [side({"score": s}) for s in (1, 2, 3, 4, 5)] == ["a", "a", "tie", "b", "b"]
+    assert side({"score": None, "choice": "up"}) == "up"
+    # 40 outcomes at 0.5: the percentile interval is about 0.5 +- 1.96 * sqrt(0.25 / 40) = 0.345-0.655
+    low, high = bootstrap_interval([True, False] * 20, seed=1)
+    assert low == pytest.approx(0.345, abs=0.03) and high == pytest.approx(0.655, abs=0.03)
+    # a label without the side it was shown on (an export of an older project) says nothing of position
+    labels = [
+        {"annotator": "x", "item_id": "1", "choice": "a", "score": None, "shown_left": "a"},
+        {"annotator": "x", "item_id": "2", "choice": "a", "score": None, "shown_left": None},
+        {"annotator": "x", "item_id": "3", "choice": "tie", "score": None, "shown_left": "b"},
+    ]
+    assert label_stats(labels, [], ["x"])["position_bias"] == {"left_wins": 1, "decided": 1, "left_win_rate": 1.0}
 
 
 def test_majority_position_bias_and_judge_audit():

@@ -208,6 +208,9 @@ def test_report_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 1
     assert "holds no metrics.jsonl" in capsys.readouterr().err
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    assert main(["report", str(tmp_path / "metrics.jsonl")]) == 1  # a run's file, not its directory
+    assert f"{tmp_path / 'metrics.jsonl'} is not a directory" in capsys.readouterr().err
 
 
 def test_report_reads_rl_runs(tiny_model_dir, tmp_path):
@@ -419,3 +422,25 @@ def test_the_eval_and_sweep_sections_say_what_the_results_hold(tmp_path):
         "Recommended beta: none"
     )
     assert figures.count == 3
+
+
+def test_a_directory_of_eval_results_a_sweep_and_a_config_is_reported_without_metrics(tmp_path):
+    from alignkit.configs import ReportConfig
+    from alignkit.report.build import build_report, read_run
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval_results.json").write_text(json.dumps({"model": "m", "reference": "r"}))
+    sweep = {"recommended_beta": None, "why": "every beta regressed", "rows": []}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    (tmp_path / "config.yaml").write_text("beta: 0.25\n")
+    run = read_run(tmp_path)
+    assert (run.records, run.eval_results, run.sweep, run.config_text) == (
+        [],
+        {"model": "m", "reference": "r"},
+        sweep,
+        "beta: 0.25\n",
+    )
+    build_report(ReportConfig(runs=[str(tmp_path)]))
+    md = (tmp_path / "report.md").read_text()
+    assert "### Evaluation" in md and "Win-rate: not measured" in md and "### Beta sweep" in md
+    assert "Recommended beta: none — every beta regressed" in md and "beta: 0.25" in md
