@@ -319,19 +319,24 @@ def main() -> int:
     if args.worker:
         Path(args.result).write_text(json.dumps(worker(args)))
         return 0
+    # names are checked before the model is built: a misspelt case on a lent GPU would run nothing
+    trainers = tuple(t for t in args.trainers.split(",") if t)
+    unknown = [t for t in trainers if t not in TRAINERS]
+    if unknown:
+        parser.error(f"--trainers: unknown {', '.join(unknown)} (known: {', '.join(TRAINERS)})")
+    kernels = tuple(k for k in args.kernels.split(",") if k)
+    wanted = set(args.cases.split(",")) if args.cases else None
+    known_cases = dict.fromkeys(case for case, *_ in cases(kernels, trainers))
+    if wanted and wanted - set(known_cases):
+        unknown_cases = ", ".join(sorted(wanted - set(known_cases)))
+        parser.error(f"--cases: unknown {unknown_cases} (known: {', '.join(known_cases)})")
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     started = time.perf_counter()
     model = save_random_model(work / "model", args.shape, args.tokenizer)
     print(f"model ({args.shape}) built in {time.perf_counter() - started:.0f} s", flush=True)
-    wanted = set(args.cases.split(",")) if args.cases else None
-    trainers = tuple(t for t in args.trainers.split(",") if t)
-    unknown = [t for t in trainers if t not in TRAINERS]
-    if unknown:
-        parser.error(f"--trainers: unknown {', '.join(unknown)} (known: {', '.join(TRAINERS)})")
     results = []
-    kernels = tuple(k for k in args.kernels.split(",") if k)
     for case, setting, regime, trainer in cases(kernels, trainers):
         if wanted and case not in wanted:
             continue
