@@ -135,6 +135,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=int, default=120, help="seconds per row")
     parser.add_argument("--out", default=None, help="write the table here too (markdown)")
     options = parser.parse_args()
+    if options.only and not any(options.only in row[0] for row in ROWS):
+        parser.error(f"--only {options.only!r} names no row (rows: {', '.join(row[0] for row in ROWS)})")
     import torch
 
     precision = options.precision or ("bf16" if torch.cuda.is_available() else "no")
