@@ -131,11 +131,11 @@ def main() -> int:
     parser.add_argument("--shape", default="135m", choices=["135m", "1b", "tiny"])
     parser.add_argument("--tokenizer", default=None, help="a folder with SmolLM2's tokenizer (else a small BPE)")
     parser.add_argument("--precision", default=None, help="mixed precision (default: bf16 on CUDA, no elsewhere)")
-    parser.add_argument("--only", default=None, help="run the rows whose name contains this")
+    parser.add_argument("--only", default=None, help="run the rows whose name contains this (any case)")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per row")
     parser.add_argument("--out", default=None, help="write the table here too (markdown)")
     options = parser.parse_args()
-    if options.only and not any(options.only in row[0] for row in ROWS):
+    if options.only and not any(options.only.lower() in row[0].lower() for row in ROWS):
         parser.error(f"--only {options.only!r} names no row (rows: {', '.join(row[0] for row in ROWS)})")
     import torch
 
@@ -147,7 +147,7 @@ def main() -> int:
     print(f"model ({options.shape}) built in {time.perf_counter() - started:.1f} s", flush=True)
     results = []
     for row in ROWS:
-        if options.only and options.only not in row[0]:
+        if options.only and options.only.lower() not in row[0].lower():
             continue
         results.append(run_row(row, model, work, precision, options.timeout))
         r = results[-1]
