@@ -109,6 +109,12 @@ def test_perplexity_matches_a_naive_loop(tiny_tokenizer):
             nll -= sum(logprobs[i - 1, ids[i]].item() for i in range(1, len(ids)))
             count += len(ids) - 1
     assert perplexity(model, tiny_tokenizer, texts) == pytest.approx(math.exp(nll / count), rel=1e-5)
+    # a text past max_length is scored on its first max_length tokens
+    ids = tiny_tokenizer(texts[0])["input_ids"][:8]
+    with torch.no_grad():
+        logprobs = model(torch.tensor([ids])).logits[0].log_softmax(-1)
+    first_eight = -sum(logprobs[i - 1, ids[i]].item() for i in range(1, 8)) / 7
+    assert perplexity(model, tiny_tokenizer, texts[:1], max_length=8) == pytest.approx(math.exp(first_eight), rel=1e-5)
 
 
 def test_probe_checks_and_regressions():

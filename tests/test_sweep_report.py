@@ -426,6 +426,7 @@ def test_the_eval_and_sweep_sections_say_what_the_results_hold(tmp_path):
 
 def test_a_directory_of_eval_results_a_sweep_and_a_config_is_reported_without_metrics(tmp_path):
     from alignkit.configs import ReportConfig
+    from alignkit.errors import AlignkitError
     from alignkit.report.build import build_report, read_run
 
     (tmp_path / "eval").mkdir()
@@ -444,3 +445,8 @@ def test_a_directory_of_eval_results_a_sweep_and_a_config_is_reported_without_me
     md = (tmp_path / "report.md").read_text()
     assert "### Evaluation" in md and "Win-rate: not measured" in md and "### Beta sweep" in md
     assert "Recommended beta: none — every beta regressed" in md and "beta: 0.25" in md
+    with pytest.raises(AlignkitError, match="report.html exists; pass --overwrite true"):
+        build_report(ReportConfig(runs=[str(tmp_path)], overwrite=False))
+    elsewhere = tmp_path / "new" / "reports"  # a folder that does not exist yet
+    build_report(ReportConfig(runs=[str(tmp_path)], output_dir=str(elsewhere), overwrite=False))
+    assert (elsewhere / "report.md").read_text() == md  # the same runs: the same summary
