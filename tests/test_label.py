@@ -236,6 +236,53 @@ def test_a_bad_input_row_names_file_and_line_and_writes_nothing(tmp_path, capsys
     assert not (tmp_path / "p").exists()
 
 
+def test_a_projects_items_file_edited_by_hand_is_checked_line_by_line(tmp_path):
+    from alignkit.commands.label.project import read_items
+    from alignkit.errors import ConfigError
+
+    path = tmp_path / "items.jsonl"
+    good = {"id": "1", "prompt": "p", "response": "r"}
+
+    def items(*lines):
+        path.write_text("\n".join(lines) + "\n")
+        return read_items(path, "thumbs")
+
+    assert items(json.dumps(good), "", "   ", json.dumps(dict(good, id="2"))) == [good, dict(good, id="2")]
+    refusals = [
+        (
+            (json.dumps(good), "", json.dumps({"id": "2", "prompt": "p"})),
+            f"{path}:3: missing or empty field 'response'",
+        ),
+        ((json.dumps(dict(good, id=" ")),), f"{path}:1: missing or empty field 'id' (a thumbs item needs id, prompt"),
+        ((json.dumps(dict(good, id=2)),), f"{path}:1: missing or empty field 'id'"),  # ids are text
+        ((json.dumps(good), json.dumps(good)), f"{path}:2: duplicate id '1'"),
+        ((json.dumps(good), "{not json"), f"{path}:2: invalid JSON"),
+        (("", " "), f"{path}: no items"),
+    ]
+    for lines, message in refusals:
+        with pytest.raises(ConfigError) as caught:
+            items(*lines)
+        assert str(caught.value).startswith(message), str(caught.value)
+
+    # project.yaml: defaults for what is left out, a misspelt key and an overlap below 1 refused by name
+    from alignkit.commands.label.project import load_project
+
+    (tmp_path / "items.jsonl").write_text(json.dumps(dict(good, response_a="a", response_b="b")) + "\n")
+    (tmp_path / "project.yaml").write_text("name: audit\n")
+    _, project, _ = load_project(tmp_path)
+    assert (project.kind, project.scale, project.overlap, project.seed, project.reasons) == (
+        "compare",
+        "tie",
+        1,
+        0,
+        True,
+    )
+    for text, message in (("name: a\noverlapp: 2\n", "overlapp: Extra inputs"), ("name: a\noverlap: 0\n", "overlap: ")):
+        (tmp_path / "project.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=f"project.yaml: {message}"):
+            load_project(tmp_path)
+
+
 def test_thumbs_export_kto_rows_and_review_export_the_sheet(tmp_path, capsys):
     rows = tmp_path / "completions.jsonl"
     rows.write_text("".join(json.dumps({"prompt": f"p{i}", "completion": f"c{i}"}) + "\n" for i in range(3)))
