@@ -283,6 +283,23 @@ def test_a_projects_items_file_edited_by_hand_is_checked_line_by_line(tmp_path):
             load_project(tmp_path)
 
 
+def test_input_rows_keep_a_known_judge_label_and_each_side_is_shown_left_about_half_the_time():
+    from alignkit.commands.label.project import items_from_rows
+
+    rows = [
+        {"prompt": "p", "response_a": "x", "response_b": "y", "judge": "b"},
+        {"prompt": "p", "response_a": "x", "response_b": "y", "judge": "maybe"},  # not a label: dropped
+        {"id": "c", "prompt": "p", "chosen": "x", "rejected": "y"},  # a judge's pair: the judge chose a
+    ]
+    items = items_from_rows(rows, "compare", "rows.jsonl")
+    assert [(i["id"], i.get("judge")) for i in items] == [("1", "b"), ("2", None), ("c", "a")]
+    assert items[2]["response_a"] == "x" and items[2]["response_b"] == "y"
+    sides = [shown_left(0, "alice", str(i)) for i in range(400)]
+    assert set(sides) == {"a", "b"} and 160 <= sides.count("a") <= 240  # a fair coin: 200 +- 2 sd of 10
+    assert sides == [shown_left(0, "alice", str(i)) for i in range(400)]  # the same every time
+    assert sides != [shown_left(0, "bob", str(i)) for i in range(400)]  # each annotator their own
+
+
 def test_thumbs_export_kto_rows_and_review_export_the_sheet(tmp_path, capsys):
     rows = tmp_path / "completions.jsonl"
     rows.write_text("".join(json.dumps({"prompt": f"p{i}", "completion": f"c{i}"}) + "\n" for i in range(3)))

@@ -32,7 +32,7 @@ def run_config(model: str) -> dict:
         return checkpoint_run_config(path)
     for candidate in (path / "config.yaml", path.parent / "config.yaml"):
         if candidate.is_file() and (candidate.parent / "final").is_dir():
-            return yaml.safe_load(candidate.read_text()) or {}
+            return yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
     return {}
 
 

@@ -65,7 +65,7 @@ def checkpoint_run_config(folder: Path) -> dict:
     config_file = folder.parent / "config.yaml"
     if not config_file.is_file():
         raise AlignkitError(f"{folder} is a checkpoint, but {config_file} (the run's config) is missing")
-    return yaml.safe_load(config_file.read_text())
+    return yaml.safe_load(config_file.read_text(encoding="utf-8"))
 
 
 def _checkpoint_model(auto, folder: Path, dtype, options: dict):

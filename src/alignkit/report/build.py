@@ -57,7 +57,7 @@ def read_run(path: Path) -> RunView:
     if (path / "sweep.json").is_file():
         view.sweep = json.loads((path / "sweep.json").read_text())
     if (path / "config.yaml").is_file():
-        view.config_text = (path / "config.yaml").read_text()
+        view.config_text = (path / "config.yaml").read_text(encoding="utf-8")
     if not (view.records or view.eval_results or view.sweep):
         raise AlignkitError(
             f"report: {path} holds no metrics.jsonl, eval_results.json or sweep.json (is it an alignkit run directory?)"

@@ -137,7 +137,7 @@ def add_eval_to_model_card(folder: Path, results: dict) -> bool:
         flag = " (regressed)" if probe.get("regressed") else ""
         lines.append(f"- probe {probe['probe']}: {probe['before']:.3f} -> {probe['after']:.3f}{flag}")
     lines.append(EVAL_END)
-    text = card_path.read_text()
+    text = card_path.read_text(encoding="utf-8")
     if EVAL_START in text and EVAL_END in text:
         text = text[: text.index(EVAL_START)] + text[text.index(EVAL_END) + len(EVAL_END) :].lstrip("\n")
     ModelCard(text.rstrip() + "\n\n" + "\n".join(lines) + "\n").save(card_path)

@@ -77,7 +77,7 @@ def load_project(path: str | Path) -> tuple[Path, LabelProject, list[dict]]:
             f"'alignkit label init {root} --rows FILE'"
         )
     try:
-        project = LabelProject(**(yaml.safe_load(config_path.read_text()) or {}))
+        project = LabelProject(**(yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}))
     except (yaml.YAMLError, TypeError) as exc:
         raise ConfigError(f"{config_path}: invalid YAML: {exc}") from None
     except ValidationError as exc:
@@ -142,7 +142,9 @@ def items_from_rows(rows: list[dict], kind: str, source: str) -> list[dict]:
 def write_project(root: Path, project: LabelProject, items: list[dict]) -> None:
     """Write ``project.yaml`` and ``items.jsonl`` of a new project under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / PROJECT_FILE).write_text(yaml.safe_dump(project.model_dump(), sort_keys=False, allow_unicode=True))
+    (root / PROJECT_FILE).write_text(
+        yaml.safe_dump(project.model_dump(), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
     (root / ITEMS_FILE).write_text(
         "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8"
     )

@@ -125,9 +125,9 @@ def export_labels(
             )
     if project.kind == "review":
         with atomic_path(output) as tmp:
-            tmp.write_text(inspection_markdown(rows, f"{project.name}: review"))
+            tmp.write_text(inspection_markdown(rows, f"{project.name}: review"), encoding="utf-8")
         with atomic_path(output.with_suffix(".html")) as tmp:
-            tmp.write_text(inspection_html(rows, f"{project.name}: review"))
+            tmp.write_text(inspection_html(rows, f"{project.name}: review"), encoding="utf-8")
     else:
         _write_jsonl(output, rows)
         if ties == "keep" and tie_rows:
