@@ -241,6 +241,17 @@ def test_report_panels_skip_one_value_and_all_zero_metrics():
     kept = {name for name, points in metric_series(records).items() if worth_a_panel(points)}
     assert kept == {"loss"}
 
+    # a NaN or inf logged as text (metrics.jsonl's form) is still a point; other text is not
+    series = metric_series([{"step": 1, "loss": "nan", "note": "x"}, {"step": 2, "loss": "-inf", "eval/loss": 0.5}])
+    assert set(series) == {"loss"} and series["loss"]["eval"] == [(2, 0.5)]
+    assert [s for s, _ in series["loss"]["train"]] == [1, 2] and series["loss"]["train"][1][1] == float("-inf")
+    from alignkit.report.plots import compare_runs
+
+    run = [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6}]
+    assert compare_runs({"a": run}) is None and compare_runs({"a": run, "b": [{"step": 1, "kl": 1.0}]}, ("kl",))
+    assert compare_runs({"a": run, "b": run}, ("reward/score",)) is None  # no run logs it
+    assert compare_runs({"a": run, "b": run})[:4] == b"\x89PNG"
+
 
 def test_the_report_opens_with_the_verdict_and_the_worst_answers(tmp_path):
     from alignkit.configs import ReportConfig
