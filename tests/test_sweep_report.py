@@ -203,7 +203,13 @@ def test_report_renders_in_a_headless_browser_with_every_image_loaded(sweep_dir,
 
 
 def test_report_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
+    from pydantic import ValidationError
+
     from alignkit.cli import main
+    from alignkit.configs import ReportConfig
+
+    with pytest.raises(ValidationError, match="at least 1 item"):  # the Python API: not an IndexError
+        ReportConfig(runs=[])
 
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 1

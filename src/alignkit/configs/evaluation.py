@@ -134,7 +134,9 @@ class ReportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     runs: list[str] = Field(
-        ..., description="Run directories (training runs, eval directories inside them, or sweep directories)."
+        ...,
+        min_length=1,
+        description="Run directories (training runs, eval directories inside them, or sweep directories).",
     )
     output_dir: str | None = Field(
         None, description="Where to write report.html and report.md (default: the first run directory)."
