@@ -109,6 +109,8 @@ def test_an_openrlhf_reward_func_scores_a_batch_of_formatted_queries(tmp_path, t
     assert config.data_fields == {"label": "answer"}
     with pytest.raises(Exception, match="a remote reward server is not called"):
         load_config(PPOConfig, None, [*line[:-1], "http://host:5000/get_reward"])
+    with pytest.raises(Exception, match="rewards = \\[\\] \\(command line\\): List should have at least 1 item"):
+        load_config(PPOConfig, None, ["--train_data", "p.jsonl", "--rewards", "[]"])  # every reward 0: refused
 
 
 def guard_record(score, kl, length, truncated=0.0):

@@ -67,6 +67,7 @@ class RLConfig(TrainConfig):
     )
     rewards: list[RewardSpec] = Field(
         default_factory=lambda: [RewardSpec(kind="verifier")],
+        min_length=1,  # no term: every reward 0, nothing to learn
         description=(
             "Reward terms, summed with weights, e.g. [{kind: verifier}, {kind: "
             "length, weight: 0.01}] (correct and concise)."
