@@ -159,7 +159,7 @@ def test_blind_labels_unblinded_on_the_server_once_each(project):
     assert client.get("/api/state", headers=alice).json()["items"][0]["item_id"] == first["item_id"]
 
 
-def test_refusals(project):
+def test_refusals(project, capsys):
     root, tokens = project
     client = TestClient(create_app(root))
     item = client.get("/api/state", headers={"Authorization": f"Bearer {tokens['alice']}"}).json()["items"][0][
@@ -181,6 +181,9 @@ def test_refusals(project):
     assert client.get("/api/stats", headers=alice).status_code == 403  # the stats are the admin's
     assert client.get("/stats").status_code == 401
     assert sqlite3.connect(root / "labels.sqlite").execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 0
+    assert main(["label", "add-annotator", str(root), "alice"]) == 2  # a name already taken: her token stays
+    assert "annotator 'alice' already exists" in capsys.readouterr().err
+    assert client.get("/api/state", headers=alice).status_code == 200
 
 
 def test_stats_and_export(project, tmp_path, capsys):

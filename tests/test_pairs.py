@@ -54,6 +54,8 @@ def test_sample_rank_with_verifier_puts_the_verified_reference_first(tmp_path, t
     assert len(load_preference_data(config.output)) == 3  # the trainers read it as is
     with pytest.raises(RunDirError, match="already exists"):
         build_pairs(config)
+    first_two = build_pairs(config.model_copy(update={"max_prompts": 2, "overwrite": True}))
+    assert [r["chosen"] for r in first_two.rows] == ["2 + 3 = 5.", "4 + 4 = 8."] and first_two.summary["prompts"] == 2
 
 
 def test_system_prompt_contrast_through_a_served_model(tmp_path, tiny_model_dir):
