@@ -373,6 +373,17 @@ def main() -> None:
     parser.add_argument("--max_steps", type=int, default=0)
     parser.add_argument("--result")
     args = parser.parse_args()
+    if not args.worker:  # names checked before any run: a misspelt profile used to fail in its worker, runs later
+        for option, names, known in (
+            ("--profiles", args.profiles, PROFILES),
+            ("--sweep_profiles", args.sweep_profiles, PROFILES),
+            ("--settings", args.settings, ("full", "lora")),
+        ):
+            unknown = [name for name in names.split(",") if name not in known]
+            if unknown:
+                parser.error(f"{option}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+        for name in args.regimes.split(","):
+            regime_file(name)
     if args.model is None:
         from alignkit.models.embedded import embedded_model_path
 
