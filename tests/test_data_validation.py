@@ -188,6 +188,11 @@ def test_where_data_comes_from_files_lists_folders_and_hub_ids(tmp_path, monkeyp
 
     with pytest.raises(AlignkitError, match=f"data not found: {tmp_path / 'none.jsonl'} \\(no such file or folder\\)"):
         read_records(tmp_path / "none.jsonl")
+    monkeypatch.chdir(tmp_path)  # a relative path says where it was looked for
+    with pytest.raises(
+        AlignkitError, match=f"data not found: data/none.jsonl \\(no such file or folder under {tmp_path}: "
+    ):
+        read_records("data/none.jsonl")
     (tmp_path / "notes.txt").write_text("x\n")
     with pytest.raises(AlignkitError, match="notes.txt: unsupported data file type '.txt'"):
         read_records(tmp_path / "notes.txt")
@@ -210,7 +215,7 @@ def test_where_data_comes_from_files_lists_folders_and_hub_ids(tmp_path, monkeyp
     assert calls == [("owner/name", "dpo", "test"), ("owner/name", None, "train")]
     with pytest.raises(AlignkitError, match="could not load dataset 'owner/broken' \\(split 'train'\\).*no route"):
         read_records("owner/broken")
-    for not_hub in ("./owner/name", "owner/name/pairs.jsonl", "owner//name", "pairs"):
+    for not_hub in ("./owner/name", "owner/name/pairs.jsonl", "data/pairs.csv.gz", "owner//name", "pairs"):
         with pytest.raises(AlignkitError, match=f"data not found: {not_hub}"):
             read_records(not_hub)
     assert len(calls) == 3

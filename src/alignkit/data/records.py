@@ -113,7 +113,10 @@ def _read_records(source: str | Path, split: str) -> list[Record]:
         )
     if _looks_like_hub_id(str(source)):
         return _read_hub(str(source), split)
-    raise AlignkitError(f"data not found: {source} (no such file or folder)")
+    where = (
+        "" if Path(source).is_absolute() else f" under {Path.cwd()}: relative paths are read from the current directory"
+    )
+    raise AlignkitError(f"data not found: {source} (no such file or folder{where})")
 
 
 def _file_bytes(path: Path) -> bytes:
@@ -219,9 +222,9 @@ def _read_saved_dataset(path: Path, split: str) -> list[Record]:
 
 def _looks_like_hub_id(name: str) -> bool:
     """``owner/name``, or ``owner/name/folder...`` (a folder of the repository: its data_dir) that does
-    not end like a data file."""
+    not end like a data file (``data/pairs.jsonl`` is a missing local file, not a hub repository)."""
     parts = name.split("/")
-    if len(parts) > 2 and Path(parts[-1]).suffix.lower() in (".jsonl", ".ndjson", ".json", ".parquet"):
+    if Path(parts[-1].lower().removesuffix(".gz")).suffix in (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv"):
         return False
     return len(parts) >= 2 and all(parts) and not name.startswith((".", "/", "~"))
 
