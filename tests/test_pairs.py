@@ -112,6 +112,55 @@ def test_sample_rank_all_pairs_with_a_heuristic(tmp_path):
     assert summary.kept == 3 and pairs[0]["provenance"]["generator"] == "canned"
 
 
+def test_system_prompt_contrast_keeps_and_drops_each_pair_for_its_reason():
+    """Prompts rotate over the good system prompts; a pair is dropped for an empty answer, for identical
+    answers, or (with a scorer) when the good-prompt answer does not beat the other by more than the gap."""
+    from alignkit.commands.pairs import _contrast_pairs
+    from alignkit.judges.scorers import HeuristicScorer
+
+    class Canned:
+        name = "canned"
+
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, prompts, *, system_prompt, seed, **_):
+            self.calls.append((system_prompt, prompts, seed))
+            good = {"p0": "Yes.", "p1": "  ", "p2": "Same.", "p3": "Short.", "p4": "Fine answer."}
+            bad = {"p0": "Well, maybe yes.", "p1": "Long.", "p2": " Same. ", "p3": "Tiny", "p4": "A much longer one."}
+            return [(bad if system_prompt == "Be vague." else good)[p] for p in prompts]
+
+    config = PairsConfig(
+        prompts="unused",
+        output="unused",
+        good_system_prompts=["Be brief.", "Be exact."],
+        bad_system_prompts=["Be vague."],
+    )
+    rows = [{"prompt": f"p{i}", "where": f"f:{i + 1}"} for i in range(5)]
+    generator = Canned()
+    pairs, summary = _contrast_pairs(config, rows, generator, None)
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [
+        ("p0", "Yes.", "Well, maybe yes."),
+        ("p3", "Short.", "Tiny"),
+        ("p4", "Fine answer.", "A much longer one."),
+    ]
+    assert summary.as_dict() == {
+        "kept": 3,
+        "dropped": {"with an empty answer": 1, "with identical answers under both system prompts": 1},
+    }
+    assert [p["provenance"]["chosen_system_prompt"] for p in pairs] == ["good[0]", "good[1]", "good[0]"]
+    assert [(c[0], c[1], c[2]) for c in generator.calls] == [
+        ("Be brief.", ["p0", "p2", "p4"], config.seed),
+        ("Be exact.", ["p1", "p3"], config.seed),
+        ("Be vague.", ["p0", "p1", "p2", "p3", "p4"], config.seed + 1),
+    ]
+    # shorter is better: "Tiny" (1 word) beats "Short." (1 word) by nothing, so with a gap of 0 that pair goes
+    pairs, summary = _contrast_pairs(config, rows, Canned(), HeuristicScorer("length"))
+    assert [p["prompt"] for p in pairs] == ["p0", "p4"] and summary.kept == 2
+    assert summary.dropped["where the scorer did not prefer the good-prompt answer"] == 1
+    assert pairs[0]["provenance"]["scores"] == {"chosen": -1.0, "rejected": -3.0}
+
+
 def test_prompt_file_faults_name_file_line_and_field(tmp_path):
     bad = write_jsonl(
         tmp_path / "bad.jsonl",
@@ -178,3 +227,28 @@ def test_cli_pairs_reports_bad_input_with_exit_2(tmp_path, capsys):
     assert "data not found" in capsys.readouterr().err
     assert main(["serve", "--port", "70000"]) == 2
     assert "port" in capsys.readouterr().err
+
+
+def test_a_build_that_keeps_no_pair_fails_after_writing_why(tmp_path, monkeypatch):
+    """Every answer identical under both system prompts: the (empty) pairs file and its summary are written,
+    and the command fails naming the reasons and the summary file."""
+    import alignkit.commands.pairs as pairs_command
+    from alignkit.errors import AlignkitError
+
+    class SameEverywhere:
+        name = "same"
+
+        def __init__(self, *args):
+            pass
+
+        def generate(self, prompts, **_):
+            return ["The same."] * len(prompts)
+
+    monkeypatch.setattr(pairs_command, "LocalGenerator", SameEverywhere)
+    rows = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a"}, {"prompt": "b"}])
+    out = tmp_path / "pairs.jsonl"
+    with pytest.raises(
+        AlignkitError, match=f"no pairs were kept \\(0 pairs kept; dropped: 2 with identical .*{out}.summary"
+    ):
+        build_pairs(PairsConfig(prompts=str(rows), output=str(out), disable_tqdm=True))
+    assert out.read_text() == "" and json.loads(Path(f"{out}.summary.json").read_text())["prompts"] == 2
