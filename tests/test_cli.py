@@ -36,6 +36,25 @@ def test_bad_data_exits_2_names_line_and_writes_nothing(tmp_path, capsys):
     assert not out_dir.exists()
 
 
+def test_a_missing_local_model_is_named_not_looked_up_on_the_hub(tmp_path, capsys, monkeypatch):
+    from alignkit.models.loading import resolve_model_path
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    out_dir = tmp_path / "run"
+    assert main(["dpo", "--model", "./my-sft", "--train_data", str(data), "--output_dir", str(out_dir)]) == 1
+    assert (
+        f"model not found: ./my-sft (no such folder under {tmp_path}; a hub id is owner/name)"
+        in capsys.readouterr().err
+    )
+    assert not out_dir.exists()
+    for name in ("/no/such/model", "~/no-such-model", "runs/dpo/final"):
+        with pytest.raises(Exception, match=f"model not found: {name} "):
+            resolve_model_path(name)
+    assert resolve_model_path("owner/name") == "owner/name"  # a hub id: for transformers to look up
+
+
 def test_bad_config_exits_2(tmp_path, capsys):
     assert main(["dpo", "--train_data", "x.jsonl", "--learning_rate", "-3"]) == 2
     assert "learning_rate = -3 (command line)" in capsys.readouterr().err

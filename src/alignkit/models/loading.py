@@ -52,7 +52,15 @@ def resolve_model_path(name: str) -> str:
         raise AlignkitError(
             f"model folder {path} has no config.json or adapter_config.json (expected a save_pretrained folder)"
         )
+    if not path.exists() and _is_local_path(name):
+        where = "" if path.is_absolute() else f" under {Path.cwd()}"
+        raise AlignkitError(f"model not found: {name} (no such folder{where}; a hub id is owner/name)")
     return str(path) if path.exists() else name
+
+
+def _is_local_path(name: str) -> bool:
+    """A name no hub id can be: ``./x``, ``../x``, ``/x``, ``~/x`` or more than ``owner/name``."""
+    return name.startswith((".", "/", "~")) or len(name.strip("/").split("/")) > 2
 
 
 def is_checkpoint(path: Path) -> bool:
