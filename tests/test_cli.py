@@ -53,6 +53,11 @@ def test_a_missing_local_model_is_named_not_looked_up_on_the_hub(tmp_path, capsy
         with pytest.raises(Exception, match=f"model not found: {name} "):
             resolve_model_path(name)
     assert resolve_model_path("owner/name") == "owner/name"  # a hub id: for transformers to look up
+    for step in (2, 10):  # a run stopped before final/: its newest checkpoint by number, not by name
+        (tmp_path / "stopped" / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / "stopped" / f"checkpoint-{step}" / "trainable.safetensors").write_bytes(b"")
+    with pytest.raises(Exception, match="has no final/ model .*--model stopped/checkpoint-10, or .*--resume true"):
+        resolve_model_path("stopped")
 
 
 def test_bad_config_exits_2(tmp_path, capsys):

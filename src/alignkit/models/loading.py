@@ -49,6 +49,12 @@ def resolve_model_path(name: str) -> str:
     ):
         path = path / "final"
     if path.exists() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        checkpoints = sorted(path.glob("checkpoint-*/trainable.safetensors"), key=lambda f: _step_of(f.parent))
+        if checkpoints:
+            raise AlignkitError(
+                f"run directory {path} has no final/ model (the run did not finish): give its newest checkpoint, "
+                f"--model {checkpoints[-1].parent}, or finish the run with --resume true"
+            )
         raise AlignkitError(
             f"model folder {path} has no config.json or adapter_config.json (expected a save_pretrained folder)"
         )
@@ -56,6 +62,12 @@ def resolve_model_path(name: str) -> str:
         where = "" if path.is_absolute() else f" under {Path.cwd()}"
         raise AlignkitError(f"model not found: {name} (no such folder{where}; a hub id is owner/name)")
     return str(path) if path.exists() else name
+
+
+def _step_of(folder: Path) -> int:
+    """N of a ``checkpoint-N`` folder (-1 when not a number)."""
+    step = folder.name.removeprefix("checkpoint-")
+    return int(step) if step.isdigit() else -1
 
 
 def _is_local_path(name: str) -> bool:
