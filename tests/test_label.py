@@ -59,6 +59,38 @@ def test_agreement_on_one_category_five_point_sides_and_the_interval_by_the_norm
     assert label_stats(labels, [], ["x"])["position_bias"] == {"left_wins": 1, "decided": 1, "left_win_rate": 1.0}
 
 
+def test_the_stats_read_as_lines():
+    from alignkit.commands.label.report import stats_lines
+
+    stats = {
+        "labels": 7,
+        "items": 5,
+        "items_labelled": 4,
+        "per_annotator": {"x": 4, "y": 3},
+        "cohen_kappa": 0.25,
+        "kappa_items": 3,
+        "krippendorff_alpha": float("nan"),
+        "position_bias": {"left_wins": 2, "decided": 3, "left_win_rate": 2 / 3},
+        "judge": {"items": 2, "agreement": 0.5, "interval_95": [0.0, 1.0], "disagreements": [{}]},
+    }
+    assert stats_lines(stats) == [
+        ("labels", "7 on 4 of 5 items"),
+        ("labels by x", "4"),
+        ("labels by y", "3"),
+        ("Cohen's kappa (two annotators)", "0.250 on 3 items labelled by both"),
+        ("Krippendorff's alpha (nominal)", "n/a"),
+        ("position bias", "the left answer won 2 of 3 decided labels (67%; 50% is unbiased)"),
+        ("judge vs people", "agreement 0.500 (95% bootstrap 0.000-1.000) on 2 items with a majority; 1 disagreements"),
+    ]
+    bare = {k: stats[k] for k in ("labels", "items", "items_labelled", "per_annotator", "krippendorff_alpha")}
+    assert [label for label, _ in stats_lines(bare)] == [
+        "labels",
+        "labels by x",
+        "labels by y",
+        "Krippendorff's alpha (nominal)",
+    ]
+
+
 def test_majority_position_bias_and_judge_audit():
     labels = [
         {"annotator": "x", "item_id": "1", "choice": "a", "score": None, "shown_left": "a"},
