@@ -44,7 +44,7 @@ def test_unknown_key_suggests_the_closest(tmp_path):
         load_config(DPOConfig, None, ["--train_data", "x", "--betta", "0.1"])
     path = tmp_path / "c.yaml"
     path.write_text("train_data: x\nlearnig_rate: 0.1\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'learnig_rate' \(did you mean 'learning_rate'\?\)"):
+    with pytest.raises(ConfigError, match=r"c.yaml:2: unknown key 'learnig_rate' \(did you mean 'learning_rate'\?\)"):
         load_config(DPOConfig, path)
 
 
@@ -56,7 +56,7 @@ def test_bad_value_names_key_value_and_origin(tmp_path):
     path.write_text("train_data: x\nlearning_rate: fast\n")
     with pytest.raises(ConfigError) as info:
         load_config(DPOConfig, path)
-    assert f"learning_rate = 'fast' ({path})" in str(info.value)
+    assert f"learning_rate = 'fast' ({path}:2)" in str(info.value)  # the file's line
 
 
 def test_cross_field_checks():

@@ -92,6 +92,24 @@ class UniqueKeyLoader(yaml.SafeLoader):
             lines[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
+    def construct_document(self, node):
+        """The document; the lines of its top-level keys are kept in ``key_lines`` (1-based) for messages."""
+        self.key_lines = {
+            key.value: key.start_mark.line + 1
+            for key, _ in (node.value if isinstance(node, yaml.MappingNode) else [])
+            if isinstance(key, yaml.ScalarNode)
+        }
+        return super().construct_document(node)
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """The YAML document of ``path`` and the line of each top-level key."""
+    loader = UniqueKeyLoader(path.read_text(encoding="utf-8"))
+    try:
+        return loader.get_single_data(), getattr(loader, "key_lines", {})
+    finally:
+        loader.dispose()
+
 
 def _scalar(raw: str) -> Any:
     if raw.strip().lower() in ("none", "null", "~"):
@@ -123,12 +141,13 @@ def load_config(
     With ``invalid`` (the doctor's mode), a value that fails validation is left at its default and
     reported there as (key, message) instead of stopping everything."""
     file_values: dict[str, Any] = {}
+    key_lines: dict[str, int] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
+            loaded, key_lines = _read_yaml(path)
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start + 1}); save the file as UTF-8") from None
         except yaml.YAMLError as exc:
@@ -140,7 +159,7 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}")
         for key in loaded:
-            _check_known(cls, str(key), str(path))
+            _check_known(cls, str(key), _where(path, key_lines, key))
         file_values = dict(loaded)
     if isinstance(overrides, dict):
         for key in overrides:
@@ -162,8 +181,8 @@ def load_config(
         except ValidationError as exc:
             keys = _error_keys(exc, merged)
             if invalid is None or not all(keys):
-                raise ConfigError(_format_validation(exc, merged, cli_values, path)) from None
-            for line, key in zip(_format_validation(exc, merged, cli_values, path).splitlines()[1:], keys):
+                raise ConfigError(_format_validation(exc, merged, cli_values, path, key_lines)) from None
+            for line, key in zip(_format_validation(exc, merged, cli_values, path, key_lines).splitlines()[1:], keys):
                 invalid.append((key, line.strip()))
                 merged.pop(key, None)
 
@@ -181,7 +200,14 @@ def _error_keys(exc: ValidationError, merged: dict) -> list[str]:
     return keys
 
 
-def _format_validation(exc: ValidationError, merged: dict, cli_values: dict, path: Path | None) -> str:
+def _where(path: Path, key_lines: dict[str, int], key) -> str:
+    """``file:line`` of a key of the config file (the file alone for a key it does not hold as written)."""
+    return f"{path}:{key_lines[key]}" if key in key_lines else str(path)
+
+
+def _format_validation(
+    exc: ValidationError, merged: dict, cli_values: dict, path: Path | None, key_lines: dict[str, int]
+) -> str:
     lines = ["invalid configuration:"]
     for err in exc.errors():
         key = str(err["loc"][0]) if err["loc"] else None
@@ -189,7 +215,7 @@ def _format_validation(exc: ValidationError, merged: dict, cli_values: dict, pat
         if key is None:
             lines.append(f"  {message}")
             continue
-        origin = "command line" if key in cli_values else (str(path) if path else "default")
+        origin = "command line" if key in cli_values else (_where(path, key_lines, key) if path else "default")
         value = merged.get(key, "<default>")
         lines.append(f"  {key} = {value!r} ({origin}): {message}")
     return "\n".join(lines)
