@@ -335,6 +335,41 @@ def test_input_rows_keep_a_known_judge_label_and_each_side_is_shown_left_about_h
     assert sides != [shown_left(0, "bob", str(i)) for i in range(400)]  # each annotator their own
 
 
+def test_export_counts_every_item_and_writes_pairs_ties_and_kto_rows(tmp_path):
+    from alignkit.commands.label.project import LabelProject
+    from alignkit.commands.label.report import export_labels
+    from alignkit.errors import RunDirError
+
+    items = [{"id": str(i), "prompt": f"p{i}", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(1, 5)]
+    votes = {"1": ("b", "b"), "2": ("tie", "tie"), "3": ("a", "b")}  # item 4 has no label
+    labels = [
+        {"annotator": who, "item_id": item, "choice": choice, "score": None}
+        for item, choices in votes.items()
+        for who, choice in zip(("x", "y"), choices)
+    ]
+    out = tmp_path / "pairs.jsonl"
+    counts = export_labels(LabelProject(name="t"), items, labels, out, ties="keep")
+    assert counts == {"items": 4, "labelled": 3, "written": 1, "ties": 1, "no_majority": 1}
+    [pair] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (pair["prompt"], pair["chosen"], pair["rejected"]) == ("p1", "b1", "a1")
+    assert pair["provenance"] == {
+        "source": "label:t",
+        "item_id": "1",
+        "annotators": ["x", "y"],
+        "votes": {"b": 2},
+        "agreement": 1.0,
+    }
+    [tie] = [json.loads(line) for line in out.with_suffix(".ties.jsonl").read_text().splitlines()]
+    assert (tie["prompt"], tie["response_a"]) == ("p2", "a2")
+    with pytest.raises(RunDirError, match="exists; pass --overwrite"):
+        export_labels(LabelProject(name="t"), items, labels, out)
+    thumbs = [{"id": "1", "prompt": "p", "response": "r"}, {"id": "2", "prompt": "q", "response": "s"}]
+    marks = [{"annotator": "x", "item_id": "1", "choice": "up"}, {"annotator": "x", "item_id": "2", "choice": "down"}]
+    kto = tmp_path / "kto.jsonl"
+    assert export_labels(LabelProject(name="t", kind="thumbs"), thumbs, marks, kto)["written"] == 2
+    assert [json.loads(line)["label"] for line in kto.read_text().splitlines()] == [True, False]
+
+
 def test_thumbs_export_kto_rows_and_review_export_the_sheet(tmp_path, capsys):
     rows = tmp_path / "completions.jsonl"
     rows.write_text("".join(json.dumps({"prompt": f"p{i}", "completion": f"c{i}"}) + "\n" for i in range(3)))
