@@ -222,6 +222,34 @@ def test_export_then_import_human_labels(tmp_path):
     assert report == {"kept": 6, "dropped": {"labelled a tie": 1, "not labelled yet": 1}}
 
 
+def test_a_jsonl_sheet_round_trip_its_key_and_labels_by_letter(tmp_path):
+    from alignkit.errors import AlignkitError
+
+    rows = write_jsonl(
+        tmp_path / "rows.jsonl",
+        [{"prompt": f"Q{i}?", "response_a": f"first {i}", "response_b": f"second {i}"} for i in range(4)],
+    )
+    sheet = tmp_path / "sheet.jsonl"
+    export = AnnotateConfig(input=str(rows), output=str(sheet), mode="export", seed=3)
+    assert annotate(export) == {"rows": 4, "sheet": str(sheet), "key": f"{sheet}.key.jsonl"}
+    sheet.unlink()  # the sheet is gone but its key is not: a second export must not replace the key
+    with pytest.raises(RunDirError, match="sheet.jsonl.key.jsonl"):
+        annotate(export)
+    export = export.model_copy(update={"overwrite": True})
+    annotate(export)
+    table = [json.loads(line) for line in sheet.read_text().splitlines()]
+    for row in table:  # a and b stand for the first and second response shown
+        row["label"] = "A" if row["response_1"].startswith("second") else "b"
+    sheet.write_text("".join(json.dumps(r) + "\n" for r in table))
+    out = tmp_path / "pairs.jsonl"
+    assert annotate(AnnotateConfig(input=str(sheet), output=str(out), mode="import")) == {"kept": 4, "dropped": {}}
+    pairs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [(f"second {i}", f"first {i}") for i in range(4)]
+    Path(f"{sheet}.key.jsonl").unlink()
+    with pytest.raises(AlignkitError, match=f"key file not found: {sheet}.key.jsonl"):
+        annotate(AnnotateConfig(input=str(sheet), output=str(out), mode="import", overwrite=True))
+
+
 def test_cli_pairs_reports_bad_input_with_exit_2(tmp_path, capsys):
     assert main(["pairs", "--prompts", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o.jsonl")]) == 1
     assert "data not found" in capsys.readouterr().err
