@@ -280,3 +280,57 @@ def test_a_build_that_keeps_no_pair_fails_after_writing_why(tmp_path, monkeypatc
     ):
         build_pairs(PairsConfig(prompts=str(rows), output=str(out), disable_tqdm=True))
     assert out.read_text() == "" and json.loads(Path(f"{out}.summary.json").read_text())["prompts"] == 2
+
+
+def test_judged_rows_become_pairs_by_the_verdict_and_ties_are_dropped_by_reason(tmp_path, monkeypatch):
+    """The judge's verdicts, as they come back: first or second wins a pair; a consistent tie and an
+    inconsistent one (position bias) are dropped under their own reasons, and so are identical answers."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import alignkit.commands.annotate as annotate_command
+    from alignkit.judges.llm_judge import PairwiseResult
+
+    verdicts = {
+        "q1": PairwiseResult("first", True, ["A", "B"]),
+        "q2": PairwiseResult("second", True, ["B", "A"]),
+        "q3": PairwiseResult("tie", True, ["tie", "tie"]),
+        "q4": PairwiseResult("tie", False, ["A", "A"]),
+        "q5": PairwiseResult("first", True, ["A", "B"]),
+    }
+
+    class FakeJob:
+        def __init__(self, config):
+            self.client = SimpleNamespace(
+                settings=SimpleNamespace(model="judge-x"), map=lambda rows, fn, **_: [fn(row) for row in rows]
+            )
+
+        def judge(self):
+            return SimpleNamespace(client=self.client, compare=lambda prompt, a, b: verdicts[prompt])
+
+        def guard(self):
+            return nullcontext()
+
+        def stats(self):
+            return {"requests": 0}
+
+    monkeypatch.setattr(annotate_command, "EndpointJob", FakeJob)
+    rows = [{"prompt": f"q{i}", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(1, 5)]
+    rows.append({"prompt": "q5", "response_a": "same", "response_b": "same"})
+    source = write_jsonl(tmp_path / "rows.jsonl", rows)
+    out = tmp_path / "pairs.jsonl"
+    config = AnnotateConfig(input=str(source), output=str(out), judge_base_url="http://x", judge_model="judge-x")
+    report = annotate(config)
+    assert report == {
+        "kept": 2,
+        "dropped": {
+            "judged a tie": 1,
+            "inconsistent verdicts across the two orders (position bias)": 1,
+            "with identical responses": 1,
+        },
+        "rows": 5,
+        "requests": 0,
+    }
+    pairs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("a1", "b1"), ("b2", "a2")]
+    assert pairs[1]["provenance"] == {"annotator": "judge:judge-x", "verdicts": ["B", "A"], "source_row": f"{source}:2"}
