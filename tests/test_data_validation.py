@@ -5,7 +5,7 @@ import json
 import pytest
 
 from alignkit.data.preference import load_preference_data
-from alignkit.errors import DataValidationError
+from alignkit.errors import AlignkitError, DataValidationError
 
 GOOD = {"prompt": "p", "chosen": "c", "rejected": "r"}
 
@@ -109,6 +109,50 @@ def test_conversational_and_implicit_prompt_forms(tmp_path):
         "a",
         "b",
     )
+
+
+def test_implicit_prompts_of_text_and_multi_turn_conversations_margins_and_their_faults(tmp_path):
+    """TRL's implicit prompt: a transcript's shared words up to the last space before the answers part (as
+    TRL's extract_prompt), or a conversation's shared leading messages; a margin is a number; each fault is
+    named by line, and a file of nothing is refused."""
+    user, assistant = ({"role": r, "content": c} for r, c in (("user", "a"), ("assistant", "b")))
+    rows = [
+        {
+            "chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4.",
+            "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: Five.",
+        },
+        {
+            "chosen": [user, assistant, {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}],
+            "rejected": [user, assistant, {"role": "user", "content": "c"}, {"role": "assistant", "content": "e"}],
+        },
+        {"prompt": "p", "chosen": "c", "rejected": "r", "margin": 2},
+    ]
+    text, turns, scored = load_preference_data(str(write_lines(tmp_path / "ok.jsonl", rows)))
+    assert (text.prompt, text.chosen, text.rejected) == ("\n\nHuman: What is 2+2?\n\nAssistant:", " 4.", " Five.")
+    assert (turns.prompt, turns.chosen, turns.rejected) == (
+        [user, assistant, {"role": "user", "content": "c"}],
+        "d",
+        "e",
+    )
+    assert (scored.margin, text.margin) == (2.0, None)
+    bad = [
+        {"chosen": "Yes", "rejected": "No"},
+        {"chosen": [user], "rejected": [{"role": "user", "content": "other"}]},
+        {"prompt": "p", "chosen": "c", "rejected": "r", "margin": True},
+        {"prompt": "p", "chosen": "c", "rejected": "r", "margin": "2"},
+        [1, 2],
+    ]
+    error, _ = faults_of(write_lines(tmp_path / "bad.jsonl", bad))
+    assert [(f.where.rsplit(":", 1)[1], f.field, f.message) for f in error.faults] == [
+        ("1", "prompt", "missing, and chosen/rejected share no leading words to use as the prompt"),
+        ("2", "prompt", "missing, and chosen/rejected share no leading messages to use as the prompt"),
+        ("3", "margin", "expected a number, got True"),
+        ("4", "margin", "expected a number, got '2'"),
+        ("5", None, "expected an object with prompt/chosen/rejected, got list"),
+    ]
+    (tmp_path / "blank.jsonl").write_text("\n")
+    with pytest.raises(AlignkitError, match="blank.jsonl: contains no rows"):
+        load_preference_data(str(tmp_path / "blank.jsonl"))
 
 
 def test_json_parquet_and_saved_dataset_formats(tmp_path):
