@@ -327,9 +327,9 @@ def main() -> int:
     kernels = tuple(k for k in args.kernels.split(",") if k)
     wanted = set(args.cases.split(",")) if args.cases else None
     known_cases = dict.fromkeys(case for case, *_ in cases(kernels, trainers))
-    if wanted and wanted - set(known_cases):
-        unknown_cases = ", ".join(sorted(wanted - set(known_cases)))
-        parser.error(f"--cases: unknown {unknown_cases} (known: {', '.join(known_cases)})")
+    unknown_cases = sorted((wanted or set()) - set(known_cases))
+    if unknown_cases:
+        parser.error(f"--cases: unknown {', '.join(unknown_cases)} (known: {', '.join(known_cases)})")
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))

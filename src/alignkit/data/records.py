@@ -98,7 +98,7 @@ def _read_records(source: str | Path, split: str) -> list[Record]:
                 f"{path}: a single data file has one split ('train'), not '{split}'; give held-out rows as eval_data "
                 "(or a save_to_disk folder with splits)"
             )
-        suffix = Path(path.name.lower().removesuffix(".gz")).suffix  # a gzipped file by its inner type
+        suffix = _data_suffix(path.name)
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path)
         if suffix == ".json":
@@ -220,11 +220,19 @@ def _read_saved_dataset(path: Path, split: str) -> list[Record]:
     return [Record(row, f"{path} row {i}") for i, row in enumerate(loaded, start=1)]
 
 
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")  # the file types read above
+
+
+def _data_suffix(name: str) -> str:
+    """A data file's type by its name, lower case; a gzipped file by its inner type (``.jsonl.gz`` -> ``.jsonl``)."""
+    return Path(name.lower().removesuffix(".gz")).suffix
+
+
 def _looks_like_hub_id(name: str) -> bool:
     """``owner/name``, or ``owner/name/folder...`` (a folder of the repository: its data_dir) that does
     not end like a data file (``data/pairs.jsonl`` is a missing local file, not a hub repository)."""
     parts = name.split("/")
-    if Path(parts[-1].lower().removesuffix(".gz")).suffix in (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv"):
+    if _data_suffix(parts[-1]) in DATA_SUFFIXES:
         return False
     return len(parts) >= 2 and all(parts) and not name.startswith((".", "/", "~"))
 

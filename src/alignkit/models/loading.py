@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -49,11 +50,11 @@ def resolve_model_path(name: str) -> str:
     ):
         path = path / "final"
     if path.exists() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        checkpoints = sorted(path.glob("checkpoint-*/trainable.safetensors"), key=lambda f: _step_of(f.parent))
+        checkpoints = [folder for _, folder in list_checkpoints(path) if is_checkpoint(folder)]
         if checkpoints:
             raise AlignkitError(
                 f"run directory {path} has no final/ model (the run did not finish): give its newest checkpoint, "
-                f"--model {checkpoints[-1].parent}, or finish the run with --resume true"
+                f"--model {checkpoints[-1]}, or finish the run with --resume true"
             )
         raise AlignkitError(
             f"model folder {path} has no config.json or adapter_config.json (expected a save_pretrained folder)"
@@ -64,15 +65,22 @@ def resolve_model_path(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-def _step_of(folder: Path) -> int:
-    """N of a ``checkpoint-N`` folder (-1 when not a number)."""
-    step = folder.name.removeprefix("checkpoint-")
-    return int(step) if step.isdigit() else -1
-
-
 def _is_local_path(name: str) -> bool:
     """A name no hub id can be: ``./x``, ``../x``, ``/x``, ``~/x`` or more than ``owner/name``."""
     return name.startswith((".", "/", "~")) or len(name.strip("/").split("/")) > 2
+
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The run's checkpoint folders as (step, path), oldest first (by step number, not by name)."""
+    found = []
+    for path in run_dir.iterdir() if run_dir.is_dir() else []:
+        match = CHECKPOINT_RE.match(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
 
 
 def is_checkpoint(path: Path) -> bool:

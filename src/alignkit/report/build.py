@@ -68,11 +68,12 @@ def read_run(path: Path) -> RunView:
 def name_apart(runs: list[RunView]) -> None:
     """Give runs that share a folder name (``a/run`` and ``b/run``) names that tell them apart: as many trailing
     path parts as it takes, for every run, so the comparison plot and the sections do not merge them."""
+    parts = [run.path.resolve().parts for run in runs]
     depth = 1
-    while len({run.name for run in runs}) < len(runs) and depth < max(len(run.path.resolve().parts) for run in runs):
+    while len({run.name for run in runs}) < len(runs) and depth < max(map(len, parts)):
         depth += 1
-        for run in runs:
-            run.name = "/".join(run.path.resolve().parts[-depth:])
+        for run, own in zip(runs, parts):
+            run.name = "/".join(own[-depth:])
 
 
 # what a training log of each kind of run holds: preference and supervised runs log `loss`, RL runs `loss/total`

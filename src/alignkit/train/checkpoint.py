@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import warnings
 from pathlib import Path
@@ -24,10 +23,10 @@ from safetensors.torch import load_file, save_file
 from alignkit.atomic import fsync_tree
 from alignkit.errors import AlignkitError, RunDirError
 from alignkit.hashing import sha256_file
+from alignkit.models.loading import list_checkpoints
 from alignkit.train.faults import check_resume
 from alignkit.train.run_outputs import loop_state_of
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 MANIFEST = "manifest.json"
 
 
@@ -121,16 +120,6 @@ def save_checkpoint(
     fsync_tree(run_dir, files=False)
     _prune(run_dir, save_total_limit)
     return final
-
-
-def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """The run's checkpoint folders as (step, path), oldest first."""
-    found = []
-    for path in run_dir.iterdir() if run_dir.is_dir() else []:
-        match = CHECKPOINT_RE.match(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def _prune(run_dir: Path, limit: int | None) -> None:
